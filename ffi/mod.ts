@@ -1,0 +1,33 @@
+/**
+ * The native library, loaded once per thread (main or Worker) by the runtime's own FFI.
+ * This folder is the only place that knows whether it runs under Deno or Bun.
+ *
+ * ```ts
+ * import { native, addressOf } from "./ffi/mod.ts";
+ * const fd = native.zc_socket(4);
+ * ```
+ * @module
+ */
+import { findLibrary } from "./library_path.ts";
+import type { NativeLibrary } from "./symbols.ts";
+
+export { LIBRARY_ENV, NativeLibraryNotFoundError } from "./library_path.ts";
+export { SocketOption } from "./symbols.ts";
+export { Errno, errnoName, IOV_MAX, ORIGIN_ZEROCOPY, Poll, Shutdown, ZEROCOPY_COPIED } from "./kernel.ts";
+export type { NativeLibrary } from "./symbols.ts";
+
+/** "bun" or "deno": the runtime this process runs on. */
+export const runtime: "bun" | "deno" = "Bun" in globalThis ? "bun" : "deno";
+
+const loaded = runtime === "bun"
+  ? await (await import("./bun.ts")).open(findLibrary())
+  : (await import("./deno.ts")).open(findLibrary());
+
+/** Every native symbol; results are raw kernel results (negative = -errno). */
+export const native: NativeLibrary = loaded.lib;
+
+/**
+ * The native address of a view's first byte. Valid only while the view's buffer is
+ * reachable from JS: hold a reference for as long as the kernel may use the address.
+ */
+export const addressOf: (view: ArrayBufferView) => number = loaded.addressOf;

@@ -1,0 +1,71 @@
+/**
+ * The one symbol table of the native library (zig/), in a runtime-neutral vocabulary
+ * that `deno.ts` and `bun.ts` translate. Every function returns the raw kernel result:
+ * a negative value is `-errno`.
+ *
+ * Argument kinds:
+ * - `i32`, `u32`: integers.
+ * - `buffer`: a typed array; the native side receives a pointer to its first byte.
+ * - `address`: a native address as a JS number (below 2^53 on x86-64 Linux).
+ *
+ * @module
+ */
+
+export type ArgKind = "i32" | "u32" | "buffer" | "address";
+export type ResultKind = "i32" | "address";
+
+export interface SymbolSpec {
+  readonly parameters: readonly ArgKind[];
+  readonly result: ResultKind;
+}
+
+export const symbols = {
+  // zig/socket.zig
+  zc_socket: { parameters: ["u32"], result: "i32" },
+  zc_bind: { parameters: ["i32", "u32", "buffer", "u32", "u32"], result: "i32" },
+  zc_connect: { parameters: ["i32", "u32", "buffer", "u32", "u32"], result: "i32" },
+  zc_listen: { parameters: ["i32", "u32"], result: "i32" },
+  zc_accept: { parameters: ["i32"], result: "i32" },
+  zc_local_port: { parameters: ["i32"], result: "i32" },
+  zc_set_option: { parameters: ["i32", "u32", "i32"], result: "i32" },
+  zc_get_option: { parameters: ["i32", "u32"], result: "i32" },
+  zc_shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  zc_close: { parameters: ["i32"], result: "i32" },
+  // zig/transfer.zig
+  zc_sendv: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
+  zc_recvv: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // zig/errqueue.zig
+  zc_drain_errqueue: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // zig/poll.zig
+  zc_poll: { parameters: ["buffer", "u32", "i32"], result: "i32" },
+  zc_poll_one: { parameters: ["i32", "u32", "i32"], result: "i32" },
+  zc_eventfd: { parameters: [], result: "i32" },
+  zc_eventfd_signal: { parameters: ["i32"], result: "i32" },
+  zc_eventfd_clear: { parameters: ["i32"], result: "i32" },
+} as const satisfies Record<string, SymbolSpec>;
+
+export type Symbols = typeof symbols;
+
+type ArgValue<K extends ArgKind> = K extends "buffer" ? ArrayBufferView : number;
+type ArgValues<P extends readonly ArgKind[]> = { -readonly [I in keyof P]: ArgValue<P[I]> };
+
+/** The loaded library: every symbol as a typed function returning a number. */
+export type NativeLibrary = {
+  readonly [K in keyof Symbols]: (...args: ArgValues<Symbols[K]["parameters"]>) => number;
+};
+
+/** Ids for zc_set_option / zc_get_option; mirror `Option` in zig/socket.zig. */
+export const SocketOption = {
+  zerocopy: 0,
+  nodelay: 1,
+  sendBuffer: 2,
+  receiveBuffer: 3,
+  keepalive: 4,
+  keepaliveIdleS: 5,
+  keepaliveIntervalS: 6,
+  keepaliveCount: 7,
+  userTimeoutMs: 8,
+  lingerReset: 9,
+  reuseAddress: 10,
+  pendingError: 11,
+} as const;

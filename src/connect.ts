@@ -1,0 +1,51 @@
+/**
+ * Opening a client {@link SocketChannel}.
+ * @module
+ */
+import { Errno, native, Poll, SocketOption } from "../ffi/mod.ts";
+import { resolveAddress } from "./address.ts";
+import { InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
+import { checkPort } from "./listener.ts";
+import { Reactor } from "./reactor.ts";
+import { type ChannelOptions, SocketChannel } from "./socket_channel.ts";
+
+/** Default limit for establishing a connection (ms). */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+export interface ConnectOptions extends ChannelOptions {
+  hostname: string;
+  port: number;
+  /** Limit for the TCP handshake, in ms. Default {@link DEFAULT_CONNECT_TIMEOUT_MS}. */
+  connectTimeoutMs?: number;
+}
+
+/** Connects to `hostname:port`; with `zerocopy: true` the channel can use writevZerocopy. */
+export async function connect(options: ConnectOptions): Promise<SocketChannel> {
+  if (typeof options !== "object" || options === null) {
+    throw new InvalidArgumentError("connect needs an options object with hostname and port");
+  }
+  const { hostname, port, connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS } = options;
+  checkPort(port);
+  if (port === 0) throw new InvalidArgumentError("cannot connect to port 0");
+  const address = await resolveAddress(hostname);
+  const fd = native.zc_socket(address.family);
+  if (fd < 0) throw new SocketError("socket", -fd);
+  const reactor = Reactor.shared;
+  reactor.retain();
+  try {
+    const rc = native.zc_connect(fd, address.family, address.bytes, port, address.scopeId);
+    if (rc < 0 && -rc !== Errno.EINPROGRESS) throw new SocketError("connect", -rc, `${hostname}:${port}`);
+    if (rc < 0) {
+      const revents = await reactor.wait(fd, Poll.OUT, connectTimeoutMs);
+      if (revents === 0) throw new TimeoutError("connect", connectTimeoutMs, `${hostname}:${port}`);
+      const error = native.zc_get_option(fd, SocketOption.pendingError);
+      if (error !== 0) throw new SocketError("connect", error < 0 ? -error : error, `${hostname}:${port}`);
+    }
+    return new SocketChannel(fd, options);
+  } catch (error) {
+    native.zc_close(fd);
+    throw error;
+  } finally {
+    reactor.release();
+  }
+}

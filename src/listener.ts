@@ -1,0 +1,99 @@
+/**
+ * A listening TCP socket whose `accept` resolves with {@link SocketChannel}s.
+ *
+ * ```ts
+ * const listener = await listen({ hostname: "127.0.0.1", port: 0 });
+ * const channel = await listener.accept();
+ * ```
+ * @module
+ */
+import { Errno, native, Poll, Shutdown, SocketOption } from "../ffi/mod.ts";
+import { resolveAddress } from "./address.ts";
+import { ChannelClosedError, InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
+import { Reactor } from "./reactor.ts";
+import { type ChannelOptions, SocketChannel } from "./socket_channel.ts";
+
+export interface ListenOptions extends ChannelOptions {
+  /** IP literal or name to bind. Default "127.0.0.1". */
+  hostname?: string;
+  /** Port to bind; 0 (the default) picks a free one, see {@link Listener.port}. */
+  port?: number;
+  /** Length of the kernel's queue of not-yet-accepted connections. Default 128. */
+  backlog?: number;
+}
+
+/** Creates a listener; accepted channels get the channel options given here. */
+export async function listen(options: ListenOptions = {}): Promise<Listener> {
+  const { hostname = "127.0.0.1", port = 0, backlog = 128 } = options;
+  checkPort(port);
+  const address = await resolveAddress(hostname);
+  const fd = native.zc_socket(address.family);
+  if (fd < 0) throw new SocketError("socket", -fd);
+  const fail = (operation: string, rc: number): never => {
+    native.zc_close(fd);
+    throw new SocketError(operation, -rc, `${hostname}:${port}`);
+  };
+  native.zc_set_option(fd, SocketOption.reuseAddress, 1);
+  const bound = native.zc_bind(fd, address.family, address.bytes, port, address.scopeId);
+  if (bound < 0) fail("bind", bound);
+  const listening = native.zc_listen(fd, backlog);
+  if (listening < 0) fail("listen", listening);
+  const localPort = native.zc_local_port(fd);
+  if (localPort < 0) fail("getsockname", localPort);
+  return new Listener(fd, hostname, localPort, options);
+}
+
+export class Listener {
+  #closed = false;
+  #reactor: Reactor | undefined;
+
+  constructor(
+    readonly fd: number,
+    readonly hostname: string,
+    /** The bound port (the kernel's choice when 0 was asked). */
+    readonly port: number,
+    readonly channelOptions: ChannelOptions,
+  ) {}
+
+  /**
+   * Resolves with the next incoming connection. Rejects with ChannelClosedError once the
+   * listener is closed, TimeoutError after `timeoutMs` (default: no limit).
+   */
+  async accept(timeoutMs = -1): Promise<SocketChannel> {
+    for (;;) {
+      if (this.#closed) throw new ChannelClosedError("listener is closed");
+      const fd = native.zc_accept(this.fd);
+      if (fd >= 0) return new SocketChannel(fd, this.channelOptions);
+      const errno = -fd;
+      // A connection reset while queued is the peer's problem, not the listener's.
+      if (errno === Errno.EINTR || errno === Errno.ECONNABORTED) continue;
+      if (errno !== Errno.EAGAIN) throw new SocketError("accept", errno);
+      if (!this.#reactor) {
+        this.#reactor = Reactor.shared;
+        this.#reactor.retain();
+      }
+      const revents = await this.#reactor.wait(this.fd, Poll.IN, timeoutMs);
+      if (revents === 0) throw new TimeoutError("accept", timeoutMs);
+    }
+  }
+
+  /** Stops listening; pending `accept` calls reject. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    native.zc_shutdown(this.fd, Shutdown.BOTH); // wakes a poll blocked on this fd
+    native.zc_close(this.fd);
+    this.#reactor?.release();
+    this.#reactor = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+export function checkPort(port: number): void {
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw new InvalidArgumentError(`port must be an integer in 0..65535, got ${port}`);
+  }
+}

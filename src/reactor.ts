@@ -1,0 +1,142 @@
+/**
+ * Asynchronous readiness waits without blocking the event loop, the same way in Deno
+ * and Bun: one helper Worker per process blocks in poll(2) on every fd that has a
+ * pending wait, and wakes the main thread with a message when one is ready.
+ *
+ * Requests travel through a SharedArrayBuffer (slot table) plus an eventfd that interrupts
+ * the Worker's poll; the Worker never returns to its own event loop while it runs, so
+ * messages to it would not be read. A slot is armed by this thread, fired by the Worker,
+ * and freed here, so no slot is ever written by both sides at once.
+ *
+ * The Worker exists only while something holds the reactor (`retain`/`release`), so an
+ * idle process can exit.
+ * @module
+ */
+import { native } from "../ffi/mod.ts";
+import { SocketError } from "./errors.ts";
+import {
+  FIELD_EVENTS,
+  FIELD_FD,
+  FIELD_REVENTS,
+  FIELD_STATE,
+  HEADER_STOP,
+  MAX_WAITS,
+  type ReactorInit,
+  type ReactorReport,
+  SLOT_ARMED,
+  SLOT_FREE,
+  slotBase,
+} from "./reactor_layout.ts";
+
+export class Reactor {
+  static #instance: Reactor | undefined;
+
+  /** The process-wide reactor, started on first use. */
+  static get shared(): Reactor {
+    return (Reactor.#instance ??= new Reactor());
+  }
+
+  #holders = 0;
+  #worker: Worker | undefined;
+  #ready: Promise<void> | undefined;
+  #control = new Int32Array(new SharedArrayBuffer(0));
+  #deadlines = new Float64Array(new SharedArrayBuffer(0));
+  #eventfd = -1;
+  #free: number[] = [];
+  #pending = new Map<number, (revents: number) => void>();
+
+  /** Keeps the helper Worker running for one more user (a channel or a listener). */
+  retain(): void {
+    this.#holders++;
+  }
+
+  /** The inverse of retain; the Worker stops when nobody holds it and nothing waits. */
+  release(): void {
+    this.#holders--;
+    if (this.#holders <= 0 && this.#pending.size === 0) this.#stop();
+  }
+
+  /**
+   * Resolves with `fd`'s poll revents once any of `events` (or POLLERR/POLLHUP/POLLNVAL)
+   * is ready, or with 0 after `timeoutMs` (negative = no limit).
+   */
+  async wait(fd: number, events: number, timeoutMs: number): Promise<number> {
+    await this.#start();
+    const slot = this.#free.pop();
+    if (slot === undefined) throw new SocketError("poll", 24, `more than ${MAX_WAITS} concurrent waits`);
+    const base = slotBase(slot);
+    this.#control[base + FIELD_FD] = fd;
+    this.#control[base + FIELD_EVENTS] = events;
+    this.#control[base + FIELD_REVENTS] = 0;
+    this.#deadlines[slot] = timeoutMs < 0 ? -1 : Date.now() + timeoutMs;
+    const fired = new Promise<number>((resolve) => this.#pending.set(slot, resolve));
+    Atomics.store(this.#control, base + FIELD_STATE, SLOT_ARMED);
+    native.zc_eventfd_signal(this.#eventfd);
+    return await fired;
+  }
+
+  #start(): Promise<void> {
+    if (this.#ready) return this.#ready;
+    const eventfd = native.zc_eventfd();
+    if (eventfd < 0) throw new SocketError("eventfd", -eventfd);
+    this.#eventfd = eventfd;
+    const shared = new SharedArrayBuffer(slotBase(MAX_WAITS) * 4 + MAX_WAITS * 8);
+    this.#control = new Int32Array(shared, 0, slotBase(MAX_WAITS));
+    this.#deadlines = new Float64Array(shared, slotBase(MAX_WAITS) * 4, MAX_WAITS);
+    this.#free = Array.from({ length: MAX_WAITS }, (_, i) => MAX_WAITS - 1 - i);
+    const worker = new Worker(new URL("./reactor_worker.ts", import.meta.url), { type: "module" });
+    this.#worker = worker;
+    this.#ready = new Promise<void>((resolve, reject) => {
+      worker.onmessage = (event: MessageEvent<ReactorReport>) => {
+        const report = event.data;
+        if (report.kind === "ready") {
+          const init: ReactorInit = { shared, eventfd };
+          worker.postMessage(init);
+          resolve();
+        } else if (report.kind === "fired") {
+          this.#onFired(report.slots);
+        } else if (report.kind === "failed") {
+          // poll itself failing means the slot table is corrupt: nothing can wait any more.
+          const error = new SocketError("poll", report.errno, "reactor stopped");
+          reject(error);
+          throw error;
+        }
+      };
+      worker.onerror = (event) => {
+        event.preventDefault?.();
+        reject(new Error(`reactor worker failed: ${event.message}`));
+      };
+    });
+    return this.#ready;
+  }
+
+  #onFired(slots: number[]): void {
+    for (const slot of slots) {
+      const base = slotBase(slot);
+      const revents = this.#control[base + FIELD_REVENTS];
+      Atomics.store(this.#control, base + FIELD_STATE, SLOT_FREE);
+      this.#free.push(slot);
+      const resolve = this.#pending.get(slot);
+      this.#pending.delete(slot);
+      resolve?.(revents);
+    }
+    if (this.#holders <= 0 && this.#pending.size === 0) this.#stop();
+  }
+
+  #stop(): void {
+    const worker = this.#worker;
+    if (!worker) return;
+    Atomics.store(this.#control, HEADER_STOP, 1);
+    native.zc_eventfd_signal(this.#eventfd);
+    const eventfd = this.#eventfd;
+    worker.onmessage = (event: MessageEvent<ReactorReport>) => {
+      if (event.data.kind !== "stopped") return;
+      // The Worker has left poll(2): terminating it now cannot strand a blocked thread.
+      worker.terminate();
+      native.zc_close(eventfd);
+    };
+    this.#worker = undefined;
+    this.#ready = undefined;
+    this.#eventfd = -1;
+  }
+}

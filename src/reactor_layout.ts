@@ -1,0 +1,38 @@
+/**
+ * The shared-memory layout and messages between the reactor (main thread) and its Worker.
+ * @module
+ */
+
+/** Concurrent waits the reactor can hold. */
+export const MAX_WAITS = 1024;
+
+/** Int32 index of the stop flag. */
+export const HEADER_STOP = 0;
+const HEADER_FIELDS = 4;
+
+/** Per slot; each slot's deadline (ms since the epoch, -1 = none) is in a parallel Float64Array. */
+export const SLOT_FIELDS = 4;
+export const FIELD_STATE = 0;
+export const FIELD_FD = 1;
+export const FIELD_EVENTS = 2;
+export const FIELD_REVENTS = 3;
+
+export const SLOT_FREE = 0;
+export const SLOT_ARMED = 1;
+export const SLOT_FIRED = 2;
+
+/** Int32 index of a slot's first field. */
+export function slotBase(slot: number): number {
+  return HEADER_FIELDS + slot * SLOT_FIELDS;
+}
+
+export interface ReactorInit {
+  shared: SharedArrayBuffer;
+  eventfd: number;
+}
+
+export type ReactorReport =
+  | { kind: "ready" }
+  | { kind: "fired"; slots: number[] }
+  | { kind: "failed"; errno: number }
+  | { kind: "stopped" };

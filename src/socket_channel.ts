@@ -1,0 +1,506 @@
+/**
+ * A TCP channel with QEMU QIOChannel zero-copy semantics (`writev` with and without
+ * MSG_ZEROCOPY, `flushZerocopy`), over a socket this module owns natively.
+ *
+ * Every operation is written once, as a generator that yields whenever it must wait for
+ * the socket; `…Sync` variants wait with a blocking poll(2) (for Workers), the async ones
+ * through the {@link Reactor} so the event loop never blocks.
+ *
+ * ```ts
+ * import { connect } from "zerocopy-multifd";
+ * const channel = await connect({ hostname: "127.0.0.1", port: 9000, zerocopy: true });
+ * await channel.writevZerocopy([page1, page2]); // page1/page2 must stay unmodified…
+ * const allCopied = await channel.flushZerocopy(); // …until this resolves
+ * channel.close();
+ * ```
+ * @module
+ */
+import { Errno, native, ORIGIN_ZEROCOPY, Poll, Shutdown, SocketOption, ZEROCOPY_COPIED } from "../ffi/mod.ts";
+import {
+  ChannelClosedError,
+  InvalidArgumentError,
+  SocketError,
+  TimeoutError,
+  ZeroCopyCompletionError,
+  ZeroCopyResourceError,
+  ZeroCopyUnsupportedError,
+} from "./errors.ts";
+import { IovecArray } from "./iovec.ts";
+import { Reactor } from "./reactor.ts";
+import { ZeroCopyCompletions } from "./zerocopy_completions.ts";
+
+/** Default limit for one wait on a blocked read or write (ms). */
+export const DEFAULT_IO_TIMEOUT_MS = 60_000;
+/** Default time a zero-copy flush may go without any completion arriving (ms). */
+export const DEFAULT_FLUSH_TIMEOUT_MS = 10_000;
+
+export interface ChannelOptions {
+  /** Ask for zero-copy sends (SO_ZEROCOPY). Default false. */
+  zerocopy?: boolean;
+  /** Longest wait for a blocked read or write to make progress, in ms (-1: no limit). */
+  ioTimeoutMs?: number;
+  /** Longest a flush may wait without any completion arriving, in ms (-1: no limit). */
+  flushTimeoutMs?: number;
+}
+
+/** Counters of one channel, like QEMU's per-socket zero-copy accounting. */
+export interface ChannelStats {
+  bytesWritten: number;
+  bytesRead: number;
+  /** Successful MSG_ZEROCOPY sendmsg calls. */
+  zerocopySends: number;
+  /** Sends whose completion arrived. */
+  zerocopyCompletions: number;
+  /** Completed sends the kernel had to copy after all (always all of them on loopback). */
+  zerocopyCopied: number;
+  /** Flushes that waited for completions. */
+  zerocopyFlushes: number;
+  /** Flushes at which every completion was copied (QEMU: dirty-sync-missed-zero-copy). */
+  zerocopyFlushesAllCopied: number;
+  /** ENOBUFS answers to zero-copy sends that were drained and retried. */
+  zerocopyNoBufferRetries: number;
+}
+
+/** What an operation needs before it can go on. */
+interface Wait {
+  events: number;
+  timeoutMs: number;
+  operation: string;
+}
+type Operation<T> = Generator<Wait, T, number>;
+
+const RECORDS_PER_DRAIN = 64;
+const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
+
+export class SocketChannel {
+  /** Whether `writevZerocopy` can be used: asked for, and SO_ZEROCOPY accepted by the kernel. */
+  readonly zerocopy: boolean;
+  readonly #zerocopyRefusal: string | undefined;
+  readonly #ioTimeoutMs: number;
+  readonly #flushTimeoutMs: number;
+  readonly #completions = new ZeroCopyCompletions();
+  readonly #writeIov = new IovecArray();
+  readonly #readIov = new IovecArray();
+  readonly #records = new Uint32Array(RECORDS_PER_DRAIN * 4);
+  #fd: number;
+  #closed = false;
+  #reactor: Reactor | undefined;
+  #writeTail: Promise<unknown> = Promise.resolve();
+  #readTail: Promise<unknown> = Promise.resolve();
+  #writing = false;
+  #reading = false;
+  /** An error-queue error found while a read drained completions, for the next writer. */
+  #deferredError: Error | undefined;
+  #bytesWritten = 0;
+  #bytesRead = 0;
+  #flushes = 0;
+  #flushesAllCopied = 0;
+  #noBufferRetries = 0;
+
+  /**
+   * Takes ownership of a connected socket fd (e.g. one handed to a Worker). With
+   * `zerocopy: true`, SO_ZEROCOPY is enabled here; if the kernel refuses, the channel
+   * works but `writevZerocopy` throws ZeroCopyUnsupportedError.
+   */
+  constructor(fd: number, options: ChannelOptions = {}) {
+    if (!Number.isInteger(fd) || fd < 0) throw new InvalidArgumentError(`fd must be a non-negative integer, got ${fd}`);
+    this.#fd = fd;
+    this.#ioTimeoutMs = timeoutOption("ioTimeoutMs", options.ioTimeoutMs, DEFAULT_IO_TIMEOUT_MS);
+    this.#flushTimeoutMs = timeoutOption("flushTimeoutMs", options.flushTimeoutMs, DEFAULT_FLUSH_TIMEOUT_MS);
+    if (options.zerocopy) {
+      const rc = native.zc_set_option(fd, SocketOption.zerocopy, 1);
+      this.#zerocopyRefusal = rc < 0 ? new SocketError("setsockopt(SO_ZEROCOPY)", -rc).message : undefined;
+    } else {
+      this.#zerocopyRefusal = "the channel was opened without zerocopy: true";
+    }
+    this.zerocopy = this.#zerocopyRefusal === undefined;
+    // Headers and small packets must not wait for Nagle (as QEMU's migration sockets).
+    native.zc_set_option(fd, SocketOption.nodelay, 1);
+  }
+
+  /** The socket's file descriptor (-1 once closed or detached). */
+  get fd(): number {
+    return this.#closed ? -1 : this.#fd;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** A snapshot of the channel's counters. */
+  get stats(): ChannelStats {
+    const c = this.#completions;
+    return {
+      bytesWritten: this.#bytesWritten,
+      bytesRead: this.#bytesRead,
+      zerocopySends: c.sends,
+      zerocopyCompletions: c.completions,
+      zerocopyCopied: c.copied,
+      zerocopyFlushes: this.#flushes,
+      zerocopyFlushesAllCopied: this.#flushesAllCopied,
+      zerocopyNoBufferRetries: this.#noBufferRetries,
+    };
+  }
+
+  /** Zero-copy sends whose completion has not arrived yet. */
+  get zerocopyPending(): number {
+    return this.#completions.outstanding;
+  }
+
+  /**
+   * Writes every byte of `bufs`, in order (partial writes, EINTR and EAGAIN handled).
+   * Resolves with the number of bytes written.
+   */
+  writev(bufs: readonly Uint8Array[]): Promise<number> {
+    return this.#runAsync("write", this.#write(checkViews(bufs), false));
+  }
+
+  /** {@link writev}, blocking the calling thread (for Workers). */
+  writevSync(bufs: readonly Uint8Array[]): number {
+    return this.#runSync("write", this.#write(checkViews(bufs), false));
+  }
+
+  /**
+   * Writes every byte of `bufs` with MSG_ZEROCOPY: the kernel sends straight from these
+   * buffers, after this call returns.
+   *
+   * **Buffer rule:** do not modify the buffers until {@link flushZerocopy} has resolved
+   * (modifications may or may not be sent). You may drop your references: the channel
+   * keeps the buffers alive until the kernel reports their completion.
+   *
+   * Throws ZeroCopyUnsupportedError when the channel cannot do zero-copy (never falls
+   * back to copying), ZeroCopyResourceError when ENOBUFS persists with nothing left to
+   * drain (optmem or locked-memory limit).
+   */
+  writevZerocopy(bufs: readonly Uint8Array[]): Promise<number> {
+    return this.#runAsync("write", this.#writeZerocopy(checkViews(bufs)));
+  }
+
+  /** {@link writevZerocopy}, blocking the calling thread (for Workers). */
+  writevZerocopySync(bufs: readonly Uint8Array[]): number {
+    return this.#runSync("write", this.#writeZerocopy(checkViews(bufs)));
+  }
+
+  /**
+   * Writes native memory ranges (address, length pairs) the caller keeps alive and
+   * unmodified itself, e.g. a mapped region, with or without MSG_ZEROCOPY. For Workers.
+   */
+  writeRangesSync(addresses: readonly number[], lengths: readonly number[], zerocopy: boolean): number {
+    if (zerocopy) this.#requireZerocopy();
+    this.#writeIov.loadRanges(addresses, lengths);
+    return this.#runSync("write", this.#send(zerocopy));
+  }
+
+  /**
+   * Waits until every zero-copy send so far has completed, for as long as completions
+   * keep arriving (`flushTimeoutMs` without any is an error).
+   *
+   * Returns 1 when at least one send completed since the previous flush and the kernel
+   * copied every one of them (zero-copy did not happen, as always on loopback), 0
+   * otherwise, and 0 at once on a channel without zero-copy. Throws on any error the
+   * error queue reports, on a lost connection, and on timeout.
+   */
+  flushZerocopy(): Promise<0 | 1> {
+    return this.#runAsync("write", this.#flush());
+  }
+
+  /** {@link flushZerocopy}, blocking the calling thread (for Workers). */
+  flushZerocopySync(): 0 | 1 {
+    return this.#runSync("write", this.#flush());
+  }
+
+  /**
+   * Fills `buf` from the socket. Resolves with `buf.length`, or fewer bytes only when
+   * the peer ended the stream (EOF).
+   */
+  readFull(buf: Uint8Array): Promise<number> {
+    return this.#runAsync("read", this.#read(this.#readIov.load([checkView(buf)])));
+  }
+
+  /** {@link readFull}, blocking the calling thread (for Workers). */
+  readFullSync(buf: Uint8Array): number {
+    return this.#runSync("read", this.#read(this.#readIov.load([checkView(buf)])));
+  }
+
+  /** Fills native memory ranges (address, length pairs) the caller owns; see readFull. */
+  readRangesSync(addresses: readonly number[], lengths: readonly number[]): number {
+    return this.#runSync("read", this.#read(this.#readIov.loadRanges(addresses, lengths)));
+  }
+
+  /**
+   * Shuts the connection down in both directions. Operations blocked on it, in this
+   * thread or another, fail promptly; the fd stays open until {@link close}.
+   */
+  abort(): void {
+    if (!this.#closed) native.zc_shutdown(this.#fd, Shutdown.BOTH);
+  }
+
+  /**
+   * Closes the socket. With zero-copy sends still unflushed the connection is reset
+   * instead (SO_LINGER 0), so the kernel drops the queued pages at once and the buffers
+   * can be released safely: flush first when the data must arrive.
+   */
+  close(): void {
+    if (this.#closed) return;
+    if (this.#writing || this.#reading) native.zc_shutdown(this.#fd, Shutdown.BOTH);
+    if (this.#completions.outstanding > 0) native.zc_set_option(this.#fd, SocketOption.lingerReset, 1);
+    native.zc_close(this.#fd);
+    this.#closed = true;
+    this.#completions.releaseAll();
+    this.#reactor?.release();
+    this.#reactor = undefined;
+  }
+
+  /**
+   * Gives up ownership of the fd without closing it (to hand it to a Worker) and
+   * returns it. Only when idle and with no zero-copy send outstanding.
+   */
+  detach(): number {
+    if (this.#closed) throw new ChannelClosedError("channel is closed");
+    if (this.#writing || this.#reading || this.#completions.outstanding > 0) {
+      throw new InvalidArgumentError("cannot detach a channel with operations or zero-copy sends in flight");
+    }
+    this.#closed = true;
+    this.#reactor?.release();
+    this.#reactor = undefined;
+    return this.#fd;
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  // --- operations (one implementation each, driven sync or async) ---
+
+  *#write(bufs: readonly Uint8Array[], zerocopy: boolean): Operation<number> {
+    this.#writeIov.load(bufs);
+    return yield* this.#send(zerocopy);
+  }
+
+  *#writeZerocopy(bufs: readonly Uint8Array[]): Operation<number> {
+    this.#requireZerocopy();
+    try {
+      return yield* this.#write(bufs, true);
+    } finally {
+      // Even a failed write may have queued sends that still read these buffers.
+      this.#completions.hold(bufs.slice());
+    }
+  }
+
+  *#send(zerocopy: boolean): Operation<number> {
+    this.#throwDeferred();
+    const iov = this.#writeIov;
+    const total = iov.remaining;
+    while (iov.remaining > 0) {
+      const { words, count } = iov.pending();
+      const rc = native.zc_sendv(this.#fd, words, count, zerocopy ? 1 : 0);
+      if (rc > 0) {
+        iov.advance(rc);
+        this.#bytesWritten += rc;
+        if (zerocopy) this.#completions.recordSend();
+        continue;
+      }
+      const errno = -rc;
+      if (errno === Errno.EINTR) continue;
+      if (errno === Errno.EAGAIN) {
+        const revents = yield { events: Poll.OUT, timeoutMs: this.#ioTimeoutMs, operation: "write" };
+        if (revents === 0) throw new TimeoutError("write", this.#ioTimeoutMs, `${iov.remaining} bytes unsent`);
+        if (revents & Poll.ERR && this.zerocopy) this.#drain();
+        continue;
+      }
+      if (errno === Errno.ENOBUFS && zerocopy) {
+        this.#noBufferRetries++;
+        if (this.#drain() > 0) continue;
+        if (this.#completions.outstanding === 0) {
+          throw new ZeroCopyResourceError(
+            "MSG_ZEROCOPY send failed with ENOBUFS and no completion is pending: raise net.core.optmem_max " +
+              "(option memory for notifications) or RLIMIT_MEMLOCK (locked memory, for users without CAP_IPC_LOCK)",
+          );
+        }
+        yield* this.#awaitCompletion("write (ENOBUFS)");
+        continue;
+      }
+      throw new SocketError("sendmsg", errno, `${total - iov.remaining} of ${total} bytes written`);
+    }
+    return total;
+  }
+
+  *#flush(): Operation<0 | 1> {
+    if (!this.zerocopy) return 0;
+    this.#throwDeferred();
+    while (this.#completions.outstanding > 0) {
+      if (this.#drain() > 0) continue;
+      yield* this.#awaitCompletion("flushZerocopy");
+    }
+    const result = this.#completions.endEpoch();
+    this.#flushes++;
+    this.#flushesAllCopied += result;
+    return result;
+  }
+
+  /** Waits for the error queue to become readable; fails if the connection is gone. */
+  *#awaitCompletion(operation: string): Operation<void> {
+    const revents = yield { events: 0, timeoutMs: this.#flushTimeoutMs, operation };
+    const outstanding = `${this.#completions.outstanding} zero-copy sends outstanding`;
+    if (revents === 0) throw new TimeoutError(operation, this.#flushTimeoutMs, outstanding);
+    if (revents & FAILURE_EVENTS && this.#drain() === 0) {
+      const socketError = native.zc_get_option(this.#fd, SocketOption.pendingError);
+      if (socketError > 0) throw new SocketError(operation, socketError, outstanding);
+      if (revents & (Poll.HUP | Poll.NVAL)) {
+        throw new ChannelClosedError(`${operation}: connection closed, ${outstanding}`);
+      }
+    }
+  }
+
+  *#read(iov: IovecArray): Operation<number> {
+    const total = iov.remaining;
+    while (iov.remaining > 0) {
+      const { words, count } = iov.pending();
+      const rc = native.zc_recvv(this.#fd, words, count);
+      if (rc > 0) {
+        iov.advance(rc);
+        this.#bytesRead += rc;
+        continue;
+      }
+      if (rc === 0) break;
+      const errno = -rc;
+      if (errno === Errno.EINTR) continue;
+      if (errno !== Errno.EAGAIN) throw new SocketError("recvmsg", errno);
+      const revents = yield { events: Poll.IN, timeoutMs: this.#ioTimeoutMs, operation: "read" };
+      if (revents === 0) throw new TimeoutError("read", this.#ioTimeoutMs, `${iov.remaining} bytes missing`);
+      // Pending completions keep POLLERR raised: take them, or the next poll would spin.
+      if (revents & Poll.ERR && this.zerocopy) {
+        try {
+          this.#drain();
+        } catch (error) {
+          this.#deferredError ??= error as Error;
+        }
+      }
+    }
+    return total - iov.remaining;
+  }
+
+  /** Applies every queued completion; returns how many records were read. */
+  #drain(): number {
+    let total = 0;
+    for (;;) {
+      const n = native.zc_drain_errqueue(this.#fd, this.#records, RECORDS_PER_DRAIN);
+      if (n < 0) throw new SocketError("recvmsg(MSG_ERRQUEUE)", -n);
+      for (let i = 0; i < n; i++) {
+        const [lo, hi, code, errno] = this.#records.subarray(i * 4, i * 4 + 4);
+        const origin = code >>> 8;
+        if (origin !== ORIGIN_ZEROCOPY || errno !== 0) throw new ZeroCopyCompletionError(errno, origin);
+        this.#completions.complete(lo, hi, (code & ZEROCOPY_COPIED) !== 0);
+      }
+      total += n;
+      if (n < RECORDS_PER_DRAIN) return total;
+    }
+  }
+
+  #requireZerocopy(): void {
+    if (!this.zerocopy) {
+      throw new ZeroCopyUnsupportedError(`zero-copy write not possible: ${this.#zerocopyRefusal}`);
+    }
+  }
+
+  #throwDeferred(): void {
+    const error = this.#deferredError;
+    if (error) {
+      this.#deferredError = undefined;
+      throw error;
+    }
+  }
+
+  // --- drivers ---
+
+  #begin(side: "write" | "read"): void {
+    if (this.#closed) throw new ChannelClosedError("channel is closed");
+    if (side === "write" ? this.#writing : this.#reading) {
+      throw new InvalidArgumentError(`a synchronous ${side} cannot run while another ${side} is in progress`);
+    }
+    if (side === "write") this.#writing = true;
+    else this.#reading = true;
+  }
+
+  #end(side: "write" | "read"): void {
+    if (side === "write") this.#writing = false;
+    else this.#reading = false;
+  }
+
+  #runSync<T>(side: "write" | "read", operation: Operation<T>): T {
+    this.#begin(side);
+    try {
+      let step = operation.next();
+      while (!step.done) {
+        const { events, timeoutMs } = step.value;
+        let revents = native.zc_poll_one(this.#fd, events, timeoutMs);
+        if (revents === -Errno.EINTR) revents = events | Poll.IN; // retry the syscall
+        else if (revents < 0) throw new SocketError("poll", -revents);
+        this.#checkOpen();
+        step = operation.next(revents);
+      }
+      return step.value;
+    } finally {
+      operation.return(undefined as T); // runs the operation's own cleanup if it was cut short
+      this.#end(side);
+    }
+  }
+
+  /** Async operations on one side run one after another, in call order. */
+  #runAsync<T>(side: "write" | "read", operation: Operation<T>): Promise<T> {
+    const previous = side === "write" ? this.#writeTail : this.#readTail;
+    const run = previous.then(async () => {
+      this.#begin(side);
+      try {
+        let step = operation.next();
+        while (!step.done) {
+          const { events, timeoutMs } = step.value;
+          const revents = await this.#waitAsync(events, timeoutMs);
+          this.#checkOpen();
+          step = operation.next(revents);
+        }
+        return step.value;
+      } finally {
+        operation.return(undefined as T); // runs the operation's own cleanup if it was cut short
+        this.#end(side);
+      }
+    });
+    const settled = run.catch(() => {});
+    if (side === "write") this.#writeTail = settled;
+    else this.#readTail = settled;
+    return run;
+  }
+
+  #waitAsync(events: number, timeoutMs: number): Promise<number> {
+    if (!this.#reactor) {
+      this.#reactor = Reactor.shared;
+      this.#reactor.retain();
+    }
+    return this.#reactor.wait(this.#fd, events, timeoutMs);
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ChannelClosedError("channel was closed during the operation");
+  }
+}
+
+function timeoutOption(name: string, value: number | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < -1 || value > 0x7fffffff) {
+    throw new InvalidArgumentError(`${name} must be an integer number of ms (or -1 for no limit), got ${value}`);
+  }
+  return value;
+}
+
+function checkView(view: Uint8Array): Uint8Array {
+  if (!(view instanceof Uint8Array)) {
+    throw new InvalidArgumentError(`expected a Uint8Array, got ${Object.prototype.toString.call(view)}`);
+  }
+  return view;
+}
+
+function checkViews(bufs: readonly Uint8Array[]): readonly Uint8Array[] {
+  if (!Array.isArray(bufs)) throw new InvalidArgumentError("expected an array of Uint8Array");
+  for (const view of bufs) checkView(view);
+  return bufs;
+}
