@@ -20,6 +20,7 @@
 export { connect, type ConnectOptions, DEFAULT_CONNECT_TIMEOUT_MS } from "./src/connect.ts";
 export { listen, Listener, type ListenOptions } from "./src/listener.ts";
 export {
+  abortSocket,
   type ChannelOptions,
   type ChannelStats,
   DEFAULT_FLUSH_TIMEOUT_MS,

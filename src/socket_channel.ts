@@ -484,6 +484,14 @@ export class SocketChannel {
   }
 }
 
+/**
+ * Shuts a socket down in both directions by fd, from any thread: a Worker blocked on it
+ * in a `…Sync` call returns promptly with an error or EOF. The fd stays open.
+ */
+export function abortSocket(fd: number): void {
+  native.zc_shutdown(fd, Shutdown.BOTH);
+}
+
 function timeoutOption(name: string, value: number | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < -1 || value > 0x7fffffff) {

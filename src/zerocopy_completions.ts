@@ -42,6 +42,11 @@ export class ZeroCopyCompletions {
     return (this.#next - this.#base + U32) % U32;
   }
 
+  /** How many groups of buffers are still kept alive. */
+  get heldCount(): number {
+    return this.#held.length;
+  }
+
   /** Records one successful zero-copy sendmsg (non-zero length). */
   recordSend(): void {
     this.#next = (this.#next + 1) % U32;
