@@ -31,6 +31,7 @@ export {
   ChannelClosedError,
   InvalidArgumentError,
   SocketError,
+  SystemError,
   TimeoutError,
   ZeroCopyAccountingError,
   ZeroCopyCompletionError,
@@ -39,4 +40,31 @@ export {
   ZeroCopyUnsupportedError,
 } from "./src/errors.ts";
 export { ZeroCopyCompletions } from "./src/zerocopy_completions.ts";
+export { type AllocateOptions, Region, type RegionDescriptor } from "./src/region.ts";
+export {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  MultifdSender,
+  type SenderOptions,
+  type SenderResult,
+  TransferAbortedError,
+} from "./src/multifd/sender.ts";
+export {
+  DEFAULT_MAX_PENDING_HANDSHAKES,
+  DEFAULT_MAX_REGION_BYTES,
+  type Destination,
+  MultifdReceiver,
+  type ReceiverOptions,
+  type ReceiverResult,
+} from "./src/multifd/receiver.ts";
+export { ChannelFailedError } from "./src/multifd/worker_pool.ts";
+export type { TransferStats } from "./src/multifd/stats.ts";
+export { MIN_SECRET_BYTES, type Secret } from "./src/multifd/auth.ts";
+export {
+  DEFAULT_PAGES_PER_PACKET,
+  MAX_CHANNELS,
+  MAX_PAGES_PER_PACKET,
+  PAGE_SIZE,
+  ProtocolError,
+  TransferRefusedError,
+} from "./src/multifd/wire.ts";
 export { LIBRARY_ENV, NativeLibraryNotFoundError, runtime } from "./ffi/mod.ts";

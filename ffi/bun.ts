@@ -3,7 +3,7 @@
  * computed specifier so that Deno never tries to resolve it.
  * @module
  */
-import type { ArgKind, NativeLibrary, ResultKind } from "./symbols.ts";
+import type { ArgKind, Loaded, NativeLibrary, ResultKind } from "./symbols.ts";
 import { symbols } from "./symbols.ts";
 
 interface BunFfi {
@@ -11,14 +11,13 @@ interface BunFfi {
     symbols: Record<string, (...args: unknown[]) => number>;
   };
   ptr(view: ArrayBufferView): number;
+  toArrayBuffer(address: number, offset: number, length: number): ArrayBuffer;
 }
 
 const ARG: Record<ArgKind, string> = { i32: "i32", u32: "u32", buffer: "buffer", address: "u64" };
-const RESULT: Record<ResultKind, string> = { i32: "i32", address: "u64_fast" };
+const RESULT: Record<ResultKind, string> = { i32: "i32" };
 
-export async function open(
-  path: string,
-): Promise<{ lib: NativeLibrary; addressOf: (view: ArrayBufferView) => number }> {
+export async function open(path: string): Promise<Loaded> {
   const specifier = "bun:ffi";
   const ffi = (await import(specifier)) as BunFfi;
   const table = Object.fromEntries(
@@ -28,5 +27,10 @@ export async function open(
     ]),
   );
   const dl = ffi.dlopen(path, table);
-  return { lib: dl.symbols as unknown as NativeLibrary, addressOf: (view) => ffi.ptr(view) };
+  return {
+    lib: dl.symbols as unknown as NativeLibrary,
+    addressOf: (view) => ffi.ptr(view),
+    viewOf: (address, length) =>
+      length === 0 ? new Uint8Array(0) : new Uint8Array(ffi.toArrayBuffer(address, 0, length)),
+  };
 }

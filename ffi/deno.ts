@@ -2,7 +2,7 @@
  * Deno loader: `Deno.dlopen` over the shared symbol table.
  * @module
  */
-import type { ArgKind, NativeLibrary, ResultKind, Symbols } from "./symbols.ts";
+import type { ArgKind, Loaded, NativeLibrary, ResultKind, Symbols } from "./symbols.ts";
 import { symbols } from "./symbols.ts";
 
 const ARG: Record<ArgKind, Deno.NativeType> = {
@@ -11,11 +11,11 @@ const ARG: Record<ArgKind, Deno.NativeType> = {
   buffer: "buffer",
   address: "usize",
 };
-const RESULT: Record<ResultKind, Deno.NativeResultType> = { i32: "i32", address: "usize" };
+const RESULT: Record<ResultKind, Deno.NativeResultType> = { i32: "i32" };
 
 type DenoSymbols = { [K in keyof Symbols]: Deno.ForeignFunction };
 
-export function open(path: string): { lib: NativeLibrary; addressOf: (view: ArrayBufferView) => number } {
+export function open(path: string): Loaded {
   const table = Object.fromEntries(
     Object.entries(symbols).map(([name, spec]) => [
       name,
@@ -23,15 +23,13 @@ export function open(path: string): { lib: NativeLibrary; addressOf: (view: Arra
     ]),
   ) as unknown as DenoSymbols;
   const dl = Deno.dlopen(path, table);
-  const raw = dl.symbols as unknown as Record<string, (...args: unknown[]) => number | bigint>;
-  const lib: Record<string, unknown> = {};
-  for (const [name, spec] of Object.entries(symbols) as [keyof Symbols, Symbols[keyof Symbols]][]) {
-    const fn = raw[name];
-    // usize results may come back as BigInt; callers always get a number.
-    lib[name] = (spec.result as ResultKind) === "address" ? (...a: unknown[]) => Number(fn(...a)) : fn;
-  }
   return {
-    lib: lib as NativeLibrary,
+    lib: dl.symbols as unknown as NativeLibrary,
     addressOf: (view) => Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(view as Uint8Array<ArrayBuffer>))),
+    viewOf: (address, length) => {
+      if (length === 0) return new Uint8Array(0);
+      const pointer = Deno.UnsafePointer.create(BigInt(address))!;
+      return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(pointer, length));
+    },
   };
 }

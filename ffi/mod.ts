@@ -31,3 +31,9 @@ export const native: NativeLibrary = loaded.lib;
  * reachable from JS: hold a reference for as long as the kernel may use the address.
  */
 export const addressOf: (view: ArrayBufferView) => number = loaded.addressOf;
+
+/**
+ * A Uint8Array over native memory, e.g. a window into a mapped region. It does not own
+ * the memory: use it only while the mapping exists. (Bun caps one view at 4 GiB.)
+ */
+export const viewOf: (address: number, length: number) => Uint8Array = loaded.viewOf;

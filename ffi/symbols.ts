@@ -6,13 +6,13 @@
  * Argument kinds:
  * - `i32`, `u32`: integers.
  * - `buffer`: a typed array; the native side receives a pointer to its first byte.
- * - `address`: a native address as a JS number (below 2^53 on x86-64 Linux).
+ * - `address`: a native address or a 64-bit size, as a JS number (below 2^53).
  *
  * @module
  */
 
 export type ArgKind = "i32" | "u32" | "buffer" | "address";
-export type ResultKind = "i32" | "address";
+export type ResultKind = "i32";
 
 export interface SymbolSpec {
   readonly parameters: readonly ArgKind[];
@@ -42,6 +42,18 @@ export const symbols = {
   zc_eventfd: { parameters: [], result: "i32" },
   zc_eventfd_signal: { parameters: ["i32"], result: "i32" },
   zc_eventfd_clear: { parameters: ["i32"], result: "i32" },
+  // zig/memory.zig (out parameters are 8-byte buffers: BigUint64Array(1))
+  zc_map_anonymous: { parameters: ["address", "u32", "buffer"], result: "i32" },
+  zc_map_file: { parameters: ["i32", "address", "u32", "buffer"], result: "i32" },
+  zc_unmap: { parameters: ["address", "address"], result: "i32" },
+  zc_prefault: { parameters: ["address", "address", "u32"], result: "i32" },
+  zc_open_file: { parameters: ["buffer", "u32"], result: "i32" },
+  zc_file_size: { parameters: ["i32", "buffer"], result: "i32" },
+  zc_allocate_file: { parameters: ["i32", "address"], result: "i32" },
+  zc_sync_file: { parameters: ["i32"], result: "i32" },
+  zc_find_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32", "buffer"], result: "i32" },
+  zc_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32"], result: "i32" },
+  zc_checksum: { parameters: ["address", "address", "address", "buffer"], result: "i32" },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;
@@ -69,3 +81,12 @@ export const SocketOption = {
   reuseAddress: 10,
   pendingError: 11,
 } as const;
+
+/** What a runtime loader provides. */
+export interface Loaded {
+  lib: NativeLibrary;
+  /** Native address of a view's first byte. */
+  addressOf(view: ArrayBufferView): number;
+  /** A Uint8Array over native memory (not owned: valid while the memory stays mapped). */
+  viewOf(address: number, length: number): Uint8Array;
+}

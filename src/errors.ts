@@ -15,14 +15,19 @@ export class InvalidArgumentError extends ZeroCopyMultifdError {
   override name = "InvalidArgumentError";
 }
 
-/** A syscall failed. `code` is the errno name, e.g. "ECONNRESET". */
-export class SocketError extends ZeroCopyMultifdError {
-  override name = "SocketError";
+/** A system call failed. `code` is the errno name, e.g. "ENOSPC". */
+export class SystemError extends ZeroCopyMultifdError {
+  override name = "SystemError";
   readonly code: string;
   constructor(readonly operation: string, readonly errno: number, detail = "") {
     super(`${operation} failed: ${errnoName(errno)}${detail ? ` (${detail})` : ""}`);
     this.code = errnoName(errno);
   }
+}
+
+/** A socket system call failed, e.g. with ECONNRESET or EPIPE. */
+export class SocketError extends SystemError {
+  override name = "SocketError";
 }
 
 /** The channel was closed or aborted locally; no further I/O is possible on it. */

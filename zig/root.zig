@@ -5,4 +5,5 @@ comptime {
     _ = @import("transfer.zig");
     _ = @import("errqueue.zig");
     _ = @import("poll.zig");
+    _ = @import("memory.zig");
 }

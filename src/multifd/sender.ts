@@ -1,0 +1,340 @@
+/**
+ * The sending side of a multifd transfer: N channels, each a Worker with its own socket
+ * (QEMU's send threads), all reading one {@link Region} by pointer.
+ *
+ * ```ts
+ * const sender = await MultifdSender.connect(region, { hostname: "10.0.0.2", port: 4444, secret, channels: 4 });
+ * await sender.sendRound();          // every page, then a sync
+ * await sender.sendRound(dirtyPages); // pages written meanwhile, then a sync
+ * const result = await sender.finish(); // end of stream, checksums compared
+ * ```
+ * @module
+ */
+import { ChannelClosedError, InvalidArgumentError, ZeroCopyMultifdError } from "../errors.ts";
+import type { Region } from "../region.ts";
+import { abortSocket, DEFAULT_FLUSH_TIMEOUT_MS, DEFAULT_IO_TIMEOUT_MS } from "../socket_channel.ts";
+import { native } from "../../ffi/mod.ts";
+import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
+import { importSecret, type Secret, signInit } from "./auth.ts";
+import { assignBlocks, combineBlockHashes } from "./checksum.ts";
+import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
+import { Control, counterIndex, createSharedState, readCounters, type SharedState } from "./shared_state.ts";
+import { hex, round3, type TransferStats, transferStats } from "./stats.ts";
+import {
+  DEFAULT_PAGES_PER_PACKET,
+  encodeInitFields,
+  HELLO_BYTES,
+  MAX_CHANNELS,
+  MAX_PAGES_PER_PACKET,
+  PAGE_SIZE,
+  parseHello,
+  parseReply,
+  REPLY_BYTES,
+  ReplyType,
+  SESSION_ID_BYTES,
+} from "./wire.ts";
+import { WorkerPool } from "./worker_pool.ts";
+
+/** Default limit for the per-channel handshake (ms). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+const WORKER_GRACE_MS = 5_000;
+
+export interface SenderOptions {
+  hostname: string;
+  port: number;
+  /** Shared secret the receiver also has (≥ 16 bytes): every channel proves it. */
+  secret: Secret;
+  /** Parallel channels, 1..64. Default 2 (as QEMU). */
+  channels?: number;
+  /** Page data with MSG_ZEROCOPY (headers are copied). Default false. */
+  zerocopy?: boolean;
+  /** Send all-zero pages as offsets only. Default false. */
+  zeroPages?: boolean;
+  /** Pages per data packet, 1..1024. Default 128 (512 KiB). */
+  pagesPerPacket?: number;
+  ioTimeoutMs?: number;
+  flushTimeoutMs?: number;
+  connectTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
+}
+
+/** The transfer was aborted (by `abort()` or because a channel failed). */
+export class TransferAbortedError extends ZeroCopyMultifdError {
+  override name = "TransferAbortedError";
+}
+
+export interface SenderResult extends TransferStats {
+  /** The receiver's checksum equals ours and it received every byte sent. */
+  verified: boolean;
+  checksum: string;
+  remoteChecksum: string;
+}
+
+export class MultifdSender {
+  readonly #region: Region;
+  readonly #pool: WorkerPool<ToSender, FromSender>;
+  readonly #state: SharedState;
+  readonly #fds: number[];
+  readonly #channels: number;
+  readonly #zerocopy: boolean;
+  readonly #connectStarted: number;
+  /** When the first round began: transfer time excludes connection and Worker start-up. */
+  #started = 0;
+  #setupSeconds = 0;
+  #transferSeconds = 0;
+  #rounds = 0;
+  #failure: Error | undefined;
+  #finished = false;
+  #busy = false;
+
+  private constructor(
+    region: Region,
+    pool: WorkerPool<ToSender, FromSender>,
+    state: SharedState,
+    fds: number[],
+    zerocopy: boolean,
+    started: number,
+  ) {
+    this.#region = region;
+    this.#pool = pool;
+    this.#state = state;
+    this.#fds = fds;
+    this.#channels = fds.length;
+    this.#zerocopy = zerocopy;
+    this.#connectStarted = started;
+  }
+
+  /** Connects and authenticates every channel, then starts the channel Workers. */
+  static async connect(region: Region, options: SenderOptions): Promise<MultifdSender> {
+    const started = performance.now();
+    const config = senderConfig(options);
+    const key = await importSecret(options.secret);
+    const sessionId = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
+    region.retain();
+    let fds: number[] = [];
+    try {
+      const opened = await Promise.allSettled(
+        Array.from({ length: config.channels }, (_, channelId) =>
+          handshake(options, key, {
+            sessionId,
+            channelId,
+            channelCount: config.channels,
+            pageSize: PAGE_SIZE,
+            regionSize: region.size,
+            pagesPerPacket: config.pagesPerPacket,
+          })),
+      );
+      fds = opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      const failed = opened.find((r) => r.status === "rejected");
+      if (failed) throw (failed as PromiseRejectedResult).reason;
+    } catch (error) {
+      for (const fd of fds) native.zc_close(fd);
+      region.release();
+      throw error;
+    }
+    const state = createSharedState(config.channels);
+    let sender: MultifdSender | undefined;
+    const pool = await WorkerPool.start<ToSender, FromSender>(
+      new URL("./sender_worker.ts", import.meta.url),
+      config.channels,
+      (error) => void (sender && sender.#abort(error)),
+    ).catch((error) => {
+      for (const fd of fds) native.zc_close(fd);
+      region.release();
+      throw error;
+    });
+    sender = new MultifdSender(region, pool, state, fds, config.zerocopy, started);
+    fds.forEach((fd, channelId) => {
+      const channelConfig: SenderConfig = { ...config.channel, channelId };
+      pool.post(channelId, { kind: "start", fd, region: region.descriptor, state, config: channelConfig });
+    });
+    return sender;
+  }
+
+  /**
+   * Sends `pages` (page indices; default: every page of the region), then syncs: every
+   * channel sends SYNC, flushes its zero-copy sends (a failure aborts the transfer) and
+   * waits for the receiver's acknowledgement that all channels reached the barrier. A
+   * page may be written by the application meanwhile: mark it dirty and send it again in
+   * a later round.
+   */
+  async sendRound(pages?: ArrayLike<number>): Promise<void> {
+    this.#enter();
+    if (this.#rounds === 0) {
+      this.#started = performance.now();
+      this.#setupSeconds = (this.#started - this.#connectStarted) / 1000;
+    }
+    try {
+      const list = pages === undefined ? null : this.#pageList(pages);
+      const pageCount = list ? list.length : Math.ceil(this.#region.size / PAGE_SIZE);
+      Atomics.store(this.#state.control, Control.CURSOR, 0);
+      const syncNumber = this.#rounds;
+      for (let id = 0; id < this.#channels; id++) {
+        this.#pool.post(id, { kind: "round", pages: list, pageCount, syncNumber });
+      }
+      await this.#pool.all("synced");
+      this.#rounds++;
+      this.#transferSeconds = (performance.now() - this.#started) / 1000;
+    } catch (error) {
+      throw this.#failure ?? error;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Ends the stream after the last round: computes the region checksum (in the channel
+   * Workers, in parallel), sends END on every channel, compares with the receiver's
+   * checksum and closes. The region is released (its `close()` can complete).
+   */
+  async finish(): Promise<SenderResult> {
+    this.#enter();
+    try {
+      const checksumStarted = performance.now();
+      const assignment = assignBlocks(this.#region.size, this.#channels);
+      assignment.forEach((blocks, id) => this.#pool.post(id, { kind: "checksum", blocks }));
+      const hashes: bigint[] = [];
+      for (const reply of await this.#pool.all("hashes")) reply.blocks.forEach((b, i) => (hashes[b] = reply.hashes[i]));
+      const checksum = combineBlockHashes(hashes, this.#region.size);
+      const checksumSeconds = (performance.now() - checksumStarted) / 1000;
+
+      for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "end" });
+      const results = await this.#pool.all("result");
+      const stats = this.stats;
+      const remote = results[0];
+      const verified = results.every((r) => r.checksum === checksum) && remote.bytes === stats.bytes;
+      for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "verdict", matched: verified });
+      await this.#pool.all("done");
+      this.#finished = true;
+      await this.#pool.shutdown(WORKER_GRACE_MS);
+      this.#region.release();
+      return {
+        ...stats,
+        checksumSeconds: round3(checksumSeconds),
+        verified,
+        checksum: hex(checksum),
+        remoteChecksum: hex(remote.checksum),
+      };
+    } catch (error) {
+      throw this.#failure ?? error;
+    } finally {
+      this.#busy = false;
+    }
+  }
+
+  /**
+   * Aborts the transfer: every channel's connection is shut down (the receiver sees it
+   * and fails too), the Workers exit, pending calls reject with TransferAbortedError.
+   */
+  abort(reason = "aborted by the sender"): Promise<void> {
+    return this.#abort(new TransferAbortedError(reason));
+  }
+
+  /** Counters so far (readable during a round, e.g. for a progress bar). */
+  get stats(): TransferStats {
+    const seconds = this.#transferSeconds || (this.#started ? (performance.now() - this.#started) / 1000 : 0);
+    const stats = transferStats(readCounters(this.#state, this.#channels), seconds, this.#rounds, this.#zerocopy);
+    return { ...stats, setupSeconds: round3(this.#setupSeconds) };
+  }
+
+  /** Payload bytes sent so far (cheap enough for a progress bar). */
+  get bytesSent(): number {
+    let total = 0;
+    for (let id = 0; id < this.#channels; id++) total += this.#state.counters[counterIndex(id, "bytes")];
+    return total;
+  }
+
+  async #abort(error: Error): Promise<void> {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#failure ??= error;
+    Atomics.store(this.#state.control, Control.ABORT, 1);
+    for (const fd of this.#fds) abortSocket(fd);
+    const stuck = await this.#pool.shutdown(WORKER_GRACE_MS);
+    for (const id of stuck) native.zc_close(this.#fds[id]);
+    this.#region.release();
+  }
+
+  #enter(): void {
+    if (this.#failure) throw this.#failure;
+    if (this.#finished) throw new ChannelClosedError("the transfer has finished");
+    if (this.#busy) throw new InvalidArgumentError("sendRound/finish calls must not overlap");
+    this.#busy = true;
+  }
+
+  /** Validates page indices and returns them sorted, in shared memory for the Workers. */
+  #pageList(pages: ArrayLike<number>): Uint32Array<SharedArrayBuffer> {
+    const pageCount = Math.ceil(this.#region.size / PAGE_SIZE);
+    const list = new Uint32Array(new SharedArrayBuffer(pages.length * 4));
+    for (let i = 0; i < pages.length; i++) {
+      const page = pages[i];
+      if (!Number.isInteger(page) || page < 0 || page >= pageCount) {
+        throw new InvalidArgumentError(`page index ${page} is outside the region's ${pageCount} pages`);
+      }
+      list[i] = page;
+    }
+    list.sort();
+    for (let i = 1; i < list.length; i++) {
+      if (list[i] === list[i - 1]) throw new InvalidArgumentError(`page ${list[i]} is listed twice`);
+    }
+    return list;
+  }
+}
+
+/** One channel's connection and authenticated handshake; resolves with the detached fd. */
+async function handshake(
+  options: SenderOptions,
+  key: CryptoKey,
+  init: Parameters<typeof encodeInitFields>[0],
+): Promise<number> {
+  const channel = await connect({
+    hostname: options.hostname,
+    port: options.port,
+    connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
+    ioTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  });
+  try {
+    const hello = new Uint8Array(HELLO_BYTES);
+    if (await channel.readFull(hello) < HELLO_BYTES) {
+      throw new ChannelClosedError("the receiver closed the connection during the handshake");
+    }
+    const nonce = parseHello(hello);
+    const fields = encodeInitFields(init);
+    await channel.writev([fields, await signInit(key, nonce, fields)]);
+    const reply = new Uint8Array(REPLY_BYTES);
+    if (await channel.readFull(reply) < REPLY_BYTES) {
+      throw new ChannelClosedError("the receiver closed the connection: wrong secret, or it refused the channel");
+    }
+    parseReply(reply, ReplyType.INIT_ACK);
+    return channel.detach();
+  } catch (error) {
+    channel.close();
+    throw error;
+  }
+}
+
+function senderConfig(options: SenderOptions) {
+  if (typeof options !== "object" || options === null) throw new InvalidArgumentError("sender options are required");
+  const channels = options.channels ?? 2;
+  const pagesPerPacket = options.pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET;
+  if (!Number.isInteger(channels) || channels < 1 || channels > MAX_CHANNELS) {
+    throw new InvalidArgumentError(`channels must be an integer in 1..${MAX_CHANNELS}, got ${channels}`);
+  }
+  if (!Number.isInteger(pagesPerPacket) || pagesPerPacket < 1 || pagesPerPacket > MAX_PAGES_PER_PACKET) {
+    throw new InvalidArgumentError(`pagesPerPacket must be an integer in 1..${MAX_PAGES_PER_PACKET}`);
+  }
+  const zerocopy = options.zerocopy ?? false;
+  return {
+    channels,
+    pagesPerPacket,
+    zerocopy,
+    channel: {
+      pageSize: PAGE_SIZE,
+      pagesPerPacket,
+      ioTimeoutMs: options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS,
+      flushTimeoutMs: options.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS,
+      zerocopy,
+      zeroPages: options.zeroPages ?? false,
+    },
+  };
+}

@@ -1,0 +1,306 @@
+/**
+ * The multifd wire format (docs/PROTOCOL.md): every message has a fixed-size big-endian
+ * header; this module encodes and validates them and holds every protocol constant.
+ * Parsing is pure (bytes in, value or ProtocolError out), so it can be fuzzed alone.
+ * @module
+ */
+import { ZeroCopyMultifdError } from "../errors.ts";
+
+export const PROTOCOL_VERSION = 1;
+export const PAGE_SIZE = 4096;
+/** Default and largest number of pages in one data packet (128 x 4 KiB = 512 KiB). */
+export const DEFAULT_PAGES_PER_PACKET = 128;
+export const MAX_PAGES_PER_PACKET = 1024;
+export const MAX_CHANNELS = 64;
+
+export const HELLO_MAGIC = 0x5a434d48; // "ZCMH"
+export const INIT_MAGIC = 0x5a434d49; // "ZCMI"
+export const PACKET_MAGIC = 0x5a434d50; // "ZCMP"
+export const REPLY_MAGIC = 0x5a434d52; // "ZCMR"
+
+export const NONCE_BYTES = 32;
+export const SESSION_ID_BYTES = 16;
+export const MAC_BYTES = 32;
+export const HELLO_BYTES = 48;
+/** The authenticated part of INIT; the MAC follows it. */
+export const INIT_FIELDS_BYTES = 64;
+export const INIT_BYTES = INIT_FIELDS_BYTES + MAC_BYTES;
+export const PACKET_HEADER_BYTES = 32;
+export const OFFSET_BYTES = 8;
+export const REPLY_BYTES = 32;
+
+export const PacketType = { DATA: 1, SYNC: 2, END: 3, VERDICT: 4 } as const;
+export const ReplyType = { INIT_ACK: 1, SYNC_ACK: 2, RESULT: 3, ERROR: 4 } as const;
+
+/** Why a receiver refused a channel or stopped a transfer (ERROR reply status). */
+export const RefusalCode = {
+  SESSION_MISMATCH: 1,
+  BAD_CHANNEL_ID: 2,
+  DUPLICATE_CHANNEL: 3,
+  REGION_TOO_LARGE: 4,
+  BAD_PARAMETERS: 5,
+  DESTINATION_FAILED: 6,
+  ABORTED: 7,
+} as const;
+
+const REFUSAL_TEXT: Record<number, string> = {
+  [RefusalCode.SESSION_MISMATCH]: "another session is using this receiver",
+  [RefusalCode.BAD_CHANNEL_ID]: "channel id out of range",
+  [RefusalCode.DUPLICATE_CHANNEL]: "channel id already connected",
+  [RefusalCode.REGION_TOO_LARGE]: "region larger than the receiver's limit (--max-size)",
+  [RefusalCode.BAD_PARAMETERS]: "unsupported page size, packet size or channel count",
+  [RefusalCode.DESTINATION_FAILED]: "the receiver could not prepare the destination",
+  [RefusalCode.ABORTED]: "the receiver aborted the transfer",
+};
+
+export function refusalText(code: number): string {
+  return REFUSAL_TEXT[code] ?? `unknown refusal code ${code}`;
+}
+
+/** The peer broke the protocol; `field` names what was wrong. */
+export class ProtocolError extends ZeroCopyMultifdError {
+  override name = "ProtocolError";
+  constructor(readonly field: string, message: string) {
+    super(`protocol violation (${field}): ${message}`);
+  }
+}
+
+/** The receiver refused the transfer with an ERROR reply. */
+export class TransferRefusedError extends ZeroCopyMultifdError {
+  override name = "TransferRefusedError";
+  constructor(readonly code: number) {
+    super(`receiver refused: ${refusalText(code)}`);
+  }
+}
+
+// --- handshake ---
+
+export function encodeHello(nonce: Uint8Array): Uint8Array {
+  const bytes = new Uint8Array(HELLO_BYTES);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, HELLO_MAGIC);
+  view.setUint16(4, PROTOCOL_VERSION);
+  bytes.set(nonce, 8);
+  return bytes;
+}
+
+/** Returns the receiver's nonce. */
+export function parseHello(bytes: Uint8Array): Uint8Array {
+  const view = viewOf(bytes, HELLO_BYTES, "hello");
+  expect(view.getUint32(0) === HELLO_MAGIC, "hello.magic", "not a zerocopy-multifd receiver");
+  expect(view.getUint16(4) === PROTOCOL_VERSION, "hello.version", `version ${view.getUint16(4)} unsupported`);
+  return bytes.slice(8, 8 + NONCE_BYTES);
+}
+
+export interface Init {
+  sessionId: Uint8Array;
+  channelId: number;
+  channelCount: number;
+  pageSize: number;
+  regionSize: number;
+  pagesPerPacket: number;
+}
+
+/** The INIT fields (without MAC). */
+export function encodeInitFields(init: Init): Uint8Array {
+  const bytes = new Uint8Array(INIT_FIELDS_BYTES);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, INIT_MAGIC);
+  view.setUint16(4, PROTOCOL_VERSION);
+  bytes.set(init.sessionId, 8);
+  view.setUint16(24, init.channelId);
+  view.setUint16(26, init.channelCount);
+  view.setUint32(28, init.pageSize);
+  setUint64(view, 32, init.regionSize);
+  view.setUint32(40, init.pagesPerPacket);
+  return bytes;
+}
+
+/** Validates the INIT fields (the MAC is checked by the caller first). */
+export function parseInitFields(bytes: Uint8Array): Init {
+  const view = viewOf(bytes, INIT_FIELDS_BYTES, "init");
+  expect(view.getUint32(0) === INIT_MAGIC, "init.magic", "not a zerocopy-multifd sender");
+  expect(view.getUint16(4) === PROTOCOL_VERSION, "init.version", `version ${view.getUint16(4)} unsupported`);
+  expect(view.getUint16(6) === 0, "init.flags", "unknown flags");
+  for (let i = 44; i < INIT_FIELDS_BYTES; i++) expect(bytes[i] === 0, "init.reserved", "reserved bytes not zero");
+  const init: Init = {
+    sessionId: bytes.slice(8, 8 + SESSION_ID_BYTES),
+    channelId: view.getUint16(24),
+    channelCount: view.getUint16(26),
+    pageSize: view.getUint32(28),
+    regionSize: getUint64(view, 32, "init.regionSize"),
+    pagesPerPacket: view.getUint32(40),
+  };
+  expect(init.channelCount >= 1 && init.channelCount <= MAX_CHANNELS, "init.channelCount", `${init.channelCount}`);
+  expect(init.channelId < init.channelCount, "init.channelId", `${init.channelId} of ${init.channelCount}`);
+  expect(init.pageSize === PAGE_SIZE, "init.pageSize", `${init.pageSize} (only ${PAGE_SIZE} is supported)`);
+  expect(
+    init.pagesPerPacket >= 1 && init.pagesPerPacket <= MAX_PAGES_PER_PACKET,
+    "init.pagesPerPacket",
+    `${init.pagesPerPacket}`,
+  );
+  return init;
+}
+
+// --- data path ---
+
+export interface PacketHeader {
+  type: number;
+  packetNumber: number;
+  normalPages: number;
+  zeroPages: number;
+  payloadBytes: number;
+  /** SYNC: the sync's number; VERDICT: 1 when the checksums matched. */
+  argument: number;
+}
+
+export function encodePacketHeader(view: DataView, header: PacketHeader): void {
+  view.setUint32(0, PACKET_MAGIC);
+  view.setUint8(4, header.type);
+  view.setUint8(5, 0);
+  view.setUint16(6, 0);
+  setUint64(view, 8, header.packetNumber);
+  view.setUint32(16, header.normalPages);
+  view.setUint32(20, header.zeroPages);
+  view.setUint32(24, header.payloadBytes);
+  view.setUint32(28, header.argument);
+}
+
+/** What a receiver channel expects next; parsing checks every field against it. */
+export interface PacketLimits {
+  expectedPacketNumber: number;
+  pagesPerPacket: number;
+  pageSize: number;
+}
+
+export function parsePacketHeader(view: DataView, limits: PacketLimits): PacketHeader {
+  expect(view.byteLength >= PACKET_HEADER_BYTES, "packet.length", `${view.byteLength} bytes`);
+  expect(view.getUint32(0) === PACKET_MAGIC, "packet.magic", `0x${view.getUint32(0).toString(16)}`);
+  const type = view.getUint8(4);
+  expect(type >= PacketType.DATA && type <= PacketType.VERDICT, "packet.type", `${type}`);
+  expect(view.getUint8(5) === 0, "packet.flags", `unknown flags 0x${view.getUint8(5).toString(16)}`);
+  expect(view.getUint16(6) === 0, "packet.reserved", "not zero");
+  const header: PacketHeader = {
+    type,
+    packetNumber: getUint64(view, 8, "packet.number"),
+    normalPages: view.getUint32(16),
+    zeroPages: view.getUint32(20),
+    payloadBytes: view.getUint32(24),
+    argument: view.getUint32(28),
+  };
+  expect(
+    header.packetNumber === limits.expectedPacketNumber,
+    "packet.number",
+    `${header.packetNumber}, expected ${limits.expectedPacketNumber}`,
+  );
+  const pages = header.normalPages + header.zeroPages;
+  if (type === PacketType.DATA) {
+    expect(pages >= 1 && pages <= limits.pagesPerPacket, "packet.pages", `${pages} (limit ${limits.pagesPerPacket})`);
+    expect(
+      header.payloadBytes <= header.normalPages * limits.pageSize,
+      "packet.payloadBytes",
+      `${header.payloadBytes} for ${header.normalPages} pages`,
+    );
+    expect(header.argument === 0, "packet.argument", "not zero");
+  } else {
+    expect(pages === 0 && header.payloadBytes === 0, "packet.pages", `${type} packet carries pages`);
+    if (type === PacketType.VERDICT) expect(header.argument <= 1, "packet.argument", `${header.argument}`);
+    if (type === PacketType.END) expect(header.argument === 0, "packet.argument", "not zero");
+  }
+  return header;
+}
+
+/**
+ * Validates a DATA packet's offsets (normal pages first, then zero pages), big-endian u64
+ * each, and writes them as numbers into `out`. Every offset must be page-aligned and
+ * inside the region; each list strictly increasing; no offset in both lists; the normal
+ * pages' lengths (the last page of the region may be short) must add up to the payload.
+ */
+export function parseOffsets(
+  view: DataView,
+  header: PacketHeader,
+  regionSize: number,
+  pageSize: number,
+  out: Float64Array,
+): void {
+  const count = header.normalPages + header.zeroPages;
+  expect(view.byteLength >= count * OFFSET_BYTES, "packet.offsets", "truncated");
+  let payload = 0;
+  for (let i = 0; i < count; i++) {
+    const offset = getUint64(view, i * OFFSET_BYTES, "packet.offset");
+    expect(offset % pageSize === 0, "packet.offset", `${offset} is not page-aligned`);
+    expect(offset < regionSize, "packet.offset", `${offset} is outside the region of ${regionSize} bytes`);
+    const listStart = i === 0 || i === header.normalPages;
+    expect(listStart || offset > out[i - 1], "packet.offset", `${offset} out of order or repeated`);
+    out[i] = offset;
+    if (i < header.normalPages) payload += Math.min(pageSize, regionSize - offset);
+  }
+  expect(payload === header.payloadBytes, "packet.payloadBytes", `${header.payloadBytes}, pages hold ${payload}`);
+  // Both lists are sorted: one merge pass finds an offset present in both.
+  let n = 0;
+  let z = header.normalPages;
+  while (n < header.normalPages && z < count) {
+    expect(out[n] !== out[z], "packet.offset", `${out[n]} is both a normal and a zero page`);
+    if (out[n] < out[z]) n++;
+    else z++;
+  }
+}
+
+export interface Reply {
+  type: number;
+  value: bigint;
+  bytes: number;
+  status: number;
+}
+
+export function encodeReply(reply: Reply): Uint8Array {
+  const bytes = new Uint8Array(REPLY_BYTES);
+  const view = new DataView(bytes.buffer);
+  view.setUint32(0, REPLY_MAGIC);
+  view.setUint8(4, reply.type);
+  view.setBigUint64(8, reply.value);
+  setUint64(view, 16, reply.bytes);
+  view.setUint32(24, reply.status);
+  return bytes;
+}
+
+/** Parses a reply and checks it is of `expected` type (an ERROR reply throws TransferRefusedError). */
+export function parseReply(bytes: Uint8Array, expected: number): Reply {
+  const view = viewOf(bytes, REPLY_BYTES, "reply");
+  expect(view.getUint32(0) === REPLY_MAGIC, "reply.magic", `0x${view.getUint32(0).toString(16)}`);
+  const reply: Reply = {
+    type: view.getUint8(4),
+    value: view.getBigUint64(8),
+    bytes: getUint64(view, 16, "reply.bytes"),
+    status: view.getUint32(24),
+  };
+  if (reply.type === ReplyType.ERROR) throw new TransferRefusedError(reply.status);
+  expect(reply.type === expected, "reply.type", `${reply.type}, expected ${expected}`);
+  return reply;
+}
+
+// --- helpers ---
+
+function expect(condition: boolean, field: string, message: string): asserts condition {
+  if (!condition) throw new ProtocolError(field, message);
+}
+
+function viewOf(bytes: Uint8Array, length: number, what: string): DataView {
+  expect(bytes.length >= length, `${what}.length`, `${bytes.length} bytes, expected ${length}`);
+  return new DataView(bytes.buffer, bytes.byteOffset, length);
+}
+
+function setUint64(view: DataView, at: number, value: number): void {
+  view.setUint32(at, Math.floor(value / 0x1_0000_0000));
+  view.setUint32(at + 4, value >>> 0);
+}
+
+/** A u64 that must fit a JS number exactly (offsets, sizes, counters). */
+function getUint64(view: DataView, at: number, field: string): number {
+  const high = view.getUint32(at);
+  expect(high < 0x20_0000, field, "larger than 2^53");
+  return high * 0x1_0000_0000 + view.getUint32(at + 4);
+}
+
+/** Writes a big-endian u64 offset (for the sender's packet builder). */
+export const writeOffset = setUint64;

@@ -1,0 +1,220 @@
+/**
+ * A memory region addressed by pointer: anonymous memory, a shared file mapping, or a
+ * caller's SharedArrayBuffer. Native addressing is what lets a region exceed Bun's 4 GiB
+ * ArrayBuffer limit and be read by several Workers at once; JS sees it through windows.
+ *
+ * ```ts
+ * const region = Region.allocate(8 * 2 ** 30, { hugePages: true, prefault: true });
+ * region.view(0, 4096).fill(1); // a window: the first page
+ * await region.close();
+ * ```
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { addressOf, native, viewOf } from "../ffi/mod.ts";
+import { ChannelClosedError, InvalidArgumentError, SystemError } from "./errors.ts";
+
+/** How Workers find a region: plain numbers (and the SharedArrayBuffer, if any) post fine. */
+export interface RegionDescriptor {
+  address: number;
+  size: number;
+  /** Keeps a SharedArrayBuffer-backed region alive in the Worker too. */
+  shared?: SharedArrayBuffer;
+}
+
+export interface AllocateOptions {
+  /** madvise(MADV_HUGEPAGE): 2 MiB pages make first touches ~250x cheaper. Default false. */
+  hugePages?: boolean;
+  /** Fault every page in now rather than during a transfer. Default false. */
+  prefault?: boolean;
+}
+
+const MAPPING_GRANULE = 4096;
+const MAX_SIZE = Number.MAX_SAFE_INTEGER - MAPPING_GRANULE;
+
+export class Region {
+  #closed = false;
+  #inFlight = 0;
+  #idle: (() => void)[] = [];
+
+  private constructor(
+    /** Native address of byte 0 (0 for an empty region). */
+    readonly address: number,
+    /** Size in bytes. */
+    readonly size: number,
+    readonly kind: "anonymous" | "file" | "shared-array-buffer",
+    readonly fd: number,
+    readonly shared: SharedArrayBuffer | undefined,
+  ) {}
+
+  /** Anonymous zero-filled memory of `size` bytes. */
+  static allocate(size: number, options: AllocateOptions = {}): Region {
+    checkSize(size);
+    const address = size === 0 ? 0 : map((out) => native.zc_map_anonymous(size, options.hugePages ? 1 : 0, out));
+    const region = new Region(address, size, "anonymous", -1, undefined);
+    if (options.prefault) region.prefault(true);
+    return region;
+  }
+
+  /**
+   * Maps an existing file, read-only (e.g. to send it). Its size is the file's size at
+   * open time; it must not shrink while mapped.
+   */
+  static openFile(path: string): Region {
+    const fd = openFile(path, 0);
+    try {
+      const out = new BigUint64Array(1);
+      check("fstat", native.zc_file_size(fd, out), path);
+      const size = Number(out[0]);
+      checkSize(size);
+      const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 0, o), path);
+      return new Region(address, size, "file", fd, undefined);
+    } catch (error) {
+      native.zc_close(fd);
+      throw error;
+    }
+  }
+
+  /**
+   * Creates `path` fresh (truncating any old content), reserves `size` bytes of disk for it
+   * (a full disk fails here, never later as SIGBUS) and maps it writable: what lands in
+   * the region lands in the file. It reads as zeros until written.
+   */
+  static createFile(path: string, size: number): Region {
+    checkSize(size);
+    const fd = openFile(path, 1);
+    try {
+      check("fallocate", native.zc_allocate_file(fd, size), path);
+      const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 1, o), path);
+      return new Region(address, size, "file", fd, undefined);
+    } catch (error) {
+      native.zc_close(fd);
+      throw error;
+    }
+  }
+
+  /** A region over a caller's SharedArrayBuffer (kept alive while the region is open). */
+  static fromSharedArrayBuffer(shared: SharedArrayBuffer): Region {
+    if (!(shared instanceof SharedArrayBuffer)) {
+      throw new InvalidArgumentError("fromSharedArrayBuffer needs a SharedArrayBuffer");
+    }
+    const address = shared.byteLength === 0 ? 0 : addressOf(new Uint8Array(shared));
+    return new Region(address, shared.byteLength, "shared-array-buffer", -1, shared);
+  }
+
+  /** Re-creates a region object from a descriptor in another thread (no ownership). */
+  static fromDescriptor(descriptor: RegionDescriptor): Region {
+    return new Region(descriptor.address, descriptor.size, "anonymous", -1, descriptor.shared);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Plain data a Worker can use to reach this region by pointer. */
+  get descriptor(): RegionDescriptor {
+    this.#checkOpen();
+    return { address: this.address, size: this.size, shared: this.shared };
+  }
+
+  /**
+   * A Uint8Array window onto [offset, offset + length). Valid until the region is closed;
+   * keep windows ≤ 4 GiB for Bun.
+   */
+  view(offset = 0, length = this.size - offset): Uint8Array {
+    this.#checkOpen();
+    checkRange(offset, length, this.size);
+    if (this.shared) return new Uint8Array(this.shared, offset, length);
+    return viewOf(this.address + offset, length);
+  }
+
+  /** Copies `bytes` into the region at `offset`. */
+  write(offset: number, bytes: Uint8Array): void {
+    this.view(offset, bytes.length).set(bytes);
+  }
+
+  /** Whether `other` holds the same bytes (compared window by window). */
+  equals(other: Region): boolean {
+    if (other.size !== this.size) return false;
+    const window = 1 << 30;
+    for (let offset = 0; offset < this.size; offset += window) {
+      const length = Math.min(window, this.size - offset);
+      const a = this.view(offset, length);
+      const b = other.view(offset, length);
+      if (!Buffer.from(a.buffer, a.byteOffset, length).equals(Buffer.from(b.buffer, b.byteOffset, length))) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  /** Faults every page in now (MADV_POPULATE_WRITE/READ). */
+  prefault(forWrite = true): void {
+    this.#checkOpen();
+    if (this.size === 0 || this.shared) return;
+    check("madvise(MADV_POPULATE)", native.zc_prefault(this.address, this.size, forWrite ? 1 : 0));
+  }
+
+  /** Flushes a file region to disk (fsync). No-op for memory regions. */
+  sync(): void {
+    this.#checkOpen();
+    if (this.fd >= 0) check("fsync", native.zc_sync_file(this.fd));
+  }
+
+  /** Marks the region as in use by a transfer; {@link close} waits for the matching release. */
+  retain(): void {
+    this.#checkOpen();
+    this.#inFlight++;
+  }
+
+  release(): void {
+    if (--this.#inFlight === 0) { for (const wake of this.#idle.splice(0)) wake(); }
+  }
+
+  /** Unmaps the region once no transfer uses it any more (sends in flight finish first). */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    while (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.size > 0 && !this.shared) native.zc_unmap(this.address, this.size);
+    if (this.fd >= 0) native.zc_close(this.fd);
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new ChannelClosedError("region is closed");
+  }
+}
+
+function checkSize(size: number): void {
+  if (!Number.isSafeInteger(size) || size < 0 || size > MAX_SIZE) {
+    throw new InvalidArgumentError(`region size must be a non-negative safe integer, got ${size}`);
+  }
+}
+
+function checkRange(offset: number, length: number, size: number): void {
+  if (
+    !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size
+  ) {
+    throw new InvalidArgumentError(`range [${offset}, +${length}) is outside the region of ${size} bytes`);
+  }
+}
+
+function check(operation: string, rc: number, detail = ""): void {
+  if (rc < 0) throw new SystemError(operation, -rc, detail);
+}
+
+function map(call: (out: BigUint64Array) => number, detail = ""): number {
+  const out = new BigUint64Array(1);
+  check("mmap", call(out), detail);
+  return Number(out[0]);
+}
+
+function openFile(path: string, mode: 0 | 1): number {
+  if (typeof path !== "string" || path.length === 0 || path.includes("\0")) {
+    throw new InvalidArgumentError(`file path must be a non-empty string without NUL, got ${String(path)}`);
+  }
+  const fd = native.zc_open_file(new TextEncoder().encode(path + "\0"), mode);
+  if (fd < 0) throw new SystemError("open", -fd, path);
+  return fd;
+}

@@ -1,0 +1,118 @@
+//! Memory regions: anonymous and file mappings, pre-faulting, the per-page work that must
+//! run at memory speed (zero-page detection, zero-filling), and the region checksum.
+//! Addresses and 64-bit results go through caller buffers so no call returns a BigInt.
+const std = @import("std");
+const sys = @import("sys.zig");
+const linux = sys.linux;
+
+const MADV_POPULATE_READ = 22;
+const MADV_POPULATE_WRITE = 23;
+
+/// Anonymous private read-write mapping; `huge_pages != 0` asks for transparent huge pages.
+/// Writes the address to `out[0]`.
+export fn zc_map_anonymous(length: usize, huge_pages: u32, out: *usize) i32 {
+    const rc = linux.mmap(null, length, .{ .READ = true, .WRITE = true }, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true }, -1, 0);
+    const signed = sys.result(rc);
+    if (signed < 0) return @intCast(signed);
+    if (huge_pages != 0) _ = linux.madvise(@ptrFromInt(rc), length, linux.MADV.HUGEPAGE);
+    out.* = rc;
+    return 0;
+}
+
+/// Shared mapping of an open file (writes land in the file). Writes the address to `out[0]`.
+export fn zc_map_file(fd: i32, length: usize, writable: u32, out: *usize) i32 {
+    const rc = linux.mmap(null, length, .{ .READ = true, .WRITE = writable != 0 }, .{ .TYPE = .SHARED }, fd, 0);
+    const signed = sys.result(rc);
+    if (signed < 0) return @intCast(signed);
+    out.* = rc;
+    return 0;
+}
+
+export fn zc_unmap(address: usize, length: usize) i32 {
+    return sys.result32(linux.munmap(@ptrFromInt(address), length));
+}
+
+/// Faults every page in now (for writing or reading), so first-touch costs are not paid
+/// during a transfer.
+export fn zc_prefault(address: usize, length: usize, for_write: u32) i32 {
+    const advice: u32 = if (for_write != 0) MADV_POPULATE_WRITE else MADV_POPULATE_READ;
+    return sys.result32(linux.madvise(@ptrFromInt(address), length, advice));
+}
+
+/// mode 0: read-only; 1: read-write, created fresh (truncated), 0600; 2: read-write existing.
+export fn zc_open_file(path: [*:0]const u8, mode: u32) i32 {
+    const flags: linux.O = switch (mode) {
+        0 => .{ .ACCMODE = .RDONLY, .CLOEXEC = true },
+        1 => .{ .ACCMODE = .RDWR, .CREAT = true, .TRUNC = true, .CLOEXEC = true },
+        2 => .{ .ACCMODE = .RDWR, .CLOEXEC = true },
+        else => return sys.errnoOf(.INVAL),
+    };
+    return sys.result32(linux.openat(linux.AT.FDCWD, path, flags, 0o600));
+}
+
+/// Writes the file's size to `out[0]`.
+export fn zc_file_size(fd: i32, out: *u64) i32 {
+    const rc = linux.lseek(fd, 0, linux.SEEK.END);
+    const signed: i64 = @bitCast(rc);
+    if (signed < 0) return @intCast(signed);
+    out.* = rc;
+    return 0;
+}
+
+/// Reserves the file's blocks up to `length` (so a full disk fails now, not as SIGBUS later)
+/// and sets its size to `length`.
+export fn zc_allocate_file(fd: i32, length: u64) i32 {
+    if (length == 0) return sys.result32(linux.ftruncate(fd, 0));
+    return sys.result32(linux.fallocate(fd, 0, 0, @intCast(length)));
+}
+
+export fn zc_sync_file(fd: i32) i32 {
+    return sys.result32(linux.fsync(fd));
+}
+
+/// Length of the page at `offset` in a region of `region_size` bytes (the last may be short).
+inline fn pageLength(offset: u64, page_size: u64, region_size: u64) usize {
+    return @intCast(@min(page_size, region_size - offset));
+}
+
+fn isZero(bytes: []const u8) bool {
+    const V = @Vector(64, u8);
+    var i: usize = 0;
+    var acc: V = @splat(0);
+    while (i + 64 <= bytes.len) : (i += 64) acc |= @as(V, bytes[i..][0..64].*);
+    if (@reduce(.Or, acc) != 0) return false;
+    for (bytes[i..]) |b| if (b != 0) return false;
+    return true;
+}
+
+/// For `count` page offsets (u64, little-endian, caller-validated to lie inside the
+/// region), writes 1 to `is_zero[i]` when that page is all zero bytes, else 0. Returns
+/// the number of zero pages.
+export fn zc_find_zero_pages(base: usize, region_size: u64, page_size: u32, offsets: [*]const u64, count: u32, is_zero: [*]u8) i32 {
+    var zeros: i32 = 0;
+    for (0..count) |i| {
+        const page: [*]const u8 = @ptrFromInt(base + offsets[i]);
+        const zero = isZero(page[0..pageLength(offsets[i], page_size, region_size)]);
+        is_zero[i] = @intFromBool(zero);
+        zeros += @intFromBool(zero);
+    }
+    return zeros;
+}
+
+/// Makes `count` pages (offsets as above) read as zeros. Pages that already are zero are
+/// left untouched, so an untouched destination page is never faulted in.
+export fn zc_zero_pages(base: usize, region_size: u64, page_size: u32, offsets: [*]const u64, count: u32) i32 {
+    for (0..count) |i| {
+        const page: [*]u8 = @ptrFromInt(base + offsets[i]);
+        const bytes = page[0..pageLength(offsets[i], page_size, region_size)];
+        if (!isZero(bytes)) @memset(bytes, 0);
+    }
+    return 0;
+}
+
+/// 64-bit Wyhash of [address, address + length) with `seed`, written to `out[0]`.
+export fn zc_checksum(address: usize, length: usize, seed: u64, out: *u64) i32 {
+    const bytes: [*]const u8 = @ptrFromInt(address);
+    out.* = std.hash.Wyhash.hash(seed, bytes[0..length]);
+    return 0;
+}
