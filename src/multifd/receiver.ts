@@ -129,9 +129,7 @@ export class MultifdReceiver {
     try {
       const { init, channels } = await Promise.race([this.#acceptSession(), aborted]);
       this.#listener.close();
-      // Transfer time starts once every channel is connected, as on the sender's side.
-      this.#started = performance.now();
-      this.#setupSeconds = (this.#started - listening) / 1000;
+      this.#setupSeconds = (performance.now() - listening) / 1000;
       const region = await Promise.race([this.#prepare(destination, init, channels), aborted]);
       return await Promise.race([this.#run(region, init, channels), aborted]);
     } catch (error) {
@@ -290,6 +288,7 @@ export class MultifdReceiver {
       count,
       (error) => this.#failed(error),
     ));
+    this.#started = performance.now();
     this.#fds.forEach((fd, channelId) => {
       const config: ChannelConfig = {
         channelId,

@@ -133,17 +133,18 @@ export class MultifdSender {
       throw error;
     }
     const state = createSharedState(config.channels);
-    let sender: MultifdSender | undefined;
+    // A Worker failure aborts the whole transfer; the sender exists by the time one can fail.
+    const created: { sender?: MultifdSender } = {};
     const pool = await WorkerPool.start<ToSender, FromSender>(
       new URL("./sender_worker.ts", import.meta.url),
       config.channels,
-      (error) => void (sender && sender.#abort(error)),
+      (error) => void created.sender?.abortWith(error),
     ).catch((error) => {
       for (const fd of fds) native.zc_close(fd);
       region.release();
       throw error;
     });
-    sender = new MultifdSender(region, pool, state, fds, config.zerocopy, started);
+    const sender = (created.sender = new MultifdSender(region, pool, state, fds, config.zerocopy, started));
     fds.forEach((fd, channelId) => {
       const channelConfig: SenderConfig = { ...config.channel, channelId };
       pool.post(channelId, { kind: "start", fd, region: region.descriptor, state, config: channelConfig });
@@ -227,7 +228,7 @@ export class MultifdSender {
    * and fails too), the Workers exit, pending calls reject with TransferAbortedError.
    */
   abort(reason = "aborted by the sender"): Promise<void> {
-    return this.#abort(new TransferAbortedError(reason));
+    return this.abortWith(new TransferAbortedError(reason));
   }
 
   /** Counters so far (readable during a round, e.g. for a progress bar). */
@@ -244,7 +245,8 @@ export class MultifdSender {
     return total;
   }
 
-  async #abort(error: Error): Promise<void> {
+  /** @internal Aborts with a given cause (a failed channel). */
+  async abortWith(error: Error): Promise<void> {
     if (this.#finished) return;
     this.#finished = true;
     this.#failure ??= error;
