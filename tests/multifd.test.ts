@@ -1,0 +1,126 @@
+// Multifd transfers over loopback, both ends in this process: byte-exact for every
+// channel count, odd sizes, zero pages, zero-copy, several rounds, and > 4 GiB regions.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { Region } from "../mod.ts";
+import { fillPattern, openTcpSockets, transfer } from "./helpers/multifd.ts";
+
+const PAGE = 4096;
+
+describe("multifd transfers", () => {
+  for (const channels of [1, 2, 4, 8]) {
+    test(`${channels} channel(s), size not a page or packet multiple, zero-copy ${channels % 2 === 0}`, async () => {
+      const size = 48 * 2 ** 20 + 3 * PAGE + 123;
+      const zerocopy = channels % 2 === 0;
+      const source = Region.allocate(size);
+      fillPattern(source, channels);
+      const { sent, received, destination } = await transfer(source, { sender: { channels, zerocopy } });
+      try {
+        assert.equal(sent.verified, true);
+        assert.equal(received.verified, true);
+        assert.equal(sent.checksum, received.checksum);
+        assert.ok(destination.equals(source), "destination differs from source");
+        assert.equal(sent.bytes, size);
+        assert.equal(received.bytes, size);
+        assert.equal(sent.channels, channels);
+        assert.equal(received.channels, channels);
+        assert.equal(sent.pagesNormal, Math.ceil(size / PAGE));
+        assert.equal(sent.rounds, 1);
+        assert.equal(received.rounds, 1);
+        assert.deepEqual(sent.perChannelBytes, received.perChannelBytes);
+        if (zerocopy) {
+          assert.ok(sent.zerocopySends > 0);
+          assert.equal(sent.zerocopyCopied, sent.zerocopySends, "loopback copies every zero-copy send");
+        } else {
+          assert.equal(sent.zerocopySends, 0);
+        }
+      } finally {
+        await source.close();
+        await destination.close();
+      }
+    });
+  }
+
+  for (const zeroPages of [false, true]) {
+    test(`zero pages ${zeroPages ? "on: sent as offsets only" : "off: sent as data"}`, async () => {
+      const size = 16 * 2 ** 20 + 1000;
+      const source = Region.allocate(size);
+      fillPattern(source, 5);
+      // 100 zero pages in the middle, and a zero last (short) page.
+      source.view(40 * PAGE, 100 * PAGE).fill(0);
+      source.view(size - 1000, 1000).fill(0);
+      const { sent, received, destination } = await transfer(source, { sender: { channels: 2, zeroPages } });
+      try {
+        assert.ok(destination.equals(source));
+        assert.equal(sent.verified, true);
+        assert.equal(sent.pagesZero, zeroPages ? 101 : 0);
+        assert.equal(received.pagesZero, zeroPages ? 101 : 0);
+        assert.equal(sent.pagesNormal + sent.pagesZero, Math.ceil(size / PAGE));
+        assert.equal(sent.bytes, zeroPages ? size - 100 * PAGE - 1000 : size);
+      } finally {
+        await source.close();
+        await destination.close();
+      }
+    });
+  }
+
+  test("several rounds with pages changed between rounds (zero-copy, zero pages)", async () => {
+    const size = 8 * 2 ** 20 + 77;
+    const pageCount = Math.ceil(size / PAGE);
+    const source = Region.allocate(size);
+    fillPattern(source, 9);
+    const rounds = [
+      [0, 1, 2, 100, pageCount - 1],
+      Array.from({ length: 300 }, (_, i) => (i * 7) % pageCount).filter((p, i, a) => a.indexOf(p) === i),
+      [5],
+    ];
+    const { sent, received, destination } = await transfer(source, {
+      rounds,
+      sender: { channels: 3, zerocopy: true, zeroPages: true },
+    });
+    try {
+      assert.ok(destination.equals(source), "final destination differs from the final source");
+      assert.equal(sent.rounds, 4);
+      assert.equal(received.rounds, 4);
+      assert.equal(sent.verified, true);
+      const resent = rounds.reduce((n, r) => n + r.length, 0);
+      assert.equal(sent.pagesNormal + sent.pagesZero, pageCount + resent);
+    } finally {
+      await source.close();
+      await destination.close();
+    }
+  });
+
+  test("a region above 4 GiB (sparse, every byte verified)", async () => {
+    const size = 2 ** 32 + 5 * PAGE + 333;
+    const source = Region.allocate(size);
+    const markers = [0, 2 ** 31, 2 ** 32 - 3, 2 ** 32 + PAGE + 1, size - 1];
+    markers.forEach((offset, i) =>
+      source.write(offset, new Uint8Array([i + 1, 0xab, 0xcd].slice(0, Math.min(3, size - offset))))
+    );
+    const { sent, received, destination } = await transfer(source, { sender: { channels: 4, zeroPages: true } });
+    try {
+      assert.equal(sent.verified, true);
+      assert.equal(received.verified, true);
+      for (const offset of markers) assert.equal(destination.view(offset, 1)[0], source.view(offset, 1)[0]);
+      assert.ok(destination.equals(source), "some byte differs");
+      assert.equal(sent.pagesNormal + sent.pagesZero, Math.ceil(size / PAGE));
+      assert.ok(sent.pagesZero > 1_000_000, "untouched pages went as zero pages");
+    } finally {
+      await source.close();
+      await destination.close();
+    }
+  });
+
+  test("no socket is left open after transfers", async () => {
+    const before = openTcpSockets();
+    for (let i = 0; i < 3; i++) {
+      const source = Region.allocate(1 << 20);
+      fillPattern(source, i);
+      const { destination } = await transfer(source, { sender: { channels: 2, zerocopy: i % 2 === 1 } });
+      await source.close();
+      await destination.close();
+    }
+    assert.equal(openTcpSockets(), before);
+  });
+});
