@@ -25,6 +25,8 @@ export {
   type ChannelStats,
   DEFAULT_FLUSH_TIMEOUT_MS,
   DEFAULT_IO_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_IDLE_S,
+  DEFAULT_USER_TIMEOUT_MS,
   SocketChannel,
 } from "./src/socket_channel.ts";
 export {

@@ -41,7 +41,21 @@ export interface ChannelOptions {
   ioTimeoutMs?: number;
   /** Longest a flush may wait without any completion arriving, in ms (-1: no limit). */
   flushTimeoutMs?: number;
+  /**
+   * TCP_USER_TIMEOUT: the kernel drops the connection (ETIMEDOUT) when sent data stays
+   * unacknowledged this long, so a silently dead link is noticed. 0 = kernel default.
+   */
+  userTimeoutMs?: number;
+  /** TCP keepalive probing an idle connection: first probe after this many seconds (0 = off). */
+  keepaliveIdleS?: number;
 }
+
+/** Default TCP_USER_TIMEOUT (ms). */
+export const DEFAULT_USER_TIMEOUT_MS = 30_000;
+/** Default idle time before TCP keepalive probes (s); then 3 probes 5 s apart. */
+export const DEFAULT_KEEPALIVE_IDLE_S = 15;
+const KEEPALIVE_INTERVAL_S = 5;
+const KEEPALIVE_PROBES = 3;
 
 /** Counters of one channel, like QEMU's per-socket zero-copy accounting. */
 export interface ChannelStats {
@@ -116,6 +130,7 @@ export class SocketChannel {
     this.zerocopy = this.#zerocopyRefusal === undefined;
     // Headers and small packets must not wait for Nagle (as QEMU's migration sockets).
     native.zc_set_option(fd, SocketOption.nodelay, 1);
+    configureDeadPeerDetection(fd, options);
   }
 
   /** The socket's file descriptor (-1 once closed or detached). */
@@ -481,6 +496,23 @@ export class SocketChannel {
 
   #checkOpen(): void {
     if (this.#closed) throw new ChannelClosedError("channel was closed during the operation");
+  }
+}
+
+function configureDeadPeerDetection(fd: number, options: ChannelOptions): void {
+  const userTimeoutMs = options.userTimeoutMs ?? DEFAULT_USER_TIMEOUT_MS;
+  const keepaliveIdleS = options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S;
+  if (
+    !Number.isInteger(userTimeoutMs) || userTimeoutMs < 0 || !Number.isInteger(keepaliveIdleS) || keepaliveIdleS < 0
+  ) {
+    throw new InvalidArgumentError("userTimeoutMs and keepaliveIdleS must be non-negative integers");
+  }
+  if (userTimeoutMs > 0) native.zc_set_option(fd, SocketOption.userTimeoutMs, userTimeoutMs);
+  if (keepaliveIdleS > 0) {
+    native.zc_set_option(fd, SocketOption.keepalive, 1);
+    native.zc_set_option(fd, SocketOption.keepaliveIdleS, keepaliveIdleS);
+    native.zc_set_option(fd, SocketOption.keepaliveIntervalS, KEEPALIVE_INTERVAL_S);
+    native.zc_set_option(fd, SocketOption.keepaliveCount, KEEPALIVE_PROBES);
   }
 }
 

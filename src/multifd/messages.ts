@@ -12,6 +12,8 @@ export interface ChannelConfig {
   pagesPerPacket: number;
   ioTimeoutMs: number;
   flushTimeoutMs: number;
+  userTimeoutMs: number;
+  keepaliveIdleS: number;
 }
 
 export interface SenderConfig extends ChannelConfig {

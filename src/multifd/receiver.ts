@@ -12,7 +12,13 @@ import { native } from "../../ffi/mod.ts";
 import { ChannelClosedError, InvalidArgumentError, TimeoutError } from "../errors.ts";
 import { listen, type Listener } from "../listener.ts";
 import type { Region } from "../region.ts";
-import { abortSocket, DEFAULT_IO_TIMEOUT_MS, type SocketChannel } from "../socket_channel.ts";
+import {
+  abortSocket,
+  DEFAULT_IO_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_IDLE_S,
+  DEFAULT_USER_TIMEOUT_MS,
+  type SocketChannel,
+} from "../socket_channel.ts";
 import { importSecret, newNonce, type Secret, verifyInit } from "./auth.ts";
 import { assignBlocks, combineBlockHashes } from "./checksum.ts";
 import type { ChannelConfig, FromReceiver, ToReceiver } from "./messages.ts";
@@ -48,7 +54,10 @@ export interface ReceiverOptions {
   secret: Secret;
   /** Largest region accepted, in bytes. Default {@link DEFAULT_MAX_REGION_BYTES}. */
   maxSize?: number;
+  /** Per-channel limits, as in the channel options of `connect` (src/socket_channel.ts). */
   ioTimeoutMs?: number;
+  userTimeoutMs?: number;
+  keepaliveIdleS?: number;
   /** Limit for a connection to complete its handshake. Default 10 s. */
   handshakeTimeoutMs?: number;
   /** Connections allowed in their handshake at once; more are closed at once. Default 16. */
@@ -71,6 +80,8 @@ export class MultifdReceiver {
   readonly #key: CryptoKey;
   readonly #maxSize: number;
   readonly #ioTimeoutMs: number;
+  readonly #userTimeoutMs: number;
+  readonly #keepaliveIdleS: number;
   readonly #handshakeTimeoutMs: number;
   readonly #maxPending: number;
   #pool: WorkerPool<ToReceiver, FromReceiver> | undefined;
@@ -94,6 +105,8 @@ export class MultifdReceiver {
     this.#key = key;
     this.#maxSize = options.maxSize ?? DEFAULT_MAX_REGION_BYTES;
     this.#ioTimeoutMs = options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS;
+    this.#userTimeoutMs = options.userTimeoutMs ?? DEFAULT_USER_TIMEOUT_MS;
+    this.#keepaliveIdleS = options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.#maxPending = options.maxPendingHandshakes ?? DEFAULT_MAX_PENDING_HANDSHAKES;
   }
@@ -160,7 +173,7 @@ export class MultifdReceiver {
   /** Payload bytes received so far. */
   get bytesReceived(): number {
     let total = 0;
-    for (let id = 0; id < this.#fds.length; id++) total += this.#state!.counters[counterIndex(id, "bytes")];
+    for (let id = 0; id < this.#fds.length; id++) total += this.#state?.counters[counterIndex(id, "bytes")] ?? 0;
     return total;
   }
 
@@ -296,6 +309,8 @@ export class MultifdReceiver {
         pagesPerPacket: init.pagesPerPacket,
         ioTimeoutMs: this.#ioTimeoutMs,
         flushTimeoutMs: this.#ioTimeoutMs,
+        userTimeoutMs: this.#userTimeoutMs,
+        keepaliveIdleS: this.#keepaliveIdleS,
       };
       pool.post(channelId, { kind: "start", fd, region: region.descriptor, state, config });
     });

@@ -46,7 +46,7 @@ class ReceiveChannel {
   #syncNumber = 0;
 
   constructor(fd: number, region: RegionDescriptor, state: SharedState, config: ChannelConfig) {
-    this.#channel = new SocketChannel(fd, { ioTimeoutMs: config.ioTimeoutMs });
+    this.#channel = new SocketChannel(fd, config);
     this.#region = region;
     this.#state = state;
     this.#config = config;

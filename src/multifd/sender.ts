@@ -12,7 +12,13 @@
  */
 import { ChannelClosedError, InvalidArgumentError, ZeroCopyMultifdError } from "../errors.ts";
 import type { Region } from "../region.ts";
-import { abortSocket, DEFAULT_FLUSH_TIMEOUT_MS, DEFAULT_IO_TIMEOUT_MS } from "../socket_channel.ts";
+import {
+  abortSocket,
+  DEFAULT_FLUSH_TIMEOUT_MS,
+  DEFAULT_IO_TIMEOUT_MS,
+  DEFAULT_KEEPALIVE_IDLE_S,
+  DEFAULT_USER_TIMEOUT_MS,
+} from "../socket_channel.ts";
 import { native } from "../../ffi/mod.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { importSecret, type Secret, signInit } from "./auth.ts";
@@ -32,6 +38,7 @@ import {
   REPLY_BYTES,
   ReplyType,
   SESSION_ID_BYTES,
+  TransferRefusedError,
 } from "./wire.ts";
 import { WorkerPool } from "./worker_pool.ts";
 
@@ -52,8 +59,11 @@ export interface SenderOptions {
   zeroPages?: boolean;
   /** Pages per data packet, 1..1024. Default 128 (512 KiB). */
   pagesPerPacket?: number;
+  /** Per-channel limits, as in the channel options of `connect` (src/socket_channel.ts). */
   ioTimeoutMs?: number;
   flushTimeoutMs?: number;
+  userTimeoutMs?: number;
+  keepaliveIdleS?: number;
   connectTimeoutMs?: number;
   handshakeTimeoutMs?: number;
 }
@@ -125,8 +135,9 @@ export class MultifdSender {
           })),
       );
       fds = opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
-      const failed = opened.find((r) => r.status === "rejected");
-      if (failed) throw (failed as PromiseRejectedResult).reason;
+      const failures = opened.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
+      // A refusal names the cause; the receiver closes the other channels without a word.
+      if (failures.length > 0) throw failures.find((e) => e instanceof TransferRefusedError) ?? failures[0];
     } catch (error) {
       for (const fd of fds) native.zc_close(fd);
       region.release();
@@ -335,6 +346,8 @@ function senderConfig(options: SenderOptions) {
       pagesPerPacket,
       ioTimeoutMs: options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS,
       flushTimeoutMs: options.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS,
+      userTimeoutMs: options.userTimeoutMs ?? DEFAULT_USER_TIMEOUT_MS,
+      keepaliveIdleS: options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S,
       zerocopy,
       zeroPages: options.zeroPages ?? false,
     },

@@ -46,11 +46,7 @@ class SendChannel {
   #packetNumber = 0;
 
   constructor(fd: number, region: RegionDescriptor, state: SharedState, config: SenderConfig) {
-    this.#channel = new SocketChannel(fd, {
-      zerocopy: config.zerocopy,
-      ioTimeoutMs: config.ioTimeoutMs,
-      flushTimeoutMs: config.flushTimeoutMs,
-    });
+    this.#channel = new SocketChannel(fd, config);
     if (config.zerocopy && !this.#channel.zerocopy) {
       this.#channel.close();
       throw new Error("zero-copy requested but the kernel refused SO_ZEROCOPY on this socket");

@@ -1,0 +1,583 @@
+/**
+ * Moves a file between two hosts over N multifd channels (optionally with MSG_ZEROCOPY),
+ * authenticated with a shared secret, verified by checksum at the end.
+ *
+ *   # on the destination host (generates a secret file and prints the command for the sender)
+ *   deno run -A examples/migrate.ts recv --listen 0.0.0.0:4444 --file guest.img
+ *   # on the source host, with that secret file copied over
+ *   deno run -A examples/migrate.ts send --to dest-host:4444 --file guest.img --secret-file migrate-secret-4444.key
+ *
+ * Works the same with `bun examples/migrate.ts …`. Exit status: 0 done and verified,
+ * 1 the transfer failed (reason on stderr), 2 usage error, 130 interrupted.
+ * @module
+ */
+import {
+  accessSync,
+  closeSync,
+  constants,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { hostname as osHostname } from "node:os";
+import { dirname, isAbsolute, relative, resolve } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import {
+  MAX_CHANNELS,
+  MIN_SECRET_BYTES,
+  MultifdReceiver,
+  MultifdSender,
+  PAGE_SIZE,
+  type ReceiverResult,
+  Region,
+  runtime,
+  type SenderResult,
+} from "../mod.ts";
+import {
+  err,
+  formatBytes,
+  formatHostPort,
+  type HostPort,
+  oneLine,
+  out,
+  parseHostPort,
+  parseInteger,
+  parseSize,
+  ProgressBar,
+  statsRows,
+  table,
+} from "./cli_util.ts";
+
+const SECRET_ENV = "ZEROCOPY_MULTIFD_SECRET";
+const DEFAULT_CHANNELS = 4;
+
+const USAGE = `usage: migrate.ts <command> [options]
+
+Copies a file to another host over several parallel TCP channels (multifd), optionally
+with MSG_ZEROCOPY, authenticated by a shared secret and verified by checksum.
+
+commands:
+  recv    listen and receive into a file (start this first, on the destination)
+  send    send a file to a listening receiver
+
+Run "migrate.ts <command> --help" for the options of a command.
+Exit status: 0 success (verified), 1 transfer failed, 2 usage error, 130 interrupted.`;
+
+const RECV_USAGE = `usage: migrate.ts recv --listen HOST:PORT --file OUT [options]
+
+  --listen HOST:PORT   address to listen on; PORT 0 picks a free port (printed);
+                       IPv6 as [::1]:PORT
+  --file OUT           output file: created fresh (replacing any old one), preallocated
+                       to the sender's size before any data lands, fsynced before success;
+                       removed again if the transfer fails
+  --channels N         expected channel count. The sender decides the count; when it
+                       differs from N a warning is printed (the transfer goes on)
+  --max-size BYTES     largest transfer accepted, e.g. 64G (default 64 GiB)
+  --secret-file F      shared secret: a file holding hex (>= 32 hex digits) or text
+                       (>= ${MIN_SECRET_BYTES} bytes), surrounding whitespace ignored
+  --secret-out F       where to write a generated secret (default ./migrate-secret-PORT.key)
+  --json               print one JSON object with the stats as the last line of stdout
+  -h, --help           this help
+
+Secret: --secret-file, else $${SECRET_ENV}, else a fresh random one is generated,
+written to a new file readable only by you (0600; deleted when the transfer ends), and
+the send command to run is printed. Secrets are never taken from or printed on the
+command line.`;
+
+const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
+
+  --to HOST:PORT       the receiver (IPv6 as [::1]:PORT)
+  --file IN            file to send (any size)
+  --channels N         parallel channels, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS}); the receiver follows
+  --zerocopy           send page data with MSG_ZEROCOPY (fails if the kernel refuses it)
+  --zero-pages         send all-zero pages as offsets only
+  --secret-file F      shared secret file (as for recv); default $${SECRET_ENV}
+  --json               print one JSON object with the stats as the last line of stdout
+  -h, --help           this help`;
+
+/** A command-line problem: usage on stderr, exit status 2. */
+class UsageError extends Error {
+  constructor(message: string, readonly usage: string) {
+    super(message);
+  }
+}
+
+/** A failure with a prepared one-line reason: exit status 1. */
+class Failure extends Error {}
+
+// ---------------------------------------------------------------------------------------
+// Command line
+
+interface RecvOptions {
+  listen: HostPort;
+  file: string;
+  channels?: number;
+  maxSize?: number;
+  secretFile?: string;
+  secretOut?: string;
+  json: boolean;
+}
+
+interface SendOptions {
+  to: HostPort;
+  file: string;
+  channels: number;
+  zerocopy: boolean;
+  zeroPages: boolean;
+  secretFile?: string;
+  json: boolean;
+}
+
+type Command = { kind: "help"; text: string } | { kind: "recv"; options: RecvOptions } | {
+  kind: "send";
+  options: SendOptions;
+};
+
+function parseCommandLine(argv: string[]): Command {
+  const [command, ...rest] = argv;
+  if (command === undefined) throw new UsageError("missing command", USAGE);
+  if (command === "-h" || command === "--help" || command === "help") return { kind: "help", text: USAGE };
+  if (command === "recv") return parseRecv(rest);
+  if (command === "send") return parseSend(rest);
+  throw new UsageError(`unknown command "${command}"`, USAGE);
+}
+
+function parseFlags(args: string[], options: NonNullable<ParseArgsConfig["options"]>, usage: string) {
+  try {
+    const config = { args, options: { ...options, help: { type: "boolean", short: "h" } }, strict: true } as const;
+    return parseArgs(config).values as Record<string, string | boolean | undefined>;
+  } catch (error) {
+    throw new UsageError(oneLine((error as Error).message), usage);
+  }
+}
+
+function withUsage<T>(usage: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (error instanceof UsageError) throw error;
+    throw new UsageError((error as Error).message, usage);
+  }
+}
+
+function parseRecv(args: string[]): Command {
+  const values = parseFlags(args, {
+    listen: { type: "string" },
+    file: { type: "string" },
+    channels: { type: "string" },
+    "max-size": { type: "string" },
+    "secret-file": { type: "string" },
+    "secret-out": { type: "string" },
+    json: { type: "boolean" },
+  }, RECV_USAGE);
+  if (values.help) return { kind: "help", text: RECV_USAGE };
+  return withUsage(RECV_USAGE, () => {
+    if (typeof values.listen !== "string") throw new Error("--listen HOST:PORT is required");
+    if (typeof values.file !== "string" || values.file === "") throw new Error("--file OUT is required");
+    if (values["secret-file"] !== undefined && values["secret-out"] !== undefined) {
+      throw new Error("--secret-out only applies to a generated secret, not with --secret-file");
+    }
+    return {
+      kind: "recv" as const,
+      options: {
+        listen: parseHostPort(values.listen, "--listen"),
+        file: values.file,
+        channels: typeof values.channels === "string"
+          ? parseInteger(values.channels, "--channels", 1, MAX_CHANNELS)
+          : undefined,
+        maxSize: typeof values["max-size"] === "string" ? parseSize(values["max-size"], "--max-size") : undefined,
+        secretFile: nonEmpty(values["secret-file"], "--secret-file"),
+        secretOut: nonEmpty(values["secret-out"], "--secret-out"),
+        json: values.json === true,
+      },
+    };
+  });
+}
+
+function parseSend(args: string[]): Command {
+  const values = parseFlags(args, {
+    to: { type: "string" },
+    file: { type: "string" },
+    channels: { type: "string" },
+    zerocopy: { type: "boolean" },
+    "zero-pages": { type: "boolean" },
+    "secret-file": { type: "string" },
+    json: { type: "boolean" },
+  }, SEND_USAGE);
+  if (values.help) return { kind: "help", text: SEND_USAGE };
+  return withUsage(SEND_USAGE, () => {
+    if (typeof values.to !== "string") throw new Error("--to HOST:PORT is required");
+    if (typeof values.file !== "string" || values.file === "") throw new Error("--file IN is required");
+    const to = parseHostPort(values.to, "--to");
+    if (to.port === 0) throw new Error("--to: port 0 is not a receiver's port");
+    const secretFile = nonEmpty(values["secret-file"], "--secret-file");
+    if (secretFile === undefined && !process.env[SECRET_ENV]) {
+      throw new Error(`a secret is required: --secret-file F (or $${SECRET_ENV})`);
+    }
+    return {
+      kind: "send" as const,
+      options: {
+        to,
+        file: values.file,
+        channels: typeof values.channels === "string"
+          ? parseInteger(values.channels, "--channels", 1, MAX_CHANNELS)
+          : DEFAULT_CHANNELS,
+        zerocopy: values.zerocopy === true,
+        zeroPages: values["zero-pages"] === true,
+        secretFile,
+        json: values.json === true,
+      },
+    };
+  });
+}
+
+function nonEmpty(value: string | boolean | undefined, flag: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== "string" || value === "") throw new Error(`${flag} needs a file name`);
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------
+// Secrets
+
+/**
+ * A secret's bytes from text: only hex digits (an even count, at least 32) are decoded as
+ * hex, anything else is the UTF-8 text. Surrounding whitespace is ignored. Both ends
+ * apply the same rule, so either form works as long as they share the file.
+ */
+function decodeSecret(text: string, origin: string): Uint8Array {
+  const trimmed = text.trim();
+  let bytes: Uint8Array;
+  if (trimmed.length >= 2 * MIN_SECRET_BYTES && trimmed.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(trimmed)) {
+    bytes = new Uint8Array(trimmed.length / 2);
+    for (let i = 0; i < bytes.length; i++) bytes[i] = parseInt(trimmed.slice(2 * i, 2 * i + 2), 16);
+  } else {
+    bytes = new TextEncoder().encode(trimmed);
+  }
+  if (bytes.length < MIN_SECRET_BYTES) {
+    throw new Failure(
+      `the secret in ${origin} is too short: ${bytes.length} bytes, at least ${MIN_SECRET_BYTES} needed`,
+    );
+  }
+  return bytes;
+}
+
+function readSecretFile(path: string): Uint8Array {
+  let text: string;
+  try {
+    const mode = statSync(path).mode;
+    if ((mode & 0o077) !== 0) {
+      err(
+        `warning: secret file ${path} is accessible by other users (mode ${(mode & 0o777).toString(8)}); chmod 600 it`,
+      );
+    }
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    throw new Failure(`cannot read the secret file ${path}: ${oneLine(error)}`);
+  }
+  return decodeSecret(text, path);
+}
+
+/** The configured secret, or undefined when recv should generate one. */
+function configuredSecret(secretFile: string | undefined): Uint8Array | undefined {
+  if (secretFile !== undefined) return readSecretFile(secretFile);
+  const fromEnv = process.env[SECRET_ENV];
+  if (fromEnv) return decodeSecret(fromEnv, `$${SECRET_ENV}`);
+  return undefined;
+}
+
+/** Writes a new secret file readable only by the user (fails if the file exists). */
+function writeSecretFile(path: string, secretHex: string): void {
+  let fd: number;
+  try {
+    fd = openSync(path, "wx", 0o600);
+  } catch (error) {
+    const exists = (error as { code?: string }).code === "EEXIST";
+    throw new Failure(
+      exists
+        ? `${path} already exists: not overwriting it (remove it, or choose another file with --secret-out)`
+        : `cannot create the secret file ${path}: ${oneLine(error)}`,
+    );
+  }
+  try {
+    writeSync(fd, secretHex + "\n");
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function toHex(bytes: Uint8Array): string {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A word for a shell command line, quoted when it needs to be. */
+function shellWord(word: string): string {
+  return /^[\w@%+=:,./[\]-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/** How to run this script again with the same runtime, as a user would type it. */
+function selfCommand(): string {
+  const script = fileURLToPath(import.meta.url);
+  const fromCwd = relative(process.cwd(), script);
+  const path = fromCwd.startsWith("..") || isAbsolute(fromCwd) ? script : fromCwd;
+  return runtime === "deno" ? `deno run -A ${shellWord(path)}` : `bun ${shellWord(path)}`;
+}
+
+// ---------------------------------------------------------------------------------------
+// Running a transfer
+
+/** Set while a transfer runs: Ctrl-C aborts it (a second Ctrl-C exits at once). */
+let abortTransfer: (() => Promise<void>) | undefined;
+let interrupted = false;
+/** Files to remove when the command fails (partial output) or ends (generated secret). */
+const cleanupOnFailure: string[] = [];
+const cleanupAlways: string[] = [];
+
+function installSignalHandlers(): void {
+  const onSignal = (signal: string) => {
+    if (interrupted) {
+      removeFiles(cleanupOnFailure), removeFiles(cleanupAlways);
+      process.exit(130);
+    }
+    interrupted = true;
+    err(`\n${signal}: aborting the transfer (again to exit at once)`);
+    if (abortTransfer) {
+      abortTransfer().catch(() => {});
+    } else {
+      removeFiles(cleanupOnFailure), removeFiles(cleanupAlways);
+      process.exit(130);
+    }
+  };
+  process.on("SIGINT", () => onSignal("SIGINT"));
+  process.on("SIGTERM", () => onSignal("SIGTERM"));
+}
+
+function removeFiles(paths: string[]): void {
+  for (const path of paths.splice(0)) {
+    try {
+      unlinkSync(path);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** fsync a directory so a newly created file's entry survives a crash (best effort). */
+function syncDirectory(path: string): void {
+  try {
+    const fd = openSync(path, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // Some runtimes or file systems cannot open/fsync a directory; the file itself is synced.
+  }
+}
+
+async function recv(options: RecvOptions): Promise<number> {
+  const file = resolve(options.file);
+  // Fail before listening when the output can never be written.
+  try {
+    if (statSync(file, { throwIfNoEntry: false })?.isDirectory()) throw new Error("it is a directory");
+    accessSync(dirname(file), constants.W_OK);
+  } catch (error) {
+    throw new Failure(`cannot write ${options.file}: ${oneLine(error)}`);
+  }
+
+  let secret = configuredSecret(options.secretFile);
+  const generated = secret === undefined;
+  if (generated) secret = crypto.getRandomValues(new Uint8Array(32));
+
+  const receiver = await MultifdReceiver.listen({
+    hostname: options.listen.hostname,
+    port: options.listen.port,
+    secret: secret!,
+    maxSize: options.maxSize,
+  }).catch((error) => {
+    throw new Failure(`cannot listen on ${options.listen.display}: ${oneLine(error)}`);
+  });
+  const listening = formatHostPort(options.listen.hostname, receiver.port);
+
+  if (generated) {
+    const path = resolve(options.secretOut ?? `migrate-secret-${receiver.port}.key`);
+    try {
+      writeSecretFile(path, toHex(secret!));
+    } catch (error) {
+      receiver.close();
+      throw error;
+    }
+    secret!.fill(0);
+    cleanupAlways.push(path);
+    const wildcard = ["0.0.0.0", "::", "0:0:0:0:0:0:0:0"].includes(options.listen.hostname);
+    const target = formatHostPort(wildcard ? osHostname() : options.listen.hostname, receiver.port);
+    err(
+      `no secret given: generated one for this transfer in ${path}\n` +
+        `  (readable only by you; deleted when the transfer ends). Copy it to the sending host\n` +
+        `  (e.g. with scp), then run there${wildcard ? ` (with an address of this host it can reach)` : ""}:\n` +
+        `  ${selfCommand()} send --to ${shellWord(target)} --file FILE --secret-file ${shellWord(path)}`,
+    );
+  }
+  err(`listening on ${listening}`);
+
+  let destination: Region | undefined;
+  let progress: ProgressBar | undefined;
+  let channelsWarned = false;
+  const warnChannels = (actual: number) => {
+    if (channelsWarned || options.channels === undefined || actual === 0 || actual === options.channels) return;
+    channelsWarned = true;
+    progress?.stop();
+    err(`warning: the sender uses ${actual} channels, not ${options.channels} (--channels): the sender decides`);
+    progress?.start();
+  };
+  const channelWatch = setInterval(() => warnChannels(receiver.stats.channels), 100);
+  abortTransfer = () => receiver.abort("interrupted");
+
+  let result: ReceiverResult;
+  try {
+    result = await receiver.receive((size) => {
+      destination = Region.createFile(file, size);
+      cleanupOnFailure.push(file);
+      if (!options.json || process.stderr.isTTY) err(`receiving ${formatBytes(size)} into ${options.file}`);
+      progress = new ProgressBar("recv", size, () => progressBytes(receiver.bytesReceived, receiver.stats, size));
+      progress.start();
+      return destination;
+    });
+  } catch (error) {
+    throw new Failure(
+      interrupted ? "interrupted: transfer aborted" : `receive failed: ${oneLine(error)}`,
+    );
+  } finally {
+    clearInterval(channelWatch);
+    progress?.stop();
+    abortTransfer = undefined;
+  }
+  warnChannels(result.channels);
+  // receive() has fsynced the file already; once more costs nothing, then the directory entry.
+  destination!.sync();
+  await destination!.close();
+  syncDirectory(dirname(file));
+
+  report("recv", options.json, { file: options.file, ...result }, result.verified);
+  if (!result.verified) throw new Failure("the sender did not confirm the checksum: the data is not verified");
+  cleanupOnFailure.length = 0;
+  if (!options.json) {
+    out(`done: ${options.file} (${formatBytes(result.bytes)}) received and verified, checksum ${result.checksum}`);
+  }
+  return 0;
+}
+
+async function send(options: SendOptions): Promise<number> {
+  const secret = configuredSecret(options.secretFile)!;
+  let source: Region;
+  try {
+    source = Region.openFile(options.file);
+  } catch (error) {
+    throw new Failure(`cannot open ${options.file}: ${oneLine(error)}`);
+  }
+  let progress: ProgressBar | undefined;
+  try {
+    const sender = await MultifdSender.connect(source, {
+      hostname: options.to.hostname,
+      port: options.to.port,
+      secret,
+      channels: options.channels,
+      zerocopy: options.zerocopy,
+      zeroPages: options.zeroPages,
+    }).catch((error) => {
+      throw new Failure(`cannot connect to ${options.to.display}: ${oneLine(error)}`);
+    });
+    secret.fill(0);
+    abortTransfer = () => sender.abort("interrupted");
+    if (!options.json || process.stderr.isTTY) {
+      err(
+        `sending ${options.file} (${
+          formatBytes(source.size)
+        }) to ${options.to.display} over ${options.channels} channel${options.channels === 1 ? "" : "s"}`,
+      );
+    }
+    progress = new ProgressBar("send", source.size, () => progressBytes(sender.bytesSent, sender.stats, source.size));
+    progress.start();
+    let result: SenderResult;
+    try {
+      await sender.sendRound();
+      result = await sender.finish();
+    } catch (error) {
+      throw new Failure(interrupted ? "interrupted: transfer aborted" : `send failed: ${oneLine(error)}`);
+    } finally {
+      progress.stop();
+      abortTransfer = undefined;
+    }
+    report("send", options.json, { file: options.file, ...result }, result.verified);
+    if (!result.verified) {
+      throw new Failure(
+        `checksum mismatch: ours ${result.checksum}, the receiver's ${result.remoteChecksum}: the copy is not verified`,
+      );
+    }
+    if (!options.json) out(`done: ${options.file} sent and verified, checksum ${result.checksum}`);
+    return 0;
+  } finally {
+    await source.close();
+  }
+}
+
+/** Progress in bytes of the region covered: payload plus pages sent as zero pages. */
+function progressBytes(payload: number, stats: { pagesZero: number }, total: number): number {
+  return Math.min(total, payload + stats.pagesZero * PAGE_SIZE);
+}
+
+/** Whether the stats went out already (a --json caller then gets no second JSON line). */
+let reported = false;
+
+function report(role: "send" | "recv", json: boolean, result: Record<string, unknown>, ok: boolean): void {
+  reported = true;
+  if (json) {
+    out(JSON.stringify({ role, runtime, ok, ...result }));
+    return;
+  }
+  out(table(["", role === "send" ? "sender" : "receiver"], statsRows([result])));
+}
+
+// ---------------------------------------------------------------------------------------
+
+async function main(argv: string[]): Promise<number> {
+  let command: Command;
+  try {
+    command = parseCommandLine(argv);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      err(`migrate.ts: ${error.message}\n\n${error.usage}`);
+      return 2;
+    }
+    throw error;
+  }
+  if (command.kind === "help") {
+    out(command.text);
+    return 0;
+  }
+  const json = command.options.json;
+  installSignalHandlers();
+  try {
+    return command.kind === "recv" ? await recv(command.options) : await send(command.options);
+  } catch (error) {
+    removeFiles(cleanupOnFailure);
+    const reason = error instanceof Failure ? error.message : `unexpected error: ${oneLine(error)}`;
+    err(`migrate.ts ${command.kind}: ${reason}`);
+    // A --json caller gets one JSON line whatever happens (unless stats were printed already).
+    if (json && !reported) {
+      out(JSON.stringify({ role: command.kind, runtime, ok: false, error: reason }));
+    }
+    return interrupted ? 130 : 1;
+  } finally {
+    removeFiles(cleanupAlways);
+  }
+}
+
+process.exit(await main(process.argv.slice(2)));

@@ -1,0 +1,255 @@
+// examples/migrate.ts end to end: a receiver and a sender process moving a file whose size
+// is not a page multiple, usage errors, --help, a wrong secret, a generated secret.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import process from "node:process";
+import { fileURLToPath } from "node:url";
+import { run, runtimeArgv } from "./helpers/runtime.ts";
+
+const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
+const SIZE = 37 * 2 ** 20 + 123;
+const SECRET_ENV = "ZEROCOPY_MULTIFD_SECRET";
+
+/** The environment without a secret in it: every test says where its secret comes from. */
+function cleanEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (key !== SECRET_ENV && value !== undefined) env[key] = value;
+  }
+  return env;
+}
+
+interface Receiver {
+  child: ChildProcess;
+  /** Resolves with the port once the receiver prints "listening on 127.0.0.1:PORT". */
+  port: Promise<number>;
+  exited: Promise<{ code: number | null; stdout: string; stderr: string }>;
+  stderr: () => string;
+  kill: () => void;
+}
+
+/** Starts `migrate.ts recv …` as a child process (async: the test keeps running). */
+function startReceiver(args: string[], cwd?: string): Receiver {
+  const argv = runtimeArgv(cli, ["recv", ...args]);
+  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], cwd, env: cleanEnv() });
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
+    child.on("close", (code) => resolve({ code, stdout, stderr }))
+  );
+  const port = new Promise<number>((resolve, reject) => {
+    child.stderr!.on("data", (d) => {
+      stderr += d;
+      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
+      if (match) resolve(Number(match[1]));
+    });
+    exited.then(() => reject(new Error(`receiver exited before listening: ${stderr}`)));
+  });
+  port.catch(() => {});
+  return { child, port, exited, stderr: () => stderr, kill: () => child.kill("SIGKILL") };
+}
+
+const lastJson = (text: string) => JSON.parse(text.trim().split("\n").at(-1)!);
+
+function randomFile(path: string, size: number): Uint8Array {
+  const bytes = new Uint8Array(size);
+  for (let offset = 0; offset < size; offset += 65536) {
+    crypto.getRandomValues(bytes.subarray(offset, Math.min(size, offset + 65536)));
+  }
+  writeFileSync(path, bytes);
+  return bytes;
+}
+
+describe("migrate.ts", () => {
+  let dir = "";
+  let input = "";
+  let secretFile = "";
+  let inputBytes: Uint8Array;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), "migrate-cli-"));
+    input = join(dir, "in.bin");
+    inputBytes = randomFile(input, SIZE);
+    secretFile = join(dir, "secret.key");
+    writeFileSync(secretFile, "00112233445566778899aabbccddeeff0123456789abcdef\n", { mode: 0o600 });
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  test("recv and send move a file of an odd size, zero-copy, 2 channels, verified", async () => {
+    const output = join(dir, "out.bin");
+    const receiver = startReceiver([
+      "--listen",
+      "127.0.0.1:0",
+      "--file",
+      output,
+      "--json",
+      "--secret-file",
+      secretFile,
+    ]);
+    try {
+      const port = await receiver.port;
+      const sender = await run(
+        runtimeArgv(cli, [
+          "send",
+          "--to",
+          `127.0.0.1:${port}`,
+          "--file",
+          input,
+          "--json",
+          "--secret-file",
+          secretFile,
+          "--zerocopy",
+          "--channels",
+          "2",
+        ]),
+        60_000,
+      );
+      assert.equal(sender.code, 0, sender.stderr);
+      const received = await receiver.exited;
+      assert.equal(received.code, 0, received.stderr);
+
+      const sent = lastJson(sender.stdout);
+      const got = lastJson(received.stdout);
+      for (const result of [sent, got]) {
+        assert.equal(result.verified, true);
+        assert.equal(result.bytes, SIZE);
+        assert.equal(result.channels, 2);
+        assert.equal(result.rounds, 1);
+        assert.equal(result.pagesNormal, Math.ceil(SIZE / 4096));
+        for (const field of ["seconds", "GBps", "zerocopySends", "zerocopyCopied", "pagesZero", "checksumSeconds"]) {
+          assert.equal(typeof result[field], "number", field);
+        }
+      }
+      assert.equal(sent.zerocopy, true);
+      assert.ok(sent.zerocopySends > 0);
+      assert.equal(sent.checksum, got.checksum);
+      assert.equal(sender.stdout.trim().split("\n").length, 1, "--json: one line on stdout");
+
+      const outputBytes = readFileSync(output);
+      assert.equal(outputBytes.length, SIZE);
+      assert.ok(outputBytes.equals(inputBytes), "the output differs from the input");
+    } finally {
+      receiver.kill();
+    }
+  });
+
+  test("bad command lines exit 2 with usage, --help exits 0", async () => {
+    const secret = ["--secret-file", secretFile];
+    const bad = [
+      [],
+      ["bogus"],
+      ["recv", "--file", "x"],
+      ["recv", "--listen", "127.0.0.1:0"],
+      ["recv", "--listen", "127.0.0.1", "--file", "x"],
+      ["recv", "--listen", "127.0.0.1:70000", "--file", "x"],
+      ["recv", "--listen", "127.0.0.1:0", "--file", "x", "--channels", "0"],
+      ["recv", "--listen", "127.0.0.1:0", "--file", "x", "--max-size", "lots"],
+      ["send", "--to", "127.0.0.1:1", "--file", input, "--unknown", ...secret],
+      ["send", "--to", "127.0.0.1:1", ...secret],
+      ["send", "--to", "127.0.0.1:1", "--file", input, "--channels", "many", ...secret],
+      ["send", "--to", "127.0.0.1:1", "--file", input, "--json", "extra", ...secret],
+    ];
+    const help = [["--help"], ["recv", "--help"], ["send", "-h"]];
+    const [badResults, helpResults] = await Promise.all([
+      Promise.all(bad.map((args) => run(runtimeArgv(cli, args), 30_000))),
+      Promise.all(help.map((args) => run(runtimeArgv(cli, args), 30_000))),
+    ]);
+    badResults.forEach((result, i) => {
+      assert.equal(result.code, 2, `${bad[i].join(" ")}: ${result.stderr}`);
+      assert.match(result.stderr, /usage: migrate\.ts/, bad[i].join(" "));
+    });
+    helpResults.forEach((result, i) => {
+      assert.equal(result.code, 0, `${help[i].join(" ")}: ${result.stderr}`);
+      assert.match(result.stdout, /usage: migrate\.ts/);
+    });
+  });
+
+  test("a sender with the wrong secret fails; the receiver ignores it and takes the right one", async () => {
+    const output = join(dir, "after-wrong.bin");
+    const wrong = join(dir, "wrong.key");
+    writeFileSync(wrong, "a different secret, long enough\n", { mode: 0o600 });
+    const small = join(dir, "small-2.bin");
+    const smallBytes = randomFile(small, 3 * 4096);
+    const receiver = startReceiver([
+      "--listen",
+      "127.0.0.1:0",
+      "--file",
+      output,
+      "--json",
+      "--secret-file",
+      secretFile,
+    ]);
+    try {
+      const port = await receiver.port;
+      const sendWith = (key: string) =>
+        run(runtimeArgv(cli, ["send", "--to", `127.0.0.1:${port}`, "--file", small, "--secret-file", key]), 30_000);
+      const rejected = await sendWith(wrong);
+      assert.notEqual(rejected.code, 0);
+      assert.match(rejected.stderr, /wrong secret/);
+      assert.equal(rejected.stderr.trim().split("\n").length, 1, `one line of reason: ${rejected.stderr}`);
+      assert.equal(receiver.child.exitCode, null, "the receiver must keep waiting for the right sender");
+      assert.equal(existsSync(output), false, "no output before an authenticated sender");
+
+      const accepted = await sendWith(secretFile);
+      assert.equal(accepted.code, 0, accepted.stderr);
+      const received = await receiver.exited;
+      assert.equal(received.code, 0, received.stderr);
+      const result = lastJson(received.stdout);
+      assert.equal(result.verified, true);
+      assert.ok(result.rejectedConnections >= 1, `rejectedConnections: ${result.rejectedConnections}`);
+      assert.ok(readFileSync(output).equals(smallBytes));
+    } finally {
+      receiver.kill();
+    }
+  });
+
+  test("recv without a secret generates a 0600 secret file and prints the send command", async () => {
+    const output = join(dir, "generated.bin");
+    const small = join(dir, "small.bin");
+    const smallBytes = randomFile(small, 2 ** 20 + 5);
+    const receiver = startReceiver(["--listen", "127.0.0.1:0", "--file", output, "--channels", "3"], dir);
+    try {
+      const port = await receiver.port;
+      const command = /(\S+ )*send --to 127\.0\.0\.1:(\d+) --file \S+ --secret-file (\S+)/.exec(receiver.stderr());
+      assert.ok(command, `no send command in: ${receiver.stderr()}`);
+      assert.equal(Number(command[2]), port);
+      const keyFile = command[3];
+      assert.equal(keyFile, join(dir, `migrate-secret-${port}.key`));
+      assert.equal(statSync(keyFile).mode & 0o777, 0o600);
+      const key = readFileSync(keyFile, "utf8").trim();
+      assert.match(key, /^[0-9a-f]{64}$/);
+      assert.ok(!receiver.stderr().includes(key), "the secret must not be printed");
+
+      const sender = await run(
+        runtimeArgv(cli, [
+          "send",
+          "--to",
+          `127.0.0.1:${port}`,
+          "--file",
+          small,
+          "--secret-file",
+          keyFile,
+          "--channels",
+          "2",
+        ]),
+        30_000,
+      );
+      assert.equal(sender.code, 0, sender.stderr);
+      const received = await receiver.exited;
+      assert.equal(received.code, 0, received.stderr);
+      assert.match(received.stderr, /warning: the sender uses 2 channels, not 3/);
+      for (const text of [sender.stdout, sender.stderr, received.stdout, received.stderr]) {
+        assert.ok(!text.includes(key), "the secret must not be printed");
+      }
+      assert.ok(readFileSync(output).equals(smallBytes));
+      assert.equal(existsSync(keyFile), false, "the generated secret is removed when the transfer ends");
+    } finally {
+      receiver.kill();
+    }
+  });
+});
