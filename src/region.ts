@@ -42,7 +42,7 @@ export class Region {
     readonly address: number,
     /** Size in bytes. */
     readonly size: number,
-    readonly kind: "anonymous" | "file" | "shared-array-buffer",
+    readonly kind: "anonymous" | "file" | "shared-array-buffer" | "borrowed",
     readonly fd: number,
     readonly shared: SharedArrayBuffer | undefined,
   ) {}
@@ -102,9 +102,12 @@ export class Region {
     return new Region(address, shared.byteLength, "shared-array-buffer", -1, shared);
   }
 
-  /** Re-creates a region object from a descriptor in another thread (no ownership). */
+  /**
+   * A region over memory described elsewhere (another Region's descriptor, possibly a
+   * part of it). It does not own the memory: closing it unmaps nothing.
+   */
   static fromDescriptor(descriptor: RegionDescriptor): Region {
-    return new Region(descriptor.address, descriptor.size, "anonymous", -1, descriptor.shared);
+    return new Region(descriptor.address, descriptor.size, "borrowed", -1, descriptor.shared);
   }
 
   get closed(): boolean {
@@ -177,7 +180,7 @@ export class Region {
     while (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
     if (this.#closed) return;
     this.#closed = true;
-    if (this.size > 0 && !this.shared) native.zc_unmap(this.address, this.size);
+    if (this.size > 0 && (this.kind === "anonymous" || this.kind === "file")) native.zc_unmap(this.address, this.size);
     if (this.fd >= 0) native.zc_close(this.fd);
   }
 

@@ -60,7 +60,7 @@ export interface ReceiverOptions {
   keepaliveIdleS?: number;
   /** Limit for a connection to complete its handshake. Default 10 s. */
   handshakeTimeoutMs?: number;
-  /** Connections allowed in their handshake at once; more are closed at once. Default 16. */
+  /** Connections allowed in their handshake at once; beyond it the oldest is closed. Default 16. */
   maxPendingHandshakes?: number;
 }
 
@@ -181,7 +181,8 @@ export class MultifdReceiver {
   async #acceptSession(): Promise<{ init: Init; channels: SocketChannel[] }> {
     let session: Init | undefined;
     const channels: SocketChannel[] = [];
-    let pending = 0;
+    /** Connections still in their handshake, oldest first. */
+    const pending = new Set<SocketChannel>();
     let sessionTimer: ReturnType<typeof setTimeout> | undefined;
     let complete: () => void = () => {};
     let fail: (error: Error) => void = () => {};
@@ -220,13 +221,15 @@ export class MultifdReceiver {
     const acceptLoop = (async () => {
       for (;;) {
         const channel = await this.#listener.accept();
-        if (pending >= this.#maxPending) {
-          this.#rejected++;
-          channel.close();
-          continue;
+        if (pending.size >= this.#maxPending) {
+          // Evict the oldest: a real sender finishes its handshake within a round trip, so
+          // connections that idle cannot lock it out by holding every slot.
+          const oldest = pending.values().next().value!;
+          pending.delete(oldest);
+          oldest.close();
         }
-        pending++;
-        admit(channel).catch(fail).finally(() => pending--);
+        pending.add(channel);
+        admit(channel).catch(fail).finally(() => pending.delete(channel));
       }
     })();
     acceptLoop.catch(() => {}); // ends with ChannelClosedError when the listener closes
@@ -243,6 +246,8 @@ export class MultifdReceiver {
   async #handshake(channel: SocketChannel): Promise<Init | undefined> {
     const nonce = newNonce();
     const bytes = new Uint8Array(INIT_BYTES);
+    // One deadline for the whole handshake: trickling bytes does not extend it.
+    const deadline = setTimeout(() => channel.close(), this.#handshakeTimeoutMs);
     try {
       await channel.writev([encodeHello(nonce)]);
       if (await channel.readFull(bytes) < INIT_BYTES) throw new ChannelClosedError("closed during handshake");
@@ -250,6 +255,8 @@ export class MultifdReceiver {
       this.#rejected++;
       channel.close();
       return undefined;
+    } finally {
+      clearTimeout(deadline);
     }
     const fields = bytes.subarray(0, INIT_FIELDS_BYTES);
     if (!await verifyInit(this.#key, nonce, fields, bytes.subarray(INIT_FIELDS_BYTES))) {
