@@ -2,8 +2,12 @@
 // channel count, odd sizes, zero pages, zero-copy, several rounds, and > 4 GiB regions.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { Region } from "../mod.ts";
-import { fillPattern, openTcpSockets, transfer } from "./helpers/multifd.ts";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { MultifdReceiver, MultifdSender, Region } from "../mod.ts";
+import { fillPattern, openTcpSockets, SECRET, transfer } from "./helpers/multifd.ts";
+import { sameBytes } from "./helpers/pattern.ts";
 
 const PAGE = 4096;
 
@@ -110,6 +114,32 @@ describe("multifd transfers", () => {
       await source.close();
       await destination.close();
     }
+  });
+
+  test("a SharedArrayBuffer source into a file destination; closing waits for the transfer", async () => {
+    const shared = new SharedArrayBuffer(3 * 2 ** 20 + 5);
+    const source = Region.fromSharedArrayBuffer(shared);
+    fillPattern(source, 21);
+    const path = join(mkdtempSync(join(tmpdir(), "zcmf-")), "received.img");
+    const receiver = await MultifdReceiver.listen({ secret: SECRET });
+    const receiving = receiver.receive((size) => Region.createFile(path, size));
+    const sender = await MultifdSender.connect(source, {
+      hostname: "127.0.0.1",
+      port: receiver.port,
+      secret: SECRET,
+      channels: 2,
+      zerocopy: true,
+    });
+    let closed = false;
+    const closing = source.close().then(() => (closed = true));
+    await sender.sendRound();
+    assert.equal(closed, false, "the region closed while the transfer still used it");
+    const sent = await sender.finish();
+    const received = await receiving;
+    await closing;
+    assert.equal(sent.verified && received.verified, true);
+    assert.ok(sameBytes(new Uint8Array(readFileSync(path)), new Uint8Array(shared)), "file differs from the source");
+    rmSync(dirname(path), { recursive: true });
   });
 
   test("no socket is left open after transfers", async () => {
