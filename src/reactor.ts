@@ -13,7 +13,7 @@
  * @module
  */
 import { native } from "../ffi/mod.ts";
-import { SocketError } from "./errors.ts";
+import { SocketError, ZeroCopyMultifdError } from "./errors.ts";
 import {
   FIELD_EVENTS,
   FIELD_FD,
@@ -43,7 +43,7 @@ export class Reactor {
   #deadlines = new Float64Array(new SharedArrayBuffer(0));
   #eventfd = -1;
   #free: number[] = [];
-  #pending = new Map<number, (revents: number) => void>();
+  #pending = new Map<number, { resolve: (revents: number) => void; reject: (error: Error) => void }>();
 
   /** Keeps the helper Worker running for one more user (a channel or a listener). */
   retain(): void {
@@ -69,7 +69,7 @@ export class Reactor {
     this.#control[base + FIELD_EVENTS] = events;
     this.#control[base + FIELD_REVENTS] = 0;
     this.#deadlines[slot] = timeoutMs < 0 ? -1 : Date.now() + timeoutMs;
-    const fired = new Promise<number>((resolve) => this.#pending.set(slot, resolve));
+    const fired = new Promise<number>((resolve, reject) => this.#pending.set(slot, { resolve, reject }));
     Atomics.store(this.#control, base + FIELD_STATE, SLOT_ARMED);
     native.zc_eventfd_signal(this.#eventfd);
     return await fired;
@@ -96,18 +96,27 @@ export class Reactor {
         } else if (report.kind === "fired") {
           this.#onFired(report.slots);
         } else if (report.kind === "failed") {
-          // poll itself failing means the slot table is corrupt: nothing can wait any more.
-          const error = new SocketError("poll", report.errno, "reactor stopped");
-          reject(error);
-          throw error;
+          this.#fail(new SocketError("poll", report.errno, "the reactor stopped"), reject);
         }
       };
       worker.onerror = (event) => {
         event.preventDefault?.();
-        reject(new Error(`reactor worker failed: ${event.message}`));
+        this.#fail(new ZeroCopyMultifdError(`the reactor Worker failed: ${event.message}`), reject);
       };
     });
     return this.#ready;
+  }
+
+  /** poll(2) itself failed: every wait fails, and the next wait starts a fresh Worker. */
+  #fail(error: Error, rejectStart: (error: Error) => void): void {
+    rejectStart(error);
+    for (const waiter of this.#pending.values()) waiter.reject(error);
+    this.#pending.clear();
+    this.#worker?.terminate();
+    if (this.#eventfd >= 0) native.zc_close(this.#eventfd);
+    this.#worker = undefined;
+    this.#ready = undefined;
+    this.#eventfd = -1;
   }
 
   #onFired(slots: number[]): void {
@@ -116,9 +125,9 @@ export class Reactor {
       const revents = this.#control[base + FIELD_REVENTS];
       Atomics.store(this.#control, base + FIELD_STATE, SLOT_FREE);
       this.#free.push(slot);
-      const resolve = this.#pending.get(slot);
+      const waiter = this.#pending.get(slot);
       this.#pending.delete(slot);
-      resolve?.(revents);
+      waiter?.resolve(revents);
     }
     if (this.#holders <= 0 && this.#pending.size === 0) this.#stop();
   }
