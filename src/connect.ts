@@ -6,7 +6,7 @@ import { Errno, native, Poll, SocketOption } from "../ffi/mod.ts";
 import { resolveAddress } from "./address.ts";
 import { InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
 import { checkPort } from "./listener.ts";
-import { Reactor } from "./reactor.ts";
+import { FdWaits } from "./reactor.ts";
 import { type ChannelOptions, SocketChannel } from "./socket_channel.ts";
 
 /** Default limit for establishing a connection (ms). */
@@ -30,22 +30,20 @@ export async function connect(options: ConnectOptions): Promise<SocketChannel> {
   const address = await resolveAddress(hostname);
   const fd = native.zc_socket(address.family);
   if (fd < 0) throw new SocketError("socket", -fd);
-  const reactor = Reactor.shared;
-  reactor.retain();
+  const waits = new FdWaits(fd);
   try {
     const rc = native.zc_connect(fd, address.family, address.bytes, port, address.scopeId);
     if (rc < 0 && -rc !== Errno.EINPROGRESS) throw new SocketError("connect", -rc, `${hostname}:${port}`);
     if (rc < 0) {
-      const revents = await reactor.wait(fd, Poll.OUT, connectTimeoutMs);
+      const revents = await waits.wait(Poll.OUT, connectTimeoutMs);
       if (revents === 0) throw new TimeoutError("connect", connectTimeoutMs, `${hostname}:${port}`);
       const error = native.zc_get_option(fd, SocketOption.pendingError);
       if (error !== 0) throw new SocketError("connect", error < 0 ? -error : error, `${hostname}:${port}`);
     }
+    waits.release();
     return new SocketChannel(fd, options);
   } catch (error) {
-    native.zc_close(fd);
+    waits.close();
     throw error;
-  } finally {
-    reactor.release();
   }
 }

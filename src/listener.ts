@@ -7,10 +7,10 @@
  * ```
  * @module
  */
-import { Errno, native, Poll, Shutdown, SocketOption } from "../ffi/mod.ts";
+import { Errno, native, Poll, SocketOption } from "../ffi/mod.ts";
 import { resolveAddress } from "./address.ts";
 import { ChannelClosedError, InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
-import { Reactor } from "./reactor.ts";
+import { FdWaits } from "./reactor.ts";
 import { type ChannelOptions, SocketChannel } from "./socket_channel.ts";
 
 export interface ListenOptions extends ChannelOptions {
@@ -45,7 +45,7 @@ export async function listen(options: ListenOptions = {}): Promise<Listener> {
 
 export class Listener {
   #closed = false;
-  #reactor: Reactor | undefined;
+  readonly #waits: FdWaits;
 
   constructor(
     readonly fd: number,
@@ -53,7 +53,9 @@ export class Listener {
     /** The bound port (the kernel's choice when 0 was asked). */
     readonly port: number,
     readonly channelOptions: ChannelOptions,
-  ) {}
+  ) {
+    this.#waits = new FdWaits(fd);
+  }
 
   /**
    * Resolves with the next incoming connection. Rejects with ChannelClosedError once the
@@ -68,11 +70,7 @@ export class Listener {
       // A connection reset while queued is the peer's problem, not the listener's.
       if (errno === Errno.EINTR || errno === Errno.ECONNABORTED) continue;
       if (errno !== Errno.EAGAIN) throw new SocketError("accept", errno);
-      if (!this.#reactor) {
-        this.#reactor = Reactor.shared;
-        this.#reactor.retain();
-      }
-      const revents = await this.#reactor.wait(this.fd, Poll.IN, timeoutMs);
+      const revents = await this.#waits.wait(Poll.IN, timeoutMs);
       if (revents === 0) throw new TimeoutError("accept", timeoutMs);
     }
   }
@@ -81,10 +79,7 @@ export class Listener {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    native.zc_shutdown(this.fd, Shutdown.BOTH); // wakes a poll blocked on this fd
-    native.zc_close(this.fd);
-    this.#reactor?.release();
-    this.#reactor = undefined;
+    this.#waits.close();
   }
 
   [Symbol.dispose](): void {

@@ -12,7 +12,7 @@
  * idle process can exit.
  * @module
  */
-import { native } from "../ffi/mod.ts";
+import { native, Shutdown } from "../ffi/mod.ts";
 import { SocketError, ZeroCopyMultifdError } from "./errors.ts";
 import {
   FIELD_EVENTS,
@@ -147,5 +147,54 @@ export class Reactor {
     this.#worker = undefined;
     this.#ready = undefined;
     this.#eventfd = -1;
+  }
+}
+
+/**
+ * One fd's use of the reactor. Holds the reactor while the fd is open, and never closes
+ * the fd while a wait on it is in flight (shutdown wakes the wait first): otherwise the
+ * fd number could be reused by a new file while the reactor still polls it, and that
+ * wait would never end.
+ */
+export class FdWaits {
+  #reactor: Reactor | undefined;
+  #inFlight = 0;
+  #closeWhenIdle = false;
+
+  constructor(readonly fd: number) {}
+
+  async wait(events: number, timeoutMs: number): Promise<number> {
+    if (!this.#reactor) {
+      this.#reactor = Reactor.shared;
+      this.#reactor.retain();
+    }
+    this.#inFlight++;
+    try {
+      return await this.#reactor.wait(this.fd, events, timeoutMs);
+    } finally {
+      if (--this.#inFlight === 0 && this.#closeWhenIdle) this.#close();
+    }
+  }
+
+  /** Closes the fd: now, or once the waits in flight (woken by a shutdown) have returned. */
+  close(): void {
+    if (this.#inFlight === 0) return this.#close();
+    this.#closeWhenIdle = true;
+    native.zc_shutdown(this.fd, Shutdown.BOTH);
+  }
+
+  /** Lets go of the reactor without closing the fd (it changes owner). No wait may be in flight. */
+  release(): void {
+    this.#reactor?.release();
+    this.#reactor = undefined;
+  }
+
+  get waiting(): boolean {
+    return this.#inFlight > 0;
+  }
+
+  #close(): void {
+    native.zc_close(this.fd);
+    this.release();
   }
 }

@@ -26,7 +26,7 @@ import {
   ZeroCopyUnsupportedError,
 } from "./errors.ts";
 import { IovecArray } from "./iovec.ts";
-import { Reactor } from "./reactor.ts";
+import { FdWaits } from "./reactor.ts";
 import { ZeroCopyCompletions } from "./zerocopy_completions.ts";
 
 /** Default limit for one wait on a blocked read or write (ms). */
@@ -96,9 +96,9 @@ export class SocketChannel {
   readonly #writeIov = new IovecArray();
   readonly #readIov = new IovecArray();
   readonly #records = new Uint32Array(RECORDS_PER_DRAIN * 4);
-  #fd: number;
+  readonly #fd: number;
+  readonly #waits: FdWaits;
   #closed = false;
-  #reactor: Reactor | undefined;
   #writeTail: Promise<unknown> = Promise.resolve();
   #readTail: Promise<unknown> = Promise.resolve();
   #writing = false;
@@ -119,6 +119,7 @@ export class SocketChannel {
   constructor(fd: number, options: ChannelOptions = {}) {
     if (!Number.isInteger(fd) || fd < 0) throw new InvalidArgumentError(`fd must be a non-negative integer, got ${fd}`);
     this.#fd = fd;
+    this.#waits = new FdWaits(fd);
     this.#ioTimeoutMs = timeoutOption("ioTimeoutMs", options.ioTimeoutMs, DEFAULT_IO_TIMEOUT_MS);
     this.#flushTimeoutMs = timeoutOption("flushTimeoutMs", options.flushTimeoutMs, DEFAULT_FLUSH_TIMEOUT_MS);
     if (options.zerocopy) {
@@ -257,13 +258,10 @@ export class SocketChannel {
    */
   close(): void {
     if (this.#closed) return;
-    if (this.#writing || this.#reading) native.zc_shutdown(this.#fd, Shutdown.BOTH);
     if (this.#completions.outstanding > 0) native.zc_set_option(this.#fd, SocketOption.lingerReset, 1);
-    native.zc_close(this.#fd);
     this.#closed = true;
+    this.#waits.close();
     this.#completions.releaseAll();
-    this.#reactor?.release();
-    this.#reactor = undefined;
   }
 
   /**
@@ -272,12 +270,11 @@ export class SocketChannel {
    */
   detach(): number {
     if (this.#closed) throw new ChannelClosedError("channel is closed");
-    if (this.#writing || this.#reading || this.#completions.outstanding > 0) {
+    if (this.#writing || this.#reading || this.#waits.waiting || this.#completions.outstanding > 0) {
       throw new InvalidArgumentError("cannot detach a channel with operations or zero-copy sends in flight");
     }
     this.#closed = true;
-    this.#reactor?.release();
-    this.#reactor = undefined;
+    this.#waits.release();
     return this.#fd;
   }
 
@@ -470,7 +467,7 @@ export class SocketChannel {
         let step = operation.next();
         while (!step.done) {
           const { events, timeoutMs } = step.value;
-          const revents = await this.#waitAsync(events, timeoutMs);
+          const revents = await this.#waits.wait(events, timeoutMs);
           this.#checkOpen();
           step = operation.next(revents);
         }
@@ -484,14 +481,6 @@ export class SocketChannel {
     if (side === "write") this.#writeTail = settled;
     else this.#readTail = settled;
     return run;
-  }
-
-  #waitAsync(events: number, timeoutMs: number): Promise<number> {
-    if (!this.#reactor) {
-      this.#reactor = Reactor.shared;
-      this.#reactor.retain();
-    }
-    return this.#reactor.wait(this.#fd, events, timeoutMs);
   }
 
   #checkOpen(): void {

@@ -3,7 +3,7 @@
 // side is its own process, which must then exit by itself (no Worker or socket left).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,7 +36,12 @@ function startPeer(ns: string, args: string[], options: object): Peer {
     child,
     stdout: "",
     exited: new Promise((resolve) => {
-      const killer = setTimeout(() => child.kill("SIGKILL"), EXIT_LIMIT_MS * 2);
+      // A peer that does not exit by itself is a failure; kill it (not just the shell,
+      // which would leave the peer holding our pipes) so the test reports it.
+      const killer = setTimeout(() => {
+        spawnSync("pkill", ["-KILL", "-P", String(child.pid)]);
+        child.kill("SIGKILL");
+      }, EXIT_LIMIT_MS * 2);
       child.on("close", (code, signal) => {
         clearTimeout(killer);
         const last = self.stdout.trim().split("\n").at(-1) ?? "";

@@ -303,11 +303,18 @@ export class MultifdReceiver {
   async #run(region: Region, init: Init, channels: SocketChannel[]): Promise<ReceiverResult> {
     const count = channels.length;
     const state = (this.#state = createSharedState(count));
-    const pool = (this.#pool = await WorkerPool.start<ToReceiver, FromReceiver>(
+    const pool = await WorkerPool.start<ToReceiver, FromReceiver>(
       new URL("./receiver_worker.ts", import.meta.url),
       count,
       (error) => this.#failed(error),
-    ));
+    );
+    if (this.#finished) {
+      // Aborted while the Workers started: #abort has closed the fds already (their numbers
+      // may belong to other files by now), so they must not reach a Worker.
+      await pool.shutdown(0);
+      throw this.#failure;
+    }
+    this.#pool = pool;
     this.#started = performance.now();
     this.#fds.forEach((fd, channelId) => {
       const config: ChannelConfig = {
@@ -371,7 +378,10 @@ export class MultifdReceiver {
       Atomics.notify(this.#state.control, Control.BARRIER);
     }
     for (const channel of this.#accepted) channel.close();
-    for (const fd of this.#fds) abortSocket(fd);
+    // A Worker that reported done or failed has closed its socket, and the fd number may
+    // already belong to another file of this process: shut down only the others.
+    const open = this.#pool ? this.#pool.unfinished() : this.#fds.map((_, id) => id);
+    for (const id of open) abortSocket(this.#fds[id]);
     if (this.#pool) {
       const stuck = await this.#pool.shutdown(WORKER_GRACE_MS);
       for (const id of stuck) native.zc_close(this.#fds[id]);

@@ -262,7 +262,9 @@ export class MultifdSender {
     this.#finished = true;
     this.#failure ??= error;
     Atomics.store(this.#state.control, Control.ABORT, 1);
-    for (const fd of this.#fds) abortSocket(fd);
+    // A Worker that reported done or failed has closed its socket, and the fd number may
+    // already belong to another file of this process: shut down only the others.
+    for (const id of this.#pool.unfinished()) abortSocket(this.#fds[id]);
     const stuck = await this.#pool.shutdown(WORKER_GRACE_MS);
     for (const id of stuck) native.zc_close(this.#fds[id]);
     this.#region.release();
