@@ -1,0 +1,370 @@
+/**
+ * Statistics over repeated runs (median, min–max), the Markdown tables of every benchmark,
+ * and the results files under bench/results/ (one .jsonl and one .md per run of a driver).
+ * @module
+ */
+import { spawnSync } from "node:child_process";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { ROOT, runtimeBinary, RUNTIMES } from "./proc.ts";
+
+/** One JSON line: a run of a case, or a summary. */
+export type BenchRecord = Record<string, unknown>;
+
+export interface Spread {
+  median: number;
+  min: number;
+  max: number;
+  n: number;
+}
+
+export function spread(values: number[]): Spread | undefined {
+  const xs = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
+  if (xs.length === 0) return undefined;
+  const mid = xs.length >> 1;
+  const median = xs.length % 2 ? xs[mid] : (xs[mid - 1] + xs[mid]) / 2;
+  return { median, min: xs[0], max: xs[xs.length - 1], n: xs.length };
+}
+
+/** "1.23 (1.10–1.40)"; one value: "1.23"; none: "–". */
+export function formatSpread(s: Spread | undefined, digits = 2): string {
+  if (!s) return "–";
+  const f = (v: number) => v.toFixed(digits);
+  return s.n === 1 ? f(s.median) : `${f(s.median)} (${f(s.min)}–${f(s.max)})`;
+}
+
+export function markdownTable(headers: string[], rows: string[][]): string {
+  const line = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  return [line(headers), line(headers.map(() => "---")), ...rows.map(line)].join("\n");
+}
+
+/** Groups records by a key, in first-seen order. */
+export function groupBy<T>(items: T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const k = key(item);
+    if (!groups.has(k)) groups.set(k, []);
+    groups.get(k)!.push(item);
+  }
+  return groups;
+}
+
+const num = (r: BenchRecord, field: string) => Number(r[field]);
+const values = (rs: BenchRecord[], field: string) => rs.map((r) => num(r, field)).filter((v) => !Number.isNaN(v));
+const isRun = (r: BenchRecord) => r.summary !== true && r.error === undefined;
+
+// --- stream ---
+
+export function streamSummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "stream" && isRun(r));
+  return [...groupBy(runs, (r) => `${r.case}/${r.runtime}`).values()].map((rs) => ({
+    bench: "stream",
+    summary: true,
+    case: rs[0].case,
+    runtime: rs[0].runtime,
+    bytes: rs[0].bytes,
+    GBps: spread(values(rs, "GBps")),
+    cpuSecondsPerGB: spread(values(rs, "cpuSecondsPerGB")),
+    sinkCpuSecondsPerGB: spread(values(rs, "sinkCpuSecondsPerGB")),
+    zerocopyCopiedFraction: rs[0].zerocopySends
+      ? num(rs[0], "zerocopyCopied") / num(rs[0], "zerocopySends")
+      : undefined,
+    verified: rs.every((r) => r.verified !== false),
+  }));
+}
+
+export function streamTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "stream" && s.summary).map((s) => [
+    String(s.case),
+    String(s.runtime),
+    formatSpread(s.GBps as Spread, 2),
+    formatSpread(s.cpuSecondsPerGB as Spread, 3),
+    formatSpread(s.sinkCpuSecondsPerGB as Spread, 3),
+    s.zerocopyCopiedFraction === undefined ? "" : `${Math.round(Number(s.zerocopyCopiedFraction) * 100)}%`,
+    String((s.GBps as Spread | undefined)?.n ?? 0),
+    s.verified ? "yes" : "NO",
+  ]);
+  return markdownTable(
+    ["sender", "runtime", "GB/s", "sender CPU s/GB", "sink CPU s/GB", "zc copied", "runs", "all bytes"],
+    rows,
+  );
+}
+
+// --- per-call overhead ---
+
+/** Module methods whose extra cost over a raw FFI call of the same send is reported. */
+const MODULE_CALLS = ["writeRangesSync-1B", "writevSync-1B", "writev-1B"];
+
+export function callSummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "calls" && isRun(r));
+  const nativeMedian = (method: string) =>
+    spread(values(runs.filter((r) => r.method === method && r.runtime === "native"), "cpuNsPerCall"))?.median;
+  /** Per repetition: this method's CPU ns/call minus ffi-1B's in the same process (paired). */
+  const overFfi = (rs: BenchRecord[]) =>
+    spread(rs.flatMap((r) => {
+      const base = runs.find((b) => b.method === "ffi-1B" && b.runtime === r.runtime && b.rep === r.rep);
+      return base ? [num(r, "cpuNsPerCall") - num(base, "cpuNsPerCall")] : [];
+    }));
+  return [...groupBy(runs, (r) => `${r.method}/${r.runtime}`).values()].map((rs) => {
+    const method = String(rs[0].method);
+    const isNative = rs[0].runtime === "native";
+    const baseline = method.endsWith("-empty") ? "native-empty" : "native-1B";
+    const cpuNs = spread(values(rs, "cpuNsPerCall"));
+    const base = nativeMedian(baseline);
+    return {
+      bench: "calls",
+      summary: true,
+      method,
+      runtime: rs[0].runtime,
+      nsPerCall: spread(values(rs, "nsPerCall")),
+      cpuNsPerCall: cpuNs,
+      ...(!isNative && { baseline, overNativeCpuNs: cpuNs && base !== undefined ? cpuNs.median - base : undefined }),
+      ...(MODULE_CALLS.includes(method) && { overRawFfiCpuNs: overFfi(rs) }),
+    };
+  });
+}
+
+export function callTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "calls" && s.summary).map((s) => [
+    String(s.method),
+    String(s.runtime),
+    formatSpread(s.nsPerCall as Spread, 0),
+    formatSpread(s.cpuNsPerCall as Spread, 0),
+    s.overNativeCpuNs === undefined ? "" : `${Math.round(Number(s.overNativeCpuNs))} (vs ${s.baseline})`,
+    formatSpread(s.overRawFfiCpuNs as Spread | undefined, 0).replace(/^–$/, ""),
+  ]);
+  return markdownTable(
+    ["call", "runtime", "ns/call (wall)", "CPU ns/call", "CPU ns over native", "CPU ns over raw FFI (same process)"],
+    rows,
+  );
+}
+
+// --- multifd and QEMU ---
+
+export const multifdKey = (r: BenchRecord) =>
+  `${r.hugePages ? "huge" : "4k"}/${r.zerocopy ? "zc" : "plain"}/${r.channels}/${r.runtime}`;
+
+export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
+  return [...groupBy(runs, multifdKey).values()].map((rs) => ({
+    bench: "multifd",
+    summary: true,
+    runtime: rs[0].runtime,
+    channels: rs[0].channels,
+    zerocopy: rs[0].zerocopy,
+    hugePages: rs[0].hugePages,
+    bytes: rs[0].bytes,
+    GBps: spread(values(rs, "GBps")),
+    senderCpuSecondsPerGB: spread(values(rs, "senderCpuSecondsPerGB")),
+    receiverCpuSecondsPerGB: spread(values(rs, "receiverCpuSecondsPerGB")),
+    senderPeakRssMiB: spread(values(rs, "senderPeakRssMiB")),
+    receiverPeakRssMiB: spread(values(rs, "receiverPeakRssMiB")),
+    verified: rs.every((r) => r.verified === true),
+  }));
+}
+
+export function multifdTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "multifd" && s.summary).map((s) => [
+    String(s.channels),
+    s.zerocopy ? "on" : "off",
+    s.hugePages ? "2 MiB" : "4 KiB",
+    String(s.runtime),
+    formatSpread(s.GBps as Spread, 2),
+    formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
+    formatSpread(s.receiverCpuSecondsPerGB as Spread, 2),
+    formatSpread(s.senderPeakRssMiB as Spread, 0),
+    formatSpread(s.receiverPeakRssMiB as Spread, 0),
+    String((s.GBps as Spread | undefined)?.n ?? 0),
+    s.verified ? "yes" : "NO",
+  ]);
+  return markdownTable(
+    [
+      "channels",
+      "zero-copy",
+      "pages",
+      "runtime",
+      "GB/s",
+      "sender CPU s/GB",
+      "receiver CPU s/GB",
+      "sender peak RSS MiB",
+      "receiver peak RSS MiB",
+      "runs",
+      "verified",
+    ],
+    rows,
+  );
+}
+
+export function qemuSummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "qemu" && isRun(r));
+  return [...groupBy(runs, (r) => String(r.config)).values()].map((rs) => ({
+    bench: "qemu",
+    summary: true,
+    config: rs[0].config,
+    channels: rs[0].channels,
+    zerocopy: rs[0].zerocopy,
+    bytes: rs[0].bytes,
+    GBps: spread(values(rs, "GBps")),
+    srcCpuSecondsPerGB: spread(values(rs, "srcCpuSecondsPerGB")),
+    dstCpuSecondsPerGB: spread(values(rs, "dstCpuSecondsPerGB")),
+    verified: rs.every((r) => r.verified === true),
+  }));
+}
+
+const ratioOf = (a: unknown, b: unknown) => {
+  const x = a as Spread | undefined, y = b as Spread | undefined;
+  return x && y && y.median > 0 ? Math.round((x.median / y.median) * 1000) / 1000 : undefined;
+};
+
+/**
+ * ours/QEMU for every QEMU configuration and runtime: our median over QEMU's median for the
+ * matching configuration (2 MiB pages, same channels, same zero-copy setting).
+ */
+export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
+  const ours = summaries.filter((s) => s.bench === "multifd" && s.summary && s.hugePages);
+  return summaries.filter((s) => s.bench === "qemu" && s.summary).flatMap((q) =>
+    RUNTIMES.flatMap((runtime) => {
+      const o = ours.find((o) => o.runtime === runtime && o.channels === q.channels && o.zerocopy === q.zerocopy);
+      return o
+        ? [{
+          bench: "qemu-ratio",
+          summary: true,
+          config: q.config,
+          runtime,
+          GBps: ratioOf(o.GBps, q.GBps),
+          senderCpuSecondsPerGB: ratioOf(o.senderCpuSecondsPerGB, q.srcCpuSecondsPerGB),
+          receiverCpuSecondsPerGB: ratioOf(o.receiverCpuSecondsPerGB, q.dstCpuSecondsPerGB),
+        }]
+        : [];
+    })
+  );
+}
+
+/** QEMU's rows, and ours/QEMU for the matching configurations (huge pages, same channels and zero-copy). */
+export function qemuTable(summaries: BenchRecord[]): string {
+  const qemu = summaries.filter((s) => s.bench === "qemu" && s.summary);
+  if (qemu.length === 0) return "";
+  const ratios = qemuRatios(summaries);
+  const cell = (value: unknown) => (value === undefined ? "–" : Number(value).toFixed(2));
+  const rows = qemu.map((q) => {
+    const cells = [
+      String(q.config),
+      formatSpread(q.GBps as Spread, 2),
+      formatSpread(q.srcCpuSecondsPerGB as Spread, 2),
+      formatSpread(q.dstCpuSecondsPerGB as Spread, 2),
+      q.verified ? "yes" : "NO",
+    ];
+    for (const runtime of RUNTIMES) {
+      const r = ratios.find((r) => r.config === q.config && r.runtime === runtime);
+      cells.push(cell(r?.GBps), cell(r?.senderCpuSecondsPerGB));
+    }
+    return cells;
+  });
+  return markdownTable(
+    [
+      "QEMU 7.2 config",
+      "GB/s",
+      "src CPU s/GB",
+      "dst CPU s/GB",
+      "verified",
+      ...RUNTIMES.flatMap((r) => [`${r}/QEMU GB/s`, `${r}/QEMU sender CPU`]),
+    ],
+    rows,
+  );
+}
+
+/** Every summary the records allow. */
+export function summaries(records: BenchRecord[]): BenchRecord[] {
+  return [
+    ...streamSummaries(records),
+    ...callSummaries(records),
+    ...withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records)]),
+  ];
+}
+
+/** Multifd and QEMU summaries, followed by the ours/QEMU ratio records they allow. */
+export function withQemuRatios(sums: BenchRecord[]): BenchRecord[] {
+  return [...sums, ...qemuRatios(sums)];
+}
+
+/** The Markdown report: environment, then one section per benchmark present. */
+export function markdownReport(title: string, environment: Record<string, string>, sums: BenchRecord[]): string {
+  const parts = [`# ${title}`, "", ...Object.entries(environment).map(([k, v]) => `- ${k}: ${v}`), ""];
+  parts.push(
+    "Medians with (min–max) over the repetitions. GB = 10⁹ bytes. CPU = user + system time of the whole",
+    "process (every thread). On loopback the kernel copies every zero-copy send (`zc copied` 100%):",
+    "zero-copy cannot win here; see docs/REAL_NIC.md.",
+    "",
+  );
+  const section = (heading: string, body: string, note = "") => {
+    if (body.split("\n").length <= 2) return; // a header without rows
+    parts.push(`## ${heading}`, "", ...(note ? [note, ""] : []), body, "");
+  };
+  section(
+    "Single stream (loopback, native sink)",
+    streamTable(sums),
+    "Sender throughput and sender CPU per GB; `native-*` is zc-ref-send (Zig, no JS).",
+  );
+  section(
+    "Per-call overhead (tiny sends to the native sink)",
+    callTable(sums),
+    "ns per send call (wall clock, and CPU of the sending process). Over native: this call's median − the Zig " +
+      "reference's (same payload, another process: the 1-byte path varies with TCP timing; the empty send is the " +
+      "clean FFI cost). Over raw FFI: the module's own JS per call, paired with `ffi-1B` of the same run.",
+  );
+  section(
+    "Multifd (loopback, sender and receiver in separate processes)",
+    multifdTable(sums),
+    "Transfer time only (set-up and checksums excluded); CPU measured over the round from /proc/PID/stat.",
+  );
+  section(
+    "QEMU 7.2 multifd on the same machine, and ours/QEMU",
+    qemuTable(sums),
+    "QEMU: guest RAM (random data) on a huge=always tmpfs, GB/s = RAM bytes / QEMU's total-time (which includes " +
+      "its channel set-up; ours excludes set-up and Worker start-up). Ratios = our median / QEMU's median for the " +
+      "same channels and zero-copy setting, 2 MiB pages: > 1 means ours is faster (GB/s) or uses more CPU per GB.",
+  );
+  return parts.join("\n");
+}
+
+/** Versions and machine facts for the report header. */
+export function environment(extra: Record<string, string> = {}): Record<string, string> {
+  const version = (argv: string[]) => {
+    const r = spawnSync(argv[0], argv.slice(1), { encoding: "utf8" });
+    return r.status === 0 ? r.stdout.split("\n")[0].trim() : "unavailable";
+  };
+  return {
+    date: new Date().toISOString(),
+    machine: `${os.cpus().length} CPUs (${os.cpus()[0]?.model ?? "?"}), ${
+      Math.round(os.totalmem() / 2 ** 30)
+    } GiB RAM, Linux ${os.release()}`,
+    runtimes: RUNTIMES.map((r) => {
+      const v = version([runtimeBinary(r), "--version"]);
+      return v.startsWith(r) ? v : `${r} ${v}`;
+    }).join("; "),
+    "load average at start": os.loadavg().map((v) => v.toFixed(2)).join(" "),
+    ...extra,
+  };
+}
+
+/** A run's results files: bench/results/<date>-<suite>.jsonl (appended live) and .md. */
+export class ResultsFiles {
+  readonly jsonlPath: string;
+  readonly markdownPath: string;
+
+  constructor(suite: string, directory = `${ROOT}bench/results`) {
+    mkdirSync(directory, { recursive: true });
+    const stamp = new Date().toISOString().replace(/:/g, "-").replace(/\..*/, "");
+    this.jsonlPath = `${directory}/${stamp}-${suite}.jsonl`;
+    this.markdownPath = `${directory}/${stamp}-${suite}.md`;
+    writeFileSync(this.jsonlPath, "");
+  }
+
+  append(record: BenchRecord): void {
+    appendFileSync(this.jsonlPath, JSON.stringify(record) + "\n");
+  }
+
+  writeMarkdown(text: string): void {
+    writeFileSync(this.markdownPath, text.endsWith("\n") ? text : text + "\n");
+  }
+}

@@ -1,0 +1,297 @@
+/**
+ * Multifd benchmark: a region of random data migrated over loopback, sender and receiver
+ * in separate processes (bench/multifd_peer.ts) so each side's CPU and peak RSS are its
+ * own, every configuration under Deno and Bun, interleaved (deno, bun, deno, bun, …).
+ * With `--with-qemu`, real QEMU 7.2 migrates the same amount of random RAM in the same run
+ * (bench/qemu.ts), interleaved by repetition, and the report gives ours/QEMU ratios.
+ *
+ *   deno run -A bench/multifd.ts                 # 2 GiB, channels 1/2/4/8, zero-copy off/on, 3 reps
+ *   deno run -A bench/multifd.ts --quick         # 256 MiB, a small subset, 1 rep
+ *   bun bench/multifd.ts --with-qemu
+ *   deno run -A bench/multifd.ts --channels 4 --zerocopy on --huge on,off --reps 5
+ *
+ * Default matrix: channels 1,2,4,8 × zero-copy off,on with 2 MiB pages, plus 4 channels ×
+ * zero-copy off,on with 4 KiB pages. `--channels/--zerocopy/--huge` replace it with their
+ * full cross product. Records go to stdout (one JSON line each) and, unless --no-save, to
+ * bench/results/<date>-multifd.{jsonl,md}; the chart to bench/results/multifd.svg.
+ * @module
+ */
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { DEFAULT_CHART_PATH, writeChart } from "./chart.ts";
+import { QEMU_CONFIGS, QemuBench } from "./qemu.ts";
+import { LineChild, note, out, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
+import {
+  type BenchRecord,
+  environment,
+  markdownReport,
+  multifdSummaries,
+  qemuSummaries,
+  ResultsFiles,
+  withQemuRatios,
+} from "./lib/report.ts";
+
+export interface MultifdConfig {
+  channels: number;
+  zerocopy: boolean;
+  hugePages: boolean;
+}
+
+export interface MultifdOptions {
+  sizeBytes: number;
+  reps: number;
+  runtimes: readonly Runtime[];
+  configs: MultifdConfig[];
+  withQemu: boolean;
+  qemuConfigs: readonly string[];
+}
+
+const MiB = 2 ** 20;
+
+export function defaultMultifdOptions(quick: boolean): MultifdOptions {
+  const configs: MultifdConfig[] = [];
+  const add = (channels: number[], zerocopy: boolean[], hugePages: boolean) => {
+    for (const z of zerocopy) for (const c of channels) configs.push({ channels: c, zerocopy: z, hugePages });
+  };
+  if (quick) {
+    add([1, 4], [false, true], true);
+    add([4], [false], false);
+  } else {
+    add([1, 2, 4, 8], [false, true], true);
+    add([4], [false, true], false);
+  }
+  return {
+    sizeBytes: quick ? 256 * MiB : 2048 * MiB,
+    reps: quick ? 1 : 3,
+    runtimes: RUNTIMES,
+    configs,
+    withQemu: false,
+    qemuConfigs: QEMU_CONFIGS,
+  };
+}
+
+const randomHex = (bytes: number) =>
+  Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+
+/** One transfer: receiver and sender processes under `runtime`; resolves with the record. */
+export async function runMultifdCase(
+  runtime: Runtime,
+  config: MultifdConfig,
+  sizeBytes: number,
+  rep = 0,
+): Promise<BenchRecord> {
+  const started = performance.now();
+  const env = { BENCH_SECRET: randomHex(32) };
+  const common = ["--size", String(sizeBytes), ...(config.hugePages ? ["--huge"] : [])];
+  const timeoutMs = 120_000 + sizeBytes / 20e6 * 1000; // generous: set-up at ≥ 20 MB/s
+  const receiver = new LineChild(scriptArgv(runtime, "multifd_peer.ts", ["recv", ...common]), {
+    env,
+    label: `${runtime} receiver`,
+  });
+  let sender: LineChild | undefined;
+  try {
+    const { port, pid } = await receiver.nextJson<{ port: number; pid: number }>(timeoutMs);
+    sender = new LineChild(
+      scriptArgv(runtime, "multifd_peer.ts", [
+        "send",
+        ...common,
+        "--port",
+        String(port),
+        "--channels",
+        String(config.channels),
+        "--peer-pid",
+        String(pid),
+        ...(config.zerocopy ? ["--zerocopy"] : []),
+      ]),
+      { env, label: `${runtime} sender` },
+    );
+    const [sent, received] = await Promise.all([
+      sender.nextJson<Record<string, number | boolean>>(timeoutMs),
+      receiver.nextJson<Record<string, number | boolean>>(timeoutMs),
+    ]);
+    const gb = Number(sent.bytes) / 1e9;
+    const seconds = Number(sent.seconds);
+    const r3 = (v: number) => Math.round(v * 1000) / 1000;
+    return {
+      bench: "multifd",
+      runtime,
+      rep,
+      ...config,
+      bytes: sent.bytes,
+      seconds,
+      GBps: r3(gb / seconds),
+      senderCpuSeconds: r3(Number(sent.cpuSeconds)),
+      receiverCpuSeconds: r3(Number(sent.peerCpuSeconds)),
+      senderCpuSecondsPerGB: r3(Number(sent.cpuSeconds) / gb),
+      receiverCpuSecondsPerGB: r3(Number(sent.peerCpuSeconds) / gb),
+      senderPeakRssMiB: Math.round(Number(sent.peakRssKiB) / 1024),
+      receiverPeakRssMiB: Math.round(Number(received.peakRssKiB) / 1024),
+      zerocopySends: sent.zerocopySends,
+      zerocopyCopied: sent.zerocopyCopied,
+      packets: sent.packets,
+      setupSeconds: sent.setupSeconds,
+      checksumSeconds: sent.checksumSeconds,
+      verified: sent.verified === true && received.verified === true && received.bytes === sent.bytes,
+      wallSeconds: r3((performance.now() - started) / 1000),
+    };
+  } finally {
+    await Promise.all([sender?.kill(), receiver.kill()]);
+  }
+}
+
+export const configLabel = (c: MultifdConfig) =>
+  `${c.channels}ch ${c.zerocopy ? "zc" : "plain"} ${c.hugePages ? "2M" : "4K"}`;
+
+/**
+ * Runs the whole multifd matrix (and QEMU, if asked), interleaved: per repetition, every
+ * configuration under each runtime in turn, then QEMU's configurations. Every record goes
+ * to `emit` as it is made. A failed case is emitted as a record with `error` and skipped.
+ */
+export async function runMultifdSuite(
+  options: MultifdOptions,
+  emit: (record: BenchRecord) => void,
+): Promise<Record<string, string>> {
+  const notes: Record<string, string> = {};
+  let qemu: QemuBench | undefined;
+  if (options.withQemu) {
+    const prepared = await QemuBench.prepare(options.sizeBytes);
+    if (typeof prepared === "string") {
+      notes.QEMU = `comparison skipped: ${prepared}`;
+      note(`multifd: QEMU comparison skipped: ${prepared}`);
+    } else {
+      qemu = prepared;
+      const [source, destination] = qemu.commandLines;
+      Object.assign(notes, {
+        QEMU: qemu.version,
+        "QEMU source": `\`${source}\``,
+        "QEMU destination": `\`${destination}\``,
+      });
+    }
+  }
+  try {
+    for (let rep = 0; rep < options.reps; rep++) {
+      for (const config of options.configs) {
+        for (const runtime of options.runtimes) {
+          note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} ${runtime}`);
+          try {
+            emit(await runMultifdCase(runtime, config, options.sizeBytes, rep));
+          } catch (error) {
+            emit({ bench: "multifd", runtime, rep, ...config, error: (error as Error).message });
+          }
+        }
+      }
+      for (const config of qemu ? options.qemuConfigs : []) {
+        note(`multifd: rep ${rep + 1}/${options.reps} QEMU ${config}`);
+        try {
+          emit(await qemu!.run(config, rep));
+        } catch (error) {
+          emit({ bench: "qemu", config, rep, error: (error as Error).message });
+        }
+      }
+    }
+  } finally {
+    qemu?.close();
+  }
+  return notes;
+}
+
+const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--size-mib N] [--reps N] [--runtimes deno,bun]
+                  [--channels 1,2,4,8] [--zerocopy off,on] [--huge on,off] [--no-save]`;
+
+function list(text: string | undefined, parse: (item: string) => unknown): unknown[] | undefined {
+  return text === undefined ? undefined : text.split(",").map((item) => parse(item.trim()));
+}
+
+function onOff(item: string): boolean {
+  if (item !== "on" && item !== "off") throw new Error(`expected on or off, got "${item}"`);
+  return item === "on";
+}
+
+class HelpRequested extends Error {}
+
+export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boolean; quick: boolean } {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: "boolean", default: false },
+      "with-qemu": { type: "boolean", default: false },
+      "size-mib": { type: "string" },
+      reps: { type: "string" },
+      runtimes: { type: "string" },
+      channels: { type: "string" },
+      zerocopy: { type: "string" },
+      huge: { type: "string" },
+      "no-save": { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) throw new HelpRequested();
+  const options = defaultMultifdOptions(values.quick);
+  if (values["size-mib"] !== undefined) options.sizeBytes = Math.round(Number(values["size-mib"]) * MiB);
+  if (values.reps !== undefined) options.reps = Number(values.reps);
+  const runtimes = list(values.runtimes, (r) => {
+    if (!RUNTIMES.includes(r as Runtime)) throw new Error(`unknown runtime "${r}"`);
+    return r;
+  });
+  if (runtimes) options.runtimes = runtimes as Runtime[];
+  if (values.channels !== undefined || values.zerocopy !== undefined || values.huge !== undefined) {
+    const channels = (list(values.channels, Number) ?? [1, 2, 4, 8]) as number[];
+    const zerocopy = (list(values.zerocopy, onOff) ?? [false, true]) as boolean[];
+    const huge = (list(values.huge, onOff) ?? [true]) as boolean[];
+    options.configs = huge.flatMap((h) =>
+      zerocopy.flatMap((z) => channels.map((c) => ({ channels: c, zerocopy: z, hugePages: h })))
+    );
+  }
+  if (
+    !(options.sizeBytes >= MiB) || !Number.isInteger(options.reps) || options.reps < 1 ||
+    options.configs.some((c) => !Number.isInteger(c.channels) || c.channels < 1 || c.channels > 64)
+  ) {
+    throw new Error("bad --size-mib, --reps or --channels");
+  }
+  options.withQemu = values["with-qemu"];
+  return { ...options, save: !values["no-save"], quick: values.quick };
+}
+
+async function main(): Promise<number> {
+  let options;
+  try {
+    options = parseMultifdArgs(process.argv.slice(2));
+  } catch (error) {
+    if (error instanceof HelpRequested) return out(USAGE), 0;
+    note(`multifd.ts: ${(error as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const env = environment({
+    "region size": `${options.sizeBytes / MiB} MiB of random data`,
+    repetitions: String(options.reps),
+  });
+  const files = options.save ? new ResultsFiles("multifd") : undefined;
+  const records: BenchRecord[] = [];
+  const emit = (record: BenchRecord) => {
+    records.push(record);
+    files?.append(record);
+    out(JSON.stringify(record));
+  };
+  const notes = await runMultifdSuite(options, emit);
+  const sums = withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records)]);
+  for (const s of sums) emit(s);
+  Object.assign(env, notes);
+  const report = markdownReport("Multifd benchmark", env, sums);
+  out("\n" + report);
+  if (files) {
+    files.writeMarkdown(report);
+    const chart = writeChart(records, options.quick ? DEFAULT_CHART_PATH.replace(/\.svg$/, "-quick.svg") : undefined);
+    note(`multifd: results in ${files.jsonlPath} and ${files.markdownPath}${chart ? `; chart ${chart}` : ""}`);
+  }
+  return records.some((r) => r.error !== undefined || r.verified === false) ? 1 : 0;
+}
+
+if (import.meta.main) {
+  try {
+    process.exit(await main());
+  } catch (error) {
+    note(`multifd.ts: ${(error as Error).stack ?? error}`);
+    process.exit(1);
+  }
+}
