@@ -11,7 +11,7 @@ import { Errno, native, Poll, SocketOption } from "../ffi/mod.ts";
 import { resolveAddress } from "./address.ts";
 import { ChannelClosedError, InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
 import { FdWaits } from "./reactor.ts";
-import { type ChannelOptions, SocketChannel } from "./socket_channel.ts";
+import { type ChannelOptions, checkChannelOptions, SocketChannel } from "./socket_channel.ts";
 
 export interface ListenOptions extends ChannelOptions {
   /** IP literal or name to bind. Default "127.0.0.1". */
@@ -26,6 +26,7 @@ export interface ListenOptions extends ChannelOptions {
 export async function listen(options: ListenOptions = {}): Promise<Listener> {
   const { hostname = "127.0.0.1", port = 0, backlog = 128 } = options;
   checkPort(port);
+  checkChannelOptions(options); // refused here, not by every accept
   const address = await resolveAddress(hostname);
   const fd = native.zc_socket(address.family);
   if (fd < 0) throw new SocketError("socket", -fd);
@@ -65,7 +66,14 @@ export class Listener {
     for (;;) {
       if (this.#closed) throw new ChannelClosedError("listener is closed");
       const fd = native.zc_accept(this.fd);
-      if (fd >= 0) return new SocketChannel(fd, this.channelOptions);
+      if (fd >= 0) {
+        try {
+          return new SocketChannel(fd, this.channelOptions);
+        } catch (error) {
+          native.zc_close(fd); // never leak the accepted connection
+          throw error;
+        }
+      }
       const errno = -fd;
       // A connection reset while queued is the peer's problem, not the listener's.
       if (errno === Errno.EINTR || errno === Errno.ECONNABORTED) continue;

@@ -167,8 +167,8 @@ export class SocketChannel {
    * Writes every byte of `bufs`, in order (partial writes, EINTR and EAGAIN handled).
    * Resolves with the number of bytes written.
    */
-  writev(bufs: readonly Uint8Array[]): Promise<number> {
-    return this.#runAsync("write", this.#write(checkViews(bufs), false));
+  async writev(bufs: readonly Uint8Array[]): Promise<number> {
+    return await this.#runAsync("write", this.#write(checkViews(bufs), false));
   }
 
   /** {@link writev}, blocking the calling thread (for Workers). */
@@ -188,8 +188,8 @@ export class SocketChannel {
    * back to copying), ZeroCopyResourceError when ENOBUFS persists with nothing left to
    * drain (optmem or locked-memory limit).
    */
-  writevZerocopy(bufs: readonly Uint8Array[]): Promise<number> {
-    return this.#runAsync("write", this.#writeZerocopy(checkViews(bufs)));
+  async writevZerocopy(bufs: readonly Uint8Array[]): Promise<number> {
+    return await this.#runAsync("write", this.#writeZerocopy(checkViews(bufs)));
   }
 
   /** {@link writevZerocopy}, blocking the calling thread (for Workers). */
@@ -203,8 +203,7 @@ export class SocketChannel {
    */
   writeRangesSync(addresses: readonly number[], lengths: readonly number[], zerocopy: boolean): number {
     if (zerocopy) this.#requireZerocopy();
-    this.#writeIov.loadRanges(addresses, lengths);
-    return this.#runSync("write", this.#send(zerocopy));
+    return this.#runSync("write", this.#send(zerocopy, () => this.#writeIov.loadRanges(addresses, lengths)));
   }
 
   /**
@@ -230,17 +229,17 @@ export class SocketChannel {
    * the peer ended the stream (EOF).
    */
   readFull(buf: Uint8Array): Promise<number> {
-    return this.#runAsync("read", this.#read(this.#readIov.load([checkView(buf)])));
+    return this.#runAsync("read", this.#read(() => this.#readIov.load([checkView(buf)])));
   }
 
   /** {@link readFull}, blocking the calling thread (for Workers). */
   readFullSync(buf: Uint8Array): number {
-    return this.#runSync("read", this.#read(this.#readIov.load([checkView(buf)])));
+    return this.#runSync("read", this.#read(() => this.#readIov.load([checkView(buf)])));
   }
 
   /** Fills native memory ranges (address, length pairs) the caller owns; see readFull. */
   readRangesSync(addresses: readonly number[], lengths: readonly number[]): number {
-    return this.#runSync("read", this.#read(this.#readIov.loadRanges(addresses, lengths)));
+    return this.#runSync("read", this.#read(() => this.#readIov.loadRanges(addresses, lengths)));
   }
 
   /**
@@ -278,6 +277,19 @@ export class SocketChannel {
     return this.#fd;
   }
 
+  /**
+   * Stops using the fd without closing it, whatever is in flight, for a channel whose fd
+   * another thread owns and closes (a multifd channel Worker). With zero-copy sends
+   * unflushed it sets SO_LINGER 0 first, so that the owner's close resets the connection.
+   */
+  relinquish(): void {
+    if (this.#closed) return;
+    if (this.#completions.outstanding > 0) native.zc_set_option(this.#fd, SocketOption.lingerReset, 1);
+    this.#closed = true;
+    this.#waits.release();
+    this.#completions.releaseAll();
+  }
+
   [Symbol.dispose](): void {
     this.close();
   }
@@ -285,8 +297,7 @@ export class SocketChannel {
   // --- operations (one implementation each, driven sync or async) ---
 
   *#write(bufs: readonly Uint8Array[], zerocopy: boolean): Operation<number> {
-    this.#writeIov.load(bufs);
-    return yield* this.#send(zerocopy);
+    return yield* this.#send(zerocopy, () => this.#writeIov.load(bufs));
   }
 
   *#writeZerocopy(bufs: readonly Uint8Array[]): Operation<number> {
@@ -299,9 +310,10 @@ export class SocketChannel {
     }
   }
 
-  *#send(zerocopy: boolean): Operation<number> {
+  /** `load` fills the shared iovec array only once this operation runs (not while queued). */
+  *#send(zerocopy: boolean, load: () => IovecArray): Operation<number> {
     this.#throwDeferred();
-    const iov = this.#writeIov;
+    const iov = load();
     const total = iov.remaining;
     while (iov.remaining > 0) {
       const { words, count } = iov.pending();
@@ -364,7 +376,8 @@ export class SocketChannel {
     }
   }
 
-  *#read(iov: IovecArray): Operation<number> {
+  *#read(load: () => IovecArray): Operation<number> {
+    const iov = load();
     const total = iov.remaining;
     while (iov.remaining > 0) {
       const { words, count } = iov.pending();
@@ -488,7 +501,14 @@ export class SocketChannel {
   }
 }
 
-function configureDeadPeerDetection(fd: number, options: ChannelOptions): void {
+/** Throws InvalidArgumentError for options the SocketChannel constructor would refuse. */
+export function checkChannelOptions(options: ChannelOptions): void {
+  timeoutOption("ioTimeoutMs", options.ioTimeoutMs, 0);
+  timeoutOption("flushTimeoutMs", options.flushTimeoutMs, 0);
+  deadPeerSettings(options);
+}
+
+function deadPeerSettings(options: ChannelOptions): { userTimeoutMs: number; keepaliveIdleS: number } {
   const userTimeoutMs = options.userTimeoutMs ?? DEFAULT_USER_TIMEOUT_MS;
   const keepaliveIdleS = options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S;
   if (
@@ -496,6 +516,11 @@ function configureDeadPeerDetection(fd: number, options: ChannelOptions): void {
   ) {
     throw new InvalidArgumentError("userTimeoutMs and keepaliveIdleS must be non-negative integers");
   }
+  return { userTimeoutMs, keepaliveIdleS };
+}
+
+function configureDeadPeerDetection(fd: number, options: ChannelOptions): void {
+  const { userTimeoutMs, keepaliveIdleS } = deadPeerSettings(options);
   if (userTimeoutMs > 0) native.zc_set_option(fd, SocketOption.userTimeoutMs, userTimeoutMs);
   if (keepaliveIdleS > 0) {
     native.zc_set_option(fd, SocketOption.keepalive, 1);

@@ -190,7 +190,10 @@ export class MultifdReceiver {
 
     const admit = async (channel: SocketChannel) => {
       this.#accepted.push(channel);
-      const init = await this.#handshake(channel);
+      // Once its INIT has arrived a connection no longer waits on its peer: it leaves the
+      // pending set, so a newer connection cannot evict it while its MAC is checked (an
+      // evicted, closed channel would join the session and fail the whole receive).
+      const init = await this.#handshake(channel, () => pending.delete(channel));
       if (!init) return;
       const refuse = (code: number) => this.#refuse(channel, code);
       if (!session) {
@@ -243,7 +246,7 @@ export class MultifdReceiver {
    * connection that fails authentication or speaks garbage, closes it and resolves
    * undefined (it never disturbs the transfer). An authenticated but malformed INIT throws.
    */
-  async #handshake(channel: SocketChannel): Promise<Init | undefined> {
+  async #handshake(channel: SocketChannel, received: () => void): Promise<Init | undefined> {
     const nonce = newNonce();
     const bytes = new Uint8Array(INIT_BYTES);
     // One deadline for the whole handshake: trickling bytes does not extend it.
@@ -251,6 +254,7 @@ export class MultifdReceiver {
     try {
       await channel.writev([encodeHello(nonce)]);
       if (await channel.readFull(bytes) < INIT_BYTES) throw new ChannelClosedError("closed during handshake");
+      received();
     } catch {
       this.#rejected++;
       channel.close();
@@ -262,6 +266,12 @@ export class MultifdReceiver {
     if (!await verifyInit(this.#key, nonce, fields, bytes.subarray(INIT_FIELDS_BYTES))) {
       this.#rejected++;
       channel.close();
+      return undefined;
+    }
+    // Closed meanwhile (evicted or past its deadline just as its INIT arrived): it is out,
+    // like any connection dropped in its handshake. Joined, it would fail the whole receive.
+    if (channel.closed) {
+      this.#rejected++;
       return undefined;
     }
     try {
@@ -357,6 +367,7 @@ export class MultifdReceiver {
     const done = await pool.all("done");
     this.#finished = true;
     await pool.shutdown(WORKER_GRACE_MS);
+    for (const fd of this.#fds) native.zc_close(fd);
     region.release();
     return {
       ...stats,
@@ -378,16 +389,11 @@ export class MultifdReceiver {
       Atomics.notify(this.#state.control, Control.BARRIER);
     }
     for (const channel of this.#accepted) channel.close();
-    // A Worker that reported done or failed has closed its socket, and the fd number may
-    // already belong to another file of this process: shut down only the others.
-    const open = this.#pool ? this.#pool.unfinished() : this.#fds.map((_, id) => id);
-    for (const id of open) abortSocket(this.#fds[id]);
-    if (this.#pool) {
-      const stuck = await this.#pool.shutdown(WORKER_GRACE_MS);
-      for (const id of stuck) native.zc_close(this.#fds[id]);
-    } else {
-      for (const fd of this.#fds) native.zc_close(fd);
-    }
+    // This thread owns every detached fd until it closes them below (Workers never close
+    // one), so no fd number can have been reused: shutting all down wakes every Worker.
+    for (const fd of this.#fds) abortSocket(fd);
+    await this.#pool?.shutdown(WORKER_GRACE_MS);
+    for (const fd of this.#fds) native.zc_close(fd);
     this.#region?.release();
     this.#region = undefined;
   }

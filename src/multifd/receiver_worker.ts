@@ -80,8 +80,9 @@ class ReceiveChannel {
     return header.argument === 1;
   }
 
-  close(): void {
-    this.#channel.close();
+  /** Done with the socket; the main thread, which owns the fd, closes it. */
+  relinquish(): void {
+    this.#channel.relinquish();
   }
 
   #readHeader() {
@@ -185,7 +186,7 @@ function handle(message: ToReceiver): void {
     case "result": {
       channel!.sendResult(message.checksum, message.bytes);
       const verdict = message.awaitVerdict ? channel!.readVerdict() : undefined;
-      channel!.close();
+      channel!.relinquish();
       self.postMessage({ kind: "done", verdict });
       return;
     }
@@ -196,7 +197,7 @@ self.onmessage = (event) => {
   try {
     handle(event.data);
   } catch (error) {
-    channel?.close();
+    channel?.relinquish();
     self.postMessage({ kind: "failed", error: toWireError(error) });
   }
 };

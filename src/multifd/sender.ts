@@ -219,6 +219,7 @@ export class MultifdSender {
       await this.#pool.all("done");
       this.#finished = true;
       await this.#pool.shutdown(WORKER_GRACE_MS);
+      for (const fd of this.#fds) native.zc_close(fd);
       this.#region.release();
       return {
         ...stats,
@@ -262,11 +263,11 @@ export class MultifdSender {
     this.#finished = true;
     this.#failure ??= error;
     Atomics.store(this.#state.control, Control.ABORT, 1);
-    // A Worker that reported done or failed has closed its socket, and the fd number may
-    // already belong to another file of this process: shut down only the others.
-    for (const id of this.#pool.unfinished()) abortSocket(this.#fds[id]);
-    const stuck = await this.#pool.shutdown(WORKER_GRACE_MS);
-    for (const id of stuck) native.zc_close(this.#fds[id]);
+    // This thread owns every fd until it closes them below (Workers never close one), so
+    // no fd number can have been reused: shutting all down wakes every blocked Worker.
+    for (const fd of this.#fds) abortSocket(fd);
+    await this.#pool.shutdown(WORKER_GRACE_MS);
+    for (const fd of this.#fds) native.zc_close(fd);
     this.#region.release();
   }
 

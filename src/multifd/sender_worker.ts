@@ -48,7 +48,7 @@ class SendChannel {
   constructor(fd: number, region: RegionDescriptor, state: SharedState, config: SenderConfig) {
     this.#channel = new SocketChannel(fd, config);
     if (config.zerocopy && !this.#channel.zerocopy) {
-      this.#channel.close();
+      this.#channel.relinquish();
       throw new Error("zero-copy requested but the kernel refused SO_ZEROCOPY on this socket");
     }
     this.#region = region;
@@ -94,8 +94,9 @@ class SendChannel {
     if (this.#config.channelId === 0) this.#sendControl(PacketType.VERDICT, matched ? 1 : 0);
   }
 
-  close(): void {
-    this.#channel.close();
+  /** Done with the socket; the main thread, which owns the fd, closes it. */
+  relinquish(): void {
+    this.#channel.relinquish();
   }
 
   #sendPages(pages: Uint32Array | null, first: number, count: number): void {
@@ -217,7 +218,7 @@ function handle(message: ToSender): void {
     }
     case "verdict":
       channel!.verdict(message.matched);
-      channel!.close();
+      channel!.relinquish();
       self.postMessage({ kind: "done" });
       return;
   }
@@ -227,7 +228,7 @@ self.onmessage = (event) => {
   try {
     handle(event.data);
   } catch (error) {
-    channel?.close();
+    channel?.relinquish();
     self.postMessage({ kind: "failed", error: toWireError(error) });
   }
 };

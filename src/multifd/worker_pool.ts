@@ -23,7 +23,7 @@ export class WorkerPool<In, Out extends Reply> {
   readonly #workers: Worker[] = [];
   readonly #inboxes: Out[][] = [];
   readonly #waiters: (() => void)[] = [];
-  /** Whether each Worker has finished (reported done or failed, its socket closed). */
+  /** Whether each Worker has finished (reported done or failed: it no longer uses its socket). */
   readonly #finished: boolean[] = [];
   #failure: Error | undefined;
   #onFailure: (error: Error) => void;
@@ -96,8 +96,8 @@ export class WorkerPool<In, Out extends Reply> {
   }
 
   /**
-   * Waits up to `graceMs` for every Worker to finish (they close their own sockets), then
-   * terminates all of them. Returns the ids that had not finished: their fds are still open.
+   * Waits up to `graceMs` for every Worker to finish, then terminates all of them. Returns
+   * the ids that had not finished.
    */
   async shutdown(graceMs: number): Promise<number[]> {
     const deadline = Date.now() + graceMs;
