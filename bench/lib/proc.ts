@@ -5,7 +5,7 @@
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, readFileSync, writeSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 
@@ -32,27 +32,8 @@ export function scriptArgv(runtime: Runtime, script: string, args: string[] = []
     : [runtimeBinary("bun"), path, ...args];
 }
 
-/** Writes a line to stdout synchronously (the JSON lines must not interleave or get lost). */
-export function out(text: string): void {
-  writeAll(1, text.endsWith("\n") ? text : text + "\n");
-}
-
-/** Writes a line to stderr synchronously (progress and notes). */
-export function note(text: string): void {
-  writeAll(2, text.endsWith("\n") ? text : text + "\n");
-}
-
-function writeAll(fd: number, text: string): void {
-  const bytes = new TextEncoder().encode(text);
-  let offset = 0;
-  while (offset < bytes.length) {
-    try {
-      offset += writeSync(fd, bytes, offset, bytes.length - offset);
-    } catch (error) {
-      if ((error as { code?: string }).code !== "EAGAIN") return;
-    }
-  }
-}
+// Synchronous line output (JSON lines must not interleave or get lost), as the CLI does.
+export { err as note, out } from "../../examples/cli_util.ts";
 
 /**
  * A child process whose stdout is a sequence of lines (JSON objects, for the bench

@@ -61,3 +61,26 @@ export function toWireError(error: unknown): WireError {
   const e = error as { name?: string; message?: string; code?: string };
   return { name: e?.name ?? "Error", message: e?.message ?? String(error), code: e?.code };
 }
+
+interface WorkerScope<In> {
+  onmessage: ((event: MessageEvent<In>) => void) | null;
+  postMessage(message: { kind: "ready" } | { kind: "failed"; error: WireError }): void;
+}
+
+/**
+ * A channel Worker's message loop: `handle` runs each message to completion (blocking
+ * calls included); an error gives the socket up and is reported as "failed". Announces
+ * "ready" once listening: a message posted to a Worker before that would be lost.
+ */
+export function serveChannelWorker<In>(handle: (message: In) => void, relinquish: () => void): void {
+  const scope = globalThis as unknown as WorkerScope<In>;
+  scope.onmessage = (event) => {
+    try {
+      handle(event.data);
+    } catch (error) {
+      relinquish();
+      scope.postMessage({ kind: "failed", error: toWireError(error) });
+    }
+  };
+  scope.postMessage({ kind: "ready" });
+}

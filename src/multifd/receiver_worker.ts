@@ -12,7 +12,7 @@ import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
 import type { ChannelConfig, FromReceiver, ToReceiver } from "./messages.ts";
-import { toWireError } from "./messages.ts";
+import { serveChannelWorker } from "./messages.ts";
 import { Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
 import {
   encodeReply,
@@ -26,7 +26,6 @@ import {
 } from "./wire.ts";
 
 declare const self: {
-  onmessage: ((event: MessageEvent<ToReceiver>) => void) | null;
   postMessage(message: FromReceiver): void;
 };
 
@@ -193,12 +192,4 @@ function handle(message: ToReceiver): void {
   }
 }
 
-self.onmessage = (event) => {
-  try {
-    handle(event.data);
-  } catch (error) {
-    channel?.relinquish();
-    self.postMessage({ kind: "failed", error: toWireError(error) });
-  }
-};
-self.postMessage({ kind: "ready" });
+serveChannelWorker(handle, () => channel?.relinquish());

@@ -11,7 +11,7 @@ import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
 import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
-import { toWireError } from "./messages.ts";
+import { serveChannelWorker } from "./messages.ts";
 import { Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
 import {
   encodePacketHeader,
@@ -25,7 +25,6 @@ import {
 } from "./wire.ts";
 
 declare const self: {
-  onmessage: ((event: MessageEvent<ToSender>) => void) | null;
   postMessage(message: FromSender): void;
 };
 
@@ -224,12 +223,4 @@ function handle(message: ToSender): void {
   }
 }
 
-self.onmessage = (event) => {
-  try {
-    handle(event.data);
-  } catch (error) {
-    channel?.relinquish();
-    self.postMessage({ kind: "failed", error: toWireError(error) });
-  }
-};
-self.postMessage({ kind: "ready" });
+serveChannelWorker(handle, () => channel?.relinquish());
