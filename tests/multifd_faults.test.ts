@@ -90,7 +90,7 @@ describe("faults between two hosts", { skip }, () => {
 
   const channel = { ioTimeoutMs: 3000, flushTimeoutMs: 3000, userTimeoutMs: 2000, keepaliveIdleS: 1 };
 
-  async function start(options: object = {}) {
+  async function start(options: object = {}, waitForProgress = true) {
     const receiver = startPeer(hosts.b.ns, ["recv", hosts.b.ip], { channel, ...options });
     const port = await new Promise<string>((resolve, reject) => {
       receiver.child.stdout!.on("data", () => {
@@ -100,7 +100,7 @@ describe("faults between two hosts", { skip }, () => {
       receiver.exited.then(() => reject(new Error(`receiver exited: ${receiver.stdout}`)));
     });
     const sender = startPeer(hosts.a.ns, ["send", hosts.b.ip, port], { channel, ...options });
-    await sender.waitFor("PROGRESS");
+    if (waitForProgress) await sender.waitFor("PROGRESS");
     return { receiver, sender, port, startedAt: Date.now() };
   }
 
@@ -170,6 +170,25 @@ describe("faults between two hosts", { skip }, () => {
     } finally {
       rmSync(join(tmpdir(), `zcmf-flush-${process.pid}`), { force: true });
       sh(inNamespace(hosts.b.ns, ["sysctl", "-q", "-w", "net.ipv4.tcp_rmem=4096 131072 6291456"]));
+    }
+  });
+
+  test("a persistent ENOBUFS (optmem_max 0 on the sending host): typed error on both sides", async () => {
+    // Not one zero-copy notification fits: every MSG_ZEROCOPY send fails with ENOBUFS while
+    // nothing is pending, which draining cannot fix.
+    const original = sh(inNamespace(hosts.a.ns, ["sysctl", "-n", "net.core.optmem_max"])).trim();
+    sh(inNamespace(hosts.a.ns, ["sysctl", "-q", "-w", "net.core.optmem_max=0"]));
+    try {
+      const { receiver, sender } = await start({ zerocopy: true, channels: 2 }, false);
+      const [r, s] = await Promise.all([receiver.exited, sender.exited]);
+      assert.notEqual(s.code, 0);
+      assert.notEqual(r.code, 0);
+      assert.equal(s.signal, null, "the sender must exit by itself");
+      assert.equal(r.signal, null, "the receiver must exit by itself");
+      assert.match(JSON.stringify(s.result), /ZeroCopyResourceError/, JSON.stringify(s.result));
+      assert.equal(r.result.ok, false);
+    } finally {
+      sh(inNamespace(hosts.a.ns, ["sysctl", "-q", "-w", `net.core.optmem_max=${original}`]));
     }
   });
 
