@@ -16,7 +16,8 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { MAX_CHANNELS, MultifdReceiver, MultifdSender, PAGE_SIZE, Region, runtime } from "../mod.ts";
+import { MAX_CHANNELS, PAGE_SIZE, Region, runtime } from "../mod.ts";
+import { loopbackPair } from "./loopback_pair.ts";
 import { err, formatBytes, formatSeconds, oneLine, out, parseInteger, statsRows, table } from "./cli_util.ts";
 import { fillRandom, Xorshift128 } from "./random.ts";
 
@@ -162,20 +163,7 @@ async function main(): Promise<number> {
   fillRandom(source);
   const pageCount = Math.ceil(bytes / PAGE_SIZE);
 
-  const secret = crypto.getRandomValues(new Uint8Array(32));
-  const receiver = await MultifdReceiver.listen({ hostname: "127.0.0.1", port: 0, secret });
-  const receiving = receiver.receive(destination);
-  receiving.catch(() => {});
-  const sender = await MultifdSender.connect(source, {
-    hostname: "127.0.0.1",
-    port: receiver.port,
-    secret,
-    channels,
-    zerocopy,
-  }).catch(async (error) => {
-    await receiver.abort();
-    throw error;
-  });
+  const { sender, receiver, receiving } = await loopbackPair(source, destination, { channels, zerocopy });
 
   say(
     `${runtime}: migrating ${formatBytes(bytes)} (${pageCount} pages) over ${channels} channel${

@@ -10,7 +10,8 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { MAX_CHANNELS, MultifdReceiver, MultifdSender, Region, runtime } from "../mod.ts";
+import { MAX_CHANNELS, Region, runtime } from "../mod.ts";
+import { loopbackPair } from "./loopback_pair.ts";
 import {
   err,
   formatBytes,
@@ -83,29 +84,12 @@ async function main(): Promise<number> {
   fillRandom(source);
   const fillSeconds = (performance.now() - started) / 1000;
 
-  // A one-time secret: both ends are here, nothing is written anywhere.
-  const secret = crypto.getRandomValues(new Uint8Array(32));
-  const receiver = await MultifdReceiver.listen({ hostname: "127.0.0.1", port: 0, secret });
-  const receiving = receiver.receive(destination);
-  receiving.catch(() => {}); // awaited below; a failure there is reported by the sender too
+  const { sender, receiver, receiving } = await loopbackPair(source, destination, { channels, zerocopy });
   say(
     `migrating over 127.0.0.1:${receiver.port}, ${channels} channel${channels === 1 ? "" : "s"}, zero-copy ${
       zerocopy ? "on" : "off"
     }…`,
   );
-  let sender: MultifdSender;
-  try {
-    sender = await MultifdSender.connect(source, {
-      hostname: "127.0.0.1",
-      port: receiver.port,
-      secret,
-      channels,
-      zerocopy,
-    });
-  } catch (error) {
-    await receiver.abort();
-    throw error;
-  }
   const progress = new ProgressBar("migrate", bytes, () => sender.bytesSent, !json && process.stderr.isTTY === true);
   progress.start();
   let sent, received;

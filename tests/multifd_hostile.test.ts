@@ -363,6 +363,9 @@ describe("hostile peers", () => {
   describe("an authenticated sender that breaks the protocol", () => {
     const PPP = 8;
     const bad = (offset: number) => pageFill(offset, PAGE, 0x3c); // content of the breaking packets
+    /** One breaking page at `offset`, with one header field overridden. */
+    const badPage = (number: number, offset: number, override: Parameters<typeof dataPacket>[0]["override"]) =>
+      dataPacket({ number, normal: [offset], regionSize: SIZE, pages: [bad(offset)], override });
     // Packet 0 is valid (it lands); packet 1 breaks one rule (it must not).
     const cases: { name: string; field: string; packet: (n: number) => Uint8Array }[] = [
       {
@@ -411,38 +414,17 @@ describe("hostile peers", () => {
       {
         name: "unknown flag bits",
         field: "packet.flags",
-        packet: (n) =>
-          dataPacket({
-            number: n,
-            normal: [11 * PAGE],
-            regionSize: SIZE,
-            pages: [bad(11 * PAGE)],
-            override: { flags: 0x80 },
-          }),
+        packet: (n) => badPage(n, 11 * PAGE, { flags: 0x80 }),
       },
       {
         name: "reserved bytes set",
         field: "packet.reserved",
-        packet: (n) =>
-          dataPacket({
-            number: n,
-            normal: [11 * PAGE],
-            regionSize: SIZE,
-            pages: [bad(11 * PAGE)],
-            override: { reserved: 1 },
-          }),
+        packet: (n) => badPage(n, 11 * PAGE, { reserved: 1 }),
       },
       {
         name: "bad magic",
         field: "packet.magic",
-        packet: (n) =>
-          dataPacket({
-            number: n,
-            normal: [11 * PAGE],
-            regionSize: SIZE,
-            pages: [bad(11 * PAGE)],
-            override: { magic: 0x5a434d51 },
-          }),
+        packet: (n) => badPage(n, 11 * PAGE, { magic: 0x5a434d51 }),
       },
       {
         name: "payloadBytes smaller than the pages (offsets check)",
@@ -511,26 +493,12 @@ describe("hostile peers", () => {
       {
         name: "DATA with an argument",
         field: "packet.argument",
-        packet: (n) =>
-          dataPacket({
-            number: n,
-            normal: [18 * PAGE],
-            regionSize: SIZE,
-            pages: [bad(18 * PAGE)],
-            override: { argument: 1 },
-          }),
+        packet: (n) => badPage(n, 18 * PAGE, { argument: 1 }),
       },
       {
         name: "unknown packet type",
         field: "packet.type",
-        packet: (n) =>
-          dataPacket({
-            number: n,
-            normal: [18 * PAGE],
-            regionSize: SIZE,
-            pages: [bad(18 * PAGE)],
-            override: { type: 9 },
-          }),
+        packet: (n) => badPage(n, 18 * PAGE, { type: 9 }),
       },
       {
         name: "SYNC out of sequence",
