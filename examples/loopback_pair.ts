@@ -4,13 +4,7 @@
  * listening and receiving into `destination`, the sender connected to it.
  * @module
  */
-import {
-  MultifdReceiver,
-  MultifdSender,
-  type MultifdSender as Sender,
-  type ReceiverResult,
-  type Region,
-} from "../mod.ts";
+import { MultifdReceiver, MultifdSender, type ReceiverResult, type Region } from "../mod.ts";
 
 export interface LoopbackPair {
   sender: MultifdSender;
