@@ -14,6 +14,8 @@
  *   calls    ns per send call from JS vs the same sendmsg from Zig (bench/call_overhead.ts)
  *   multifd  region transfers over 1/2/4/8 channels (bench/multifd.ts), and with --with-qemu
  *            the same migration done by QEMU, with ours/QEMU ratios
+ *   memory   the module's own memory with a 1 GiB and an 8 GiB region (bench/memory.ts);
+ *            not in --quick (both sides hold the region: ~17 GiB of RAM)
  *
  * Each run prints one JSON line per case run and per summary on stdout, then a Markdown
  * report; both are saved as bench/results/<date>-<suite>.{jsonl,md}; the multifd chart goes
@@ -24,16 +26,17 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { DEFAULT_CHART_PATH, writeChart } from "./chart.ts";
+import { defaultMemoryOptions, runMemorySuite } from "./memory.ts";
 import { defaultMultifdOptions, runMultifdSuite } from "./multifd.ts";
 import { NATIVE_STREAM_CASES, STREAM_CASES } from "./stream.ts";
 import { currentRuntime, LineChild, note, out, ROOT, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
 import { nativeProgram } from "./lib/native.ts";
 import { type BenchRecord, environment, markdownReport, ResultsFiles, summaries } from "./lib/report.ts";
 
-const PARTS = ["stream", "calls", "multifd"] as const;
+const PARTS = ["stream", "calls", "multifd", "memory"] as const;
 type Part = typeof PARTS[number];
 
-const USAGE = `usage: run.ts [--quick] [--with-qemu] [--only stream,calls,multifd] [--reps N]
+const USAGE = `usage: run.ts [--quick] [--with-qemu] [--only stream,calls,multifd,memory] [--reps N]
               [--stream-mib N] [--multifd-mib N] [--multifd-reps N] [--runtimes deno,bun] [--no-save]
   --quick          small sizes, 1 repetition, a multifd subset (< 1 min)
   --with-qemu      also migrate with real QEMU 7.2 (root; installs qemu-system-x86 with apt-get)
@@ -70,7 +73,7 @@ async function main(): Promise<number> {
       options: {
         quick: { type: "boolean", default: false },
         "with-qemu": { type: "boolean", default: false },
-        only: { type: "string", default: PARTS.join(",") },
+        only: { type: "string" },
         reps: { type: "string" },
         "stream-mib": { type: "string" },
         "multifd-mib": { type: "string" },
@@ -87,7 +90,7 @@ async function main(): Promise<number> {
   }
   if (values.help) return out(USAGE), 0;
   const quick = values.quick;
-  const parts = values.only.split(",") as Part[];
+  const parts = (values.only ?? PARTS.filter((p) => !(quick && p === "memory")).join(",")).split(",") as Part[];
   const runtimes = values.runtimes.split(",") as Runtime[];
   const reps = Number(values.reps ?? (quick ? 1 : 5));
   const streamBytes = Number(values["stream-mib"] ?? (quick ? 512 : 4096)) * 2 ** 20;
@@ -164,6 +167,12 @@ async function main(): Promise<number> {
     }
   }
   if (parts.includes("multifd")) Object.assign(env, await runMultifdSuite(multifd, emit));
+  if (parts.includes("memory")) {
+    const memory = defaultMemoryOptions();
+    memory.runtimes = runtimes;
+    env.memory = `regions of ${memory.sizesMiB.join(" and ")} MiB, 1 repetition`;
+    await runMemorySuite(memory, emit);
+  }
 
   const sums = summaries(records);
   for (const s of sums) emit(s);

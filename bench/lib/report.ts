@@ -273,12 +273,76 @@ export function qemuTable(summaries: BenchRecord[]): string {
   );
 }
 
+// --- memory ---
+
+/** Least-squares slope of y over x; undefined with fewer than two distinct x. */
+function slope(points: [number, number][]): number | undefined {
+  const n = points.length;
+  const mx = points.reduce((a, [x]) => a + x, 0) / n;
+  const my = points.reduce((a, [, y]) => a + y, 0) / n;
+  const sxx = points.reduce((a, [x]) => a + (x - mx) ** 2, 0);
+  return n >= 2 && sxx > 0 ? points.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0) / sxx : undefined;
+}
+
+/**
+ * Per runtime and side: the module's own memory (peak RSS − region) with the smallest and
+ * the largest region of the memory part, its growth between them, and the fixed cost per
+ * channel: the slope of peak RSS over the channel counts of the multifd part (plain, 2 MiB).
+ */
+export function memorySummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "memory" && isRun(r));
+  const multifd = records.filter((r) => r.bench === "multifd" && isRun(r) && r.hugePages && !r.zerocopy);
+  const runtimes = [...new Set([...runs, ...multifd].map((r) => String(r.runtime)))];
+  return runtimes.flatMap((runtime) =>
+    (["sender", "receiver"] as const).map((side) => {
+      const mine = runs.filter((r) => r.runtime === runtime);
+      const sizes = [...new Set(mine.map((r) => num(r, "regionMiB")))].sort((a, b) => a - b);
+      const own = (size: number | undefined) =>
+        size === undefined
+          ? undefined
+          : spread(values(mine.filter((r) => num(r, "regionMiB") === size), `${side}OwnMiB`));
+      const small = own(sizes[0]), large = sizes.length > 1 ? own(sizes[sizes.length - 1]) : undefined;
+      const byChannels = [...groupBy(multifd.filter((r) => r.runtime === runtime), (r) => String(r.channels)).values()]
+        .map((rs) => [num(rs[0], "channels"), spread(values(rs, `${side}PeakRssMiB`))!.median] as [number, number]);
+      return {
+        bench: "memory",
+        summary: true,
+        runtime,
+        side,
+        smallRegionMiB: sizes[0],
+        largeRegionMiB: sizes.length > 1 ? sizes[sizes.length - 1] : undefined,
+        ownMiBSmall: small,
+        ownMiBLarge: large,
+        growthMiB: small && large ? large.median - small.median : undefined,
+        perChannelMiB: slope(byChannels),
+      };
+    })
+  ).filter((s) => s.smallRegionMiB !== undefined || s.perChannelMiB !== undefined);
+}
+
+export function memoryTable(summaries: BenchRecord[]): string {
+  const mib = (v: unknown) => (v === undefined ? "–" : Number(v).toFixed(0));
+  const rows = summaries.filter((s) => s.bench === "memory" && s.summary).map((s) => [
+    String(s.runtime),
+    String(s.side),
+    s.smallRegionMiB === undefined ? "–" : `${formatSpread(s.ownMiBSmall as Spread, 0)} (${s.smallRegionMiB} MiB)`,
+    s.largeRegionMiB === undefined ? "–" : `${formatSpread(s.ownMiBLarge as Spread, 0)} (${s.largeRegionMiB} MiB)`,
+    s.growthMiB === undefined ? "–" : `${Number(s.growthMiB) >= 0 ? "+" : ""}${mib(s.growthMiB)}`,
+    s.perChannelMiB === undefined ? "–" : Number(s.perChannelMiB).toFixed(1),
+  ]);
+  return markdownTable(
+    ["runtime", "side", "own MiB, small region", "own MiB, large region", "growth MiB", "MiB per channel"],
+    rows,
+  );
+}
+
 /** Every summary the records allow. */
 export function summaries(records: BenchRecord[]): BenchRecord[] {
   return [
     ...streamSummaries(records),
     ...callSummaries(records),
     ...withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records)]),
+    ...memorySummaries(records),
   ];
 }
 
@@ -323,6 +387,13 @@ export function markdownReport(title: string, environment: Record<string, string
     "QEMU: guest RAM (random data) on a huge=always tmpfs, GB/s = RAM bytes / QEMU's total-time (which includes " +
       "its channel set-up; ours excludes set-up and Worker start-up). Ratios = our median / QEMU's median for the " +
       "same channels and zero-copy setting, 2 MiB pages: > 1 means ours is faster (GB/s) or uses more CPU per GB.",
+  );
+  section(
+    "Memory: the module's own RSS, and what a channel costs",
+    memoryTable(sums),
+    "Own MiB = peak RSS (VmHWM) of the process − the region, for the same transfer (4 channels, plain, 2 MiB " +
+      "pages) with a small and a large region: it must not grow with the region. MiB per channel = slope of peak " +
+      "RSS over 1/2/4/8 channels in the multifd part (each channel Worker is a JS engine).",
   );
   return parts.join("\n");
 }
