@@ -6,7 +6,7 @@
  * never be overwritten by an older copy arriving on another channel.
  * @module
  */
-import { native } from "../../ffi/mod.ts";
+import { addressOf, native } from "../../ffi/mod.ts";
 import { ChannelClosedError, TimeoutError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
@@ -34,9 +34,11 @@ class ReceiveChannel {
   readonly #region: RegionDescriptor;
   readonly #state: SharedState;
   readonly #config: ChannelConfig;
-  readonly #header = new Uint8Array(PACKET_HEADER_BYTES);
-  readonly #headerView = new DataView(this.#header.buffer);
-  readonly #offsetBytes: Uint8Array;
+  /** Header, then the offsets: one buffer whose address is taken once (not per read). */
+  readonly #packet: Uint8Array;
+  readonly #packetAddress: number;
+  readonly #headerView: DataView;
+  readonly #offsetsView: DataView;
   readonly #offsets: Float64Array;
   /** Zero-page offsets, little-endian u64 for the native zero-fill. */
   readonly #zeroOffsets: BigUint64Array;
@@ -49,7 +51,11 @@ class ReceiveChannel {
     this.#region = region;
     this.#state = state;
     this.#config = config;
-    this.#offsetBytes = new Uint8Array(config.pagesPerPacket * OFFSET_BYTES);
+    // Over its own ArrayBuffer: a small typed array may live in the GC heap, where it can move.
+    this.#packet = new Uint8Array(new ArrayBuffer(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES));
+    this.#packetAddress = addressOf(this.#packet);
+    this.#headerView = new DataView(this.#packet.buffer, 0, PACKET_HEADER_BYTES);
+    this.#offsetsView = new DataView(this.#packet.buffer, PACKET_HEADER_BYTES);
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#zeroOffsets = new BigUint64Array(config.pagesPerPacket);
     this.#zeroWords = new Uint32Array(this.#zeroOffsets.buffer);
@@ -86,7 +92,7 @@ class ReceiveChannel {
 
   #readHeader() {
     this.#checkAbort();
-    if (this.#channel.readFullSync(this.#header) < PACKET_HEADER_BYTES) {
+    if (this.#channel.readRangesSync([this.#packetAddress], [PACKET_HEADER_BYTES]) < PACKET_HEADER_BYTES) {
       throw new ChannelClosedError("the sender closed the connection before the end of the stream");
     }
     const header = parsePacketHeader(this.#headerView, {
@@ -102,10 +108,10 @@ class ReceiveChannel {
     const { pageSize } = this.#config;
     const { address, size } = this.#region;
     const count = header.normalPages + header.zeroPages;
-    const offsetBytes = this.#offsetBytes.subarray(0, count * OFFSET_BYTES);
-    this.#readExactly(offsetBytes);
+    const offsetBytes = count * OFFSET_BYTES;
+    this.#readExactly(this.#packetAddress + PACKET_HEADER_BYTES, offsetBytes);
     const offsets = this.#offsets;
-    parseOffsets(new DataView(offsetBytes.buffer, 0, offsetBytes.length), header, size, pageSize, offsets);
+    parseOffsets(this.#offsetsView, header, size, pageSize, offsets);
 
     if (header.normalPages > 0) {
       const addresses: number[] = [];
@@ -153,8 +159,8 @@ class ReceiveChannel {
     this.#add("syncs", 1);
   }
 
-  #readExactly(buf: Uint8Array): void {
-    if (this.#channel.readFullSync(buf) < buf.length) {
+  #readExactly(address: number, length: number): void {
+    if (this.#channel.readRangesSync([address], [length]) < length) {
       throw new ChannelClosedError("the sender closed the connection in the middle of a packet");
     }
   }

@@ -88,7 +88,7 @@ export function encodeHello(nonce: Uint8Array): Uint8Array {
 export function parseHello(bytes: Uint8Array): Uint8Array {
   const view = viewOf(bytes, HELLO_BYTES, "hello");
   expect(view.getUint32(0) === HELLO_MAGIC, "hello.magic", "not a zerocopy-multifd receiver");
-  expect(view.getUint16(4) === PROTOCOL_VERSION, "hello.version", `version ${view.getUint16(4)} unsupported`);
+  expect(view.getUint16(4) === PROTOCOL_VERSION, "hello.version", () => `version ${view.getUint16(4)} unsupported`);
   return bytes.slice(8, 8 + NONCE_BYTES);
 }
 
@@ -120,7 +120,7 @@ export function encodeInitFields(init: Init): Uint8Array {
 export function parseInitFields(bytes: Uint8Array): Init {
   const view = viewOf(bytes, INIT_FIELDS_BYTES, "init");
   expect(view.getUint32(0) === INIT_MAGIC, "init.magic", "not a zerocopy-multifd sender");
-  expect(view.getUint16(4) === PROTOCOL_VERSION, "init.version", `version ${view.getUint16(4)} unsupported`);
+  expect(view.getUint16(4) === PROTOCOL_VERSION, "init.version", () => `version ${view.getUint16(4)} unsupported`);
   expect(view.getUint16(6) === 0, "init.flags", "unknown flags");
   for (let i = 44; i < INIT_FIELDS_BYTES; i++) expect(bytes[i] === 0, "init.reserved", "reserved bytes not zero");
   const init: Init = {
@@ -131,9 +131,13 @@ export function parseInitFields(bytes: Uint8Array): Init {
     regionSize: getUint64(view, 32, "init.regionSize"),
     pagesPerPacket: view.getUint32(40),
   };
-  expect(init.channelCount >= 1 && init.channelCount <= MAX_CHANNELS, "init.channelCount", `${init.channelCount}`);
-  expect(init.channelId < init.channelCount, "init.channelId", `${init.channelId} of ${init.channelCount}`);
-  expect(init.pageSize === PAGE_SIZE, "init.pageSize", `${init.pageSize} (only ${PAGE_SIZE} is supported)`);
+  expect(
+    init.channelCount >= 1 && init.channelCount <= MAX_CHANNELS,
+    "init.channelCount",
+    () => `${init.channelCount}`,
+  );
+  expect(init.channelId < init.channelCount, "init.channelId", () => `${init.channelId} of ${init.channelCount}`);
+  expect(init.pageSize === PAGE_SIZE, "init.pageSize", () => `${init.pageSize} (only ${PAGE_SIZE} is supported)`);
   expect(
     init.pagesPerPacket >= 1 && init.pagesPerPacket <= MAX_PAGES_PER_PACKET,
     "init.pagesPerPacket",
@@ -174,11 +178,11 @@ export interface PacketLimits {
 }
 
 export function parsePacketHeader(view: DataView, limits: PacketLimits): PacketHeader {
-  expect(view.byteLength >= PACKET_HEADER_BYTES, "packet.length", `${view.byteLength} bytes`);
-  expect(view.getUint32(0) === PACKET_MAGIC, "packet.magic", `0x${view.getUint32(0).toString(16)}`);
+  expect(view.byteLength >= PACKET_HEADER_BYTES, "packet.length", () => `${view.byteLength} bytes`);
+  expect(view.getUint32(0) === PACKET_MAGIC, "packet.magic", () => `0x${view.getUint32(0).toString(16)}`);
   const type = view.getUint8(4);
-  expect(type >= PacketType.DATA && type <= PacketType.VERDICT, "packet.type", `${type}`);
-  expect(view.getUint8(5) === 0, "packet.flags", `unknown flags 0x${view.getUint8(5).toString(16)}`);
+  expect(type >= PacketType.DATA && type <= PacketType.VERDICT, "packet.type", () => `${type}`);
+  expect(view.getUint8(5) === 0, "packet.flags", () => `unknown flags 0x${view.getUint8(5).toString(16)}`);
   expect(view.getUint16(6) === 0, "packet.reserved", "not zero");
   const header: PacketHeader = {
     type,
@@ -195,7 +199,11 @@ export function parsePacketHeader(view: DataView, limits: PacketLimits): PacketH
   );
   const pages = header.normalPages + header.zeroPages;
   if (type === PacketType.DATA) {
-    expect(pages >= 1 && pages <= limits.pagesPerPacket, "packet.pages", `${pages} (limit ${limits.pagesPerPacket})`);
+    expect(
+      pages >= 1 && pages <= limits.pagesPerPacket,
+      "packet.pages",
+      () => `${pages} (limit ${limits.pagesPerPacket})`,
+    );
     expect(
       header.payloadBytes <= header.normalPages * limits.pageSize,
       "packet.payloadBytes",
@@ -203,8 +211,8 @@ export function parsePacketHeader(view: DataView, limits: PacketLimits): PacketH
     );
     expect(header.argument === 0, "packet.argument", "not zero");
   } else {
-    expect(pages === 0 && header.payloadBytes === 0, "packet.pages", `${type} packet carries pages`);
-    if (type === PacketType.VERDICT) expect(header.argument <= 1, "packet.argument", `${header.argument}`);
+    expect(pages === 0 && header.payloadBytes === 0, "packet.pages", () => `${type} packet carries pages`);
+    if (type === PacketType.VERDICT) expect(header.argument <= 1, "packet.argument", () => `${header.argument}`);
     if (type === PacketType.END) expect(header.argument === 0, "packet.argument", "not zero");
   }
   return header;
@@ -226,24 +234,31 @@ export function parseOffsets(
   const count = header.normalPages + header.zeroPages;
   expect(view.byteLength >= count * OFFSET_BYTES, "packet.offsets", "truncated");
   let payload = 0;
+  // The hot loop of the receive path: plain tests, a message only for the offset that fails.
   for (let i = 0; i < count; i++) {
     const offset = getUint64(view, i * OFFSET_BYTES, "packet.offset");
-    expect(offset % pageSize === 0, "packet.offset", `${offset} is not page-aligned`);
-    expect(offset < regionSize, "packet.offset", `${offset} is outside the region of ${regionSize} bytes`);
     const listStart = i === 0 || i === header.normalPages;
-    expect(listStart || offset > out[i - 1], "packet.offset", `${offset} out of order or repeated`);
+    if (offset % pageSize !== 0 || offset >= regionSize || !(listStart || offset > out[i - 1])) {
+      badOffset(offset, pageSize, regionSize);
+    }
     out[i] = offset;
     if (i < header.normalPages) payload += Math.min(pageSize, regionSize - offset);
   }
-  expect(payload === header.payloadBytes, "packet.payloadBytes", `${header.payloadBytes}, pages hold ${payload}`);
+  expect(payload === header.payloadBytes, "packet.payloadBytes", () => `${header.payloadBytes}, pages hold ${payload}`);
   // Both lists are sorted: one merge pass finds an offset present in both.
   let n = 0;
   let z = header.normalPages;
   while (n < header.normalPages && z < count) {
-    expect(out[n] !== out[z], "packet.offset", `${out[n]} is both a normal and a zero page`);
+    if (out[n] === out[z]) throw new ProtocolError("packet.offset", `${out[n]} is both a normal and a zero page`);
     if (out[n] < out[z]) n++;
     else z++;
   }
+}
+
+function badOffset(offset: number, pageSize: number, regionSize: number): never {
+  expect(offset % pageSize === 0, "packet.offset", () => `${offset} is not page-aligned`);
+  expect(offset < regionSize, "packet.offset", () => `${offset} is outside the region of ${regionSize} bytes`);
+  throw new ProtocolError("packet.offset", `${offset} out of order or repeated`);
 }
 
 export interface Reply {
@@ -267,7 +282,7 @@ export function encodeReply(reply: Reply): Uint8Array {
 /** Parses a reply and checks it is of `expected` type (an ERROR reply throws TransferRefusedError). */
 export function parseReply(bytes: Uint8Array, expected: number): Reply {
   const view = viewOf(bytes, REPLY_BYTES, "reply");
-  expect(view.getUint32(0) === REPLY_MAGIC, "reply.magic", `0x${view.getUint32(0).toString(16)}`);
+  expect(view.getUint32(0) === REPLY_MAGIC, "reply.magic", () => `0x${view.getUint32(0).toString(16)}`);
   const reply: Reply = {
     type: view.getUint8(4),
     value: view.getBigUint64(8),
@@ -275,18 +290,19 @@ export function parseReply(bytes: Uint8Array, expected: number): Reply {
     status: view.getUint32(24),
   };
   if (reply.type === ReplyType.ERROR) throw new TransferRefusedError(reply.status);
-  expect(reply.type === expected, "reply.type", `${reply.type}, expected ${expected}`);
+  expect(reply.type === expected, "reply.type", () => `${reply.type}, expected ${expected}`);
   return reply;
 }
 
 // --- helpers ---
 
-function expect(condition: boolean, field: string, message: string): asserts condition {
-  if (!condition) throw new ProtocolError(field, message);
+/** `message` is a function where it formats values: the data path must not build strings that are not thrown. */
+function expect(condition: boolean, field: string, message: string | (() => string)): asserts condition {
+  if (!condition) throw new ProtocolError(field, typeof message === "string" ? message : message());
 }
 
 function viewOf(bytes: Uint8Array, length: number, what: string): DataView {
-  expect(bytes.length >= length, `${what}.length`, `${bytes.length} bytes, expected ${length}`);
+  expect(bytes.length >= length, `${what}.length`, () => `${bytes.length} bytes, expected ${length}`);
   return new DataView(bytes.buffer, bytes.byteOffset, length);
 }
 
