@@ -15,7 +15,7 @@ interface BunFfi {
 }
 
 const ARG: Record<ArgKind, string> = { i32: "i32", u32: "u32", buffer: "buffer", address: "u64" };
-const RESULT: Record<ResultKind, string> = { i32: "i32" };
+const RESULT: Record<ResultKind, string> = { i32: "i32", f64: "f64" };
 
 export async function open(path: string): Promise<Loaded> {
   const specifier = "bun:ffi";
@@ -29,7 +29,13 @@ export async function open(path: string): Promise<Loaded> {
   const dl = ffi.dlopen(path, table);
   return {
     lib: dl.symbols as unknown as NativeLibrary,
-    addressOf: (view) => ffi.ptr(view),
+    addressOf: (view) => {
+      // A small typed array starts with its bytes in JSC's heap; the first read of
+      // `.buffer` copies them out to an ArrayBuffer. Read it first, so the address we
+      // return (which the kernel may read until a completion) is the final one.
+      const _materialized = view.buffer;
+      return ffi.ptr(view);
+    },
     viewOf: (address, length) =>
       length === 0 ? new Uint8Array(0) : new Uint8Array(ffi.toArrayBuffer(address, 0, length)),
   };

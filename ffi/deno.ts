@@ -11,7 +11,7 @@ const ARG: Record<ArgKind, Deno.NativeType> = {
   buffer: "buffer",
   address: "usize",
 };
-const RESULT: Record<ResultKind, Deno.NativeResultType> = { i32: "i32" };
+const RESULT: Record<ResultKind, Deno.NativeResultType> = { i32: "i32", f64: "f64" };
 
 type DenoSymbols = { [K in keyof Symbols]: Deno.ForeignFunction };
 
@@ -23,9 +23,15 @@ export function open(path: string): Loaded {
     ]),
   ) as unknown as DenoSymbols;
   const dl = Deno.dlopen(path, table);
+  const lib = dl.symbols as unknown as NativeLibrary;
   return {
-    lib: dl.symbols as unknown as NativeLibrary,
-    addressOf: (view) => Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(view as Uint8Array<ArrayBuffer>))),
+    lib,
+    addressOf: (view) => {
+      // As in bun.ts: reading `.buffer` first moves a small typed array's bytes out of
+      // the engine's heap, so that the address stays valid for the buffer's life.
+      const _materialized = view.buffer;
+      return lib.zc_address_of(view);
+    },
     viewOf: (address, length) => {
       if (length === 0) return new Uint8Array(0);
       const pointer = Deno.UnsafePointer.create(BigInt(address))!;

@@ -12,7 +12,7 @@
  */
 
 export type ArgKind = "i32" | "u32" | "buffer" | "address";
-export type ResultKind = "i32";
+export type ResultKind = "i32" | "f64";
 
 export interface SymbolSpec {
   readonly parameters: readonly ArgKind[];
@@ -54,6 +54,7 @@ export const symbols = {
   zc_find_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32", "buffer"], result: "i32" },
   zc_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32"], result: "i32" },
   zc_checksum: { parameters: ["address", "address", "address", "buffer"], result: "i32" },
+  zc_address_of: { parameters: ["buffer"], result: "f64" },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;
