@@ -7,7 +7,7 @@ import { resolveAddress } from "./address.ts";
 import { InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
 import { checkPort } from "./listener.ts";
 import { FdWaits } from "./reactor.ts";
-import { type ChannelOptions, SocketChannel } from "./socket_channel.ts";
+import { type ChannelOptions, checkChannelOptions, SocketChannel } from "./socket_channel.ts";
 
 /** Default limit for establishing a connection (ms). */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -27,6 +27,7 @@ export async function connect(options: ConnectOptions): Promise<SocketChannel> {
   const { hostname, port, connectTimeoutMs = DEFAULT_CONNECT_TIMEOUT_MS } = options;
   checkPort(port);
   if (port === 0) throw new InvalidArgumentError("cannot connect to port 0");
+  checkChannelOptions(options); // refused before connecting, not by the channel after it
   const address = await resolveAddress(hostname);
   const fd = native.zc_socket(address.family);
   if (fd < 0) throw new SocketError("socket", -fd);

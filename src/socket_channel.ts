@@ -48,7 +48,18 @@ export interface ChannelOptions {
   userTimeoutMs?: number;
   /** TCP keepalive probing an idle connection: first probe after this many seconds (0 = off). */
   keepaliveIdleS?: number;
+  /**
+   * SO_SNDBUF: caps the socket's send queue (the kernel doubles the value and clamps it
+   * to net.core.wmem_max). Default: the kernel's autotuning. Only for same-host peers
+   * (loopback, veth): there a zero-copy send is copied when it is delivered, by whichever
+   * thread transmits it, and a short queue keeps that copy on the sending side instead of
+   * the receiver's. Over a network, a cap below the bandwidth-delay product slows every send.
+   */
+  sendBufferBytes?: number;
 }
+
+/** Bounds of `sendBufferBytes`. */
+export const SEND_BUFFER_BYTES = { min: 4096, max: 1 << 30 } as const;
 
 /** Default TCP_USER_TIMEOUT (ms). */
 export const DEFAULT_USER_TIMEOUT_MS = 30_000;
@@ -132,6 +143,11 @@ export class SocketChannel {
     // Headers and small packets must not wait for Nagle (as QEMU's migration sockets).
     native.zc_set_option(fd, SocketOption.nodelay, 1);
     configureDeadPeerDetection(fd, options);
+    const sendBuffer = sendBufferOption(options);
+    if (sendBuffer !== undefined) {
+      const rc = native.zc_set_option(fd, SocketOption.sendBuffer, sendBuffer);
+      if (rc < 0) throw new SocketError("setsockopt(SO_SNDBUF)", -rc);
+    }
   }
 
   /** The socket's file descriptor (-1 once closed or detached). */
@@ -506,6 +522,18 @@ export function checkChannelOptions(options: ChannelOptions): void {
   timeoutOption("ioTimeoutMs", options.ioTimeoutMs, 0);
   timeoutOption("flushTimeoutMs", options.flushTimeoutMs, 0);
   deadPeerSettings(options);
+  sendBufferOption(options);
+}
+
+function sendBufferOption(options: ChannelOptions): number | undefined {
+  const bytes = options.sendBufferBytes;
+  if (bytes === undefined) return undefined;
+  if (!Number.isInteger(bytes) || bytes < SEND_BUFFER_BYTES.min || bytes > SEND_BUFFER_BYTES.max) {
+    throw new InvalidArgumentError(
+      `sendBufferBytes must be an integer in ${SEND_BUFFER_BYTES.min}..${SEND_BUFFER_BYTES.max}, got ${bytes}`,
+    );
+  }
+  return bytes;
 }
 
 function deadPeerSettings(options: ChannelOptions): { userTimeoutMs: number; keepaliveIdleS: number } {

@@ -3,6 +3,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import type { SocketChannel } from "../mod.ts";
+import { native, SocketOption } from "../ffi/mod.ts";
 import { channelPair } from "./helpers/pair.ts";
 import { patternBytes, random, sameBytes } from "./helpers/pattern.ts";
 
@@ -109,6 +110,30 @@ describe("a 1 GiB zero-copy stream", () => {
       assert.equal(stats.zerocopyFlushes, flushes);
       assert.equal(stats.zerocopyFlushesAllCopied, flushes);
       assert.equal(pair.client.zerocopyPending, 0);
+    } finally {
+      pair.close();
+    }
+  });
+});
+
+describe("sendBufferBytes", () => {
+  test("sets SO_SNDBUF (the kernel doubles it); a zero-copy stream through it arrives byte-exact", async () => {
+    const pair = await channelPair({ zerocopy: true, sendBufferBytes: 65536 });
+    try {
+      assert.equal(native.zc_get_option(pair.client.fd, SocketOption.sendBuffer), 2 * 65536);
+      const autotuned = native.zc_get_option(pair.server.fd, SocketOption.sendBuffer);
+      assert.notEqual(autotuned, 2 * 65536, "the peer without the option keeps the kernel's default");
+      const source = patternBytes(3 << 20, 11);
+      const total = 24 << 20;
+      const writer = (async () => {
+        for (let position = 0; position < total; position += source.length) {
+          await pair.client.writevZerocopy([source]);
+        }
+        return await pair.client.flushZerocopy();
+      })();
+      const [allCopied] = await Promise.all([writer, readRepeated(pair.server, source, total, 1 << 20)]);
+      assert.equal(allCopied, 1);
+      assert.equal(pair.client.stats.bytesWritten, total);
     } finally {
       pair.close();
     }

@@ -265,6 +265,9 @@ describe("bad input and closed channels", () => {
         () => listen({ port: -1 }),
         () => listen({ port: 1.5 }),
         () => listen({ port: 0, ioTimeoutMs: -5 }).then((l) => l.close()),
+        () => listen({ port: 0, sendBufferBytes: 100 }).then((l) => l.close()),
+        () => listen({ port: 0, sendBufferBytes: 65536.5 }).then((l) => l.close()),
+        () => connect({ hostname: "127.0.0.1", port: 80, sendBufferBytes: 2 ** 31 }),
       ];
       for (const [i, call] of bad.entries()) {
         const error = await rejectionOf(call);

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { MultifdReceiver, MultifdSender, Region } from "../mod.ts";
+import { InvalidArgumentError, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
 import { fillPattern, openTcpSockets, SECRET, transfer } from "./helpers/multifd.ts";
 import { sameBytes } from "./helpers/pattern.ts";
 
@@ -44,6 +44,36 @@ describe("multifd transfers", () => {
       }
     });
   }
+
+  test("zero-copy with a 256 KiB send buffer per channel (sendBufferBytes)", async () => {
+    const size = 32 * 2 ** 20 + 5 * PAGE;
+    const source = Region.allocate(size);
+    fillPattern(source, 9);
+    const { sent, received, destination } = await transfer(source, {
+      sender: { channels: 4, zerocopy: true, sendBufferBytes: 256 * 1024 },
+    });
+    try {
+      assert.equal(sent.verified, true);
+      assert.equal(received.verified, true);
+      assert.ok(destination.equals(source), "destination differs from source");
+      assert.ok(sent.zerocopySends > 0);
+    } finally {
+      await source.close();
+      await destination.close();
+    }
+  });
+
+  test("a bad sendBufferBytes is refused before any connection", async () => {
+    const source = Region.allocate(PAGE);
+    try {
+      await assert.rejects(
+        MultifdSender.connect(source, { hostname: "127.0.0.1", port: 9, secret: SECRET, sendBufferBytes: 1 }),
+        InvalidArgumentError,
+      );
+    } finally {
+      await source.close();
+    }
+  });
 
   for (const zeroPages of [false, true]) {
     test(`zero pages ${zeroPages ? "on: sent as offsets only" : "off: sent as data"}`, async () => {

@@ -19,6 +19,7 @@ export interface ChannelConfig {
 export interface SenderConfig extends ChannelConfig {
   zerocopy: boolean;
   zeroPages: boolean;
+  sendBufferBytes?: number;
 }
 
 export type ToSender =

@@ -14,6 +14,7 @@ import { ChannelClosedError, InvalidArgumentError, ZeroCopyMultifdError } from "
 import type { Region } from "../region.ts";
 import {
   abortSocket,
+  checkChannelOptions,
   DEFAULT_FLUSH_TIMEOUT_MS,
   DEFAULT_IO_TIMEOUT_MS,
   DEFAULT_KEEPALIVE_IDLE_S,
@@ -64,6 +65,12 @@ export interface SenderOptions {
   flushTimeoutMs?: number;
   userTimeoutMs?: number;
   keepaliveIdleS?: number;
+  /**
+   * SO_SNDBUF of every channel; default: the kernel's autotuning. Same-host transfers
+   * only (see the channel option of that name): with zero-copy over loopback, 256 KiB
+   * keeps the kernel's deferred copy on the sending side (bench/README.md).
+   */
+  sendBufferBytes?: number;
   connectTimeoutMs?: number;
   handshakeTimeoutMs?: number;
 }
@@ -340,6 +347,8 @@ function senderConfig(options: SenderOptions) {
     throw new InvalidArgumentError(`pagesPerPacket must be an integer in 1..${MAX_PAGES_PER_PACKET}`);
   }
   const zerocopy = options.zerocopy ?? false;
+  // Refused here, before any connection, not later by every channel Worker.
+  checkChannelOptions({ ...options, zerocopy });
   return {
     channels,
     pagesPerPacket,
@@ -353,6 +362,7 @@ function senderConfig(options: SenderOptions) {
       keepaliveIdleS: options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S,
       zerocopy,
       zeroPages: options.zeroPages ?? false,
+      sendBufferBytes: options.sendBufferBytes,
     },
   };
 }
