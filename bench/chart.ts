@@ -28,7 +28,7 @@ const COLORS: Record<string, string> = { deno: "#1f6fb4", bun: "#d2691e", qemu: 
 function collectSeries(records: BenchRecord[]): Series[] {
   const runs = records.filter((r) =>
     r.summary !== true && r.error === undefined &&
-    ((r.bench === "multifd" && r.hugePages === true) || r.bench === "qemu")
+    ((r.bench === "multifd" && r.hugePages === true && !r.sendBufferBytes) || r.bench === "qemu")
   );
   const key = (r: BenchRecord) => `${r.bench === "qemu" ? "qemu" : r.runtime}/${r.zerocopy ? "zc" : "plain"}`;
   const series: Series[] = [];

@@ -11,8 +11,10 @@
  *   deno run -A bench/multifd.ts --channels 4 --zerocopy on --huge on,off --reps 5
  *
  * Default matrix: channels 1,2,4,8 × zero-copy off,on with 2 MiB pages, plus 4 channels ×
- * zero-copy off,on with 4 KiB pages. `--channels/--zerocopy/--huge` replace it with their
- * full cross product. Records go to stdout (one JSON line each) and, unless --no-save, to
+ * zero-copy off,on with 4 KiB pages, plus 4 channels zero-copy with the sender's
+ * `sendBufferBytes` at 256 KiB (the same-host setting; every other case leaves SO_SNDBUF
+ * to the kernel). `--channels/--zerocopy/--huge/--send-buffer` replace it with their full
+ * cross product. Records go to stdout (one JSON line each) and, unless --no-save, to
  * bench/results/<date>-multifd.{jsonl,md}; the chart to bench/results/multifd.svg.
  * @module
  */
@@ -35,7 +37,12 @@ export interface MultifdConfig {
   channels: number;
   zerocopy: boolean;
   hugePages: boolean;
+  /** The sender's `sendBufferBytes` (SO_SNDBUF); undefined: the kernel's autotuning. */
+  sendBufferBytes?: number;
 }
+
+/** The same-host setting of `sendBufferBytes` the suite measures beside the default. */
+export const SAME_HOST_SEND_BUFFER = 256 * 1024;
 
 export interface MultifdOptions {
   sizeBytes: number;
@@ -59,6 +66,7 @@ export function defaultMultifdOptions(quick: boolean): MultifdOptions {
   } else {
     add([1, 2, 4, 8], [false, true], true);
     add([4], [false, true], false);
+    configs.push({ channels: 4, zerocopy: true, hugePages: true, sendBufferBytes: SAME_HOST_SEND_BUFFER });
   }
   return {
     sizeBytes: quick ? 256 * MiB : 2048 * MiB,
@@ -102,6 +110,7 @@ export async function runMultifdCase(
         "--peer-pid",
         String(pid),
         ...(config.zerocopy ? ["--zerocopy"] : []),
+        ...(config.sendBufferBytes ? ["--send-buffer", String(config.sendBufferBytes)] : []),
       ]),
       { env, label: `${runtime} sender` },
     );
@@ -140,7 +149,9 @@ export async function runMultifdCase(
 }
 
 export const configLabel = (c: MultifdConfig) =>
-  `${c.channels}ch ${c.zerocopy ? "zc" : "plain"} ${c.hugePages ? "2M" : "4K"}`;
+  `${c.channels}ch ${c.zerocopy ? "zc" : "plain"} ${c.hugePages ? "2M" : "4K"}${
+    c.sendBufferBytes ? ` sndbuf ${c.sendBufferBytes / 1024} KiB` : ""
+  }`;
 
 /**
  * Runs the whole multifd matrix (and QEMU, if asked), interleaved: per repetition, every
@@ -196,7 +207,7 @@ export async function runMultifdSuite(
 }
 
 const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--size-mib N] [--reps N] [--runtimes deno,bun]
-                  [--channels 1,2,4,8] [--zerocopy off,on] [--huge on,off] [--no-save]`;
+                  [--channels 1,2,4,8] [--zerocopy off,on] [--huge on,off] [--send-buffer auto,262144] [--no-save]`;
 
 function list(text: string | undefined, parse: (item: string) => unknown): unknown[] | undefined {
   return text === undefined ? undefined : text.split(",").map((item) => parse(item.trim()));
@@ -221,6 +232,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
       channels: { type: "string" },
       zerocopy: { type: "string" },
       huge: { type: "string" },
+      "send-buffer": { type: "string" },
       "no-save": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -235,12 +247,17 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     return r;
   });
   if (runtimes) options.runtimes = runtimes as Runtime[];
-  if (values.channels !== undefined || values.zerocopy !== undefined || values.huge !== undefined) {
+  const matrix = ["channels", "zerocopy", "huge", "send-buffer"] as const;
+  if (matrix.some((name) => values[name] !== undefined)) {
     const channels = (list(values.channels, Number) ?? [1, 2, 4, 8]) as number[];
     const zerocopy = (list(values.zerocopy, onOff) ?? [false, true]) as boolean[];
     const huge = (list(values.huge, onOff) ?? [true]) as boolean[];
-    options.configs = huge.flatMap((h) =>
-      zerocopy.flatMap((z) => channels.map((c) => ({ channels: c, zerocopy: z, hugePages: h })))
+    const sendBuffers = (list(values["send-buffer"], (b) => b === "auto" ? undefined : Number(b)) ??
+      [undefined]) as (number | undefined)[];
+    options.configs = sendBuffers.flatMap((sendBufferBytes) =>
+      huge.flatMap((h) =>
+        zerocopy.flatMap((z) => channels.map((c) => ({ channels: c, zerocopy: z, hugePages: h, sendBufferBytes })))
+      )
     );
   }
   if (

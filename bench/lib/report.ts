@@ -142,7 +142,9 @@ export function callTable(summaries: BenchRecord[]): string {
 // --- multifd and QEMU ---
 
 export const multifdKey = (r: BenchRecord) =>
-  `${r.hugePages ? "huge" : "4k"}/${r.zerocopy ? "zc" : "plain"}/${r.channels}/${r.runtime}`;
+  `${r.hugePages ? "huge" : "4k"}/${r.zerocopy ? "zc" : "plain"}/${r.channels}/${r.runtime}/${
+    r.sendBufferBytes ?? "auto"
+  }`;
 
 export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
@@ -153,6 +155,7 @@ export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
     channels: rs[0].channels,
     zerocopy: rs[0].zerocopy,
     hugePages: rs[0].hugePages,
+    sendBufferBytes: rs[0].sendBufferBytes,
     bytes: rs[0].bytes,
     GBps: spread(values(rs, "GBps")),
     senderCpuSecondsPerGB: spread(values(rs, "senderCpuSecondsPerGB")),
@@ -168,6 +171,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
     String(s.channels),
     s.zerocopy ? "on" : "off",
     s.hugePages ? "2 MiB" : "4 KiB",
+    s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "auto",
     String(s.runtime),
     formatSpread(s.GBps as Spread, 2),
     formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
@@ -182,6 +186,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
       "channels",
       "zero-copy",
       "pages",
+      "send buffer",
       "runtime",
       "GB/s",
       "sender CPU s/GB",
@@ -221,7 +226,7 @@ const ratioOf = (a: unknown, b: unknown) => {
  * matching configuration (2 MiB pages, same channels, same zero-copy setting).
  */
 export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
-  const ours = summaries.filter((s) => s.bench === "multifd" && s.summary && s.hugePages);
+  const ours = summaries.filter((s) => s.bench === "multifd" && s.summary && s.hugePages && !s.sendBufferBytes);
   return summaries.filter((s) => s.bench === "qemu" && s.summary).flatMap((q) =>
     RUNTIMES.flatMap((runtime) => {
       const o = ours.find((o) => o.runtime === runtime && o.channels === q.channels && o.zerocopy === q.zerocopy);
@@ -291,7 +296,9 @@ function slope(points: [number, number][]): number | undefined {
  */
 export function memorySummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "memory" && isRun(r));
-  const multifd = records.filter((r) => r.bench === "multifd" && isRun(r) && r.hugePages && !r.zerocopy);
+  const multifd = records.filter((r) =>
+    r.bench === "multifd" && isRun(r) && r.hugePages && !r.zerocopy && !r.sendBufferBytes
+  );
   const runtimes = [...new Set([...runs, ...multifd].map((r) => String(r.runtime)))];
   return runtimes.flatMap((runtime) =>
     (["sender", "receiver"] as const).map((side) => {
@@ -379,7 +386,8 @@ export function markdownReport(title: string, environment: Record<string, string
   section(
     "Multifd (loopback, sender and receiver in separate processes)",
     multifdTable(sums),
-    "Transfer time only (set-up and checksums excluded); CPU measured over the round from /proc/PID/stat.",
+    "Transfer time only (set-up and checksums excluded); CPU measured over the round from /proc/PID/stat. " +
+      "Send buffer: the sender's SO_SNDBUF (`sendBufferBytes`); auto = the kernel's autotuning.",
   );
   section(
     "QEMU 7.2 multifd on the same machine, and ours/QEMU",
