@@ -27,6 +27,7 @@ export {
   DEFAULT_IO_TIMEOUT_MS,
   DEFAULT_KEEPALIVE_IDLE_S,
   DEFAULT_USER_TIMEOUT_MS,
+  SEND_BUFFER_BYTES,
   SocketChannel,
 } from "./src/socket_channel.ts";
 export {

@@ -36,6 +36,7 @@ import {
   type ReceiverResult,
   Region,
   runtime,
+  SEND_BUFFER_BYTES,
   type SenderResult,
 } from "../mod.ts";
 import {
@@ -96,6 +97,8 @@ const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
   --channels N         parallel channels, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS}); the receiver follows
   --zerocopy           send page data with MSG_ZEROCOPY (fails if the kernel refuses it)
   --zero-pages         send all-zero pages as offsets only
+  --send-buffer SIZE   SO_SNDBUF of each channel, e.g. 256K; only when the receiver is on the same host
+                       (loopback, veth): there it keeps the kernel's work on the sending side
   --secret-file F      shared secret file (as for recv); default $${SECRET_ENV}
   --json               print one JSON object with the stats as the last line of stdout
   -h, --help           this help`;
@@ -129,6 +132,7 @@ interface SendOptions {
   channels: number;
   zerocopy: boolean;
   zeroPages: boolean;
+  sendBufferBytes?: number;
   secretFile?: string;
   json: boolean;
 }
@@ -206,6 +210,7 @@ function parseSend(args: string[]): Command {
     channels: { type: "string" },
     zerocopy: { type: "boolean" },
     "zero-pages": { type: "boolean" },
+    "send-buffer": { type: "string" },
     "secret-file": { type: "string" },
     json: { type: "boolean" },
   }, SEND_USAGE);
@@ -229,11 +234,21 @@ function parseSend(args: string[]): Command {
           : DEFAULT_CHANNELS,
         zerocopy: values.zerocopy === true,
         zeroPages: values["zero-pages"] === true,
+        sendBufferBytes: typeof values["send-buffer"] === "string"
+          ? sendBuffer(parseSize(values["send-buffer"], "--send-buffer"))
+          : undefined,
         secretFile,
         json: values.json === true,
       },
     };
   });
+}
+
+function sendBuffer(bytes: number): number {
+  if (bytes < SEND_BUFFER_BYTES.min || bytes > SEND_BUFFER_BYTES.max) {
+    throw new Error(`--send-buffer must be ${SEND_BUFFER_BYTES.min} bytes to 1G, got ${bytes}`);
+  }
+  return bytes;
 }
 
 function nonEmpty(value: string | boolean | undefined, flag: string): string | undefined {
@@ -491,6 +506,7 @@ async function send(options: SendOptions): Promise<number> {
       channels: options.channels,
       zerocopy: options.zerocopy,
       zeroPages: options.zeroPages,
+      sendBufferBytes: options.sendBufferBytes,
     }).catch((error) => {
       throw new Failure(`cannot connect to ${options.to.display}: ${oneLine(error)}`);
     });

@@ -106,6 +106,8 @@ describe("migrate.ts", () => {
           "--zerocopy",
           "--channels",
           "2",
+          "--send-buffer",
+          "256K",
         ]),
         60_000,
       );
@@ -153,6 +155,8 @@ describe("migrate.ts", () => {
       ["send", "--to", "127.0.0.1:1", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--channels", "many", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--json", "extra", ...secret],
+      ["send", "--to", "127.0.0.1:1", "--file", input, "--send-buffer", "1K", ...secret],
+      ["send", "--to", "127.0.0.1:1", "--file", input, "--send-buffer", "big", ...secret],
     ];
     const help = [["--help"], ["recv", "--help"], ["send", "-h"]];
     const [badResults, helpResults] = await Promise.all([
