@@ -27,6 +27,9 @@ export async function loopbackPair(
       hostname: "127.0.0.1",
       port: receiver.port,
       secret,
+      // Both ends on this host: a short send queue keeps the delivery work (and, with
+      // zero-copy, the kernel's deferred copy) on the sending side (README, "Same host").
+      sendBufferBytes: 256 * 1024,
       ...options,
     });
     return { sender, receiver, receiving };
