@@ -63,6 +63,25 @@ describe("multifd transfers", () => {
     }
   });
 
+  test("one page per packet: header buffers small enough to start in the engine's heap", async () => {
+    const size = 4 * 2 ** 20 + 17;
+    const source = Region.allocate(size);
+    fillPattern(source, 3);
+    const { sent, received, destination } = await transfer(source, {
+      sender: { channels: 2, zerocopy: true, pagesPerPacket: 1 },
+    });
+    try {
+      assert.equal(sent.verified, true);
+      assert.equal(received.verified, true);
+      assert.ok(destination.equals(source), "destination differs from source");
+      assert.equal(sent.pagesNormal, Math.ceil(size / PAGE));
+      assert.ok(sent.packets >= sent.pagesNormal, `${sent.packets} packets for ${sent.pagesNormal} pages`);
+    } finally {
+      await source.close();
+      await destination.close();
+    }
+  });
+
   test("a bad sendBufferBytes is refused before any connection", async () => {
     const source = Region.allocate(PAGE);
     try {

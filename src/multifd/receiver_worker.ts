@@ -51,8 +51,7 @@ class ReceiveChannel {
     this.#region = region;
     this.#state = state;
     this.#config = config;
-    // Over its own ArrayBuffer: a small typed array may live in the GC heap, where it can move.
-    this.#packet = new Uint8Array(new ArrayBuffer(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES));
+    this.#packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#packetAddress = addressOf(this.#packet);
     this.#headerView = new DataView(this.#packet.buffer, 0, PACKET_HEADER_BYTES);
     this.#offsetsView = new DataView(this.#packet.buffer, PACKET_HEADER_BYTES);

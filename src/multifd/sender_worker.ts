@@ -53,8 +53,7 @@ class SendChannel {
     this.#region = region;
     this.#state = state;
     this.#config = config;
-    // Over its own ArrayBuffer: a small typed array may live in the GC heap, where it can move.
-    this.#header = new Uint8Array(new ArrayBuffer(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES));
+    this.#header = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#headerView = new DataView(this.#header.buffer);
     this.#headerAddress = addressOf(this.#header);
     this.#offsets = new BigUint64Array(config.pagesPerPacket);
