@@ -19,12 +19,11 @@
  * Empty methods run 10x the calls (each is ~10x cheaper).
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { addressOf, Errno, native, Poll } from "../ffi/mod.ts";
 import { connect, type SocketChannel } from "../mod.ts";
 import { nativeProgram, type RefSendResult, startSink } from "./lib/native.ts";
-import { currentRuntime, note, out, processCpuSeconds, runJson } from "./lib/proc.ts";
+import { currentRuntime, note, out, processCpuSeconds, runJson, runMain } from "./lib/proc.ts";
 
 export const CALL_METHODS = [
   "native-empty",
@@ -205,12 +204,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    process.exit(await main());
-  } catch (error) {
-    out(JSON.stringify({ error: (error as Error).message }));
-    note(`call_overhead.ts: ${(error as Error).stack ?? error}`);
-    process.exit(1);
-  }
-}
+if (import.meta.main) await runMain("call_overhead.ts", main, (error) => error.message);

@@ -11,10 +11,9 @@
  * Both sides hold a whole region, in separate processes: 8 GiB needs ~17 GiB of RAM.
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { runMultifdCase } from "./multifd.ts";
-import { note, out, type Runtime, RUNTIMES } from "./lib/proc.ts";
+import { note, out, runMain, type Runtime, RUNTIMES } from "./lib/proc.ts";
 import { type BenchRecord, environment, markdownReport, memorySummaries } from "./lib/report.ts";
 
 export const MEMORY_CHANNELS = 4;
@@ -75,4 +74,4 @@ async function main(): Promise<number> {
   return records.some((r) => r.error !== undefined || r.verified === false) ? 1 : 0;
 }
 
-if (import.meta.main) process.exit(await main());
+if (import.meta.main) await runMain("memory.ts", main);

@@ -22,7 +22,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { DEFAULT_CHART_PATH, writeChart } from "./chart.ts";
 import { QEMU_CONFIGS, QemuBench } from "./qemu.ts";
-import { LineChild, note, out, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
+import { LineChild, note, out, runMain, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
 import {
   type BenchRecord,
   environment,
@@ -304,11 +304,4 @@ async function main(): Promise<number> {
   return records.some((r) => r.error !== undefined || r.verified === false) ? 1 : 0;
 }
 
-if (import.meta.main) {
-  try {
-    process.exit(await main());
-  } catch (error) {
-    note(`multifd.ts: ${(error as Error).stack ?? error}`);
-    process.exit(1);
-  }
-}
+if (import.meta.main) await runMain("multifd.ts", main);

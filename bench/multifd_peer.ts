@@ -17,7 +17,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { MultifdReceiver, MultifdSender, Region } from "../mod.ts";
 import { fillRandom } from "../examples/random.ts";
-import { cpuSecondsOf, note, out, peakRssKiB, settle } from "./lib/proc.ts";
+import { cpuSecondsOf, note, out, peakRssKiB, runMain, settle } from "./lib/proc.ts";
 
 function secret(): Uint8Array {
   const hex = process.env.BENCH_SECRET ?? "";
@@ -118,10 +118,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-try {
-  process.exit(await main());
-} catch (error) {
-  out(JSON.stringify({ error: `${(error as Error).name}: ${(error as Error).message}` }));
-  note(`multifd_peer.ts: ${(error as Error).stack ?? error}`);
-  process.exit(1);
-}
+await runMain("multifd_peer.ts", main, (error) => `${error.name}: ${error.message}`);

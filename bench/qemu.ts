@@ -30,7 +30,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { Region } from "../mod.ts";
 import { fillRandom } from "../examples/random.ts";
-import { cpuSecondsOf, LineChild, note, out } from "./lib/proc.ts";
+import { cpuSecondsOf, LineChild, note, out, runMain } from "./lib/proc.ts";
 import { type BenchRecord, qemuSummaries, qemuTable } from "./lib/report.ts";
 
 export const QEMU_CONFIGS = ["multifd1", "multifd2", "multifd4", "multifd2+zc", "multifd4+zc"] as const;
@@ -473,11 +473,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    process.exit(await main());
-  } catch (error) {
-    note(`qemu.ts: ${(error as Error).stack ?? error}`);
-    process.exit(1);
-  }
-}
+if (import.meta.main) await runMain("qemu.ts", main);

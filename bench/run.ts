@@ -23,13 +23,12 @@
  * runs on a loaded VM: compare within one run only.
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { DEFAULT_CHART_PATH, writeChart } from "./chart.ts";
 import { defaultMemoryOptions, runMemorySuite } from "./memory.ts";
 import { defaultMultifdOptions, runMultifdSuite } from "./multifd.ts";
 import { NATIVE_STREAM_CASES, STREAM_CASES } from "./stream.ts";
-import { currentRuntime, LineChild, note, out, ROOT, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
+import { currentRuntime, LineChild, note, out, ROOT, runMain, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
 import { nativeProgram } from "./lib/native.ts";
 import { type BenchRecord, environment, markdownReport, ResultsFiles, summaries } from "./lib/report.ts";
 
@@ -194,9 +193,4 @@ async function main(): Promise<number> {
   return failed.length > 0 ? 1 : 0;
 }
 
-try {
-  process.exit(await main());
-} catch (error) {
-  note(`run.ts: ${(error as Error).stack ?? error}`);
-  process.exit(1);
-}
+await runMain("run.ts", main);

@@ -22,11 +22,10 @@
  * elsewhere (another host: see docs/REAL_NIC.md) instead of spawning one.
  * @module
  */
-import process from "node:process";
 import { parseArgs } from "node:util";
 import { connect } from "../mod.ts";
 import { nativeProgram, type SinkResult, startSink } from "./lib/native.ts";
-import { currentRuntime, note, out, processCpuSeconds, runJson } from "./lib/proc.ts";
+import { currentRuntime, note, out, processCpuSeconds, runJson, runMain } from "./lib/proc.ts";
 import { DEFAULT_WRITE_BYTES, makeSource, sliceAt } from "./lib/source.ts";
 import type { WorkerJob, WorkerOutcome } from "./stream_worker.ts";
 
@@ -339,12 +338,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) {
-  try {
-    process.exit(await main());
-  } catch (error) {
-    out(JSON.stringify({ error: (error as Error).message }));
-    note(`stream.ts: ${(error as Error).stack ?? error}`);
-    process.exit(1);
-  }
-}
+if (import.meta.main) await runMain("stream.ts", main, (error) => error.message);

@@ -33,7 +33,8 @@ export function scriptArgv(runtime: Runtime, script: string, args: string[] = []
 }
 
 // Synchronous line output (JSON lines must not interleave or get lost), as the CLI does.
-export { err as note, out } from "../../examples/cli_util.ts";
+import { err as note, out } from "../../examples/cli_util.ts";
+export { note, out };
 
 /**
  * A child process whose stdout is a sequence of lines (JSON objects, for the bench
@@ -190,6 +191,25 @@ export function peakRssKiB(pid: number | "self" = "self"): number {
 export function processCpuSeconds(): number {
   const usage = process.cpuUsage();
   return (usage.user + usage.system) / 1e6;
+}
+
+/**
+ * Runs a bench script's `main` and exits with its status. An uncaught error exits 1 with
+ * its stack on stderr and, given `errorRecord`, also as an `{"error"}` JSON line on stdout,
+ * which a driver reading the script's JSON lines (run.ts, multifd.ts) records as the error.
+ */
+export async function runMain(
+  script: string,
+  main: () => Promise<number>,
+  errorRecord?: (error: Error) => string,
+): Promise<never> {
+  try {
+    process.exit(await main());
+  } catch (error) {
+    if (errorRecord) out(JSON.stringify({ error: errorRecord(error as Error) }));
+    note(`${script}: ${(error as Error).stack ?? error}`);
+    process.exit(1);
+  }
 }
 
 /** Waits until process `pid` has used no CPU for `quietMs` (at most `limitMs`): start-up work is over. */
