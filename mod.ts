@@ -31,6 +31,13 @@ export {
   SocketChannel,
 } from "./src/socket_channel.ts";
 export {
+  LOCKED_MEMORY_BUDGET_SHARE,
+  lockedMemoryBudget,
+  type LockedMemoryFacts,
+  lockedMemoryFacts,
+  MIN_ZEROCOPY_BUDGET_BYTES,
+} from "./src/locked_memory.ts";
+export {
   ChannelClosedError,
   InvalidArgumentError,
   SocketError,
@@ -48,6 +55,7 @@ export {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   MultifdSender,
   type SenderOptions,
+  type SenderPhase,
   type SenderResult,
   TransferAbortedError,
 } from "./src/multifd/sender.ts";
@@ -55,17 +63,21 @@ export {
   DEFAULT_MAX_PENDING_HANDSHAKES,
   DEFAULT_MAX_REGION_BYTES,
   type Destination,
+  MAX_PENDING_HANDSHAKES,
   MultifdReceiver,
   type ReceiverOptions,
   type ReceiverResult,
 } from "./src/multifd/receiver.ts";
 export { ChannelFailedError } from "./src/multifd/worker_pool.ts";
 export type { TransferStats } from "./src/multifd/stats.ts";
+export { ACCEPT_BACKOFF_MS } from "./src/multifd/admission.ts";
+export { WORKER_EXIT_GRACE_MS } from "./src/multifd/transfer.ts";
 export { MIN_SECRET_BYTES, type Secret } from "./src/multifd/auth.ts";
 export {
   DEFAULT_PAGES_PER_PACKET,
   MAX_CHANNELS,
   MAX_PAGES_PER_PACKET,
+  MAX_REGION_BYTES,
   PAGE_SIZE,
   ProtocolError,
   TransferRefusedError,

@@ -31,6 +31,8 @@ export const symbols = {
   zc_get_option: { parameters: ["i32", "u32"], result: "i32" },
   zc_shutdown: { parameters: ["i32", "i32"], result: "i32" },
   zc_close: { parameters: ["i32"], result: "i32" },
+  // out: BigUint64Array(3) — RLIMIT_MEMLOCK soft limit, effective capabilities, user namespace inode
+  zc_locked_memory_facts: { parameters: ["buffer"], result: "i32" },
   // zig/transfer.zig
   zc_sendv: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
   zc_recvv: { parameters: ["i32", "buffer", "u32"], result: "i32" },

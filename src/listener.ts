@@ -83,6 +83,11 @@ export class Listener {
     }
   }
 
+  /** Whether {@link close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** Stops listening; pending `accept` calls reject. */
   close(): void {
     if (this.#closed) return;

@@ -160,6 +160,7 @@ export class FdWaits {
   #reactor: Reactor | undefined;
   #inFlight = 0;
   #closeWhenIdle = false;
+  #onClosed: (() => void) | undefined;
 
   constructor(readonly fd: number) {}
 
@@ -176,8 +177,13 @@ export class FdWaits {
     }
   }
 
-  /** Closes the fd: now, or once the waits in flight (woken by a shutdown) have returned. */
-  close(): void {
+  /**
+   * Closes the fd: now, or once the waits in flight (woken by a shutdown) have returned.
+   * `onClosed` runs right after close(2) itself: until then the kernel may still read
+   * memory that zero-copy sends queued on the socket.
+   */
+  close(onClosed?: () => void): void {
+    this.#onClosed = onClosed;
     if (this.#inFlight === 0) return this.#close();
     this.#closeWhenIdle = true;
     native.zc_shutdown(this.fd, Shutdown.BOTH);
@@ -196,5 +202,8 @@ export class FdWaits {
   #close(): void {
     native.zc_close(this.fd);
     this.release();
+    const onClosed = this.#onClosed;
+    this.#onClosed = undefined;
+    onClosed?.();
   }
 }

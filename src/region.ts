@@ -36,6 +36,8 @@ export class Region {
   #closed = false;
   #inFlight = 0;
   #idle: (() => void)[] = [];
+  /** Set when a transfer could not confirm that its threads let go: never unmap then. */
+  #abandoned = false;
 
   private constructor(
     /** Native address of byte 0 (0 for an empty region). */
@@ -170,8 +172,24 @@ export class Region {
     this.#inFlight++;
   }
 
+  /** Ends one {@link retain}. */
   release(): void {
+    if (this.#inFlight === 0) throw new InvalidArgumentError("region released more often than retained");
     if (--this.#inFlight === 0) { for (const wake of this.#idle.splice(0)) wake(); }
+  }
+
+  /**
+   * Ends one {@link retain} whose user may still touch the memory (a Worker that did not
+   * confirm its exit): {@link close} will then never unmap it. A leak, rather than a crash.
+   */
+  abandon(): void {
+    this.#abandoned = true;
+    this.release();
+  }
+
+  /** Transfers using the region now (each {@link retain} not yet released). */
+  get inUse(): number {
+    return this.#inFlight;
   }
 
   /** Unmaps the region once no transfer uses it any more (sends in flight finish first). */
@@ -180,6 +198,7 @@ export class Region {
     while (this.#inFlight > 0) await new Promise<void>((resolve) => this.#idle.push(resolve));
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#abandoned) return;
     if (this.size > 0 && (this.kind === "anonymous" || this.kind === "file")) native.zc_unmap(this.address, this.size);
     if (this.fd >= 0) native.zc_close(this.fd);
   }

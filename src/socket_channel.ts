@@ -26,6 +26,7 @@ import {
   ZeroCopyUnsupportedError,
 } from "./errors.ts";
 import { IovecArray } from "./iovec.ts";
+import { lockedMemoryBudget, longestZerocopySend, MIN_ZEROCOPY_BUDGET_BYTES, zerocopyCharge } from "./locked_memory.ts";
 import { FdWaits } from "./reactor.ts";
 import { ZeroCopyCompletions } from "./zerocopy_completions.ts";
 
@@ -56,6 +57,16 @@ export interface ChannelOptions {
    * the receiver's. Over a network, a cap below the bandwidth-delay product slows every send.
    */
   sendBufferBytes?: number;
+  /**
+   * Most bytes this channel's outstanding zero-copy sends may have charged to locked
+   * memory at once (the kernel charges each MSG_ZEROCOPY sendmsg `(length >> 12) + 2`
+   * pages against RLIMIT_MEMLOCK until its completion, unless the process has
+   * CAP_IPC_LOCK). Before a send that would exceed it, the channel waits for completions;
+   * a longer write goes out in several sends. -1: no limit. Default:
+   * {@link lockedMemoryBudget} (-1 for root), at least MIN_ZEROCOPY_BUDGET_BYTES. Give
+   * channels that send at the same time a share each.
+   */
+  zerocopyBudgetBytes?: number;
 }
 
 /** Bounds of `sendBufferBytes`. */
@@ -84,6 +95,8 @@ export interface ChannelStats {
   zerocopyFlushesAllCopied: number;
   /** ENOBUFS answers to zero-copy sends that were drained and retried. */
   zerocopyNoBufferRetries: number;
+  /** Waits for completions before a zero-copy send, to stay within `zerocopyBudgetBytes`. */
+  zerocopyBudgetWaits: number;
 }
 
 /** What an operation needs before it can go on. */
@@ -96,6 +109,9 @@ type Operation<T> = Generator<Wait, T, number>;
 
 const RECORDS_PER_DRAIN = 64;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
+/** Layout of the iovec words IovecArray hands out: base (lo, hi), length (lo, hi). */
+const WORDS_PER_IOVEC = 4;
+const TWO_32 = 0x1_0000_0000;
 
 export class SocketChannel {
   /** Whether `writevZerocopy` can be used: asked for, and SO_ZEROCOPY accepted by the kernel. */
@@ -121,6 +137,14 @@ export class SocketChannel {
   #flushes = 0;
   #flushesAllCopied = 0;
   #noBufferRetries = 0;
+  #budgetWaits = 0;
+  /** Locked-memory budget of outstanding zero-copy sends (-1: none), and the longest send it allows. */
+  readonly #zerocopyBudget: number;
+  readonly #longestZerocopySend: number;
+  /** An iovec shortened for one sendmsg (word index, or -1) and its length words, to restore. */
+  #cutAt = -1;
+  #cutLow = 0;
+  #cutHigh = 0;
 
   /**
    * Takes ownership of a connected socket fd (e.g. one handed to a Worker). With
@@ -133,6 +157,7 @@ export class SocketChannel {
     this.#waits = new FdWaits(fd);
     this.#ioTimeoutMs = timeoutOption("ioTimeoutMs", options.ioTimeoutMs, DEFAULT_IO_TIMEOUT_MS);
     this.#flushTimeoutMs = timeoutOption("flushTimeoutMs", options.flushTimeoutMs, DEFAULT_FLUSH_TIMEOUT_MS);
+    zerocopyBudgetOption(options);
     if (options.zerocopy) {
       const rc = native.zc_set_option(fd, SocketOption.zerocopy, 1);
       this.#zerocopyRefusal = rc < 0 ? new SocketError("setsockopt(SO_ZEROCOPY)", -rc).message : undefined;
@@ -140,6 +165,8 @@ export class SocketChannel {
       this.#zerocopyRefusal = "the channel was opened without zerocopy: true";
     }
     this.zerocopy = this.#zerocopyRefusal === undefined;
+    this.#zerocopyBudget = this.zerocopy ? zerocopyBudget(options) : -1;
+    this.#longestZerocopySend = this.#zerocopyBudget < 0 ? Infinity : longestZerocopySend(this.#zerocopyBudget);
     // Headers and small packets must not wait for Nagle (as QEMU's migration sockets).
     native.zc_set_option(fd, SocketOption.nodelay, 1);
     configureDeadPeerDetection(fd, options);
@@ -171,12 +198,23 @@ export class SocketChannel {
       zerocopyFlushes: this.#flushes,
       zerocopyFlushesAllCopied: this.#flushesAllCopied,
       zerocopyNoBufferRetries: this.#noBufferRetries,
+      zerocopyBudgetWaits: this.#budgetWaits,
     };
   }
 
   /** Zero-copy sends whose completion has not arrived yet. */
   get zerocopyPending(): number {
     return this.#completions.outstanding;
+  }
+
+  /** The channel's `zerocopyBudgetBytes` in effect (-1: no limit, or no zero-copy). */
+  get zerocopyBudgetBytes(): number {
+    return this.#zerocopyBudget;
+  }
+
+  /** Bytes the pending zero-copy sends are charged to locked memory, as the kernel counts. */
+  get zerocopyPinnedBytes(): number {
+    return this.#completions.pinnedBytes;
   }
 
   /**
@@ -268,25 +306,33 @@ export class SocketChannel {
 
   /**
    * Closes the socket. With zero-copy sends still unflushed the connection is reset
-   * instead (SO_LINGER 0), so the kernel drops the queued pages at once and the buffers
-   * can be released safely: flush first when the data must arrive.
+   * instead (SO_LINGER 0), so the kernel drops the queued pages: flush first when the
+   * data must arrive. The buffers of those sends stay referenced until close(2) itself,
+   * which waits for operations still waiting on the socket (woken by a shutdown).
    */
   close(): void {
     if (this.#closed) return;
     if (this.#completions.outstanding > 0) native.zc_set_option(this.#fd, SocketOption.lingerReset, 1);
     this.#closed = true;
-    this.#waits.close();
-    this.#completions.releaseAll();
+    this.#waits.close(() => this.#completions.releaseAll());
   }
 
   /**
    * Gives up ownership of the fd without closing it (to hand it to a Worker) and
-   * returns it. Only when idle and with no zero-copy send outstanding.
+   * returns it. Only when idle, and only before the channel's first zero-copy send: the
+   * kernel numbers zero-copy sends per socket, and a new owner's count would restart at
+   * 0 (hand the fd over first and send zero-copy in the new channel).
    */
   detach(): number {
     if (this.#closed) throw new ChannelClosedError("channel is closed");
     if (this.#writing || this.#reading || this.#waits.waiting || this.#completions.outstanding > 0) {
       throw new InvalidArgumentError("cannot detach a channel with operations or zero-copy sends in flight");
+    }
+    if (this.#completions.sends > 0) {
+      throw new InvalidArgumentError(
+        `cannot detach a channel that has made zero-copy sends (${this.#completions.sends}): the kernel numbers ` +
+          "them per socket and a new channel on the fd would count from 0; detach before the first zero-copy send",
+      );
     }
     this.#closed = true;
     this.#waits.release();
@@ -294,16 +340,19 @@ export class SocketChannel {
   }
 
   /**
-   * Stops using the fd without closing it, whatever is in flight, for a channel whose fd
-   * another thread owns and closes (a multifd channel Worker). With zero-copy sends
-   * unflushed it sets SO_LINGER 0 first, so that the owner's close resets the connection.
+   * @internal For a channel whose fd another thread owns and closes (a multifd channel
+   * Worker): stops using the fd without closing it, whatever is in flight. With zero-copy
+   * sends unflushed it sets SO_LINGER 0 first, so that the owner's close resets the
+   * connection. Buffers held for those sends can be read by the kernel until that close,
+   * which this thread cannot observe: they stay referenced as long as this thread lives
+   * (a bounded leak; multifd Workers send native region ranges, which hold none).
    */
   relinquish(): void {
     if (this.#closed) return;
     if (this.#completions.outstanding > 0) native.zc_set_option(this.#fd, SocketOption.lingerReset, 1);
     this.#closed = true;
     this.#waits.release();
-    this.#completions.releaseAll();
+    this.#completions.abandon();
   }
 
   [Symbol.dispose](): void {
@@ -331,17 +380,36 @@ export class SocketChannel {
     this.#throwDeferred();
     const iov = load();
     const total = iov.remaining;
+    const completions = this.#completions;
     while (iov.remaining > 0) {
       const { words, count } = iov.pending();
-      const rc = native.zc_sendv(this.#fd, words, count, zerocopy ? 1 : 0);
+      let sendCount = count;
+      let charge = 0;
+      if (zerocopy) {
+        // The kernel charges the whole requested length (an upper bound when IOV_MAX cuts it).
+        const length = Math.min(iov.remaining, this.#longestZerocopySend);
+        charge = zerocopyCharge(length);
+        const budget = this.#zerocopyBudget;
+        if (budget >= 0 && completions.outstanding > 0 && completions.pinnedBytes + charge > budget) {
+          this.#budgetWaits++;
+          if (this.#drain() === 0) yield* this.#awaitCompletion("write (zero-copy budget)");
+          continue;
+        }
+        if (length < iov.remaining) sendCount = this.#cutIovecs(words, count, length);
+      }
+      const rc = native.zc_sendv(this.#fd, words, sendCount, zerocopy ? 1 : 0);
+      if (this.#cutAt >= 0) this.#restoreCut(words);
       if (rc > 0) {
         iov.advance(rc);
         this.#bytesWritten += rc;
-        if (zerocopy) this.#completions.recordSend();
+        if (zerocopy) completions.recordSend(charge);
         continue;
       }
       const errno = -rc;
       if (errno === Errno.EINTR) continue;
+      // A refused zero-copy send may have extended the newest send's notification first:
+      // its charge then stays until that send completes.
+      if (zerocopy && errno === Errno.EAGAIN) completions.chargeNewest(charge);
       if (errno === Errno.EAGAIN) {
         const revents = yield { events: Poll.OUT, timeoutMs: this.#ioTimeoutMs, operation: "write" };
         if (revents === 0) throw new TimeoutError("write", this.#ioTimeoutMs, `${iov.remaining} bytes unsent`);
@@ -419,6 +487,38 @@ export class SocketChannel {
       }
     }
     return total - iov.remaining;
+  }
+
+  /**
+   * Shortens the first `count` iovecs in `words` to `length` bytes in place, for one
+   * sendmsg no longer than the budget allows; returns how many iovecs to pass.
+   * `#restoreCut` must follow the syscall (IovecArray still counts the full lengths).
+   */
+  #cutIovecs(words: Uint32Array, count: number, length: number): number {
+    let before = 0;
+    for (let i = 0; i < count; i++) {
+      const w = i * WORDS_PER_IOVEC;
+      const iovLength = words[w + 2] + words[w + 3] * TWO_32;
+      if (before + iovLength >= length) {
+        if (before + iovLength > length) {
+          const keep = length - before;
+          this.#cutAt = w;
+          this.#cutLow = words[w + 2];
+          this.#cutHigh = words[w + 3];
+          words[w + 2] = keep % TWO_32;
+          words[w + 3] = Math.floor(keep / TWO_32);
+        }
+        return i + 1;
+      }
+      before += iovLength;
+    }
+    return count;
+  }
+
+  #restoreCut(words: Uint32Array): void {
+    words[this.#cutAt + 2] = this.#cutLow;
+    words[this.#cutAt + 3] = this.#cutHigh;
+    this.#cutAt = -1;
   }
 
   /** Applies every queued completion; returns how many records were read. */
@@ -523,6 +623,27 @@ export function checkChannelOptions(options: ChannelOptions): void {
   timeoutOption("flushTimeoutMs", options.flushTimeoutMs, 0);
   deadPeerSettings(options);
   sendBufferOption(options);
+  zerocopyBudgetOption(options);
+}
+
+function zerocopyBudgetOption(options: ChannelOptions): number | undefined {
+  const bytes = options.zerocopyBudgetBytes;
+  if (bytes === undefined || bytes === -1) return bytes;
+  if (!Number.isSafeInteger(bytes) || bytes < MIN_ZEROCOPY_BUDGET_BYTES) {
+    throw new InvalidArgumentError(
+      `zerocopyBudgetBytes must be -1 (no limit) or an integer of at least ${MIN_ZEROCOPY_BUDGET_BYTES} ` +
+        `(bytes of locked memory), got ${bytes}`,
+    );
+  }
+  return bytes;
+}
+
+/** The budget of a zero-copy channel: the option, or this process's share of RLIMIT_MEMLOCK. */
+function zerocopyBudget(options: ChannelOptions): number {
+  const explicit = zerocopyBudgetOption(options);
+  if (explicit !== undefined) return explicit;
+  const budget = lockedMemoryBudget();
+  return budget < 0 ? -1 : Math.max(MIN_ZEROCOPY_BUDGET_BYTES, budget);
 }
 
 function sendBufferOption(options: ChannelOptions): number | undefined {

@@ -8,12 +8,21 @@
  * (fewer than 2^31 sends are ever outstanding).
  *
  * The tracker also keeps the caller's buffers reachable until the completion that covers
- * the last send made from them: the kernel reads those pages after `sendmsg` returns.
+ * the last send made from them: the kernel reads those pages after `sendmsg` returns. And
+ * it sums what the kernel charges outstanding sends to locked memory (RLIMIT_MEMLOCK), so
+ * that a channel can stay under its budget.
  * @module
  */
 import { ZeroCopyAccountingError } from "./errors.ts";
 
 const U32 = 0x1_0000_0000;
+
+/**
+ * Buffers of trackers whose socket went on to another owner ({@link ZeroCopyCompletions.abandon}):
+ * nobody here can learn when the kernel is done with them, so they stay reachable for as
+ * long as this thread lives. A bounded leak, in that edge case only.
+ */
+const abandoned: unknown[] = [];
 
 export class ZeroCopyCompletions {
   /** Oldest id not yet known to be complete. */
@@ -24,6 +33,14 @@ export class ZeroCopyCompletions {
   #ahead: [number, number][] = [];
   /** Buffers to keep alive, each until every id before `until` is complete. */
   #held: { until: number; refs: unknown }[] = [];
+  /** What becomes of buffers held from now on: kept here, dropped (socket closed), or abandoned. */
+  #holding: "kept" | "dropped" | "abandoned" = "kept";
+  /** Locked-memory charge of each outstanding send, oldest first: a ring of `#charges.length` (a power of 2). */
+  #charges = new Float64Array(64);
+  /** Ring index of the oldest outstanding send's charge. */
+  #chargeHead = 0;
+  /** Sum of the charges of outstanding sends (bytes). */
+  #pinned = 0;
 
   sends = 0;
   completions = 0;
@@ -47,16 +64,40 @@ export class ZeroCopyCompletions {
     return this.#held.length;
   }
 
-  /** Records one successful zero-copy sendmsg (non-zero length). */
-  recordSend(): void {
+  /** Bytes the outstanding sends are charged to locked memory (the sum of their `charge`s). */
+  get pinnedBytes(): number {
+    return this.#pinned;
+  }
+
+  /**
+   * Records one successful zero-copy sendmsg (non-zero length) that the kernel charged
+   * `charge` bytes of locked memory, released when its completion arrives.
+   */
+  recordSend(charge = 0): void {
+    const outstanding = this.outstanding;
+    if (outstanding === this.#charges.length) this.#growCharges();
+    this.#charges[(this.#chargeHead + outstanding) & (this.#charges.length - 1)] = charge;
+    this.#pinned += charge;
     this.#next = (this.#next + 1) % U32;
     this.sends++;
   }
 
+  /**
+   * Adds `charge` to the newest outstanding send: a zero-copy sendmsg that failed may
+   * have extended that send's notification, and the kernel keeps its charge until then.
+   */
+  chargeNewest(charge: number): void {
+    const outstanding = this.outstanding;
+    if (outstanding === 0) return;
+    this.#charges[(this.#chargeHead + outstanding - 1) & (this.#charges.length - 1)] += charge;
+    this.#pinned += charge;
+  }
+
   /** Keeps `refs` reachable until every send recorded so far has completed. */
   hold(refs: unknown): void {
-    if (this.outstanding === 0) return;
-    this.#held.push({ until: this.#next, refs });
+    if (this.outstanding === 0 || this.#holding === "dropped") return;
+    if (this.#holding === "abandoned") abandoned.push(refs);
+    else this.#held.push({ until: this.#next, refs });
   }
 
   /** Applies one completion range [lo, hi] (inclusive, u32, may wrap). */
@@ -99,9 +140,26 @@ export class ZeroCopyCompletions {
     return result;
   }
 
-  /** Drops every held reference (the connection was reset: the kernel let go of them). */
+  /**
+   * The socket is closed (with SO_LINGER 0 when sends were outstanding, so the kernel
+   * dropped their pages): drops every held reference, and any held from now on.
+   */
   releaseAll(): void {
     this.#held = [];
+    this.#holding = "dropped";
+    this.#charges.fill(0);
+    this.#pinned = 0;
+  }
+
+  /**
+   * The socket lives on with another owner, who closes it at a time unknown here: the
+   * held references, and any held from now on, move to a list that lives as long as this
+   * thread (a bounded leak, since the kernel may read those buffers until that close).
+   */
+  abandon(): void {
+    for (const entry of this.#held) abandoned.push(entry.refs);
+    this.#held = [];
+    this.#holding = "abandoned";
   }
 
   #merge(at: number): void {
@@ -117,6 +175,9 @@ export class ZeroCopyCompletions {
   }
 
   #advance(by: number): void {
+    const mask = this.#charges.length - 1;
+    for (let i = 0; i < by; i++) this.#pinned -= this.#charges[(this.#chargeHead + i) & mask];
+    this.#chargeHead = (this.#chargeHead + by) & mask;
     this.#base = (this.#base + by) % U32;
     for (const range of this.#ahead) {
       range[0] -= by;
@@ -130,5 +191,13 @@ export class ZeroCopyCompletions {
       released++;
     }
     if (released > 0) this.#held.splice(0, released);
+  }
+
+  #growCharges(): void {
+    const old = this.#charges;
+    const grown = new Float64Array(old.length * 2);
+    for (let i = 0; i < old.length; i++) grown[i] = old[(this.#chargeHead + i) & (old.length - 1)];
+    this.#charges = grown;
+    this.#chargeHead = 0;
   }
 }

@@ -21,6 +21,7 @@ import {
   MAC_BYTES,
   MAX_CHANNELS,
   MAX_PAGES_PER_PACKET,
+  MAX_REGION_BYTES,
   NONCE_BYTES,
   OFFSET_BYTES,
   PACKET_HEADER_BYTES,
@@ -156,7 +157,7 @@ describe("INIT", () => {
         validInit({ pagesPerPacket: MAX_PAGES_PER_PACKET }),
         validInit({ regionSize: 0 }),
         validInit({ regionSize: 1 }),
-        validInit({ regionSize: TWO_53 - 1 }),
+        validInit({ regionSize: MAX_REGION_BYTES }),
       ]
     ) {
       assert.deepEqual(parseInitFields(encodeInitFields(init)), init);
@@ -189,6 +190,11 @@ describe("INIT", () => {
     for (const pagesPerPacket of [0, MAX_PAGES_PER_PACKET + 1, 0xffffffff]) {
       rejects(() => parseInitFields(encodeInitFields(validInit({ pagesPerPacket }))), "init.pagesPerPacket");
     }
+    // Above 4 TiB page indices and the senders' packet cursor could overflow: refused.
+    rejects(
+      () => parseInitFields(encodeInitFields(validInit({ regionSize: MAX_REGION_BYTES + 1 }))),
+      "init.regionSize",
+    );
     rejects(mutated((b) => setU64(b, 32, 2n ** 53n)), "init.regionSize");
     rejects(mutated((b) => setU64(b, 32, 2n ** 64n - 1n)), "init.regionSize");
   });

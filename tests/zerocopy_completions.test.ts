@@ -2,6 +2,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ZeroCopyAccountingError, ZeroCopyCompletions } from "../mod.ts";
+import { collectGarbage } from "./helpers/runtime.ts";
 
 function sent(count: number, firstId = 0): ZeroCopyCompletions {
   const c = new ZeroCopyCompletions(firstId);
@@ -97,5 +98,76 @@ describe("ZeroCopyCompletions", () => {
     assert.equal(c.heldCount, 1, "a released across the wrap, b still held");
     c.complete(0, 0, true);
     assert.equal(c.heldCount, 0);
+  });
+
+  test("pinned bytes: each send's charge is released when the completed prefix covers it", () => {
+    const c = new ZeroCopyCompletions(0xffff_fffe);
+    for (const charge of [8192, 12288, 16384, 20480]) c.recordSend(charge);
+    assert.equal(c.pinnedBytes, 57344);
+    c.complete(1, 1, true); // the 4th send, across the wrap: out of order
+    assert.equal(c.pinnedBytes, 57344, "released only when the oldest sends complete");
+    c.complete(0xffff_fffe, 0xffff_ffff, true);
+    assert.equal(c.pinnedBytes, 16384 + 20480, "the 4th send's charge stays until the 3rd completes");
+    c.chargeNewest(4096); // a refused send that extended the newest notification
+    assert.equal(c.pinnedBytes, 16384 + 20480 + 4096);
+    c.complete(0, 0, true);
+    assert.equal(c.pinnedBytes, 0);
+    c.chargeNewest(4096);
+    assert.equal(c.pinnedBytes, 0, "nothing outstanding: nothing to extend");
+  });
+
+  test("pinned bytes stay exact past the initial ring size, with many sends outstanding", () => {
+    const first = 0xffff_ff00;
+    const c = new ZeroCopyCompletions(first);
+    const charges: number[] = [];
+    let completed = 0;
+    for (let round = 0; round < 3; round++) {
+      for (let i = 0; i < 1000; i++) {
+        charges.push(((i * 7 + round) % 9 + 2) * 4096);
+        c.recordSend(charges.at(-1)!);
+      }
+      // Complete all but the newest 10 sends, in two ranges, the newer one first.
+      const upTo = charges.length - 10;
+      const middle = completed + Math.floor((upTo - completed) / 2);
+      c.complete((first + middle) >>> 0, (first + upTo - 1) >>> 0, false);
+      c.complete((first + completed) >>> 0, (first + middle - 1) >>> 0, false);
+      completed = upTo;
+      const pinned = charges.slice(completed).reduce((a, b) => a + b, 0);
+      assert.equal(c.pinnedBytes, pinned, `round ${round}`);
+      assert.equal(c.outstanding, 10);
+    }
+    c.complete((first + completed) >>> 0, (first + charges.length - 1) >>> 0, true);
+    assert.equal(c.outstanding, 0);
+    assert.equal(c.pinnedBytes, 0);
+  });
+
+  test("after releaseAll (socket closed) nothing is held any more, also by later holds", () => {
+    const c = new ZeroCopyCompletions();
+    c.recordSend(8192);
+    c.hold(["queued"]);
+    c.releaseAll();
+    assert.equal(c.heldCount, 0);
+    assert.equal(c.pinnedBytes, 0);
+    c.hold(["from a write that was still running"]);
+    assert.equal(c.heldCount, 0);
+  });
+
+  test("after abandon (socket handed on) held buffers outlive the tracker", async () => {
+    const c = new ZeroCopyCompletions();
+    const refs: WeakRef<Uint8Array>[] = [];
+    const holdFresh = () => {
+      const buffer = new Uint8Array(1 << 20);
+      refs.push(new WeakRef(buffer));
+      c.hold([buffer]);
+    };
+    c.recordSend(4096);
+    holdFresh();
+    c.abandon();
+    assert.equal(c.heldCount, 0);
+    holdFresh(); // a write that was still running when the socket was handed on
+    assert.equal(c.heldCount, 0);
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    collectGarbage();
+    assert.equal(refs.filter((ref) => ref.deref() !== undefined).length, 2, "abandoned buffers were freed");
   });
 });

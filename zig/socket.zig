@@ -131,3 +131,29 @@ export fn zc_shutdown(fd: i32, how: i32) i32 {
 export fn zc_close(fd: i32) i32 {
     return sys.result32(linux.close(fd));
 }
+
+/// capget(2) header, as the kernel lays it out (`pid` is a C int).
+const CapHeader = extern struct { version: u32, pid: i32 };
+const capability_version_3: u32 = 0x20080522;
+
+/// The calling process's facts on which the kernel's MSG_ZEROCOPY locked-memory charge
+/// depends (net/core/skbuff.c mm_account_pinned_pages), written to `out`:
+///   out[0] RLIMIT_MEMLOCK soft limit in bytes (2^64 - 1: unlimited),
+///   out[1] effective capability set (bit n = capability n),
+///   out[2] inode of /proc/self/ns/user, the process's user namespace (0: unknown).
+/// Returns 0, or -errno of prlimit64/capget. No interpretation here: that is policy.
+export fn zc_locked_memory_facts(out: *[3]u64) i32 {
+    var limit: linux.rlimit = undefined;
+    const limit_rc = sys.result32(linux.prlimit(0, .MEMLOCK, null, &limit));
+    if (limit_rc < 0) return limit_rc;
+    var header = CapHeader{ .version = capability_version_3, .pid = 0 };
+    var data: [2]linux.cap_user_data_t = undefined;
+    const cap_rc = sys.result32(linux.syscall2(.capget, @intFromPtr(&header), @intFromPtr(&data)));
+    if (cap_rc < 0) return cap_rc;
+    var namespace: linux.Statx = undefined;
+    const stat_rc = linux.statx(linux.AT.FDCWD, "/proc/self/ns/user", 0, .{ .INO = true }, &namespace);
+    out[0] = limit.cur;
+    out[1] = @as(u64, data[1].effective) << 32 | data[0].effective;
+    out[2] = if (sys.result(stat_rc) == 0 and namespace.mask.INO) namespace.ino else 0;
+    return 0;
+}

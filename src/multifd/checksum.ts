@@ -7,6 +7,7 @@
  */
 import { addressOf, native } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
+import { checkAbort, type SharedState } from "./shared_state.ts";
 
 export const CHECKSUM_BLOCK_BYTES = 64 << 20;
 
@@ -14,10 +15,14 @@ export function blockCount(size: number): number {
   return Math.ceil(size / CHECKSUM_BLOCK_BYTES);
 }
 
-/** Hashes the given blocks of a region (runs at memory speed, in the calling thread). */
-export function hashBlocks(region: RegionDescriptor, blocks: readonly number[]): bigint[] {
+/**
+ * Hashes the given blocks of a region (runs at memory speed, in the calling thread). Stops
+ * between blocks once the transfer is aborted, so an abort never waits for a whole region.
+ */
+export function hashBlocks(region: RegionDescriptor, blocks: readonly number[], state: SharedState): bigint[] {
   const out = new BigUint64Array(1);
   return blocks.map((block) => {
+    checkAbort(state);
     const offset = block * CHECKSUM_BLOCK_BYTES;
     const length = Math.min(CHECKSUM_BLOCK_BYTES, region.size - offset);
     native.zc_checksum(region.address + offset, length, block, out);

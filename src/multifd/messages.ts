@@ -18,6 +18,8 @@ export interface ChannelConfig {
 
 export interface SenderConfig extends ChannelConfig {
   zerocopy: boolean;
+  /** This channel's share of the process's locked-memory budget (-1: no limit). */
+  zerocopyBudgetBytes: number;
   zeroPages: boolean;
   sendBufferBytes?: number;
 }
@@ -28,7 +30,8 @@ export type ToSender =
   | { kind: "round"; pages: Uint32Array<SharedArrayBuffer> | null; pageCount: number; syncNumber: number }
   | { kind: "checksum"; blocks: number[] }
   | { kind: "end" }
-  | { kind: "verdict"; matched: boolean };
+  | { kind: "verdict"; matched: boolean }
+  | ExitRequest;
 
 export type FromSender =
   | { kind: "ready" }
@@ -36,12 +39,13 @@ export type FromSender =
   | { kind: "hashes"; blocks: number[]; hashes: bigint[] }
   | { kind: "result"; checksum: bigint; bytes: number }
   | { kind: "done" }
-  | { kind: "failed"; error: WireError };
+  | WorkerExit;
 
 export type ToReceiver =
   | { kind: "start"; fd: number; region: RegionDescriptor; state: SharedState; config: ChannelConfig }
   | { kind: "checksum"; blocks: number[] }
-  | { kind: "result"; checksum: bigint; bytes: number; awaitVerdict: boolean };
+  | { kind: "result"; checksum: bigint; bytes: number; awaitVerdict: boolean }
+  | ExitRequest;
 
 export type FromReceiver =
   | { kind: "ready" }
@@ -49,7 +53,17 @@ export type FromReceiver =
   | { kind: "ended" }
   | { kind: "hashes"; blocks: number[]; hashes: bigint[] }
   | { kind: "done"; verdict: boolean | undefined }
-  | { kind: "failed"; error: WireError };
+  | WorkerExit;
+
+/** Asks a channel Worker to let go of its socket and the region and say so. */
+export type ExitRequest = { kind: "exit" };
+
+/**
+ * What every channel Worker may report besides its own replies: a failure, and "exited",
+ * its answer to {@link ExitRequest}. Messages are handled one at a time, so "exited" proves
+ * the Worker has left every native call: only then may the region be unmapped or an fd closed.
+ */
+export type WorkerExit = { kind: "failed"; error: WireError } | { kind: "exited" };
 
 /** An error as plain data (Error objects lose their class crossing postMessage). */
 export interface WireError {
@@ -64,20 +78,26 @@ export function toWireError(error: unknown): WireError {
 }
 
 interface WorkerScope<In> {
-  onmessage: ((event: MessageEvent<In>) => void) | null;
-  postMessage(message: { kind: "ready" } | { kind: "failed"; error: WireError }): void;
+  onmessage: ((event: MessageEvent<In | ExitRequest>) => void) | null;
+  postMessage(message: { kind: "ready" } | WorkerExit): void;
 }
 
 /**
  * A channel Worker's message loop: `handle` runs each message to completion (blocking
- * calls included); an error gives the socket up and is reported as "failed". Announces
- * "ready" once listening: a message posted to a Worker before that would be lost.
+ * calls included); an error gives the socket up and is reported as "failed"; "exit" gives
+ * it up and answers "exited". Announces "ready" once listening: a message posted to a
+ * Worker before that would be lost.
  */
 export function serveChannelWorker<In>(handle: (message: In) => void, relinquish: () => void): void {
   const scope = globalThis as unknown as WorkerScope<In>;
   scope.onmessage = (event) => {
     try {
-      handle(event.data);
+      if ((event.data as ExitRequest).kind === "exit") {
+        relinquish();
+        scope.postMessage({ kind: "exited" });
+        return;
+      }
+      handle(event.data as In);
     } catch (error) {
       relinquish();
       scope.postMessage({ kind: "failed", error: toWireError(error) });

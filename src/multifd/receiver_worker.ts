@@ -13,7 +13,7 @@ import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
 import type { ChannelConfig, FromReceiver, ToReceiver } from "./messages.ts";
 import { serveChannelWorker } from "./messages.ts";
-import { Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
+import { checkAbort, Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
 import {
   encodeReply,
   OFFSET_BYTES,
@@ -90,7 +90,7 @@ class ReceiveChannel {
   }
 
   #readHeader() {
-    this.#checkAbort();
+    checkAbort(this.#state);
     if (this.#channel.readRangesSync([this.#packetAddress], [PACKET_HEADER_BYTES]) < PACKET_HEADER_BYTES) {
       throw new ChannelClosedError("the sender closed the connection before the end of the stream");
     }
@@ -146,9 +146,14 @@ class ReceiveChannel {
     this.#syncNumber++;
     const { control } = this.#state;
     const generation = Atomics.load(control, Control.BARRIER);
+    // An abort raises the flag before it bumps the barrier: if the bump came before our
+    // load, the flag is up now; if after, the wait below returns at once.
+    checkAbort(this.#state);
     self.postMessage({ kind: "sync", syncNumber });
-    const waited = Atomics.wait(control, Control.BARRIER, generation, this.#config.ioTimeoutMs);
-    this.#checkAbort();
+    // -1 means no limit; Atomics.wait would take a negative timeout as 0.
+    const limit = this.#config.ioTimeoutMs < 0 ? Infinity : this.#config.ioTimeoutMs;
+    const waited = Atomics.wait(control, Control.BARRIER, generation, limit);
+    checkAbort(this.#state);
     if (waited === "timed-out") {
       throw new TimeoutError("sync barrier", this.#config.ioTimeoutMs, "another channel never reached the sync");
     }
@@ -167,25 +172,23 @@ class ReceiveChannel {
   #add(name: CounterName, amount: number): void {
     this.#state.counters[counterIndex(this.#config.channelId, name)] += amount;
   }
-
-  #checkAbort(): void {
-    if (Atomics.load(this.#state.control, Control.ABORT) !== 0) throw new ChannelClosedError("transfer aborted");
-  }
 }
 
 let channel: ReceiveChannel | undefined;
 let region: RegionDescriptor | undefined;
+let state: SharedState | undefined;
 
 function handle(message: ToReceiver): void {
   switch (message.kind) {
     case "start":
       region = message.region;
+      state = message.state;
       channel = new ReceiveChannel(message.fd, message.region, message.state, message.config);
       channel.run();
       self.postMessage({ kind: "ended" });
       return;
     case "checksum":
-      self.postMessage({ kind: "hashes", blocks: message.blocks, hashes: hashBlocks(region!, message.blocks) });
+      self.postMessage({ kind: "hashes", blocks: message.blocks, hashes: hashBlocks(region!, message.blocks, state!) });
       return;
     case "result": {
       channel!.sendResult(message.checksum, message.bytes);

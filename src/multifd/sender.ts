@@ -10,22 +10,20 @@
  * ```
  * @module
  */
-import { ChannelClosedError, InvalidArgumentError, ZeroCopyMultifdError } from "../errors.ts";
+import { ChannelClosedError, InvalidArgumentError, SocketError, ZeroCopyMultifdError } from "../errors.ts";
 import type { Region } from "../region.ts";
 import {
-  abortSocket,
   checkChannelOptions,
   DEFAULT_FLUSH_TIMEOUT_MS,
   DEFAULT_IO_TIMEOUT_MS,
   DEFAULT_KEEPALIVE_IDLE_S,
   DEFAULT_USER_TIMEOUT_MS,
 } from "../socket_channel.ts";
-import { native } from "../../ffi/mod.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { importSecret, type Secret, signInit } from "./auth.ts";
 import { assignBlocks, combineBlockHashes } from "./checksum.ts";
 import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
-import { Control, counterIndex, createSharedState, readCounters, type SharedState } from "./shared_state.ts";
+import { Control, counterIndex, readCounters } from "./shared_state.ts";
 import { hex, round3, type TransferStats, transferStats } from "./stats.ts";
 import {
   DEFAULT_PAGES_PER_PACKET,
@@ -33,6 +31,7 @@ import {
   HELLO_BYTES,
   MAX_CHANNELS,
   MAX_PAGES_PER_PACKET,
+  MAX_REGION_BYTES,
   PAGE_SIZE,
   parseHello,
   parseReply,
@@ -41,11 +40,13 @@ import {
   SESSION_ID_BYTES,
   TransferRefusedError,
 } from "./wire.ts";
+import { Transfer } from "./transfer.ts";
 import { WorkerPool } from "./worker_pool.ts";
+import { lockedMemoryBudget, MIN_ZEROCOPY_BUDGET_BYTES } from "../locked_memory.ts";
+import { integerOption, timeoutMs } from "../options.ts";
 
 /** Default limit for the per-channel handshake (ms). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
-const WORKER_GRACE_MS = 5_000;
 
 export interface SenderOptions {
   hostname: string;
@@ -71,14 +72,29 @@ export interface SenderOptions {
    * keeps the kernel's deferred copy on the sending side (bench/README.md).
    */
   sendBufferBytes?: number;
+  /**
+   * Locked memory (RLIMIT_MEMLOCK) the zero-copy sends of all channels together may keep
+   * charged, split equally between the channels (see the channel option of that name).
+   * -1: no limit. Default: {@link lockedMemoryBudget} (-1 for root).
+   */
+  zerocopyBudgetBytes?: number;
   connectTimeoutMs?: number;
   handshakeTimeoutMs?: number;
+  /** Aborts the connection attempt or, once connected, the transfer (as {@link MultifdSender.abort}). */
+  signal?: AbortSignal;
 }
 
 /** The transfer was aborted (by `abort()` or because a channel failed). */
 export class TransferAbortedError extends ZeroCopyMultifdError {
   override name = "TransferAbortedError";
 }
+
+/**
+ * Where a sender stands: "rounds" (connected: sending rounds), "checksum" (finish() is
+ * hashing the region), "ending" (end of stream and the checksum exchange), "ended"
+ * (finish() resolved), "failed" (aborted or failed).
+ */
+export type SenderPhase = "rounds" | "checksum" | "ending" | "ended" | "failed";
 
 export interface SenderResult extends TransferStats {
   /** The receiver's checksum equals ours and it received every byte sent. */
@@ -89,9 +105,8 @@ export interface SenderResult extends TransferStats {
 
 export class MultifdSender {
   readonly #region: Region;
+  readonly #transfer: Transfer;
   readonly #pool: WorkerPool<ToSender, FromSender>;
-  readonly #state: SharedState;
-  readonly #fds: number[];
   readonly #channels: number;
   readonly #zerocopy: boolean;
   readonly #connectStarted: number;
@@ -100,35 +115,38 @@ export class MultifdSender {
   #setupSeconds = 0;
   #transferSeconds = 0;
   #rounds = 0;
-  #failure: Error | undefined;
-  #finished = false;
   #busy = false;
+  #phase: SenderPhase = "rounds";
 
   private constructor(
     region: Region,
+    transfer: Transfer,
     pool: WorkerPool<ToSender, FromSender>,
-    state: SharedState,
-    fds: number[],
     zerocopy: boolean,
     started: number,
   ) {
     this.#region = region;
+    this.#transfer = transfer;
     this.#pool = pool;
-    this.#state = state;
-    this.#fds = fds;
-    this.#channels = fds.length;
+    this.#channels = transfer.fds.length;
     this.#zerocopy = zerocopy;
     this.#connectStarted = started;
   }
 
-  /** Connects and authenticates every channel, then starts the channel Workers. */
+  /**
+   * Connects and authenticates every channel, then starts the channel Workers. Aborting
+   * `options.signal` cancels the connection (TransferAbortedError) or, later, the transfer.
+   */
   static async connect(region: Region, options: SenderOptions): Promise<MultifdSender> {
     const started = performance.now();
-    const config = senderConfig(options);
+    const config = senderConfig(options, region);
     const key = await importSecret(options.secret);
+    const signal = options.signal;
+    const abortedError = () => new TransferAbortedError(`aborted by the signal: ${String(signal?.reason)}`);
+    if (signal?.aborted) throw abortedError();
     const sessionId = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
-    region.retain();
-    let fds: number[] = [];
+    const transfer = new Transfer(config.channels);
+    transfer.holdRegion(region);
     try {
       const opened = await Promise.allSettled(
         Array.from({ length: config.channels }, (_, channelId) =>
@@ -141,33 +159,37 @@ export class MultifdSender {
             pagesPerPacket: config.pagesPerPacket,
           })),
       );
-      fds = opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      transfer.adoptFds(opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])));
+      if (signal?.aborted) throw abortedError();
       const failures = opened.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
       // A refusal names the cause; the receiver closes the other channels without a word.
       if (failures.length > 0) throw failures.find((e) => e instanceof TransferRefusedError) ?? failures[0];
+      // A Worker failure aborts the whole transfer; the sender exists by the time one can fail.
+      const created: { sender?: MultifdSender } = {};
+      const pool = await WorkerPool.start<ToSender, FromSender>(
+        new URL("./sender_worker.ts", import.meta.url),
+        config.channels,
+        (error) => void created.sender?.abortWith(error),
+      );
+      transfer.adoptPool(pool);
+      if (signal?.aborted) throw abortedError();
+      const sender = (created.sender = new MultifdSender(region, transfer, pool, config.zerocopy, started));
+      signal?.addEventListener("abort", () => void sender.abortWith(abortedError()), { once: true });
+      transfer.fds.forEach((fd, channelId) => {
+        const channelConfig: SenderConfig = { ...config.channel, channelId };
+        pool.post(channelId, {
+          kind: "start",
+          fd,
+          region: region.descriptor,
+          state: transfer.state,
+          config: channelConfig,
+        });
+      });
+      return sender;
     } catch (error) {
-      for (const fd of fds) native.zc_close(fd);
-      region.release();
+      await transfer.abort(error as Error);
       throw error;
     }
-    const state = createSharedState(config.channels);
-    // A Worker failure aborts the whole transfer; the sender exists by the time one can fail.
-    const created: { sender?: MultifdSender } = {};
-    const pool = await WorkerPool.start<ToSender, FromSender>(
-      new URL("./sender_worker.ts", import.meta.url),
-      config.channels,
-      (error) => void created.sender?.abortWith(error),
-    ).catch((error) => {
-      for (const fd of fds) native.zc_close(fd);
-      region.release();
-      throw error;
-    });
-    const sender = (created.sender = new MultifdSender(region, pool, state, fds, config.zerocopy, started));
-    fds.forEach((fd, channelId) => {
-      const channelConfig: SenderConfig = { ...config.channel, channelId };
-      pool.post(channelId, { kind: "start", fd, region: region.descriptor, state, config: channelConfig });
-    });
-    return sender;
   }
 
   /**
@@ -186,7 +208,7 @@ export class MultifdSender {
     try {
       const list = pages === undefined ? null : this.#pageList(pages);
       const pageCount = list ? list.length : Math.ceil(this.#region.size / PAGE_SIZE);
-      Atomics.store(this.#state.control, Control.CURSOR, 0);
+      Atomics.store(this.#transfer.state.control, Control.CURSOR, 0);
       const syncNumber = this.#rounds;
       for (let id = 0; id < this.#channels; id++) {
         this.#pool.post(id, { kind: "round", pages: list, pageCount, syncNumber });
@@ -195,7 +217,7 @@ export class MultifdSender {
       this.#rounds++;
       this.#transferSeconds = (performance.now() - this.#started) / 1000;
     } catch (error) {
-      throw this.#failure ?? error;
+      throw await this.#failed(error);
     } finally {
       this.#busy = false;
     }
@@ -209,6 +231,7 @@ export class MultifdSender {
   async finish(): Promise<SenderResult> {
     this.#enter();
     try {
+      this.#phase = "checksum";
       const checksumStarted = performance.now();
       const assignment = assignBlocks(this.#region.size, this.#channels);
       assignment.forEach((blocks, id) => this.#pool.post(id, { kind: "checksum", blocks }));
@@ -217,6 +240,7 @@ export class MultifdSender {
       const checksum = combineBlockHashes(hashes, this.#region.size);
       const checksumSeconds = (performance.now() - checksumStarted) / 1000;
 
+      this.#phase = "ending";
       for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "end" });
       const results = await this.#pool.all("result");
       const stats = this.stats;
@@ -224,10 +248,10 @@ export class MultifdSender {
       const verified = results.every((r) => r.checksum === checksum) && remote.bytes === stats.bytes;
       for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "verdict", matched: verified });
       await this.#pool.all("done");
-      this.#finished = true;
-      await this.#pool.shutdown(WORKER_GRACE_MS);
-      for (const fd of this.#fds) native.zc_close(fd);
-      this.#region.release();
+      await this.#transfer.close();
+      // An abort that won the race with the end: it is what the caller asked for last.
+      if (this.#transfer.failure) throw this.#transfer.failure;
+      this.#phase = "ended";
       return {
         ...stats,
         checksumSeconds: round3(checksumSeconds),
@@ -236,7 +260,7 @@ export class MultifdSender {
         remoteChecksum: hex(remote.checksum),
       };
     } catch (error) {
-      throw this.#failure ?? error;
+      throw await this.#failed(error);
     } finally {
       this.#busy = false;
     }
@@ -245,42 +269,47 @@ export class MultifdSender {
   /**
    * Aborts the transfer: every channel's connection is shut down (the receiver sees it
    * and fails too), the Workers exit, pending calls reject with TransferAbortedError.
+   * Resolves once every Worker has exited, every fd is closed and the region released.
+   * After the transfer has ended, it does nothing.
    */
   abort(reason = "aborted by the sender"): Promise<void> {
     return this.abortWith(new TransferAbortedError(reason));
   }
 
+  /** Where the transfer stands (e.g. for a progress display). */
+  get phase(): SenderPhase {
+    return this.#transfer.failure ? "failed" : this.#phase;
+  }
+
   /** Counters so far (readable during a round, e.g. for a progress bar). */
   get stats(): TransferStats {
     const seconds = this.#transferSeconds || (this.#started ? (performance.now() - this.#started) / 1000 : 0);
-    const stats = transferStats(readCounters(this.#state, this.#channels), seconds, this.#rounds, this.#zerocopy);
+    const counters = readCounters(this.#transfer.state, this.#channels);
+    const stats = transferStats(counters, seconds, this.#rounds, this.#zerocopy);
     return { ...stats, setupSeconds: round3(this.#setupSeconds) };
   }
 
   /** Payload bytes sent so far (cheap enough for a progress bar). */
   get bytesSent(): number {
     let total = 0;
-    for (let id = 0; id < this.#channels; id++) total += this.#state.counters[counterIndex(id, "bytes")];
+    for (let id = 0; id < this.#channels; id++) total += this.#transfer.state.counters[counterIndex(id, "bytes")];
     return total;
   }
 
   /** @internal Aborts with a given cause (a failed channel). */
-  async abortWith(error: Error): Promise<void> {
-    if (this.#finished) return;
-    this.#finished = true;
-    this.#failure ??= error;
-    Atomics.store(this.#state.control, Control.ABORT, 1);
-    // This thread owns every fd until it closes them below (Workers never close one), so
-    // no fd number can have been reused: shutting all down wakes every blocked Worker.
-    for (const fd of this.#fds) abortSocket(fd);
-    await this.#pool.shutdown(WORKER_GRACE_MS);
-    for (const fd of this.#fds) native.zc_close(fd);
-    this.#region.release();
+  abortWith(error: Error): Promise<void> {
+    return this.#transfer.abort(error);
+  }
+
+  /** A call failed: the transfer ends (once), and the call rejects with the first cause, after teardown. */
+  async #failed(error: unknown): Promise<Error> {
+    await this.#transfer.abort(error as Error);
+    return this.#transfer.failure ?? (error as Error);
   }
 
   #enter(): void {
-    if (this.#failure) throw this.#failure;
-    if (this.#finished) throw new ChannelClosedError("the transfer has finished");
+    if (this.#transfer.failure) throw this.#transfer.failure;
+    if (this.#transfer.ending) throw new ChannelClosedError("the transfer has finished");
     if (this.#busy) throw new InvalidArgumentError("sendRound/finish calls must not overlap");
     this.#busy = true;
   }
@@ -304,8 +333,32 @@ export class MultifdSender {
   }
 }
 
+/**
+ * Attempts per channel: a receiver under a connection flood may evict a connection still
+ * in its handshake (it closes it without a word, as it does on a wrong secret); the
+ * channel then connects again. An evicted connection never counted, so this is safe.
+ */
+const HANDSHAKE_ATTEMPTS = 3;
+
 /** One channel's connection and authenticated handshake; resolves with the detached fd. */
 async function handshake(
+  options: SenderOptions,
+  key: CryptoKey,
+  init: Parameters<typeof encodeInitFields>[0],
+): Promise<number> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await handshakeOnce(options, key, init);
+    } catch (error) {
+      const dropped = error instanceof ChannelClosedError ||
+        (error instanceof SocketError && (error.code === "ECONNRESET" || error.code === "EPIPE"));
+      if (!dropped || attempt >= HANDSHAKE_ATTEMPTS || options.signal?.aborted) throw error;
+    }
+  }
+}
+
+/** An abort of `options.signal` closes the connection, which ends the handshake at once. */
+async function handshakeOnce(
   options: SenderOptions,
   key: CryptoKey,
   init: Parameters<typeof encodeInitFields>[0],
@@ -316,7 +369,10 @@ async function handshake(
     connectTimeoutMs: options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS,
     ioTimeoutMs: options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
   });
+  const close = () => channel.close();
+  options.signal?.addEventListener("abort", close, { once: true });
   try {
+    if (options.signal?.aborted) throw new TransferAbortedError("aborted by the signal");
     const hello = new Uint8Array(HELLO_BYTES);
     if (await channel.readFull(hello) < HELLO_BYTES) {
       throw new ChannelClosedError("the receiver closed the connection during the handshake");
@@ -333,22 +389,38 @@ async function handshake(
   } catch (error) {
     channel.close();
     throw error;
+  } finally {
+    options.signal?.removeEventListener("abort", close);
   }
 }
 
-function senderConfig(options: SenderOptions) {
+/** Validates every option (before any connection) and resolves the defaults. */
+function senderConfig(options: SenderOptions, region: Region) {
   if (typeof options !== "object" || options === null) throw new InvalidArgumentError("sender options are required");
-  const channels = options.channels ?? 2;
-  const pagesPerPacket = options.pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET;
-  if (!Number.isInteger(channels) || channels < 1 || channels > MAX_CHANNELS) {
-    throw new InvalidArgumentError(`channels must be an integer in 1..${MAX_CHANNELS}, got ${channels}`);
+  if (region.size > MAX_REGION_BYTES) {
+    throw new InvalidArgumentError(
+      `the region is ${region.size} bytes; the protocol moves at most ${MAX_REGION_BYTES}`,
+    );
   }
-  if (!Number.isInteger(pagesPerPacket) || pagesPerPacket < 1 || pagesPerPacket > MAX_PAGES_PER_PACKET) {
-    throw new InvalidArgumentError(`pagesPerPacket must be an integer in 1..${MAX_PAGES_PER_PACKET}`);
+  if (options.signal !== undefined && !(options.signal instanceof AbortSignal)) {
+    throw new InvalidArgumentError("signal must be an AbortSignal");
   }
+  const channels = integerOption("channels", options.channels, 2, 1, MAX_CHANNELS);
+  const pagesPerPacket = integerOption(
+    "pagesPerPacket",
+    options.pagesPerPacket,
+    DEFAULT_PAGES_PER_PACKET,
+    1,
+    MAX_PAGES_PER_PACKET,
+  );
+  timeoutMs("connectTimeoutMs", options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
+  timeoutMs("handshakeTimeoutMs", options.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS);
   const zerocopy = options.zerocopy ?? false;
   // Refused here, before any connection, not later by every channel Worker.
   checkChannelOptions({ ...options, zerocopy });
+  // The locked-memory budget is the process's: each channel gets an equal share.
+  const budget = zerocopy ? options.zerocopyBudgetBytes ?? lockedMemoryBudget() : -1;
+  const zerocopyBudgetBytes = budget < 0 ? -1 : Math.max(MIN_ZEROCOPY_BUDGET_BYTES, Math.floor(budget / channels));
   return {
     channels,
     pagesPerPacket,
@@ -363,6 +435,7 @@ function senderConfig(options: SenderOptions) {
       zerocopy,
       zeroPages: options.zeroPages ?? false,
       sendBufferBytes: options.sendBufferBytes,
+      zerocopyBudgetBytes,
     },
   };
 }

@@ -12,7 +12,7 @@ import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
 import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
 import { serveChannelWorker } from "./messages.ts";
-import { Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
+import { checkAbort, Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
 import {
   encodePacketHeader,
   OFFSET_BYTES,
@@ -66,7 +66,7 @@ class SendChannel {
     const { pagesPerPacket } = this.#config;
     const packets = Math.ceil(pageCount / pagesPerPacket);
     for (;;) {
-      this.#checkAbort();
+      checkAbort(this.#state);
       const packet = Atomics.add(this.#state.control, Control.CURSOR, 1);
       if (packet >= packets) break;
       const first = packet * pagesPerPacket;
@@ -156,7 +156,7 @@ class SendChannel {
   }
 
   #sendControl(type: number, argument: number): void {
-    this.#checkAbort();
+    checkAbort(this.#state);
     encodePacketHeader(this.#headerView, {
       type,
       packetNumber: this.#packetNumber++,
@@ -185,21 +185,17 @@ class SendChannel {
   #add(name: CounterName, amount: number): void {
     this.#state.counters[counterIndex(this.#config.channelId, name)] += amount;
   }
-
-  #checkAbort(): void {
-    if (Atomics.load(this.#state.control, Control.ABORT) !== 0) {
-      throw new ChannelClosedError("transfer aborted");
-    }
-  }
 }
 
 let channel: SendChannel | undefined;
 let region: RegionDescriptor | undefined;
+let state: SharedState | undefined;
 
 function handle(message: ToSender): void {
   switch (message.kind) {
     case "start":
       region = message.region;
+      state = message.state;
       channel = new SendChannel(message.fd, message.region, message.state, message.config);
       return;
     case "round": {
@@ -208,7 +204,7 @@ function handle(message: ToSender): void {
       return;
     }
     case "checksum":
-      self.postMessage({ kind: "hashes", blocks: message.blocks, hashes: hashBlocks(region!, message.blocks) });
+      self.postMessage({ kind: "hashes", blocks: message.blocks, hashes: hashBlocks(region!, message.blocks, state!) });
       return;
     case "end": {
       const result = channel!.end();

@@ -5,6 +5,7 @@
  * progress without any message.
  * @module
  */
+import { ChannelClosedError } from "../errors.ts";
 
 export const Control = {
   /** Non-zero once the transfer is aborted: Workers stop at their next step. */
@@ -29,6 +30,11 @@ export const Counter = {
 } as const;
 export type CounterName = keyof typeof Counter;
 const COUNTERS = 9;
+
+/** Throws once the transfer is aborted: Workers call it before each step of their work. */
+export function checkAbort(state: SharedState): void {
+  if (Atomics.load(state.control, Control.ABORT) !== 0) throw new ChannelClosedError("transfer aborted");
+}
 
 export interface SharedState {
   control: Int32Array<SharedArrayBuffer>;

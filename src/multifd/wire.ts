@@ -12,6 +12,12 @@ export const PAGE_SIZE = 4096;
 export const DEFAULT_PAGES_PER_PACKET = 128;
 export const MAX_PAGES_PER_PACKET = 1024;
 export const MAX_CHANNELS = 64;
+/**
+ * Largest region the protocol moves: 4 TiB. Page indices (u32 in page lists) and the
+ * senders' shared packet cursor (an Int32, claimed with Atomics.add, which may run past
+ * the last packet by one per channel) stay far from overflow at one page per packet.
+ */
+export const MAX_REGION_BYTES = 2 ** 42;
 
 export const HELLO_MAGIC = 0x5a434d48; // "ZCMH"
 export const INIT_MAGIC = 0x5a434d49; // "ZCMI"
@@ -137,6 +143,11 @@ export function parseInitFields(bytes: Uint8Array): Init {
     () => `${init.channelCount}`,
   );
   expect(init.channelId < init.channelCount, "init.channelId", () => `${init.channelId} of ${init.channelCount}`);
+  expect(
+    init.regionSize <= MAX_REGION_BYTES,
+    "init.regionSize",
+    () => `${init.regionSize} exceeds the protocol's limit of ${MAX_REGION_BYTES} bytes`,
+  );
   expect(init.pageSize === PAGE_SIZE, "init.pageSize", () => `${init.pageSize} (only ${PAGE_SIZE} is supported)`);
   expect(
     init.pagesPerPacket >= 1 && init.pagesPerPacket <= MAX_PAGES_PER_PACKET,

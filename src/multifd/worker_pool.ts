@@ -20,13 +20,23 @@ export class ChannelFailedError extends ZeroCopyMultifdError {
 type Reply = { kind: string; error?: WireError };
 
 export class WorkerPool<In, Out extends Reply> {
+  static #running = 0;
   readonly #workers: Worker[] = [];
   readonly #inboxes: Out[][] = [];
   readonly #waiters: (() => void)[] = [];
-  /** Whether each Worker has finished (reported done or failed: it no longer uses its socket). */
-  readonly #finished: boolean[] = [];
+  /** Whether each Worker is known to be out of every native call for good (said "exited", or died). */
+  readonly #exited: boolean[] = [];
   #failure: Error | undefined;
   #onFailure: (error: Error) => void;
+  #shutdown: Promise<number[]> | undefined;
+
+  /**
+   * @internal Channel Workers in this thread not known to have exited (started, and not
+   * yet confirmed out or dead): 0 whenever no transfer runs. For tests.
+   */
+  static get running(): number {
+    return WorkerPool.#running;
+  }
 
   private constructor(onFailure: (error: Error) => void) {
     this.#onFailure = onFailure;
@@ -43,7 +53,8 @@ export class WorkerPool<In, Out extends Reply> {
       const worker = new Worker(url, { type: "module" });
       pool.#workers.push(worker);
       pool.#inboxes.push([]);
-      pool.#finished.push(false);
+      pool.#exited.push(false);
+      WorkerPool.#running++;
       return new Promise<void>((resolve, reject) => {
         worker.onmessage = (event: MessageEvent<Out>) => {
           if (event.data.kind === "ready") return resolve();
@@ -51,16 +62,20 @@ export class WorkerPool<In, Out extends Reply> {
         };
         worker.onerror = (event) => {
           event.preventDefault?.();
+          // An uncaught error ends the Worker's script: it runs no native call any more.
+          pool.#markExited(id);
           const error = new ChannelFailedError(id, { name: "WorkerError", message: event.message });
           reject(error);
-          pool.#fail(error);
+          pool.fail(error);
         };
       });
     });
     try {
       await Promise.all(ready);
     } catch (error) {
+      // No Worker has been given anything yet: none can be inside a native call.
       for (const worker of pool.#workers) worker.terminate();
+      pool.#workers.forEach((_, id) => pool.#markExited(id));
       throw error;
     }
     return pool;
@@ -74,7 +89,7 @@ export class WorkerPool<In, Out extends Reply> {
     this.#workers[id].postMessage(message);
   }
 
-  /** The next message of one of `kinds` from Worker `id` (rejects once any Worker failed). */
+  /** The next message of one of `kinds` from Worker `id` (rejects once the pool failed). */
   async next<K extends Out["kind"]>(id: number, ...kinds: K[]): Promise<Extract<Out, { kind: K }>> {
     for (;;) {
       if (this.#failure) throw this.#failure;
@@ -90,45 +105,57 @@ export class WorkerPool<In, Out extends Reply> {
     return Promise.all(this.#workers.map((_, id) => this.next(id, ...kinds)));
   }
 
-  /** Ids of the Workers that have not reported done or failed. */
-  unfinished(): number[] {
-    return this.#finished.flatMap((done, id) => (done ? [] : [id]));
+  /** Fails the pool: every pending and later {@link next} rejects with the first error. */
+  fail(error: Error): void {
+    if (!this.#failure) {
+      this.#failure = error;
+      this.#onFailure(error);
+    }
+    this.#wake();
   }
 
   /**
-   * Waits up to `graceMs` for every Worker to finish, then terminates all of them. Returns
-   * the ids that had not finished.
+   * Asks every Worker to exit and waits, up to `graceMs`, until each has said so (it
+   * finishes the message it is handling first: wake blocked ones by shutting their sockets
+   * down and raising the abort flag before), then terminates them all. Resolves with the
+   * ids of Workers that never confirmed: they may still be inside a native call, so the
+   * caller must not unmap the region or close an fd they use. Idempotent.
    */
-  async shutdown(graceMs: number): Promise<number[]> {
+  shutdown(graceMs: number): Promise<number[]> {
+    return (this.#shutdown ??= this.#stop(graceMs));
+  }
+
+  async #stop(graceMs: number): Promise<number[]> {
+    for (const worker of this.#workers) worker.postMessage({ kind: "exit" });
     const deadline = Date.now() + graceMs;
-    while (this.unfinished().length > 0 && Date.now() < deadline) {
+    while (this.#exited.includes(false) && Date.now() < deadline) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((resolve) => {
         this.#waiters.push(resolve);
-        setTimeout(resolve, Math.max(1, deadline - Date.now()));
+        timer = setTimeout(resolve, Math.max(1, deadline - Date.now()));
       });
+      clearTimeout(timer); // a pending timer would keep the process alive until the deadline
     }
-    const stuck = this.unfinished();
+    const stuck = this.#exited.flatMap((exited, id) => (exited ? [] : [id]));
     for (const worker of this.#workers) worker.terminate();
     this.#wake();
     return stuck;
   }
 
   #receive(id: number, message: Out): void {
-    if (message.kind === "done" || message.kind === "failed") this.#finished[id] = true;
+    if (message.kind === "exited") this.#markExited(id);
     if (message.kind === "failed" && message.error) {
-      this.#fail(new ChannelFailedError(id, message.error));
+      this.fail(new ChannelFailedError(id, message.error));
       return;
     }
     this.#inboxes[id].push(message);
     this.#wake();
   }
 
-  #fail(error: Error): void {
-    if (!this.#failure) {
-      this.#failure = error;
-      this.#onFailure(error);
-    }
-    this.#wake();
+  #markExited(id: number): void {
+    if (this.#exited[id]) return;
+    this.#exited[id] = true;
+    WorkerPool.#running--;
   }
 
   #wake(): void {

@@ -1,0 +1,118 @@
+/**
+ * What one transfer holds, on either side, from its start to its end — a hold on the
+ * region, the channel fds (owned by the main thread; Workers only use them), the shared
+ * state and the channel Workers — and the one way to give it all back: exactly once, and
+ * only after every Worker has left its native calls, whether the transfer ended normally,
+ * failed, or was aborted (even while it was ending).
+ * @module
+ */
+import { native } from "../../ffi/mod.ts";
+import { ChannelClosedError } from "../errors.ts";
+import type { Region } from "../region.ts";
+import { abortSocket } from "../socket_channel.ts";
+import { Control, createSharedState, type SharedState } from "./shared_state.ts";
+import type { WorkerPool } from "./worker_pool.ts";
+
+/**
+ * How long teardown waits for the channel Workers to confirm they exited. Every blocking
+ * call of theirs is woken by an abort (sockets shut down, barrier released, the abort flag
+ * checked between checksum blocks), so this is only reached by a Worker stuck in the
+ * kernel (e.g. a page fault on a hung disk).
+ */
+export const WORKER_EXIT_GRACE_MS = 5_000;
+
+// deno-lint-ignore no-explicit-any
+type AnyPool = WorkerPool<any, any>;
+
+export class Transfer {
+  readonly state: SharedState;
+  #fds: number[] = [];
+  #region: Region | undefined;
+  #pool: AnyPool | undefined;
+  #failure: Error | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(channels: number) {
+    this.state = createSharedState(channels);
+  }
+
+  /** The error that ended the transfer, if one did. */
+  get failure(): Error | undefined {
+    return this.#failure;
+  }
+
+  /** Whether teardown has begun: nothing more may be handed to this transfer. */
+  get ending(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  get fds(): readonly number[] {
+    return this.#fds;
+  }
+
+  /** Holds `region` (its `close()` waits) until the transfer is torn down. */
+  holdRegion(region: Region): void {
+    this.#throwIfEnding();
+    region.retain();
+    this.#region = region;
+  }
+
+  /** Takes ownership of the channels' fds; if the transfer has already ended they are closed now. */
+  adoptFds(fds: number[]): void {
+    if (this.#closing) {
+      for (const fd of fds) native.zc_close(fd);
+      this.#throwIfEnding();
+    }
+    this.#fds = fds;
+  }
+
+  /** Takes the channel Workers; if the transfer has already ended they are stopped now. */
+  adoptPool(pool: AnyPool): void {
+    if (this.#closing) {
+      void pool.shutdown(0);
+      this.#throwIfEnding();
+    }
+    this.#pool = pool;
+  }
+
+  /**
+   * Ends the transfer with `error` (the first one wins; after a normal end has begun, a
+   * no-op): raises the abort flag, releases the sync barrier, shuts every socket down so
+   * blocked Workers return, and fails every pending call. Resolves once torn down.
+   */
+  abort(error: Error): Promise<void> {
+    if (this.#closing) return this.#closing;
+    this.#failure = error;
+    Atomics.store(this.state.control, Control.ABORT, 1);
+    Atomics.add(this.state.control, Control.BARRIER, 1);
+    Atomics.notify(this.state.control, Control.BARRIER);
+    // This thread owns every fd until teardown closes it, so no number can have been
+    // reused by another file yet: shutting them down reaches only our sockets.
+    for (const fd of this.#fds) abortSocket(fd);
+    this.#pool?.fail(error);
+    return this.close();
+  }
+
+  /** Tears the transfer down, once: Workers exit, then fds are closed and the region released. */
+  close(): Promise<void> {
+    return (this.#closing ??= this.#teardown());
+  }
+
+  async #teardown(): Promise<void> {
+    const stuck = (await this.#pool?.shutdown(WORKER_EXIT_GRACE_MS)) ?? [];
+    if (stuck.length > 0) {
+      // A Worker that never confirmed may still be inside a native call on an fd or the
+      // region: leaking both is safe, closing or unmapping them under it is not.
+      this.#region?.abandon();
+    } else {
+      for (const fd of this.#fds) native.zc_close(fd);
+      this.#region?.release();
+    }
+    this.#fds = [];
+    this.#region = undefined;
+  }
+
+  #throwIfEnding(): void {
+    if (this.#closing) throw this.#failure ?? new ChannelClosedError("the transfer has ended");
+  }
+}
