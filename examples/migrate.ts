@@ -79,6 +79,8 @@ const RECV_USAGE = `usage: migrate.ts recv --listen HOST:PORT --file OUT [option
   --channels N         expected channel count. The sender decides the count; when it
                        differs from N a warning is printed (the transfer goes on)
   --max-size BYTES     largest transfer accepted, e.g. 64G (default 64 GiB)
+  --accept-timeout S   give up (exit 1) when no sender has authenticated within S seconds
+                       (default: wait as long as it takes)
   --secret-file F      shared secret: a file holding hex (>= 32 hex digits) or text
                        (>= ${MIN_SECRET_BYTES} bytes), surrounding whitespace ignored
   --secret-out F       where to write a generated secret (default ./migrate-secret-PORT.key)
@@ -121,6 +123,7 @@ interface RecvOptions {
   file: string;
   channels?: number;
   maxSize?: number;
+  acceptTimeoutMs?: number;
   secretFile?: string;
   secretOut?: string;
   json: boolean;
@@ -175,6 +178,7 @@ function parseRecv(args: string[]): Command {
     file: { type: "string" },
     channels: { type: "string" },
     "max-size": { type: "string" },
+    "accept-timeout": { type: "string" },
     "secret-file": { type: "string" },
     "secret-out": { type: "string" },
     json: { type: "boolean" },
@@ -195,6 +199,9 @@ function parseRecv(args: string[]): Command {
           ? parseInteger(values.channels, "--channels", 1, MAX_CHANNELS)
           : undefined,
         maxSize: typeof values["max-size"] === "string" ? parseSize(values["max-size"], "--max-size") : undefined,
+        acceptTimeoutMs: typeof values["accept-timeout"] === "string"
+          ? parseInteger(values["accept-timeout"], "--accept-timeout", 1, 2_000_000) * 1000
+          : undefined,
         secretFile: nonEmpty(values["secret-file"], "--secret-file"),
         secretOut: nonEmpty(values["secret-out"], "--secret-out"),
         json: values.json === true,
@@ -416,6 +423,7 @@ async function recv(options: RecvOptions): Promise<number> {
     port: options.listen.port,
     secret: secret!,
     maxSize: options.maxSize,
+    acceptTimeoutMs: options.acceptTimeoutMs,
   }).catch((error) => {
     throw new Failure(`cannot listen on ${options.listen.display}: ${oneLine(error)}`);
   });

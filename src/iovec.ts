@@ -14,11 +14,14 @@ export class IovecArray {
   #lengths: number[] = [];
   #first = 0;
   #count = 0;
+  /** The iovec {@link pending} shortened for one call (its words only), or -1. */
+  #cut = -1;
   /** Bytes not yet consumed. */
   remaining = 0;
 
   /** Points the array at `views` (empty views are skipped). */
   load(views: readonly ArrayBufferView[]): this {
+    this.#cut = -1;
     this.#first = 0;
     this.#count = 0;
     this.remaining = 0;
@@ -35,6 +38,7 @@ export class IovecArray {
 
   /** Points the array at native memory ranges given as (address, length) pairs. */
   loadRanges(addresses: readonly number[], lengths: readonly number[]): this {
+    this.#cut = -1;
     this.#first = 0;
     this.#count = 0;
     this.remaining = 0;
@@ -49,15 +53,35 @@ export class IovecArray {
     return this;
   }
 
-  /** The unconsumed iovecs for the next syscall (at most IOV_MAX of them). */
-  pending(): { words: Uint32Array; count: number } {
-    const count = Math.min(this.#count - this.#first, IOV_MAX);
+  /**
+   * The unconsumed iovecs for the next syscall: at most IOV_MAX of them, holding at most
+   * `maxBytes` (the last one shortened for this call only; e.g. a zero-copy send that
+   * must stay within a locked-memory budget).
+   */
+  pending(maxBytes = Infinity): { words: Uint32Array; count: number } {
+    this.#restoreCut();
+    let count = Math.min(this.#count - this.#first, IOV_MAX);
+    if (maxBytes < this.remaining) {
+      let total = 0;
+      for (let k = 0; k < count; k++) {
+        const i = this.#first + k;
+        total += this.#lengths[i];
+        if (total < maxBytes) continue;
+        if (total > maxBytes) {
+          this.#cut = i;
+          this.#writeWords(i, this.#bases[i], this.#lengths[i] - (total - maxBytes));
+        }
+        count = k + 1;
+        break;
+      }
+    }
     const words = this.#first === 0 ? this.#words : this.#words.subarray(this.#first * WORDS_PER_IOVEC);
     return { words, count };
   }
 
   /** Consumes `bytes` from the front after a (possibly partial) transfer. */
   advance(bytes: number): void {
+    this.#restoreCut();
     this.remaining -= bytes;
     while (bytes > 0) {
       const i = this.#first;
@@ -71,9 +95,20 @@ export class IovecArray {
     }
   }
 
+  /** Gives the iovec that {@link pending} shortened its whole length back. */
+  #restoreCut(): void {
+    if (this.#cut < 0) return;
+    this.#writeWords(this.#cut, this.#bases[this.#cut], this.#lengths[this.#cut]);
+    this.#cut = -1;
+  }
+
   #set(i: number, base: number, length: number): void {
     this.#bases[i] = base;
     this.#lengths[i] = length;
+    this.#writeWords(i, base, length);
+  }
+
+  #writeWords(i: number, base: number, length: number): void {
     const w = i * WORDS_PER_IOVEC;
     this.#words[w] = base % TWO_32;
     this.#words[w + 1] = Math.floor(base / TWO_32);

@@ -109,9 +109,6 @@ type Operation<T> = Generator<Wait, T, number>;
 
 const RECORDS_PER_DRAIN = 64;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
-/** Layout of the iovec words IovecArray hands out: base (lo, hi), length (lo, hi). */
-const WORDS_PER_IOVEC = 4;
-const TWO_32 = 0x1_0000_0000;
 
 export class SocketChannel {
   /** Whether `writevZerocopy` can be used: asked for, and SO_ZEROCOPY accepted by the kernel. */
@@ -141,10 +138,6 @@ export class SocketChannel {
   /** Locked-memory budget of outstanding zero-copy sends (-1: none), and the longest send it allows. */
   readonly #zerocopyBudget: number;
   readonly #longestZerocopySend: number;
-  /** An iovec shortened for one sendmsg (word index, or -1) and its length words, to restore. */
-  #cutAt = -1;
-  #cutLow = 0;
-  #cutHigh = 0;
 
   /**
    * Takes ownership of a connected socket fd (e.g. one handed to a Worker). With
@@ -382,12 +375,11 @@ export class SocketChannel {
     const total = iov.remaining;
     const completions = this.#completions;
     while (iov.remaining > 0) {
-      const { words, count } = iov.pending();
-      let sendCount = count;
+      let length = Infinity;
       let charge = 0;
       if (zerocopy) {
         // The kernel charges the whole requested length (an upper bound when IOV_MAX cuts it).
-        const length = Math.min(iov.remaining, this.#longestZerocopySend);
+        length = Math.min(iov.remaining, this.#longestZerocopySend);
         charge = zerocopyCharge(length);
         const budget = this.#zerocopyBudget;
         if (budget >= 0 && completions.outstanding > 0 && completions.pinnedBytes + charge > budget) {
@@ -395,10 +387,9 @@ export class SocketChannel {
           if (this.#drain() === 0) yield* this.#awaitCompletion("write (zero-copy budget)");
           continue;
         }
-        if (length < iov.remaining) sendCount = this.#cutIovecs(words, count, length);
       }
-      const rc = native.zc_sendv(this.#fd, words, sendCount, zerocopy ? 1 : 0);
-      if (this.#cutAt >= 0) this.#restoreCut(words);
+      const { words, count } = iov.pending(length);
+      const rc = native.zc_sendv(this.#fd, words, count, zerocopy ? 1 : 0);
       if (rc > 0) {
         iov.advance(rc);
         this.#bytesWritten += rc;
@@ -487,38 +478,6 @@ export class SocketChannel {
       }
     }
     return total - iov.remaining;
-  }
-
-  /**
-   * Shortens the first `count` iovecs in `words` to `length` bytes in place, for one
-   * sendmsg no longer than the budget allows; returns how many iovecs to pass.
-   * `#restoreCut` must follow the syscall (IovecArray still counts the full lengths).
-   */
-  #cutIovecs(words: Uint32Array, count: number, length: number): number {
-    let before = 0;
-    for (let i = 0; i < count; i++) {
-      const w = i * WORDS_PER_IOVEC;
-      const iovLength = words[w + 2] + words[w + 3] * TWO_32;
-      if (before + iovLength >= length) {
-        if (before + iovLength > length) {
-          const keep = length - before;
-          this.#cutAt = w;
-          this.#cutLow = words[w + 2];
-          this.#cutHigh = words[w + 3];
-          words[w + 2] = keep % TWO_32;
-          words[w + 3] = Math.floor(keep / TWO_32);
-        }
-        return i + 1;
-      }
-      before += iovLength;
-    }
-    return count;
-  }
-
-  #restoreCut(words: Uint32Array): void {
-    words[this.#cutAt + 2] = this.#cutLow;
-    words[this.#cutAt + 3] = this.#cutHigh;
-    this.#cutAt = -1;
   }
 
   /** Applies every queued completion; returns how many records were read. */
