@@ -16,7 +16,7 @@ import {
 } from "../mod.ts";
 import { channelPair } from "./helpers/pair.ts";
 import { patternBytes, sameBytes } from "./helpers/pattern.ts";
-import { collectGarbage } from "./helpers/runtime.ts";
+import { collectGarbage, requirement } from "./helpers/runtime.ts";
 
 const MiB = 1 << 20;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -411,7 +411,7 @@ describe("queued operations", () => {
 
 const ipv6 = await listen({ hostname: "::1", port: 0 }).then((l) => (l.close(), true), () => false);
 
-describe("IPv6", { skip: ipv6 ? false : "::1 is not available on this host" }, () => {
+describe("IPv6", { skip: requirement(ipv6, "::1 is not available on this host") }, () => {
   test("zero-copy round trip over ::1", async () => {
     const pair = await channelPair({ zerocopy: true, ioTimeoutMs: 20_000 }, { ioTimeoutMs: 20_000 }, "::1");
     try {

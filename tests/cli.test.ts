@@ -1,9 +1,20 @@
 // examples/migrate.ts end to end: a receiver and a sender process moving a file whose size
-// is not a page multiple, usage errors, --help, a wrong secret, a generated secret.
+// is not a page multiple, usage errors, --help, a wrong secret, a generated secret, a file
+// written while it is sent (checksum mismatch).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -208,6 +219,69 @@ describe("migrate.ts", () => {
       assert.ok(result.rejectedConnections >= 1, `rejectedConnections: ${result.rejectedConnections}`);
       assert.ok(readFileSync(output).equals(smallBytes));
     } finally {
+      receiver.kill();
+    }
+  });
+
+  test("a file written while it is sent: checksum mismatch, both ends exit 1, no output kept", async () => {
+    const output = join(dir, "mismatch-out.bin");
+    const changing = join(dir, "changing.bin");
+    const size = 8 * 2 ** 20 + 77;
+    randomFile(changing, size);
+    const receiver = startReceiver([
+      "--listen",
+      "127.0.0.1:0",
+      "--file",
+      output,
+      "--json",
+      "--secret-file",
+      secretFile,
+    ]);
+    // Another writer keeps changing the file during the whole send, as a live file would be:
+    // what the sender checksums at the end is not what it sent.
+    const fd = openSync(changing, "r+");
+    let writes = 0;
+    const stamp = new Uint8Array(8);
+    const writer = setInterval(() => {
+      new DataView(stamp.buffer).setFloat64(0, ++writes);
+      for (const at of [0, 4096 * 1000, size - 8]) writeSync(fd, stamp, 0, stamp.length, at);
+    }, 1);
+    try {
+      const port = await receiver.port;
+      const sender = await run(
+        runtimeArgv(cli, [
+          "send",
+          "--to",
+          `127.0.0.1:${port}`,
+          "--file",
+          changing,
+          "--json",
+          "--secret-file",
+          secretFile,
+        ]),
+        60_000,
+      );
+      clearInterval(writer);
+      const received = await receiver.exited;
+      assert.ok(writes > 1, `the writer did not run during the send (${writes} writes)`);
+
+      assert.equal(sender.code, 1, `sender exited ${sender.code}, not 1 (checksum mismatch): ${sender.stderr}`);
+      assert.match(sender.stderr, /checksum mismatch: ours [0-9a-f]+, the receiver's [0-9a-f]+/);
+      const sent = lastJson(sender.stdout);
+      assert.equal(sent.ok, false);
+      assert.equal(sent.verified, false);
+      assert.notEqual(sent.checksum, sent.remoteChecksum);
+
+      assert.equal(received.code, 1, `receiver exited ${received.code}, not 1 (unverified): ${received.stderr}`);
+      assert.match(received.stderr, /the sender did not confirm the checksum/);
+      const got = lastJson(received.stdout);
+      assert.equal(got.ok, false);
+      assert.equal(got.verified, false);
+      assert.equal(got.checksum, sent.remoteChecksum);
+      assert.equal(existsSync(output), false, "an unverified output file must be removed");
+    } finally {
+      clearInterval(writer);
+      closeSync(fd);
       receiver.kill();
     }
   });

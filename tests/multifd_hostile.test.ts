@@ -290,46 +290,69 @@ describe("hostile peers", () => {
   });
 
   test("a flood of new connections can delay a sender but never fail the receive", async () => {
-    // With one handshake slot, connections opened right after a sender's INIT evict the
-    // oldest pending one. Whatever they evict, the receive must go on: the sender either
-    // got in, or was dropped before its INIT counted and can connect again.
+    // With one handshake slot, each new connection evicts (closes) the oldest pending one.
+    // Even rounds: the flood arrives before the sender's INIT, so the sender is evicted for
+    // sure. Odd rounds: right after it, so the sender either got in (its INIT was read
+    // first) or was evicted. An evicted sender sees the receiver close its connection (EOF,
+    // or a reset when its INIT went unread), never anything else; it connects again and
+    // gets in. Whatever the flood evicts, the receive goes on and succeeds.
     const key = await importSecret(SECRET);
     const guarded = new GuardedRegion(SIZE);
+    const ROUNDS = 12;
     const tally: Record<string, number> = {};
+    const count = (what: string) => (tally[what] = (tally[what] ?? 0) + 1);
     try {
-      for (let round = 0; round < 12; round++) {
+      for (let round = 0; round < ROUNDS; round++) {
+        const early = round % 2 === 0;
         guarded.reset();
+        // The handshake deadline is far beyond the clients' 3 s io timeout: a connection the
+        // receiver did not close at once, on eviction, fails the test with a TimeoutError.
         const receiver = await MultifdReceiver.listen({
           secret: SECRET,
           maxPendingHandshakes: 1,
-          handshakeTimeoutMs: 2_000,
+          handshakeTimeoutMs: 20_000,
         });
         const receiving = settle(receiver.receive(guarded.dest));
         const flood: Promise<SocketChannel | undefined>[] = [];
+        /** A flood connection, once the receiver has accepted it (it sent HELLO) or closed it. */
+        const floodOne = () => {
+          const opened = openRaw(receiver.port, 3_000).then(async (c) => {
+            await readHello(c).catch(() => {});
+            return c;
+          }, () => undefined);
+          flood.push(opened);
+          return opened;
+        };
         let client: SocketChannel | undefined;
         try {
           const init = oneChannelInit(SIZE, 4);
           client = await openRaw(receiver.port, 3_000);
-          await client.writev([await signedInit(key, await readHello(client), init)]);
-          for (let i = 0; i <= round % 4; i++) flood.push(openRaw(receiver.port, 3_000).catch(() => undefined));
+          const nonce = await readHello(client);
+          if (early) {
+            await floodOne(); // accepted: to make room, the receiver closed the sender's connection
+          } else {
+            await client.writev([await signedInit(key, nonce, init)]);
+          }
+          for (let i = 0; i <= round % 4; i++) floodOne();
           const reply = new Uint8Array(REPLY_BYTES);
-          let got = await client.readFull(reply).catch(() => 0);
-          if (got < REPLY_BYTES) {
-            // Evicted: the receive must still be waiting for a sender; connect again.
+          let seen = await replyOrEnd(client, reply, `round ${round}`);
+          assert.ok(!early || seen === "eof", `round ${round}: the flood did not evict the sender (${seen})`);
+          if (seen !== "reply") {
+            count(`${early ? "evicted before its INIT" : "evicted after its INIT"} (${seen}), then got in`);
             client.close();
-            const early = await Promise.race([receiving, sleep(100).then(() => undefined)]);
+            const failed = await Promise.race([receiving, sleep(100).then(() => undefined)]);
             assert.ok(
-              early === undefined,
-              `round ${round}: the flood failed the receive: ${early && !early.ok && early.error.message}`,
+              failed === undefined,
+              `round ${round}: the flood failed the receive: ${failed && !failed.ok && failed.error.message}`,
             );
+            await Promise.all(flood); // no flood connection still on its way to evict the next one
             client = await openRaw(receiver.port, 3_000);
             await client.writev([await signedInit(key, await readHello(client), init)]);
-            got = await client.readFull(reply);
-            tally["evicted, then got in"] = (tally["evicted, then got in"] ?? 0) + 1;
+            seen = await replyOrEnd(client, reply, `round ${round}, connecting again`);
+            assert.equal(seen, "reply", `round ${round}: the sender, connecting again, got no INIT_ACK`);
           } else {
-            tally["got in"] = (tally["got in"] ?? 0) + 1;
+            count("got in");
           }
-          assert.equal(got, REPLY_BYTES, "no INIT_ACK");
           parseReply(reply, ReplyType.INIT_ACK);
           const page = pageFill(0, PAGE, 0x5e);
           await client.writev([
@@ -344,6 +367,7 @@ describe("hostile peers", () => {
             outcome.ok,
             `round ${round}: the flood failed the receive: ${!outcome.ok && outcome.error.message}`,
           );
+          assert.equal(outcome.value.verified, true, `round ${round}`);
           const expected = guarded.initialDest().slice();
           expected.set(page, 0);
           assert.equal(guarded.diff(withDest(guarded, expected)), undefined);
@@ -358,6 +382,9 @@ describe("hostile peers", () => {
       await guarded.close();
     }
     console.log(`connection flood: ${JSON.stringify(tally)}`);
+    const rounds = Object.values(tally).reduce((sum, n) => sum + n, 0);
+    assert.equal(rounds, ROUNDS, `every round must end with the sender in: ${JSON.stringify(tally)}`);
+    assert.equal(tally["evicted before its INIT (eof), then got in"], ROUNDS / 2, JSON.stringify(tally));
   });
 
   describe("an authenticated sender that breaks the protocol", () => {
@@ -816,6 +843,21 @@ async function readSyncAcks(client: SocketChannel, count: number): Promise<void>
   for (let i = 0; i < count; i++) {
     assert.equal(await client.readFull(reply), REPLY_BYTES, "SYNC_ACK expected");
     parseReply(reply, ReplyType.SYNC_ACK);
+  }
+}
+
+/**
+ * Reads one reply into `reply`: "reply" when it came whole, "eof" or "reset" when the
+ * receiver closed the connection instead. Anything else fails the test: e.g. a TimeoutError,
+ * the receiver neither answering nor closing the connection.
+ */
+async function replyOrEnd(client: SocketChannel, reply: Uint8Array, what: string): Promise<"reply" | "eof" | "reset"> {
+  try {
+    return (await client.readFull(reply)) === REPLY_BYTES ? "reply" : "eof";
+  } catch (error) {
+    const e = error as Error & { code?: string };
+    if (e.code === "ECONNRESET") return "reset";
+    assert.fail(`${what}: the receiver neither answered nor closed the connection: ${e.name}: ${e.message}`);
   }
 }
 

@@ -4,7 +4,8 @@
 // BigInt model of the rules in docs/PROTOCOL.md, and never accept a DATA packet that
 // would make the receiver write outside the region.
 //
-// Reproduce a run: WIRE_FUZZ_SEED=<seed> WIRE_FUZZ_ITERATIONS=<n> (printed by each run).
+// The seed differs on every run (printed, and part of every failure message); reproduce a
+// run with ZCMF_FUZZ_SEED=<seed> (and WIRE_FUZZ_ITERATIONS=<n> if it was set).
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
@@ -46,8 +47,32 @@ function envNumber(name: string): number | undefined {
   }
 }
 
-const SEED = (envNumber("WIRE_FUZZ_SEED") ?? 0x5a434d46) >>> 0;
+/** ZCMF_FUZZ_SEED (or the older WIRE_FUZZ_SEED) when set, else a new seed for this run. */
+function runSeed(): number {
+  const given = envNumber("ZCMF_FUZZ_SEED") ?? envNumber("WIRE_FUZZ_SEED");
+  if (given === undefined) return (Date.now() ^ Math.floor(Math.random() * 2 ** 32)) >>> 0;
+  if (!Number.isSafeInteger(given)) throw new Error(`ZCMF_FUZZ_SEED must be an integer, got ${given}`);
+  return given >>> 0;
+}
+
+const SEED = runSeed();
 const ITERATIONS = envNumber("WIRE_FUZZ_ITERATIONS") ?? 100_000;
+const REPRODUCE = `seed ${SEED}: reproduce with ZCMF_FUZZ_SEED=${SEED}${
+  ITERATIONS === 100_000 ? "" : ` WIRE_FUZZ_ITERATIONS=${ITERATIONS}`
+}`;
+console.log(`wire fuzz: ${REPRODUCE}`);
+
+/** Runs a test body; any failure's message names the seed, so every failure can be replayed. */
+function reproducible(body: () => void): () => void {
+  return () => {
+    try {
+      body();
+    } catch (error) {
+      if (error instanceof Error) error.message = `[${REPRODUCE}] ${error.message}`;
+      throw error;
+    }
+  };
+}
 
 /** mulberry32: small, fast, deterministic. */
 class Rng {
@@ -462,170 +487,284 @@ function randomBytes(rng: Rng, length: number): Uint8Array {
   return Uint8Array.from({ length }, () => rng.below(256));
 }
 
+// --- handshake and reply messages, and their model (docs/PROTOCOL.md, restated) ---
+
+const HELLO_MAGIC = 0x5a434d48; // "ZCMH"
+const INIT_MAGIC = 0x5a434d49; // "ZCMI"
+const REPLY_MAGIC = 0x5a434d52; // "ZCMR"
+const REPLY_ERROR = 4;
+const VERSION = 1;
+/** Largest regionSize an INIT may carry: 4 TiB. */
+const REGION_LIMIT = 2 ** 42;
+
+type Outcome = { accepted: unknown } | { refused: number } | { rejected: string };
+
+function validMessage(rng: Rng, kind: "hello" | "init" | "reply"): Uint8Array {
+  if (kind === "hello") return encodeHello(randomBytes(rng, 32));
+  if (kind === "init") {
+    const channelCount = rng.chance(0.2) ? rng.pick([1, MAX_CHANNELS]) : rng.range(1, MAX_CHANNELS);
+    return encodeInitFields({
+      sessionId: randomBytes(rng, 16),
+      channelId: rng.chance(0.2) ? channelCount - 1 : rng.below(channelCount),
+      channelCount,
+      pageSize: PAGE,
+      regionSize: rng.chance(0.2)
+        ? rng.pick([0, 1, PAGE, REGION_LIMIT - 1, REGION_LIMIT])
+        : rng.below(REGION_LIMIT + 1),
+      pagesPerPacket: rng.chance(0.2) ? rng.pick([1, MAX_PAGES_PER_PACKET]) : rng.range(1, MAX_PAGES_PER_PACKET),
+    });
+  }
+  return encodeReply({
+    type: rng.range(1, 4),
+    value: BigInt(rng.u32()) << 32n | BigInt(rng.u32()),
+    bytes: rng.below(TWO_53),
+    status: rng.below(8),
+  });
+}
+
+/** A copy of `message`, unchanged (about one in five), cut short, or with bytes or a field changed. */
+function mutateMessage(rng: Rng, message: Uint8Array): Uint8Array {
+  const bytes = message.slice();
+  const view = new DataView(bytes.buffer);
+  const choice = rng.below(10);
+  if (choice < 2) return bytes;
+  if (choice === 2) return bytes.slice(0, rng.below(bytes.length));
+  if (choice === 3 && bytes.length === INIT_FIELDS_BYTES) {
+    // A field of the INIT set to a boundary value.
+    const field = rng.pick([24, 26, 28, 32, 40]);
+    if (field === 32) {
+      const value = rng.pick([REGION_LIMIT, REGION_LIMIT + 1, REGION_LIMIT + PAGE, TWO_53 - 1, TWO_53, 2 ** 63]);
+      view.setBigUint64(32, BigInt(value));
+    } else if (field === 28 || field === 40) {
+      view.setUint32(field, rng.pick([0, 1, PAGE - 1, PAGE, PAGE + 1, MAX_PAGES_PER_PACKET, MAX_PAGES_PER_PACKET + 1]));
+    } else {
+      view.setUint16(field, rng.pick([0, 1, MAX_CHANNELS - 1, MAX_CHANNELS, MAX_CHANNELS + 1, 0xffff]));
+    }
+    return bytes;
+  }
+  for (let m = rng.range(1, 3); m > 0; m--) {
+    bytes[rng.below(bytes.length)] = rng.chance(0.5) ? rng.below(256) : bytes[rng.below(bytes.length)] ^ 0x80;
+  }
+  return bytes;
+}
+
+function show(value: unknown): string {
+  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? hex(v) : v));
+}
+
+function modelHello(bytes: Uint8Array): Outcome {
+  if (bytes.length < HELLO_BYTES) return { rejected: "length" };
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  if (view.getUint32(0) !== HELLO_MAGIC || view.getUint16(4) !== VERSION) return { rejected: "header" };
+  return { accepted: { nonce: bytes.slice(8, 40) } };
+}
+
+function modelInit(bytes: Uint8Array): Outcome {
+  if (bytes.length < INIT_FIELDS_BYTES) return { rejected: "length" };
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const ok = view.getUint32(0) === INIT_MAGIC && view.getUint16(4) === VERSION && view.getUint16(6) === 0 &&
+    bytes.subarray(44, 64).every((b) => b === 0);
+  const channelId = view.getUint16(24);
+  const channelCount = view.getUint16(26);
+  const pageSize = view.getUint32(28);
+  const regionSize = view.getBigUint64(32);
+  const pagesPerPacket = view.getUint32(40);
+  if (
+    !ok || channelCount < 1 || channelCount > 64 || channelId >= channelCount || pageSize !== 4096 ||
+    regionSize > BigInt(REGION_LIMIT) || pagesPerPacket < 1 || pagesPerPacket > 1024
+  ) {
+    return { rejected: "fields" };
+  }
+  const sessionId = bytes.slice(8, 24);
+  return {
+    accepted: { sessionId, channelId, channelCount, pageSize, regionSize: Number(regionSize), pagesPerPacket },
+  };
+}
+
+function modelReply(bytes: Uint8Array, expected: number): Outcome {
+  if (bytes.length < REPLY_BYTES) return { rejected: "length" };
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  const replyBytes = view.getBigUint64(16);
+  if (view.getUint32(0) !== REPLY_MAGIC || replyBytes >= 2n ** 53n) return { rejected: "header" };
+  const type = bytes[4];
+  const status = view.getUint32(24);
+  if (type === REPLY_ERROR) return { refused: status };
+  if (type !== expected) return { rejected: "type" };
+  return { accepted: { type, value: view.getBigUint64(8), bytes: Number(replyBytes), status } };
+}
+
 describe("wire fuzz", () => {
-  test(`packet header + offsets: ${ITERATIONS} structured mutations`, () => {
-    const rng = new Rng(SEED);
-    // One reused output buffer per pagesPerPacket, like a receiver channel's: stale values stay in it.
-    const outs = new Map<number, Float64Array>();
-    const rejectedBy = new Map<string, number>();
-    let accepted = 0;
-    let acceptedData = 0;
-    let acceptedMutated = 0;
-    let acceptedZeroPages = 0;
-    const started = performance.now();
+  test(
+    `packet header + offsets: ${ITERATIONS} structured mutations`,
+    reproducible(() => {
+      const rng = new Rng(SEED);
+      // One reused output buffer per pagesPerPacket, like a receiver channel's: stale values stay in it.
+      const outs = new Map<number, Float64Array>();
+      const rejectedBy = new Map<string, number>();
+      let accepted = 0;
+      let acceptedData = 0;
+      let acceptedMutated = 0;
+      let acceptedZeroPages = 0;
+      const started = performance.now();
 
-    for (let iteration = 0; iteration < ITERATIONS; iteration++) {
-      const c = validCase(rng);
-      const original = c.bytes.slice();
-      const mutations = rng.chance(0.1) ? 0 : rng.range(1, 3);
-      for (let m = 0; m < mutations; m++) mutate(rng, c);
-      if (mutations > 0 && rng.chance(0.5)) fixPayload(c);
-      const mutated = mutations > 0 &&
-        (c.bytes.length !== original.length || c.bytes.some((b, i) => b !== original[i]));
+      for (let iteration = 0; iteration < ITERATIONS; iteration++) {
+        const c = validCase(rng);
+        const original = c.bytes.slice();
+        const mutations = rng.chance(0.1) ? 0 : rng.range(1, 3);
+        for (let m = 0; m < mutations; m++) mutate(rng, c);
+        if (mutations > 0 && rng.chance(0.5)) fixPayload(c);
+        const mutated = mutations > 0 &&
+          (c.bytes.length !== original.length || c.bytes.some((b, i) => b !== original[i]));
 
-      const { bytes, limits, regionSize } = c;
-      let out: Float64Array | undefined = outs.get(limits.pagesPerPacket);
-      if (!out) {
-        out = new Float64Array(limits.pagesPerPacket).map(() => rng.below(2 ** 40));
-        outs.set(limits.pagesPerPacket, out);
-      }
-      const where = () =>
-        `seed ${SEED} iteration ${iteration}: ${hex(bytes)} limits ${JSON.stringify(limits)} region ${regionSize}`;
-
-      let header: PacketHeader | undefined;
-      let error: unknown;
-      // Most packets are rejected: no stack traces for those (they dominate the run time).
-      const stackTraceLimit = Error.stackTraceLimit;
-      Error.stackTraceLimit = 0;
-      try {
-        // As receiver_worker.ts: a 32-byte header view, then exactly count * 8 offset bytes.
-        const headerView = new DataView(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, PACKET_HEADER_BYTES));
-        header = parsePacketHeader(headerView, limits);
-        if (header.type === PacketType.DATA) {
-          const available = Math.max(0, bytes.length - PACKET_HEADER_BYTES);
-          const length = Math.min(available, (header.normalPages + header.zeroPages) * 8);
-          const offsetView = new DataView(bytes.buffer, bytes.byteOffset + PACKET_HEADER_BYTES, length);
-          parseOffsets(offsetView, header, regionSize, PAGE, out);
+        const { bytes, limits, regionSize } = c;
+        let out: Float64Array | undefined = outs.get(limits.pagesPerPacket);
+        if (!out) {
+          out = new Float64Array(limits.pagesPerPacket).map(() => rng.below(2 ** 40));
+          outs.set(limits.pagesPerPacket, out);
         }
-      } catch (e) {
-        error = e;
-      } finally {
-        Error.stackTraceLimit = stackTraceLimit;
+        const where = () =>
+          `seed ${SEED} iteration ${iteration}: ${hex(bytes)} limits ${JSON.stringify(limits)} region ${regionSize}`;
+
+        let header: PacketHeader | undefined;
+        let error: unknown;
+        // Most packets are rejected: no stack traces for those (they dominate the run time).
+        const stackTraceLimit = Error.stackTraceLimit;
+        Error.stackTraceLimit = 0;
+        try {
+          // As receiver_worker.ts: a 32-byte header view, then exactly count * 8 offset bytes.
+          const headerView = new DataView(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, PACKET_HEADER_BYTES));
+          header = parsePacketHeader(headerView, limits);
+          if (header.type === PacketType.DATA) {
+            const available = Math.max(0, bytes.length - PACKET_HEADER_BYTES);
+            const length = Math.min(available, (header.normalPages + header.zeroPages) * 8);
+            const offsetView = new DataView(bytes.buffer, bytes.byteOffset + PACKET_HEADER_BYTES, length);
+            parseOffsets(offsetView, header, regionSize, PAGE, out);
+          }
+        } catch (e) {
+          error = e;
+        } finally {
+          Error.stackTraceLimit = stackTraceLimit;
+        }
+
+        if (error !== undefined) {
+          if (!(error instanceof ProtocolError)) assert.fail(`${where()}: threw ${error}`);
+          if (!FIELDS.includes(error.field)) assert.fail(`${where()}: unknown field in ${error.message}`);
+          rejectedBy.set(error.field, (rejectedBy.get(error.field) ?? 0) + 1);
+          if (modelAccepts(c)) assert.fail(`${where()}: valid packet rejected: ${error.message}`);
+          if (mutations === 0) assert.fail(`${where()}: unmutated packet rejected: ${error.message}`);
+          continue;
+        }
+        if (!modelAccepts(c)) assert.fail(`${where()}: invalid packet accepted as ${JSON.stringify(header)}`);
+        accepted++;
+        if (mutated) acceptedMutated++;
+        const h = header!;
+        const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+        if (h.type !== PacketType.DATA) {
+          if (h.normalPages !== 0 || h.zeroPages !== 0 || h.payloadBytes !== 0) {
+            assert.fail(`${where()}: control pages`);
+          }
+          continue;
+        }
+        acceptedData++;
+        if (h.zeroPages > 0) acceptedZeroPages++;
+        // Accepted DATA: every page the receiver writes (normal: recv, zero: fill) is in the region.
+        const count = h.normalPages + h.zeroPages;
+        if (count < 1 || count > limits.pagesPerPacket) assert.fail(`${where()}: ${count} pages accepted`);
+        const seen = new Set<number>();
+        let payload = 0;
+        for (let i = 0; i < count; i++) {
+          const offset: number = out[i];
+          const wire = view.getBigUint64(PACKET_HEADER_BYTES + i * 8);
+          const length = Math.min(PAGE, regionSize - offset);
+          if (
+            !Number.isSafeInteger(offset) || BigInt(offset) !== wire || offset % PAGE !== 0 || offset < 0 ||
+            offset >= regionSize || length < 1 || offset + length > regionSize || seen.has(offset)
+          ) {
+            assert.fail(`${where()}: offset ${i} = ${offset} (wire ${wire}) accepted`);
+          }
+          seen.add(offset);
+          if (i < h.normalPages) payload += length;
+        }
+        if (payload !== h.payloadBytes) assert.fail(`${where()}: pages hold ${payload}, payload ${h.payloadBytes}`);
       }
 
-      if (error !== undefined) {
-        if (!(error instanceof ProtocolError)) assert.fail(`${where()}: threw ${error}`);
-        if (!FIELDS.includes(error.field)) assert.fail(`${where()}: unknown field in ${error.message}`);
-        rejectedBy.set(error.field, (rejectedBy.get(error.field) ?? 0) + 1);
-        if (modelAccepts(c)) assert.fail(`${where()}: valid packet rejected: ${error.message}`);
-        if (mutations === 0) assert.fail(`${where()}: unmutated packet rejected: ${error.message}`);
-        continue;
-      }
-      if (!modelAccepts(c)) assert.fail(`${where()}: invalid packet accepted as ${JSON.stringify(header)}`);
-      accepted++;
-      if (mutated) acceptedMutated++;
-      const h = header!;
-      const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-      if (h.type !== PacketType.DATA) {
-        if (h.normalPages !== 0 || h.zeroPages !== 0 || h.payloadBytes !== 0) assert.fail(`${where()}: control pages`);
-        continue;
-      }
-      acceptedData++;
-      if (h.zeroPages > 0) acceptedZeroPages++;
-      // Accepted DATA: every page the receiver writes (normal: recv, zero: fill) is in the region.
-      const count = h.normalPages + h.zeroPages;
-      if (count < 1 || count > limits.pagesPerPacket) assert.fail(`${where()}: ${count} pages accepted`);
-      const seen = new Set<number>();
-      let payload = 0;
-      for (let i = 0; i < count; i++) {
-        const offset: number = out[i];
-        const wire = view.getBigUint64(PACKET_HEADER_BYTES + i * 8);
-        const length = Math.min(PAGE, regionSize - offset);
-        if (
-          !Number.isSafeInteger(offset) || BigInt(offset) !== wire || offset % PAGE !== 0 || offset < 0 ||
-          offset >= regionSize || length < 1 || offset + length > regionSize || seen.has(offset)
-        ) {
-          assert.fail(`${where()}: offset ${i} = ${offset} (wire ${wire}) accepted`);
-        }
-        seen.add(offset);
-        if (i < h.normalPages) payload += length;
-      }
-      if (payload !== h.payloadBytes) assert.fail(`${where()}: pages hold ${payload}, payload ${h.payloadBytes}`);
-    }
+      const seconds = (performance.now() - started) / 1000;
+      const fields = [...rejectedBy].sort((a, b) => b[1] - a[1]).map(([f, n]) => `${f} ${n}`).join(", ");
+      console.log(
+        `wire fuzz: seed ${SEED} (0x${SEED.toString(16)}), ${ITERATIONS} packets in ${seconds.toFixed(2)} s: ` +
+          `${accepted} accepted (${acceptedData} DATA, ${acceptedZeroPages} with zero pages, ${acceptedMutated} mutated), ` +
+          `rejected by ${fields}`,
+      );
+      // The fuzzer must reach every rule and still produce valid packets, mutated ones included.
+      for (const field of FIELDS) assert.ok(rejectedBy.has(field), `no packet rejected by ${field}`);
+      assert.ok(ITERATIONS < 10_000 || acceptedData > ITERATIONS / 20, "too few DATA packets accepted");
+      assert.ok(ITERATIONS < 10_000 || acceptedMutated > ITERATIONS / 100, "too few mutated packets accepted");
+    }),
+  );
 
-    const seconds = (performance.now() - started) / 1000;
-    const fields = [...rejectedBy].sort((a, b) => b[1] - a[1]).map(([f, n]) => `${f} ${n}`).join(", ");
-    console.log(
-      `wire fuzz: seed ${SEED} (0x${SEED.toString(16)}), ${ITERATIONS} packets in ${seconds.toFixed(2)} s: ` +
-        `${accepted} accepted (${acceptedData} DATA, ${acceptedZeroPages} with zero pages, ${acceptedMutated} mutated), ` +
-        `rejected by ${fields}`,
-    );
-    // The fuzzer must reach every rule and still produce valid packets, mutated ones included.
-    for (const field of FIELDS) assert.ok(rejectedBy.has(field), `no packet rejected by ${field}`);
-    assert.ok(ITERATIONS < 10_000 || acceptedData > ITERATIONS / 20, "too few DATA packets accepted");
-    assert.ok(ITERATIONS < 10_000 || acceptedMutated > ITERATIONS / 100, "too few mutated packets accepted");
-  });
+  test(
+    "handshake and reply parsers agree with the model, unmutated messages included",
+    reproducible(() => {
+      const rng = new Rng(SEED ^ 0x9e3779b9);
+      const count = Math.max(1, Math.floor(ITERATIONS / 6));
+      const tally: Record<string, number> = {};
+      const counted = (what: string) => (tally[what] = (tally[what] ?? 0) + 1);
+      for (let iteration = 0; iteration < count; iteration++) {
+        const kind = rng.pick(["hello", "init", "reply"] as const);
+        const original = validMessage(rng, kind);
+        const input = mutateMessage(rng, original);
+        const mutated = input.length !== original.length || input.some((b, i) => b !== original[i]);
+        const expectedType = rng.pick([ReplyType.INIT_ACK, ReplyType.SYNC_ACK, ReplyType.RESULT]);
+        const where = `seed ${SEED} message ${iteration} (${kind}${mutated ? ", mutated" : ""}): ${hex(input)}`;
 
-  test("handshake and reply parsers: return or throw ProtocolError / TransferRefusedError", () => {
-    const rng = new Rng(SEED ^ 0x9e3779b9);
-    const count = Math.max(1, Math.floor(ITERATIONS / 6));
-    let initsAccepted = 0;
-    for (let iteration = 0; iteration < count; iteration++) {
-      const channelCount = rng.range(1, MAX_CHANNELS);
-      const messages = [
-        encodeHello(randomBytes(rng, 32)),
-        encodeInitFields({
-          sessionId: randomBytes(rng, 16),
-          channelId: rng.below(channelCount),
-          channelCount,
-          pageSize: PAGE,
-          regionSize: rng.below(TWO_53),
-          pagesPerPacket: rng.range(1, MAX_PAGES_PER_PACKET),
-        }),
-        encodeReply({
-          type: rng.range(1, 4),
-          value: BigInt(rng.u32()) << 32n | BigInt(rng.u32()),
-          bytes: rng.below(TWO_53),
-          status: rng.below(8),
-        }),
-      ];
-      const which = rng.below(3);
-      const bytes = messages[which];
-      for (let m = rng.range(0, 3); m > 0; m--) {
-        if (rng.chance(0.15)) {
-          const cut = bytes.subarray(0, rng.below(bytes.length));
-          messages[which] = cut;
-          break;
+        const model = kind === "hello"
+          ? modelHello(input)
+          : kind === "init"
+          ? modelInit(input)
+          : modelReply(input, expectedType);
+        let actual: Outcome;
+        try {
+          const value = kind === "hello"
+            ? { nonce: parseHello(input) }
+            : kind === "init"
+            ? parseInitFields(input)
+            : parseReply(input, expectedType);
+          actual = { accepted: value };
+        } catch (error) {
+          if (error instanceof TransferRefusedError) actual = { refused: error.code };
+          else if (error instanceof ProtocolError && error.field.startsWith(`${kind}.`)) {
+            actual = { rejected: error.field };
+          } else throw new Error(`${where}: threw ${error}`);
         }
-        bytes[rng.below(bytes.length)] = rng.chance(0.5) ? rng.below(256) : bytes[rng.below(bytes.length)] ^ 0x80;
-      }
-      const input = messages[which];
-      try {
-        if (which === 0) {
-          assert.equal(parseHello(input).length, 32);
-          assert.ok(input.length >= HELLO_BYTES);
-        } else if (which === 1) {
-          const init = parseInitFields(input);
-          initsAccepted++;
-          assert.ok(input.length >= INIT_FIELDS_BYTES);
-          assert.ok(init.channelCount >= 1 && init.channelCount <= MAX_CHANNELS);
-          assert.ok(init.channelId < init.channelCount);
-          assert.equal(init.pageSize, PAGE);
-          assert.ok(Number.isSafeInteger(init.regionSize) && init.regionSize >= 0);
-          assert.ok(init.pagesPerPacket >= 1 && init.pagesPerPacket <= MAX_PAGES_PER_PACKET);
-        } else {
-          const expected = rng.pick([ReplyType.INIT_ACK, ReplyType.SYNC_ACK, ReplyType.RESULT]);
-          const reply = parseReply(input, expected);
-          assert.ok(input.length >= REPLY_BYTES);
-          assert.equal(reply.type, expected);
-          assert.ok(Number.isSafeInteger(reply.bytes));
+
+        // Messages are built only for failures: this loop runs ~17,000 times.
+        if (!mutated && (kind !== "reply" || original[4] === expectedType) && !("accepted" in actual)) {
+          assert.fail(`${where}: unmutated message not accepted: ${show(actual)}`);
         }
-      } catch (error) {
-        if (error instanceof ProtocolError || error instanceof TransferRefusedError) continue;
-        throw error;
+        if ("accepted" in model) {
+          if (!("accepted" in actual)) assert.fail(`${where}: valid message rejected: ${show(actual)}`);
+          assert.deepEqual(actual.accepted, model.accepted, `${where}: parsed values`);
+        } else if ("refused" in model) {
+          if (!("refused" in actual) || actual.refused !== model.refused) {
+            assert.fail(
+              `${where}: an ERROR reply must throw TransferRefusedError(${model.refused}), got ${show(actual)}`,
+            );
+          }
+        } else if (!("rejected" in actual)) {
+          assert.fail(`${where}: invalid message (${model.rejected}) accepted: ${show(actual)}`);
+        }
+        counted(`${kind} ${Object.keys(actual)[0]}${mutated ? "" : " (unmutated)"}`);
       }
-    }
-    console.log(`wire fuzz: handshake/reply parsers, seed ${SEED}, ${count} messages, ${initsAccepted} INITs accepted`);
-    assert.ok(initsAccepted > 0);
-  });
+      console.log(`wire fuzz: handshake/reply parsers, seed ${SEED}, ${count} messages: ${JSON.stringify(tally)}`);
+      if (count >= 1_000) {
+        // Every parser must be seen both accepting (mutated messages too) and rejecting.
+        for (const what of ["hello accepted", "init accepted", "reply accepted", "reply refused"]) {
+          assert.ok(tally[what] > 0, `no mutated message ended ${what}: ${JSON.stringify(tally)}`);
+        }
+        for (const what of ["hello rejected", "init rejected", "reply rejected"]) {
+          assert.ok(tally[what] > 0, `no message ${what}: ${JSON.stringify(tally)}`);
+        }
+      }
+    }),
+  );
 });

@@ -36,6 +36,21 @@ export function run(argv: string[], timeoutMs = 120_000): Promise<RunResult> {
 
 export const isRoot = process.getuid?.() === 0;
 
+/** Whether this is a CI run (env CI set, as CI services do): every test's precondition must hold there. */
+export const inCI = ["", "0", "false"].indexOf((process.env.CI ?? "").trim().toLowerCase()) < 0;
+
+/**
+ * A test's precondition, for `{ skip: requirement(ok, reason) }`: `false` (run the test)
+ * when it holds, otherwise the reason to skip. In CI (env CI set; CI runs as root, with
+ * IPv6 loopback) a missing precondition throws instead, failing the test file: a test
+ * must not pass there by silently skipping.
+ */
+export function requirement(ok: boolean, reason: string): false | string {
+  if (ok) return false;
+  if (inCI) throw new Error(`precondition missing in CI (env CI is set): ${reason}`);
+  return reason;
+}
+
 /** Forces a full garbage collection in either runtime (Deno needs --expose-gc). */
 export function collectGarbage(): void {
   const g = globalThis as { Bun?: { gc(sync: boolean): void }; gc?: () => void };
