@@ -67,8 +67,10 @@ echo "== bun test =="
 run_limited "$bun_limit_s" "$bin/bun" test --timeout 300000 $(printf './%s ' $files)
 rc=$?
 [ $rc -eq 0 ] || status=1
+bun_pass=$(bun_count pass)
+bun_fail=$(bun_count fail)
 bun_skip=$(bun_count skip)
-bun_line="bun:  $(bun_count pass) pass | $(bun_count fail) fail | $bun_skip skip"
+bun_line="bun:  $bun_pass pass | $bun_fail fail | $bun_skip skip"
 if timed_out $rc; then bun_line="$bun_line | TIMED OUT after $bun_limit_s s (ZCMF_BUN_LIMIT_S)"; fi
 
 echo "== deno test =="
@@ -111,8 +113,8 @@ fi
 echo "== summary =="
 echo "$bun_line"
 echo "$deno_line"
-# One line in the plain "N passed, N failed" form, both runtimes together (deno: its steps,
-# the node:test tests inside each describe, as bun counts them).
-echo "total: $(($(bun_count pass) + totals[1])) passed, $(($(bun_count fail) + totals[2] + totals[3])) failed"
 if [ $status -eq 0 ]; then echo "all tests passed under bun and deno"; else echo "TESTS FAILED" >&2; fi
+# Last, one line in the plain "N passed, N failed" form, both runtimes together (deno: its
+# steps, the node:test tests inside each describe, as bun counts them).
+echo "total: $((bun_pass + totals[1])) passed, $((bun_fail + totals[2] + totals[3])) failed"
 exit $status

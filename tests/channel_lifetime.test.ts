@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ChannelClosedError, InvalidArgumentError, runtime, SocketChannel } from "../mod.ts";
 import { native, SocketOption } from "../ffi/mod.ts";
-import { channelPair, type Pair } from "./helpers/pair.ts";
+import { channelPair, type Pair, untilStalled } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
 import { collectGarbage } from "./helpers/runtime.ts";
 
@@ -16,20 +16,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Whether `fd` is an open file descriptor (SO_ERROR answers on any open socket). */
 const isOpen = (fd: number) => native.zc_get_option(fd, SocketOption.pendingError) >= 0;
-
-/** Resolves once `channel` has written nothing new for ~150 ms (its writer is blocked). */
-async function untilStalled(channel: SocketChannel, limitMs = 5_000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  let last = -1;
-  let still = 0;
-  while (still < 8) {
-    if (Date.now() > deadline) throw new Error("the writer never stalled");
-    await sleep(20);
-    const now = channel.stats.bytesWritten;
-    still = now === last && now > 0 ? still + 1 : 0;
-    last = now;
-  }
-}
 
 interface Stalled {
   pair: Pair;

@@ -14,26 +14,12 @@ import {
   TimeoutError,
   ZeroCopyUnsupportedError,
 } from "../mod.ts";
-import { channelPair } from "./helpers/pair.ts";
+import { channelPair, untilStalled } from "./helpers/pair.ts";
 import { patternBytes, sameBytes } from "./helpers/pattern.ts";
 import { collectGarbage, requirement } from "./helpers/runtime.ts";
 
 const MiB = 1 << 20;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Resolves once `channel` has written nothing new for ~150 ms (its writer is blocked). */
-async function untilStalled(channel: SocketChannel, limitMs = 5_000): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  let last = -1;
-  let still = 0;
-  while (still < 8) {
-    if (Date.now() > deadline) throw new Error("the writer never stalled");
-    await sleep(20);
-    const now = channel.stats.bytesWritten;
-    still = now === last && now > 0 ? still + 1 : 0;
-    last = now;
-  }
-}
 
 /**
  * Allocates, fills and drops many buffers of `size` bytes around forced collections, so

@@ -29,3 +29,17 @@ export async function channelPair(
     },
   };
 }
+
+/** Resolves once `channel` has written nothing new for ~150 ms (its writer is blocked). */
+export async function untilStalled(channel: SocketChannel, limitMs = 5_000): Promise<void> {
+  const deadline = Date.now() + limitMs;
+  let last = -1;
+  let still = 0;
+  while (still < 8) {
+    if (Date.now() > deadline) throw new Error("the writer never stalled");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const now = channel.stats.bytesWritten;
+    still = now === last && now > 0 ? still + 1 : 0;
+    last = now;
+  }
+}
