@@ -68,7 +68,7 @@ export {
   type ReceiverOptions,
   type ReceiverResult,
 } from "./src/multifd/receiver.ts";
-export { ChannelFailedError } from "./src/multifd/worker_pool.ts";
+export { type ChannelErrorInfo, ChannelFailedError } from "./src/multifd/worker_pool.ts";
 export type { TransferStats } from "./src/multifd/stats.ts";
 export { ACCEPT_BACKOFF_MS } from "./src/multifd/admission.ts";
 export { WORKER_EXIT_GRACE_MS } from "./src/multifd/transfer.ts";

@@ -23,7 +23,11 @@ import { parseArgs } from "node:util";
 import { addressOf, Errno, native, Poll } from "../ffi/mod.ts";
 import { connect, type SocketChannel } from "../mod.ts";
 import { nativeProgram, type RefSendResult, startSink } from "./lib/native.ts";
-import { currentRuntime, note, out, processCpuSeconds, runJson, runMain } from "./lib/proc.ts";
+import { runJson } from "../dev/child.ts";
+import { currentRuntime } from "../dev/runtime.ts";
+import { round } from "../util/format.ts";
+import { err as note, out } from "../util/output.ts";
+import { processCpuSeconds, runMain } from "./lib/proc.ts";
 
 export const CALL_METHODS = [
   "native-empty",
@@ -116,9 +120,9 @@ function record(method: CallMethod, timed: Timed): Record<string, unknown> {
     runtime: NATIVE_CALL_METHODS.includes(method) ? "native" : currentRuntime,
     bytesPerCall: method.endsWith("-empty") ? 0 : 1,
     calls: timed.calls,
-    seconds: Math.round(timed.seconds * 1e4) / 1e4,
-    nsPerCall: Math.round((timed.seconds * 1e9) / timed.calls * 10) / 10,
-    cpuNsPerCall: Math.round((timed.cpuSeconds * 1e9) / timed.calls * 10) / 10,
+    seconds: round(timed.seconds, 4),
+    nsPerCall: round((timed.seconds * 1e9) / timed.calls, 1),
+    cpuNsPerCall: round((timed.cpuSeconds * 1e9) / timed.calls, 1),
   };
 }
 

@@ -11,7 +11,8 @@
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { note, ROOT } from "./lib/proc.ts";
+import { ROOT } from "../dev/root.ts";
+import { err as note } from "../util/output.ts";
 import { type BenchRecord, groupBy, type Spread, spread } from "./lib/report.ts";
 
 export const DEFAULT_CHART_PATH = `${ROOT}bench/results/multifd.svg`;

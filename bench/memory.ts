@@ -13,7 +13,9 @@
  */
 import { parseArgs } from "node:util";
 import { runMultifdCase } from "./multifd.ts";
-import { note, out, runMain, type Runtime, RUNTIMES } from "./lib/proc.ts";
+import { type Runtime, RUNTIMES } from "../dev/runtime.ts";
+import { err as note, out } from "../util/output.ts";
+import { runMain } from "./lib/proc.ts";
 import { type BenchRecord, environment, markdownReport, memorySummaries } from "./lib/report.ts";
 
 export const MEMORY_CHANNELS = 4;

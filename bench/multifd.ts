@@ -22,7 +22,11 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { DEFAULT_CHART_PATH, writeChart } from "./chart.ts";
 import { QEMU_CONFIGS, QemuBench } from "./qemu.ts";
-import { LineChild, note, out, runMain, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
+import { LineChild } from "../dev/child.ts";
+import { type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
+import { round, toHex } from "../util/format.ts";
+import { err as note, out } from "../util/output.ts";
+import { runMain } from "./lib/proc.ts";
 import {
   type BenchRecord,
   environment,
@@ -78,8 +82,7 @@ export function defaultMultifdOptions(quick: boolean): MultifdOptions {
   };
 }
 
-const randomHex = (bytes: number) =>
-  Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0")).join("");
+const PEER = new URL("./multifd_peer.ts", import.meta.url);
 
 /** One transfer: receiver and sender processes under `runtime`; resolves with the record. */
 export async function runMultifdCase(
@@ -89,10 +92,10 @@ export async function runMultifdCase(
   rep = 0,
 ): Promise<BenchRecord> {
   const started = performance.now();
-  const env = { BENCH_SECRET: randomHex(32) };
+  const env = { BENCH_SECRET: toHex(crypto.getRandomValues(new Uint8Array(32))) };
   const common = ["--size", String(sizeBytes), ...(config.hugePages ? ["--huge"] : [])];
   const timeoutMs = 120_000 + sizeBytes / 20e6 * 1000; // generous: set-up at ≥ 20 MB/s
-  const receiver = new LineChild(scriptArgv(runtime, "multifd_peer.ts", ["recv", ...common]), {
+  const receiver = new LineChild(scriptArgv(runtime, PEER, ["recv", ...common]), {
     env,
     label: `${runtime} receiver`,
   });
@@ -100,7 +103,7 @@ export async function runMultifdCase(
   try {
     const { port, pid } = await receiver.nextJson<{ port: number; pid: number }>(timeoutMs);
     sender = new LineChild(
-      scriptArgv(runtime, "multifd_peer.ts", [
+      scriptArgv(runtime, PEER, [
         "send",
         ...common,
         "--port",
@@ -120,7 +123,6 @@ export async function runMultifdCase(
     ]);
     const gb = Number(sent.bytes) / 1e9;
     const seconds = Number(sent.seconds);
-    const r3 = (v: number) => Math.round(v * 1000) / 1000;
     return {
       bench: "multifd",
       runtime,
@@ -128,11 +130,11 @@ export async function runMultifdCase(
       ...config,
       bytes: sent.bytes,
       seconds,
-      GBps: r3(gb / seconds),
-      senderCpuSeconds: r3(Number(sent.cpuSeconds)),
-      receiverCpuSeconds: r3(Number(sent.peerCpuSeconds)),
-      senderCpuSecondsPerGB: r3(Number(sent.cpuSeconds) / gb),
-      receiverCpuSecondsPerGB: r3(Number(sent.peerCpuSeconds) / gb),
+      GBps: round(gb / seconds),
+      senderCpuSeconds: round(Number(sent.cpuSeconds)),
+      receiverCpuSeconds: round(Number(sent.peerCpuSeconds)),
+      senderCpuSecondsPerGB: round(Number(sent.cpuSeconds) / gb),
+      receiverCpuSecondsPerGB: round(Number(sent.peerCpuSeconds) / gb),
       senderPeakRssMiB: Math.round(Number(sent.peakRssKiB) / 1024),
       receiverPeakRssMiB: Math.round(Number(received.peakRssKiB) / 1024),
       zerocopySends: sent.zerocopySends,
@@ -141,7 +143,7 @@ export async function runMultifdCase(
       setupSeconds: sent.setupSeconds,
       checksumSeconds: sent.checksumSeconds,
       verified: sent.verified === true && received.verified === true && received.bytes === sent.bytes,
-      wallSeconds: r3((performance.now() - started) / 1000),
+      wallSeconds: round((performance.now() - started) / 1000),
     };
   } finally {
     await Promise.all([sender?.kill(), receiver.kill()]);

@@ -16,8 +16,9 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { MultifdReceiver, MultifdSender, Region } from "../mod.ts";
-import { fillRandom } from "../examples/random.ts";
-import { cpuSecondsOf, note, out, peakRssKiB, runMain, settle } from "./lib/proc.ts";
+import { err as note, out } from "../util/output.ts";
+import { fillRandom } from "../util/random.ts";
+import { cpuSecondsOf, peakRssKiB, runMain, settle } from "./lib/proc.ts";
 
 function secret(): Uint8Array {
   const hex = process.env.BENCH_SECRET ?? "";

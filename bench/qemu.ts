@@ -29,8 +29,11 @@ import net from "node:net";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Region } from "../mod.ts";
-import { fillRandom } from "../examples/random.ts";
-import { cpuSecondsOf, LineChild, note, out, runMain } from "./lib/proc.ts";
+import { LineChild } from "../dev/child.ts";
+import { round } from "../util/format.ts";
+import { err as note, out } from "../util/output.ts";
+import { fillRandom } from "../util/random.ts";
+import { cpuSecondsOf, runMain } from "./lib/proc.ts";
 import { type BenchRecord, qemuSummaries, qemuTable } from "./lib/report.ts";
 
 export const QEMU_CONFIGS = ["multifd1", "multifd2", "multifd4", "multifd2+zc", "multifd4+zc"] as const;
@@ -374,12 +377,12 @@ export class QemuBench {
         zerocopy,
         bytes: this.#size,
         totalTimeMs: totalMs,
-        GBps: Math.round((gb / (totalMs / 1000)) * 1000) / 1000,
-        e2eSeconds: Math.round(e2eSeconds * 1000) / 1000,
-        srcCpuSeconds: Math.round((cpu1[0] - cpu0[0]) * 100) / 100,
-        dstCpuSeconds: Math.round((cpu1[1] - cpu0[1]) * 100) / 100,
-        srcCpuSecondsPerGB: Math.round(((cpu1[0] - cpu0[0]) / gb) * 1000) / 1000,
-        dstCpuSecondsPerGB: Math.round(((cpu1[1] - cpu0[1]) / gb) * 1000) / 1000,
+        GBps: round(gb / (totalMs / 1000)),
+        e2eSeconds: round(e2eSeconds),
+        srcCpuSeconds: round(cpu1[0] - cpu0[0], 2),
+        dstCpuSeconds: round(cpu1[1] - cpu0[1], 2),
+        srcCpuSecondsPerGB: round((cpu1[0] - cpu0[0]) / gb),
+        dstCpuSecondsPerGB: round((cpu1[1] - cpu0[1]) / gb),
         transferredBytes: ram.transferred,
         zerocopyMissed: ram["dirty-sync-missed-zero-copy"],
         srcPmdMappedKiB: pmd[0],

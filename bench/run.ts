@@ -28,10 +28,16 @@ import { DEFAULT_CHART_PATH, writeChart } from "./chart.ts";
 import { defaultMemoryOptions, runMemorySuite } from "./memory.ts";
 import { defaultMultifdOptions, runMultifdSuite } from "./multifd.ts";
 import { NATIVE_STREAM_CASES, STREAM_CASES } from "./stream.ts";
-import { currentRuntime, LineChild, note, out, ROOT, runMain, type Runtime, RUNTIMES, scriptArgv } from "./lib/proc.ts";
+import { LineChild } from "../dev/child.ts";
+import { ROOT } from "../dev/root.ts";
+import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
+import { err as note, out } from "../util/output.ts";
+import { runMain } from "./lib/proc.ts";
 import { nativeProgram } from "./lib/native.ts";
 import { type BenchRecord, environment, markdownReport, ResultsFiles, summaries } from "./lib/report.ts";
 
+const STREAM_SCRIPT = new URL("./stream.ts", import.meta.url);
+const CALLS_SCRIPT = new URL("./call_overhead.ts", import.meta.url);
 const PARTS = ["stream", "calls", "multifd", "memory"] as const;
 type Part = typeof PARTS[number];
 
@@ -143,7 +149,7 @@ async function main(): Promise<number> {
           await attempt(
             `stream rep ${rep + 1}/${reps} ${name} ${label}`,
             { bench: "stream", case: name, runtime: label, rep },
-            scriptArgv(runtime, "stream.ts", ["--case", name, "--bytes", String(streamBytes)]),
+            scriptArgv(runtime, STREAM_SCRIPT, ["--case", name, "--bytes", String(streamBytes)]),
           );
         }
       }
@@ -154,13 +160,13 @@ async function main(): Promise<number> {
       await attempt(
         `calls rep ${rep + 1}/${reps} native`,
         { bench: "calls", runtime: "native", rep },
-        scriptArgv(runtimes[0], "call_overhead.ts", ["--method", "native", "--calls", String(calls)]),
+        scriptArgv(runtimes[0], CALLS_SCRIPT, ["--method", "native", "--calls", String(calls)]),
       );
       for (const runtime of runtimes) {
         await attempt(
           `calls rep ${rep + 1}/${reps} ${runtime}`,
           { bench: "calls", runtime, rep },
-          scriptArgv(runtime, "call_overhead.ts", ["--method", "js", "--calls", String(calls)]),
+          scriptArgv(runtime, CALLS_SCRIPT, ["--method", "js", "--calls", String(calls)]),
         );
       }
     }

@@ -25,7 +25,12 @@
 import { parseArgs } from "node:util";
 import { connect } from "../mod.ts";
 import { nativeProgram, type SinkResult, startSink } from "./lib/native.ts";
-import { currentRuntime, note, out, processCpuSeconds, runJson, runMain } from "./lib/proc.ts";
+import { runJson } from "../dev/child.ts";
+import { currentRuntime } from "../dev/runtime.ts";
+import { round } from "../util/format.ts";
+import { err as note, out } from "../util/output.ts";
+import { type ReadyMessage, WorkerInbox } from "../util/worker.ts";
+import { processCpuSeconds, runMain } from "./lib/proc.ts";
 import { DEFAULT_WRITE_BYTES, makeSource, sliceAt } from "./lib/source.ts";
 import type { WorkerJob, WorkerOutcome } from "./stream_worker.ts";
 
@@ -109,24 +114,19 @@ async function asyncSend(target: Target, bytes: number, writeBytes: number, zero
 
 async function workerSend(target: Target, bytes: number, writeBytes: number, zerocopy: boolean): Promise<Outcome> {
   const channel = await connect({ hostname: target.host, port: target.port, zerocopy });
-  const worker = new Worker(new URL("./stream_worker.ts", import.meta.url), { type: "module" });
+  const inbox = new WorkerInbox<ReadyMessage | WorkerOutcome>(
+    new URL("./stream_worker.ts", import.meta.url),
+    "stream worker",
+  );
   try {
-    const outcome = await new Promise<WorkerOutcome>((resolve, reject) => {
-      worker.onerror = (event) => {
-        event.preventDefault?.();
-        reject(new Error(`stream worker: ${event.message}`));
-      };
-      worker.onmessage = (event: MessageEvent<{ ready?: boolean } & WorkerOutcome>) => {
-        if (event.data.ready) {
-          const job: WorkerJob = { fd: channel.detach(), bytes, writeBytes, zerocopy };
-          worker.postMessage(job);
-        } else if (event.data.error) reject(new Error(event.data.error));
-        else resolve(event.data);
-      };
-    });
+    await inbox.ready();
+    const job: WorkerJob = { fd: channel.detach(), bytes, writeBytes, zerocopy };
+    inbox.worker.postMessage(job);
+    const outcome = await inbox.next() as WorkerOutcome;
+    if (outcome.error) throw new Error(outcome.error);
     return outcome;
   } finally {
-    worker.terminate();
+    inbox.terminate();
     if (!channel.closed) channel.close();
   }
 }
@@ -290,11 +290,6 @@ export async function runStreamCase(
       verified: received.bytes === outcome.bytes,
     }),
   };
-}
-
-export function round(value: number, digits: number): number {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
 }
 
 /** HOST:PORT (IPv4) → target. */

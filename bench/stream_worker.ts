@@ -63,4 +63,4 @@ self.onmessage = ({ data: job }) => {
     channel.close(); // a no-op when already closed
   }
 };
-self.postMessage({ ready: true });
+self.postMessage({ kind: "ready" });

@@ -1,33 +1,10 @@
 /**
- * Small helpers shared by the examples: byte and time formatting, a progress bar on
- * stderr, a stats table, HOST:PORT parsing and synchronous output.
+ * Small helpers shared by the examples: byte, rate and time formatting, a progress bar on
+ * stderr, a stats table and HOST:PORT parsing. (Synchronous output: util/output.ts.)
  * @module
  */
-import { writeSync } from "node:fs";
 import process from "node:process";
-
-/** Writes to stdout synchronously: nothing is lost when the process exits right after. */
-export function out(text: string): void {
-  writeAll(1, text.endsWith("\n") ? text : text + "\n");
-}
-
-/** Writes to stderr synchronously. */
-export function err(text: string): void {
-  writeAll(2, text.endsWith("\n") ? text : text + "\n");
-}
-
-function writeAll(fd: number, text: string): void {
-  const bytes = new TextEncoder().encode(text);
-  let offset = 0;
-  while (offset < bytes.length) {
-    try {
-      offset += writeSync(fd, bytes, offset, bytes.length - offset);
-    } catch (error) {
-      // A non-blocking pipe that is full: retry; anything else (EPIPE…) drops the output.
-      if ((error as { code?: string }).code !== "EAGAIN") return;
-    }
-  }
-}
+import { writeAll } from "../util/output.ts";
 
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
 
@@ -57,19 +34,75 @@ export function formatSeconds(seconds: number): string {
 }
 
 /**
- * A one-line progress bar on stderr (bytes, percentage, rate, ETA), redrawn ~5 times a
- * second, only when stderr is a terminal. `done()` reads the progress counter.
+ * Throughput over a sliding window: the bytes counted during the last `windowSeconds`
+ * divided by the time they took. It follows changes within the window and neither lags
+ * nor decays the way a smoothed instantaneous rate does.
+ */
+export class SlidingRate {
+  readonly #windowSeconds: number;
+  #samples: { seconds: number; bytes: number }[] = [];
+
+  constructor(windowSeconds = 3) {
+    this.#windowSeconds = windowSeconds;
+  }
+
+  /**
+   * Records `bytes` (a running total) at time `seconds`; returns the rate over the window
+   * in bytes per second (NaN until the samples span some time).
+   */
+  add(seconds: number, bytes: number): number {
+    const samples = this.#samples;
+    samples.push({ seconds, bytes });
+    // The base is the newest sample at or before the window's start (the oldest one, early on).
+    while (samples.length > 2 && samples[1].seconds <= seconds - this.#windowSeconds) samples.shift();
+    const base = samples[0];
+    return seconds > base.seconds ? (bytes - base.bytes) / (seconds - base.seconds) : NaN;
+  }
+}
+
+/**
+ * One progress line: label, bar, percentage, bytes, rate, then the ETA — or, once `bytes`
+ * reached `total`, the time the transfer took (`seconds`). Cut to `columns - 1`.
+ */
+export function progressLine(
+  label: string,
+  bytes: number,
+  total: number,
+  bytesPerSecond: number,
+  seconds: number,
+  columns = 80,
+): string {
+  const fraction = total > 0 ? Math.min(1, bytes / total) : 1;
+  const time = bytes >= total ? formatSeconds(seconds) : `ETA ${formatSeconds((total - bytes) / bytesPerSecond)}`;
+  const text = ` ${(fraction * 100).toFixed(1).padStart(5)}%  ${formatBytes(bytes)} / ${formatBytes(total)}  ` +
+    `${formatRate(bytesPerSecond)}  ${time}`;
+  // The text part is ~60 columns at most; a fixed bar width keeps the line from jumping.
+  const width = Math.max(10, Math.min(40, columns - 64 - label.length));
+  const filled = Math.round(fraction * width);
+  return `${label} [${"#".repeat(filled)}${"-".repeat(width - filled)}]${text}`.slice(0, columns - 1);
+}
+
+/** How far back the live rate of {@link ProgressBar} looks. */
+const RATE_WINDOW_SECONDS = 3;
+
+/**
+ * A one-line progress bar on stderr, redrawn ~5 times a second, by default only when
+ * stderr is a terminal. `done()` reads the progress counter. While the transfer runs the
+ * rate is the last few seconds' ({@link SlidingRate}) and the ETA follows from it; at 100%
+ * the line shows the average over the whole transfer, and {@link finish} ends it with the
+ * transfer's own numbers.
  */
 export class ProgressBar {
   readonly #label: string;
   readonly #total: number;
   readonly #done: () => number;
   readonly #enabled: boolean;
+  readonly #rate = new SlidingRate(RATE_WINDOW_SECONDS);
   #timer: ReturnType<typeof setInterval> | undefined;
-  #started = 0;
-  #lastBytes = 0;
-  #lastTime = 0;
-  #rate = 0;
+  #started = NaN;
+  /** Seconds from start() until `done()` first reached the total. */
+  #completedAfter = NaN;
+  #finished = false;
 
   constructor(label: string, total: number, done: () => number, enabled = process.stderr.isTTY === true) {
     this.#label = label;
@@ -78,9 +111,10 @@ export class ProgressBar {
     this.#enabled = enabled;
   }
 
+  /** Draws the bar and keeps redrawing it; after a stop() it carries on where it was. */
   start(): void {
-    if (!this.#enabled || this.#timer) return;
-    this.#started = this.#lastTime = performance.now();
+    if (!this.#enabled || this.#timer || this.#finished) return;
+    if (Number.isNaN(this.#started)) this.#started = performance.now();
     this.#timer = setInterval(() => this.#draw(), 200);
     this.#draw();
   }
@@ -93,28 +127,33 @@ export class ProgressBar {
     writeAll(2, "\r\x1b[2K");
   }
 
+  /**
+   * Ends the bar at 100% with the transfer's result, the same numbers it reports: its
+   * `seconds`, and `bytes / seconds` as the rate. The line stays on screen.
+   */
+  finish(result: { bytes: number; seconds: number }): void {
+    if (Number.isNaN(this.#started) || this.#finished) return;
+    this.#finished = true;
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+    const rate = result.seconds > 0 ? result.bytes / result.seconds : NaN;
+    writeAll(2, `\r\x1b[2K${this.#line(this.#total, rate, result.seconds)}\n`);
+  }
+
   #draw(): void {
-    const now = performance.now();
+    const seconds = (performance.now() - this.#started) / 1000;
     const bytes = Math.min(this.#total, this.#done());
-    const interval = (now - this.#lastTime) / 1000;
-    if (interval >= 0.15) {
-      const instant = (bytes - this.#lastBytes) / interval;
-      // Smoothed rate; the first sample sets it.
-      this.#rate = this.#rate === 0 ? instant : 0.6 * this.#rate + 0.4 * instant;
-      this.#lastBytes = bytes;
-      this.#lastTime = now;
+    let rate = this.#rate.add(seconds, bytes);
+    if (bytes >= this.#total) {
+      // Complete (the checksum may still run): the average rate, the time the data took.
+      if (Number.isNaN(this.#completedAfter)) this.#completedAfter = seconds;
+      rate = bytes / this.#completedAfter;
     }
-    const fraction = this.#total > 0 ? bytes / this.#total : 1;
-    const elapsed = (now - this.#started) / 1000;
-    const eta = this.#rate > 0 ? (this.#total - bytes) / this.#rate : NaN;
-    const columns = process.stderr.columns || 80;
-    const text = ` ${(fraction * 100).toFixed(1).padStart(5)}%  ${formatBytes(bytes)} / ${formatBytes(this.#total)}  ` +
-      `${formatRate(this.#rate)}  ${bytes >= this.#total ? `${formatSeconds(elapsed)}` : `ETA ${formatSeconds(eta)}`}`;
-    // The text part is ~60 columns at most; a fixed bar width keeps the line from jumping.
-    const width = Math.max(10, Math.min(40, columns - 64 - this.#label.length));
-    const filled = Math.round(fraction * width);
-    const line = `${this.#label} [${"#".repeat(filled)}${"-".repeat(width - filled)}]${text}`;
-    writeAll(2, `\r\x1b[2K${line.slice(0, columns - 1)}`);
+    writeAll(2, `\r\x1b[2K${this.#line(bytes, rate, this.#completedAfter)}`);
+  }
+
+  #line(bytes: number, rate: number, seconds: number): string {
+    return progressLine(this.#label, bytes, this.#total, rate, seconds, process.stderr.columns || 80);
   }
 }
 
@@ -150,7 +189,7 @@ export function statsRows(sides: object[]): (string | number | boolean)[][] {
     field("rounds"),
     field("zerocopySends"),
     field("zerocopyCopied"),
-    field("zerocopySyncsAllCopied"),
+    field("zerocopyFlushesAllCopied"),
     field("perChannelBytes", (v) => (v as number[]).map((b) => formatBytes(b)).join(", ")),
     field("setupSeconds", seconds),
     field("checksumSeconds", seconds),

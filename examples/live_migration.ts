@@ -18,8 +18,10 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { MAX_CHANNELS, PAGE_SIZE, Region, runtime } from "../mod.ts";
 import { loopbackPair } from "./loopback_pair.ts";
-import { err, formatBytes, formatSeconds, oneLine, out, parseInteger, statsRows, table } from "./cli_util.ts";
-import { fillRandom, Xorshift128 } from "./random.ts";
+import { formatBytes, formatSeconds, oneLine, parseInteger, statsRows, table } from "./cli_util.ts";
+import { round } from "../util/format.ts";
+import { err, out } from "../util/output.ts";
+import { fillRandom, Xorshift128 } from "../util/random.ts";
 
 const USAGE = `usage: live_migration.ts [options]
 
@@ -235,11 +237,11 @@ async function main(): Promise<number> {
       zerocopy,
       rate,
       converged,
-      downtimeSeconds: Math.round(downtimeSeconds * 1000) / 1000,
+      downtimeSeconds: round(downtimeSeconds),
       writes: workload.writes,
       equal,
       verified: sent.verified && received.verified,
-      rounds: rows.map((r) => ({ ...r, seconds: Math.round(r.seconds * 1000) / 1000 })),
+      rounds: rows.map((r) => ({ ...r, seconds: round(r.seconds) })),
       sender: sent,
       receiver: received,
     }));

@@ -40,12 +40,10 @@ import {
   type SenderResult,
 } from "../mod.ts";
 import {
-  err,
   formatBytes,
   formatHostPort,
   type HostPort,
   oneLine,
-  out,
   parseHostPort,
   parseInteger,
   parseSize,
@@ -53,6 +51,8 @@ import {
   statsRows,
   table,
 } from "./cli_util.ts";
+import { toHex } from "../util/format.ts";
+import { err, out } from "../util/output.ts";
 
 const SECRET_ENV = "ZEROCOPY_MULTIFD_SECRET";
 const DEFAULT_CHANNELS = 4;
@@ -85,6 +85,7 @@ const RECV_USAGE = `usage: migrate.ts recv --listen HOST:PORT --file OUT [option
                        (>= ${MIN_SECRET_BYTES} bytes), surrounding whitespace ignored
   --secret-out F       where to write a generated secret (default ./migrate-secret-PORT.key)
   --json               print one JSON object with the stats as the last line of stdout
+  --progress           draw the progress bar on stderr even when it is not a terminal
   -h, --help           this help
 
 Secret: --secret-file, else $${SECRET_ENV}, else a fresh random one is generated,
@@ -103,6 +104,7 @@ const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
                        (loopback, veth): there it keeps the kernel's work on the sending side
   --secret-file F      shared secret file (as for recv); default $${SECRET_ENV}
   --json               print one JSON object with the stats as the last line of stdout
+  --progress           draw the progress bar on stderr even when it is not a terminal
   -h, --help           this help`;
 
 /** A command-line problem: usage on stderr, exit status 2. */
@@ -127,6 +129,7 @@ interface RecvOptions {
   secretFile?: string;
   secretOut?: string;
   json: boolean;
+  progress: boolean;
 }
 
 interface SendOptions {
@@ -138,6 +141,7 @@ interface SendOptions {
   sendBufferBytes?: number;
   secretFile?: string;
   json: boolean;
+  progress: boolean;
 }
 
 type Command = { kind: "help"; text: string } | { kind: "recv"; options: RecvOptions } | {
@@ -182,6 +186,7 @@ function parseRecv(args: string[]): Command {
     "secret-file": { type: "string" },
     "secret-out": { type: "string" },
     json: { type: "boolean" },
+    progress: { type: "boolean" },
   }, RECV_USAGE);
   if (values.help) return { kind: "help", text: RECV_USAGE };
   return withUsage(RECV_USAGE, () => {
@@ -205,6 +210,7 @@ function parseRecv(args: string[]): Command {
         secretFile: nonEmpty(values["secret-file"], "--secret-file"),
         secretOut: nonEmpty(values["secret-out"], "--secret-out"),
         json: values.json === true,
+        progress: values.progress === true,
       },
     };
   });
@@ -220,6 +226,7 @@ function parseSend(args: string[]): Command {
     "send-buffer": { type: "string" },
     "secret-file": { type: "string" },
     json: { type: "boolean" },
+    progress: { type: "boolean" },
   }, SEND_USAGE);
   if (values.help) return { kind: "help", text: SEND_USAGE };
   return withUsage(SEND_USAGE, () => {
@@ -246,6 +253,7 @@ function parseSend(args: string[]): Command {
           : undefined,
         secretFile,
         json: values.json === true,
+        progress: values.progress === true,
       },
     };
   });
@@ -332,10 +340,6 @@ function writeSecretFile(path: string, secretHex: string): void {
   } finally {
     closeSync(fd);
   }
-}
-
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 /** A word for a shell command line, quoted when it needs to be. */
@@ -469,10 +473,16 @@ async function recv(options: RecvOptions): Promise<number> {
       destination = Region.createFile(file, size);
       cleanupOnFailure.push(file);
       if (!options.json || process.stderr.isTTY) err(`receiving ${formatBytes(size)} into ${options.file}`);
-      progress = new ProgressBar("recv", size, () => progressBytes(receiver.bytesReceived, receiver.stats, size));
+      progress = new ProgressBar(
+        "recv",
+        size,
+        () => progressBytes(receiver.bytesReceived, receiver.stats, size),
+        showProgress(options),
+      );
       progress.start();
       return destination;
     });
+    progress?.finish(result);
   } catch (error) {
     throw new Failure(
       interrupted ? "interrupted: transfer aborted" : `receive failed: ${oneLine(error)}`,
@@ -527,12 +537,18 @@ async function send(options: SendOptions): Promise<number> {
         }) to ${options.to.display} over ${options.channels} channel${options.channels === 1 ? "" : "s"}`,
       );
     }
-    progress = new ProgressBar("send", source.size, () => progressBytes(sender.bytesSent, sender.stats, source.size));
+    progress = new ProgressBar(
+      "send",
+      source.size,
+      () => progressBytes(sender.bytesSent, sender.stats, source.size),
+      showProgress(options),
+    );
     progress.start();
     let result: SenderResult;
     try {
       await sender.sendRound();
       result = await sender.finish();
+      progress.finish(result);
     } catch (error) {
       throw new Failure(interrupted ? "interrupted: transfer aborted" : `send failed: ${oneLine(error)}`);
     } finally {
@@ -550,6 +566,11 @@ async function send(options: SendOptions): Promise<number> {
   } finally {
     await source.close();
   }
+}
+
+/** The progress bar: on a terminal, or anywhere with --progress. */
+function showProgress(options: { progress: boolean }): boolean {
+  return options.progress || process.stderr.isTTY === true;
 }
 
 /** Progress in bytes of the region covered: payload plus pages sent as zero pages. */

@@ -12,18 +12,10 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { MAX_CHANNELS, Region, runtime } from "../mod.ts";
 import { loopbackPair } from "./loopback_pair.ts";
-import {
-  err,
-  formatBytes,
-  formatSeconds,
-  oneLine,
-  out,
-  parseInteger,
-  ProgressBar,
-  statsRows,
-  table,
-} from "./cli_util.ts";
-import { CSPRNG_BYTES, fillRandom } from "./random.ts";
+import { formatBytes, formatSeconds, oneLine, parseInteger, ProgressBar, statsRows, table } from "./cli_util.ts";
+import { round } from "../util/format.ts";
+import { err, out } from "../util/output.ts";
+import { CSPRNG_BYTES, fillRandom } from "../util/random.ts";
 
 const USAGE = `usage: migrate_demo.ts [--gib N] [--channels N] [--no-zerocopy] [--json]
 
@@ -96,6 +88,7 @@ async function main(): Promise<number> {
   try {
     await sender.sendRound();
     sent = await sender.finish();
+    progress.finish(sent);
     received = await receiving;
   } catch (error) {
     await Promise.allSettled([sender.abort(), receiver.abort()]);
@@ -120,9 +113,9 @@ async function main(): Promise<number> {
       zerocopy,
       verified: sent.verified && received.verified,
       equal,
-      allocateSeconds: round3(allocateSeconds),
-      fillSeconds: round3(fillSeconds),
-      compareSeconds: round3(compareSeconds),
+      allocateSeconds: round(allocateSeconds),
+      fillSeconds: round(fillSeconds),
+      compareSeconds: round(compareSeconds),
       sender: sent,
       receiver: received,
     }));
@@ -153,10 +146,6 @@ async function main(): Promise<number> {
   }
   if (!ok) err(`migrate_demo.ts: FAILED: ${equal ? "the checksums were not verified" : "the copy differs"}`);
   return ok ? 0 : 1;
-}
-
-function round3(value: number): number {
-  return Math.round(value * 1000) / 1000;
 }
 
 try {

@@ -23,4 +23,4 @@ self.onmessage = (event) => {
     channel.close();
   }
 };
-self.postMessage({ ready: true });
+self.postMessage({ kind: "ready" });

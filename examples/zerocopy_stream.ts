@@ -11,6 +11,7 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { connect, listen, runtime } from "../mod.ts";
+import { type ReadyMessage, WorkerInbox } from "../util/worker.ts";
 
 const USAGE = `usage: zerocopy_stream.ts [--gib N] [--write-kib N] [--no-zerocopy] [--json]
   --gib N         GiB to stream (default 1)
@@ -56,13 +57,15 @@ const [client, server] = await Promise.all([
 ]);
 listener.close();
 
-const sink = new Worker(new URL("./stream_sink_worker.ts", import.meta.url), { type: "module" });
-const received = new Promise<number>((resolve, reject) => {
-  sink.onmessage = (event: MessageEvent<{ ready?: true; bytes?: number; error?: string }>) => {
-    if (event.data.ready) sink.postMessage({ fd: server.detach() });
-    else if (event.data.error) reject(new Error(event.data.error));
-    else resolve(event.data.bytes!);
-  };
+const sink = new WorkerInbox<ReadyMessage | { bytes?: number; error?: string }>(
+  new URL("./stream_sink_worker.ts", import.meta.url),
+  "stream sink",
+);
+const received = sink.ready().then(async () => {
+  sink.worker.postMessage({ fd: server.detach() });
+  const result = await sink.next() as { bytes?: number; error?: string };
+  if (result.error) throw new Error(result.error);
+  return result.bytes!;
 });
 
 // A 64 MiB source sent over and over; it is never modified, so reusing it between

@@ -9,13 +9,20 @@
 import { existsSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
+import { ZeroCopyMultifdError } from "../src/errors.ts";
 
+/**
+ * Name of the environment variable that points the module at a specific
+ * `libzerocopy_multifd.so`; when set, no other location is tried.
+ */
 export const LIBRARY_ENV = "ZEROCOPY_MULTIFD_LIB";
 const LIBRARY_FILE = "libzerocopy_multifd.so";
 
 /** Thrown when no loadable library is found; the message says what was tried and the fix. */
-export class NativeLibraryNotFoundError extends Error {
+export class NativeLibraryNotFoundError extends ZeroCopyMultifdError {
+  /** Always "NativeLibraryNotFoundError". */
   override name = "NativeLibraryNotFoundError";
+  /** `tried`: the paths looked at, in order; the message lists them too. */
   constructor(readonly tried: string[]) {
     super(
       `zerocopy-multifd: native library not found (tried: ${tried.join(", ")}). ` +
@@ -27,7 +34,7 @@ export class NativeLibraryNotFoundError extends Error {
 
 function candidates(): string[] {
   if (process.platform !== "linux" || process.arch !== "x64") {
-    throw new Error(
+    throw new ZeroCopyMultifdError(
       `zerocopy-multifd supports linux-x64 only (this is ${process.platform}-${process.arch})`,
     );
   }

@@ -9,15 +9,14 @@
  * @module
  */
 import { findLibrary } from "./library_path.ts";
+import { runtime } from "./runtime.ts";
 import type { NativeLibrary } from "./symbols.ts";
 
 export { LIBRARY_ENV, NativeLibraryNotFoundError } from "./library_path.ts";
 export { SocketOption } from "./symbols.ts";
 export { Errno, errnoName, IOV_MAX, ORIGIN_ZEROCOPY, Poll, Shutdown, ZEROCOPY_COPIED } from "./kernel.ts";
 export type { NativeLibrary } from "./symbols.ts";
-
-/** "bun" or "deno": the runtime this process runs on. */
-export const runtime: "bun" | "deno" = "Bun" in globalThis ? "bun" : "deno";
+export { runtime } from "./runtime.ts";
 
 const loaded = runtime === "bun"
   ? await (await import("./bun.ts")).open(findLibrary())

@@ -12,8 +12,24 @@ import { type ChannelOptions, checkChannelOptions, SocketChannel } from "./socke
 /** Default limit for establishing a connection (ms). */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
+/**
+ * Where {@link connect} connects to, how long it may take, and the options of the
+ * resulting {@link SocketChannel}.
+ *
+ * @example A zero-copy client with a short connect limit
+ * ```ts
+ * import { connect, type ConnectOptions } from "zerocopy-multifd";
+ *
+ * const options: ConnectOptions = { hostname: "10.0.0.2", port: 4444, zerocopy: true, connectTimeoutMs: 3_000 };
+ * const channel = await connect(options);
+ * console.log(channel.zerocopy); // false if the kernel refused SO_ZEROCOPY
+ * channel.close();
+ * ```
+ */
 export interface ConnectOptions extends ChannelOptions {
+  /** IP literal (IPv4, IPv6, `[::1]`) or a name to resolve. */
   hostname: string;
+  /** TCP port, 1..65535. */
   port: number;
   /** Limit for the TCP handshake, in ms. Default {@link DEFAULT_CONNECT_TIMEOUT_MS}. */
   connectTimeoutMs?: number;

@@ -3,23 +3,48 @@
  * `instanceof`; those caused by a syscall carry the errno and its name.
  * @module
  */
-import { errnoName } from "../ffi/mod.ts";
+// kernel.ts only: ffi/library_path.ts builds on these errors, so nothing that loads the library.
+import { errnoName } from "../ffi/kernel.ts";
 
-/** Base class of all errors thrown by zerocopy-multifd. */
+/**
+ * Base class of all errors thrown by zerocopy-multifd.
+ *
+ * @example Tell this module's failures from others
+ * ```ts
+ * import { connect, SocketError, TimeoutError, ZeroCopyMultifdError } from "zerocopy-multifd";
+ *
+ * try {
+ *   const channel = await connect({ hostname: "10.0.0.2", port: 4444, connectTimeoutMs: 2_000 });
+ *   channel.close();
+ * } catch (error) {
+ *   if (error instanceof TimeoutError) console.error("no answer within", error.timeoutMs, "ms");
+ *   else if (error instanceof SocketError) console.error("refused:", error.code); // e.g. "ECONNREFUSED"
+ *   else if (!(error instanceof ZeroCopyMultifdError)) throw error;
+ * }
+ * ```
+ */
 export class ZeroCopyMultifdError extends Error {
+  /** Always "ZeroCopyMultifdError", so errors stay recognisable in logs and across Workers. */
   override name = "ZeroCopyMultifdError";
 }
 
 /** Bad input from the caller: wrong type, out-of-range value, malformed address. */
 export class InvalidArgumentError extends ZeroCopyMultifdError {
+  /** Always "InvalidArgumentError", so errors stay recognisable in logs and across Workers. */
   override name = "InvalidArgumentError";
 }
 
 /** A system call failed. `code` is the errno name, e.g. "ENOSPC". */
 export class SystemError extends ZeroCopyMultifdError {
+  /** Always "SystemError", so errors stay recognisable in logs and across Workers. */
   override name = "SystemError";
+  /** The errno's name, e.g. "ENOSPC" ("errno <n>" for one this module does not name). */
   readonly code: string;
-  constructor(readonly operation: string, readonly errno: number, detail = "") {
+  /**
+   * `operation`: the failed call, e.g. "connect"; `errno`: the positive errno value;
+   * `detail`: context for the message, e.g. the address or path.
+   */
+  constructor(readonly operation: string, readonly errno: number, detail: string = "") {
     super(`${operation} failed: ${errnoName(errno)}${detail ? ` (${detail})` : ""}`);
     this.code = errnoName(errno);
   }
@@ -27,18 +52,25 @@ export class SystemError extends ZeroCopyMultifdError {
 
 /** A socket system call failed, e.g. with ECONNRESET or EPIPE. */
 export class SocketError extends SystemError {
+  /** Always "SocketError", so errors stay recognisable in logs and across Workers. */
   override name = "SocketError";
 }
 
 /** The channel was closed or aborted locally; no further I/O is possible on it. */
 export class ChannelClosedError extends ZeroCopyMultifdError {
+  /** Always "ChannelClosedError", so errors stay recognisable in logs and across Workers. */
   override name = "ChannelClosedError";
 }
 
 /** A wait for the socket exceeded its configured limit. */
 export class TimeoutError extends ZeroCopyMultifdError {
+  /** Always "TimeoutError", so errors stay recognisable in logs and across Workers. */
   override name = "TimeoutError";
-  constructor(readonly operation: string, readonly timeoutMs: number, detail = "") {
+  /**
+   * `operation`: what waited, e.g. "connect" or "accept"; `timeoutMs`: the limit it
+   * exceeded; `detail`: context for the message, e.g. the address.
+   */
+  constructor(readonly operation: string, readonly timeoutMs: number, detail: string = "") {
     super(`${operation} made no progress for ${timeoutMs} ms${detail ? ` (${detail})` : ""}`);
   }
 }
@@ -48,6 +80,7 @@ export class TimeoutError extends ZeroCopyMultifdError {
  * `zerocopy: true`, or the kernel refused SO_ZEROCOPY. Never a silent fallback.
  */
 export class ZeroCopyUnsupportedError extends ZeroCopyMultifdError {
+  /** Always "ZeroCopyUnsupportedError", so errors stay recognisable in logs and across Workers. */
   override name = "ZeroCopyUnsupportedError";
 }
 
@@ -57,14 +90,22 @@ export class ZeroCopyUnsupportedError extends ZeroCopyMultifdError {
  * (`RLIMIT_MEMLOCK`, for users without CAP_IPC_LOCK) is too small.
  */
 export class ZeroCopyResourceError extends ZeroCopyMultifdError {
+  /** Always "ZeroCopyResourceError", so errors stay recognisable in logs and across Workers. */
   override name = "ZeroCopyResourceError";
+  /** The errno the sends kept failing with. */
   readonly code = "ENOBUFS";
 }
 
 /** The kernel reported an error on the socket's error queue instead of a completion. */
 export class ZeroCopyCompletionError extends ZeroCopyMultifdError {
+  /** Always "ZeroCopyCompletionError", so errors stay recognisable in logs and across Workers. */
   override name = "ZeroCopyCompletionError";
+  /** The reported errno's name, e.g. "ECONNRESET". */
   readonly code: string;
+  /**
+   * `errno`: the error queue record's errno; `origin`: its `ee_origin` (SO_EE_ORIGIN_*),
+   * which says what produced the record.
+   */
   constructor(readonly errno: number, readonly origin: number) {
     super(`error queue reported ${errnoName(errno)} (origin ${origin})`);
     this.code = errnoName(errno);
@@ -73,5 +114,6 @@ export class ZeroCopyCompletionError extends ZeroCopyMultifdError {
 
 /** Completion ids from the kernel do not match the sends made: a bug, never ignored. */
 export class ZeroCopyAccountingError extends ZeroCopyMultifdError {
+  /** Always "ZeroCopyAccountingError", so errors stay recognisable in logs and across Workers. */
   override name = "ZeroCopyAccountingError";
 }

@@ -13,6 +13,20 @@ import { ChannelClosedError, InvalidArgumentError, SocketError, TimeoutError } f
 import { FdWaits } from "./reactor.ts";
 import { type ChannelOptions, checkChannelOptions, SocketChannel } from "./socket_channel.ts";
 
+/**
+ * Where {@link listen} binds, and the channel options every accepted {@link SocketChannel}
+ * gets.
+ *
+ * @example Accept zero-copy channels on a free port
+ * ```ts
+ * import { listen, type ListenOptions } from "zerocopy-multifd";
+ *
+ * const options: ListenOptions = { hostname: "0.0.0.0", port: 0, zerocopy: true, ioTimeoutMs: 30_000 };
+ * const listener = await listen(options);
+ * console.log("listening on port", listener.port);
+ * const channel = await listener.accept();
+ * ```
+ */
 export interface ListenOptions extends ChannelOptions {
   /** IP literal or name to bind. Default "127.0.0.1". */
   hostname?: string;
@@ -44,15 +58,42 @@ export async function listen(options: ListenOptions = {}): Promise<Listener> {
   return new Listener(fd, hostname, localPort, options);
 }
 
+/**
+ * A listening TCP socket, made by {@link listen}: {@link Listener.accept} resolves with one
+ * {@link SocketChannel} per incoming connection.
+ *
+ * @example Serve connections until closed
+ * ```ts
+ * import { ChannelClosedError, listen } from "zerocopy-multifd";
+ *
+ * const listener = await listen({ port: 9000 });
+ * try {
+ *   for (;;) {
+ *     const channel = await listener.accept();
+ *     const header = new Uint8Array(16);
+ *     await channel.readFull(header);
+ *     channel.close();
+ *   }
+ * } catch (error) {
+ *   if (!(error instanceof ChannelClosedError)) throw error; // listener.close() ends the loop
+ * }
+ * ```
+ */
 export class Listener {
   #closed = false;
   readonly #waits: FdWaits;
 
+  /**
+   * @internal Adopts a bound, listening, non-blocking socket fd; use {@link listen}.
+   */
   constructor(
+    /** The listening socket's file descriptor. */
     readonly fd: number,
+    /** The address as given to {@link listen}. */
     readonly hostname: string,
     /** The bound port (the kernel's choice when 0 was asked). */
     readonly port: number,
+    /** Options every accepted channel is created with. */
     readonly channelOptions: ChannelOptions,
   ) {
     this.#waits = new FdWaits(fd);
@@ -62,7 +103,7 @@ export class Listener {
    * Resolves with the next incoming connection. Rejects with ChannelClosedError once the
    * listener is closed, TimeoutError after `timeoutMs` (default: no limit).
    */
-  async accept(timeoutMs = -1): Promise<SocketChannel> {
+  async accept(timeoutMs: number = -1): Promise<SocketChannel> {
     for (;;) {
       if (this.#closed) throw new ChannelClosedError("listener is closed");
       const fd = native.zc_accept(this.fd);
@@ -95,6 +136,7 @@ export class Listener {
     this.#waits.close();
   }
 
+  /** Closes the listener at the end of a `using` block, as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
   }

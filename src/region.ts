@@ -16,12 +16,26 @@ import { ChannelClosedError, InvalidArgumentError, SystemError } from "./errors.
 
 /** How Workers find a region: plain numbers (and the SharedArrayBuffer, if any) post fine. */
 export interface RegionDescriptor {
+  /** Native address of byte 0 (0 for an empty region). */
   address: number;
+  /** Size in bytes. */
   size: number;
   /** Keeps a SharedArrayBuffer-backed region alive in the Worker too. */
   shared?: SharedArrayBuffer;
 }
 
+/**
+ * Options of {@link Region.allocate}.
+ *
+ * @example Large anonymous memory, ready before a transfer starts
+ * ```ts
+ * import { Region } from "zerocopy-multifd";
+ *
+ * const region = Region.allocate(8 * 2 ** 30, { hugePages: true, prefault: true });
+ * // … fill it, send it with MultifdSender …
+ * await region.close();
+ * ```
+ */
 export interface AllocateOptions {
   /** madvise(MADV_HUGEPAGE): 2 MiB pages make first touches ~250x cheaper. Default false. */
   hugePages?: boolean;
@@ -32,6 +46,22 @@ export interface AllocateOptions {
 const MAPPING_GRANULE = 4096;
 const MAX_SIZE = Number.MAX_SAFE_INTEGER - MAPPING_GRANULE;
 
+/**
+ * Memory addressed by pointer — anonymous memory, a mapped file or a SharedArrayBuffer —
+ * that multifd transfers read from and receive into, and that JS reaches through
+ * {@link Region.view} windows. Not limited to Bun's 4 GiB ArrayBuffers; its
+ * {@link Region.descriptor} lets Workers use the same memory.
+ *
+ * @example Map a file and read its first page
+ * ```ts
+ * import { Region } from "zerocopy-multifd";
+ *
+ * const region = Region.openFile("guest.img");
+ * const firstPage = region.view(0, Math.min(4096, region.size));
+ * console.log(region.size, firstPage[0]);
+ * await region.close(); // waits for transfers still using it, then unmaps
+ * ```
+ */
 export class Region {
   #closed = false;
   #inFlight = 0;
@@ -44,8 +74,14 @@ export class Region {
     readonly address: number,
     /** Size in bytes. */
     readonly size: number,
+    /**
+     * What backs the memory: `allocate` ("anonymous"), `openFile`/`createFile` ("file"),
+     * `fromSharedArrayBuffer` ("shared-array-buffer"), `fromDescriptor` ("borrowed").
+     */
     readonly kind: "anonymous" | "file" | "shared-array-buffer" | "borrowed",
+    /** The mapped file's descriptor; -1 unless `kind` is "file". */
     readonly fd: number,
+    /** The SharedArrayBuffer behind the region, if any. */
     readonly shared: SharedArrayBuffer | undefined,
   ) {}
 
@@ -112,6 +148,7 @@ export class Region {
     return new Region(descriptor.address, descriptor.size, "borrowed", -1, descriptor.shared);
   }
 
+  /** Whether {@link close} has run; a closed region refuses views. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -126,7 +163,7 @@ export class Region {
    * A Uint8Array window onto [offset, offset + length). Valid until the region is closed;
    * keep windows ≤ 4 GiB for Bun.
    */
-  view(offset = 0, length = this.size - offset): Uint8Array {
+  view(offset: number = 0, length: number = this.size - offset): Uint8Array {
     this.#checkOpen();
     checkRange(offset, length, this.size);
     if (this.shared) return new Uint8Array(this.shared, offset, length);
@@ -154,7 +191,7 @@ export class Region {
   }
 
   /** Faults every page in now (MADV_POPULATE_WRITE/READ). */
-  prefault(forWrite = true): void {
+  prefault(forWrite: boolean = true): void {
     this.#checkOpen();
     if (this.size === 0 || this.shared) return;
     check("madvise(MADV_POPULATE)", native.zc_prefault(this.address, this.size, forWrite ? 1 : 0));

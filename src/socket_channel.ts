@@ -27,6 +27,7 @@ import {
 } from "./errors.ts";
 import { IovecArray } from "./iovec.ts";
 import { lockedMemoryBudget, longestZerocopySend, MIN_ZEROCOPY_BUDGET_BYTES, zerocopyCharge } from "./locked_memory.ts";
+import { integerOption, MAX_TIMEOUT_MS, timeoutMs } from "./options.ts";
 import { FdWaits } from "./reactor.ts";
 import { ZeroCopyCompletions } from "./zerocopy_completions.ts";
 
@@ -35,6 +36,24 @@ export const DEFAULT_IO_TIMEOUT_MS = 60_000;
 /** Default time a zero-copy flush may go without any completion arriving (ms). */
 export const DEFAULT_FLUSH_TIMEOUT_MS = 10_000;
 
+/**
+ * How a {@link SocketChannel} behaves: zero-copy, timeouts, dead-peer detection and
+ * socket buffer limits. Taken by `connect`, `listen` (for accepted channels) and the
+ * `SocketChannel` constructor; every value is checked before a socket is touched.
+ *
+ * @example A zero-copy channel for a link where a stall should fail fast
+ * ```ts
+ * import { type ChannelOptions, connect } from "zerocopy-multifd";
+ *
+ * const options: ChannelOptions = {
+ *   zerocopy: true,
+ *   ioTimeoutMs: 5_000, // a blocked read or write fails after 5 s without progress
+ *   flushTimeoutMs: 5_000,
+ *   userTimeoutMs: 10_000, // the kernel drops a link whose data stays unacknowledged 10 s
+ * };
+ * const channel = await connect({ hostname: "10.0.0.2", port: 4444, ...options });
+ * ```
+ */
 export interface ChannelOptions {
   /** Ask for zero-copy sends (SO_ZEROCOPY). Default false. */
   zerocopy?: boolean;
@@ -81,7 +100,9 @@ const KEEPALIVE_PROBES = 3;
 
 /** Counters of one channel, like QEMU's per-socket zero-copy accounting. */
 export interface ChannelStats {
+  /** Bytes written, with and without zero-copy. */
   bytesWritten: number;
+  /** Bytes read. */
   bytesRead: number;
   /** Successful MSG_ZEROCOPY sendmsg calls. */
   zerocopySends: number;
@@ -110,6 +131,25 @@ type Operation<T> = Generator<Wait, T, number>;
 const RECORDS_PER_DRAIN = 64;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
 
+/**
+ * A connected TCP socket with QEMU QIOChannel zero-copy semantics: `writev` copies,
+ * `writevZerocopy` sends straight from the caller's buffers (never silently falling back
+ * to copying), and `flushZerocopy` waits for the kernel's completions. Every operation
+ * has a blocking `…Sync` twin for Workers. Made by {@link connect} and
+ * {@link Listener.accept}, or adopted from an fd with `new SocketChannel(fd, options)`.
+ *
+ * @example Send a buffer without copying it into the kernel
+ * ```ts
+ * import { connect } from "zerocopy-multifd";
+ *
+ * const channel = await connect({ hostname: "10.0.0.2", port: 9000, zerocopy: true });
+ * const data = new Uint8Array(16 << 20).fill(1);
+ * await channel.writevZerocopy([data]); // do not modify `data`…
+ * const allCopied = await channel.flushZerocopy(); // …until this resolves
+ * console.log(allCopied, channel.stats.zerocopySends);
+ * channel.close();
+ * ```
+ */
 export class SocketChannel {
   /** Whether `writevZerocopy` can be used: asked for, and SO_ZEROCOPY accepted by the kernel. */
   readonly zerocopy: boolean;
@@ -148,24 +188,23 @@ export class SocketChannel {
     if (!Number.isInteger(fd) || fd < 0) throw new InvalidArgumentError(`fd must be a non-negative integer, got ${fd}`);
     this.#fd = fd;
     this.#waits = new FdWaits(fd);
-    this.#ioTimeoutMs = timeoutOption("ioTimeoutMs", options.ioTimeoutMs, DEFAULT_IO_TIMEOUT_MS);
-    this.#flushTimeoutMs = timeoutOption("flushTimeoutMs", options.flushTimeoutMs, DEFAULT_FLUSH_TIMEOUT_MS);
-    zerocopyBudgetOption(options);
-    if (options.zerocopy) {
+    const resolved = resolveChannelOptions(options);
+    this.#ioTimeoutMs = resolved.ioTimeoutMs;
+    this.#flushTimeoutMs = resolved.flushTimeoutMs;
+    if (resolved.zerocopy) {
       const rc = native.zc_set_option(fd, SocketOption.zerocopy, 1);
       this.#zerocopyRefusal = rc < 0 ? new SocketError("setsockopt(SO_ZEROCOPY)", -rc).message : undefined;
     } else {
       this.#zerocopyRefusal = "the channel was opened without zerocopy: true";
     }
     this.zerocopy = this.#zerocopyRefusal === undefined;
-    this.#zerocopyBudget = this.zerocopy ? zerocopyBudget(options) : -1;
+    this.#zerocopyBudget = this.zerocopy ? zerocopyBudget(resolved.zerocopyBudgetBytes) : -1;
     this.#longestZerocopySend = this.#zerocopyBudget < 0 ? Infinity : longestZerocopySend(this.#zerocopyBudget);
     // Headers and small packets must not wait for Nagle (as QEMU's migration sockets).
     native.zc_set_option(fd, SocketOption.nodelay, 1);
-    configureDeadPeerDetection(fd, options);
-    const sendBuffer = sendBufferOption(options);
-    if (sendBuffer !== undefined) {
-      const rc = native.zc_set_option(fd, SocketOption.sendBuffer, sendBuffer);
+    configureDeadPeerDetection(fd, resolved.userTimeoutMs, resolved.keepaliveIdleS);
+    if (resolved.sendBufferBytes !== undefined) {
+      const rc = native.zc_set_option(fd, SocketOption.sendBuffer, resolved.sendBufferBytes);
       if (rc < 0) throw new SocketError("setsockopt(SO_SNDBUF)", -rc);
     }
   }
@@ -175,6 +214,7 @@ export class SocketChannel {
     return this.#closed ? -1 : this.#fd;
   }
 
+  /** Whether the channel was closed, detached or relinquished: no further I/O is possible. */
   get closed(): boolean {
     return this.#closed;
   }
@@ -348,6 +388,7 @@ export class SocketChannel {
     this.#completions.abandon();
   }
 
+  /** Closes the channel at the end of a `using` block, as {@link close}. */
   [Symbol.dispose](): void {
     this.close();
   }
@@ -576,13 +617,41 @@ export class SocketChannel {
   }
 }
 
+/**
+ * {@link ChannelOptions} with every value checked and every default applied, in one
+ * place for channels, listeners, and the multifd sender and receiver. `zerocopyBudgetBytes`
+ * is left undefined when not given: its default (this process's locked-memory budget)
+ * only matters to a channel that does zero-copy.
+ */
+export interface ResolvedChannelOptions {
+  zerocopy: boolean;
+  ioTimeoutMs: number;
+  flushTimeoutMs: number;
+  userTimeoutMs: number;
+  keepaliveIdleS: number;
+  sendBufferBytes: number | undefined;
+  zerocopyBudgetBytes: number | undefined;
+}
+
+/** Checks every channel option (InvalidArgumentError naming the first bad one) and applies the defaults. */
+export function resolveChannelOptions(options: ChannelOptions): ResolvedChannelOptions {
+  if (typeof options !== "object" || options === null) throw new InvalidArgumentError("options must be an object");
+  return {
+    zerocopy: options.zerocopy === true,
+    ioTimeoutMs: timeoutMs("ioTimeoutMs", options.ioTimeoutMs, DEFAULT_IO_TIMEOUT_MS),
+    flushTimeoutMs: timeoutMs("flushTimeoutMs", options.flushTimeoutMs, DEFAULT_FLUSH_TIMEOUT_MS),
+    userTimeoutMs: integerOption("userTimeoutMs", options.userTimeoutMs, DEFAULT_USER_TIMEOUT_MS, 0, MAX_TIMEOUT_MS),
+    keepaliveIdleS: integerOption("keepaliveIdleS", options.keepaliveIdleS, DEFAULT_KEEPALIVE_IDLE_S, 0, 32767),
+    sendBufferBytes: options.sendBufferBytes === undefined
+      ? undefined
+      : integerOption("sendBufferBytes", options.sendBufferBytes, 0, SEND_BUFFER_BYTES.min, SEND_BUFFER_BYTES.max),
+    zerocopyBudgetBytes: zerocopyBudgetOption(options),
+  };
+}
+
 /** Throws InvalidArgumentError for options the SocketChannel constructor would refuse. */
 export function checkChannelOptions(options: ChannelOptions): void {
-  timeoutOption("ioTimeoutMs", options.ioTimeoutMs, 0);
-  timeoutOption("flushTimeoutMs", options.flushTimeoutMs, 0);
-  deadPeerSettings(options);
-  sendBufferOption(options);
-  zerocopyBudgetOption(options);
+  resolveChannelOptions(options);
 }
 
 function zerocopyBudgetOption(options: ChannelOptions): number | undefined {
@@ -598,37 +667,13 @@ function zerocopyBudgetOption(options: ChannelOptions): number | undefined {
 }
 
 /** The budget of a zero-copy channel: the option, or this process's share of RLIMIT_MEMLOCK. */
-function zerocopyBudget(options: ChannelOptions): number {
-  const explicit = zerocopyBudgetOption(options);
+function zerocopyBudget(explicit: number | undefined): number {
   if (explicit !== undefined) return explicit;
   const budget = lockedMemoryBudget();
   return budget < 0 ? -1 : Math.max(MIN_ZEROCOPY_BUDGET_BYTES, budget);
 }
 
-function sendBufferOption(options: ChannelOptions): number | undefined {
-  const bytes = options.sendBufferBytes;
-  if (bytes === undefined) return undefined;
-  if (!Number.isInteger(bytes) || bytes < SEND_BUFFER_BYTES.min || bytes > SEND_BUFFER_BYTES.max) {
-    throw new InvalidArgumentError(
-      `sendBufferBytes must be an integer in ${SEND_BUFFER_BYTES.min}..${SEND_BUFFER_BYTES.max}, got ${bytes}`,
-    );
-  }
-  return bytes;
-}
-
-function deadPeerSettings(options: ChannelOptions): { userTimeoutMs: number; keepaliveIdleS: number } {
-  const userTimeoutMs = options.userTimeoutMs ?? DEFAULT_USER_TIMEOUT_MS;
-  const keepaliveIdleS = options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S;
-  if (
-    !Number.isInteger(userTimeoutMs) || userTimeoutMs < 0 || !Number.isInteger(keepaliveIdleS) || keepaliveIdleS < 0
-  ) {
-    throw new InvalidArgumentError("userTimeoutMs and keepaliveIdleS must be non-negative integers");
-  }
-  return { userTimeoutMs, keepaliveIdleS };
-}
-
-function configureDeadPeerDetection(fd: number, options: ChannelOptions): void {
-  const { userTimeoutMs, keepaliveIdleS } = deadPeerSettings(options);
+function configureDeadPeerDetection(fd: number, userTimeoutMs: number, keepaliveIdleS: number): void {
   if (userTimeoutMs > 0) native.zc_set_option(fd, SocketOption.userTimeoutMs, userTimeoutMs);
   if (keepaliveIdleS > 0) {
     native.zc_set_option(fd, SocketOption.keepalive, 1);
@@ -644,14 +689,6 @@ function configureDeadPeerDetection(fd: number, options: ChannelOptions): void {
  */
 export function abortSocket(fd: number): void {
   native.zc_shutdown(fd, Shutdown.BOTH);
-}
-
-function timeoutOption(name: string, value: number | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  if (!Number.isInteger(value) || value < -1 || value > 0x7fffffff) {
-    throw new InvalidArgumentError(`${name} must be an integer number of ms (or -1 for no limit), got ${value}`);
-  }
-  return value;
 }
 
 function checkView(view: Uint8Array): Uint8Array {

@@ -24,6 +24,26 @@ const U32 = 0x1_0000_0000;
  */
 const abandoned: unknown[] = [];
 
+/**
+ * The bookkeeping a {@link SocketChannel} does for its MSG_ZEROCOPY sends, usable on its
+ * own (e.g. over a socket of your own, or to test completion handling): record each
+ * successful zero-copy `sendmsg`, apply the completion ranges read from the error queue,
+ * and learn what is still outstanding, what is pinned, and whether the kernel copied.
+ *
+ * @example Ids 0..2 sent; the kernel completes them out of order, copied
+ * ```ts
+ * import { ZeroCopyCompletions } from "zerocopy-multifd";
+ *
+ * const tracker = new ZeroCopyCompletions();
+ * const buffer = new Uint8Array(64 * 1024);
+ * for (let i = 0; i < 3; i++) tracker.recordSend();
+ * tracker.hold(buffer); // kept reachable until ids 0..2 have completed
+ * tracker.complete(2, 2, true);
+ * tracker.complete(0, 1, true);
+ * console.log(tracker.outstanding, tracker.heldCount); // 0 0
+ * console.log(tracker.endEpoch()); // 1: every completion since the last epoch was copied
+ * ```
+ */
 export class ZeroCopyCompletions {
   /** Oldest id not yet known to be complete. */
   #base: number;
@@ -42,8 +62,11 @@ export class ZeroCopyCompletions {
   /** Sum of the charges of outstanding sends (bytes). */
   #pinned = 0;
 
+  /** Zero-copy sends recorded ({@link recordSend}) since the tracker was made. */
   sends = 0;
+  /** Sends whose completion arrived. */
   completions = 0;
+  /** Completed sends the kernel reported as copied (SO_EE_CODE_ZEROCOPY_COPIED). */
   copied = 0;
   #epochCompletions = 0;
   #epochCopied = 0;

@@ -11,7 +11,8 @@ import { MultifdReceiver, MultifdSender, Region, runtime } from "../mod.ts";
 import { WorkerPool } from "../src/multifd/worker_pool.ts";
 import { fillPattern, openTcpSockets, SECRET } from "./helpers/multifd.ts";
 import { ACTIONS, type CaseResult, PHASES } from "./helpers/abort_matrix.ts";
-import { run, runtimeArgv } from "./helpers/runtime.ts";
+import { run } from "../dev/child.ts";
+import { runtimeArgv } from "../dev/runtime.ts";
 
 const matrix = fileURLToPath(new URL("./helpers/abort_matrix.ts", import.meta.url));
 /** Seconds a side may take to settle after the action; the accept deadline (2 s) is the longest wait. */

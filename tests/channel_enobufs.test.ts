@@ -8,7 +8,9 @@ import { spawnSync } from "node:child_process";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { inNamespace, sh } from "./helpers/netns.ts";
-import { isRoot, requirement, run, runtimeArgv } from "./helpers/runtime.ts";
+import { run } from "../dev/child.ts";
+import { runtimeArgv } from "../dev/runtime.ts";
+import { isRoot, requirement } from "./helpers/preconditions.ts";
 
 const skip = requirement(isRoot, "needs root to create a network namespace and set net.core.optmem_max in it");
 const sender = fileURLToPath(new URL("./helpers/enobufs_sender.ts", import.meta.url));

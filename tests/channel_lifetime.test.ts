@@ -9,10 +9,10 @@ import { ChannelClosedError, InvalidArgumentError, runtime, SocketChannel } from
 import { native, SocketOption } from "../ffi/mod.ts";
 import { channelPair, type Pair, untilStalled } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
-import { collectGarbage } from "./helpers/runtime.ts";
+import { collectGarbage } from "../dev/runtime.ts";
+import { sleep } from "./helpers/time.ts";
 
 const MiB = 1 << 20;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Whether `fd` is an open file descriptor (SO_ERROR answers on any open socket). */
 const isOpen = (fd: number) => native.zc_get_option(fd, SocketOption.pendingError) >= 0;

@@ -9,17 +9,17 @@ import {
   connect,
   InvalidArgumentError,
   listen,
-  type SocketChannel,
   SocketError,
   TimeoutError,
   ZeroCopyUnsupportedError,
 } from "../mod.ts";
 import { channelPair, untilStalled } from "./helpers/pair.ts";
 import { patternBytes, sameBytes } from "./helpers/pattern.ts";
-import { collectGarbage, requirement } from "./helpers/runtime.ts";
+import { collectGarbage } from "../dev/runtime.ts";
+import { requirement } from "./helpers/preconditions.ts";
+import { sleep } from "./helpers/time.ts";
 
 const MiB = 1 << 20;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * Allocates, fills and drops many buffers of `size` bytes around forced collections, so

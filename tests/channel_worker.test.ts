@@ -5,63 +5,21 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { abortSocket } from "../mod.ts";
+import { WorkerInbox } from "../util/worker.ts";
 import { channelPair } from "./helpers/pair.ts";
 import { patternBytes, sameBytes } from "./helpers/pattern.ts";
+import { sleep } from "./helpers/time.ts";
 import type { BlockJob, BlockReport } from "./helpers/blocked_worker.ts";
 import type { WriteJob, WriterReport } from "./helpers/sync_writer_worker.ts";
-
-/** A Worker's messages as a queue: `next` waits for the next one (or fails after `ms`). */
-class Inbox<T> {
-  readonly worker: Worker;
-  #queue: T[] = [];
-  #waiter: ((message: T) => void) | undefined;
-  #failure: Error | undefined;
-
-  constructor(url: URL) {
-    this.worker = new Worker(url, { type: "module" });
-    this.worker.onmessage = (event: MessageEvent<T>) => {
-      if (this.#waiter) this.#waiter(event.data);
-      else this.#queue.push(event.data);
-    };
-    this.worker.onerror = (event: ErrorEvent) => {
-      event.preventDefault?.();
-      this.#failure = new Error(`worker failed: ${event.message}`);
-    };
-  }
-
-  /** Messages received and not yet taken. */
-  get queued(): number {
-    return this.#queue.length;
-  }
-
-  next(ms: number): Promise<T> {
-    if (this.#failure) return Promise.reject(this.#failure);
-    const queued = this.#queue.shift();
-    if (queued !== undefined) return Promise.resolve(queued);
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#waiter = undefined;
-        reject(this.#failure ?? new Error(`no message from the worker within ${ms} ms`));
-      }, ms);
-      this.#waiter = (message) => {
-        clearTimeout(timer);
-        this.#waiter = undefined;
-        resolve(message);
-      };
-    });
-  }
-}
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe("a channel adopted by a Worker", () => {
   test("writevZerocopySync in a Worker, readFull on the main thread: exact bytes, every send completed", async () => {
     const SIZE = 48 << 20;
     const SEED = 21;
     const pair = await channelPair({ ioTimeoutMs: 20_000 }, { ioTimeoutMs: 20_000 });
-    const inbox = new Inbox<WriterReport>(new URL("./helpers/sync_writer_worker.ts", import.meta.url));
+    const inbox = new WorkerInbox<WriterReport>(new URL("./helpers/sync_writer_worker.ts", import.meta.url));
     try {
-      assert.equal((await inbox.next(20_000)).kind, "ready");
+      await inbox.ready(20_000);
       const fd = pair.client.detach();
       assert.equal(pair.client.fd, -1);
       const job: WriteJob = { fd, size: SIZE, seed: SEED };
@@ -84,7 +42,7 @@ describe("a channel adopted by a Worker", () => {
       assert.equal(report.stats.zerocopyCompletions, report.stats.zerocopySends);
       assert.equal(report.stats.zerocopyCopied, report.stats.zerocopySends);
     } finally {
-      inbox.worker.terminate();
+      inbox.terminate();
       pair.close();
     }
   });
@@ -95,9 +53,9 @@ describe("abortSocket wakes a Worker blocked in a …Sync call", () => {
     const call = op === "read" ? "readFullSync with nothing arriving" : "writevZerocopySync to a peer that never reads";
     test(call, async () => {
       const pair = await channelPair({ ioTimeoutMs: 20_000 }, { ioTimeoutMs: 20_000 });
-      const inbox = new Inbox<BlockReport>(new URL("./helpers/blocked_worker.ts", import.meta.url));
+      const inbox = new WorkerInbox<BlockReport>(new URL("./helpers/blocked_worker.ts", import.meta.url));
       try {
-        assert.equal((await inbox.next(20_000)).kind, "ready");
+        await inbox.ready(20_000);
         const fd = pair.client.detach();
         const job: BlockJob = { fd, op };
         inbox.worker.postMessage(job);
@@ -127,7 +85,7 @@ describe("abortSocket wakes a Worker blocked in a …Sync call", () => {
         let n: number;
         do n = await pair.server.readFull(drained).catch(() => 0); while (n === drained.length);
       } finally {
-        inbox.worker.terminate();
+        inbox.terminate();
         pair.close();
       }
     });

@@ -1,9 +1,9 @@
 // examples/migrate.ts end to end: a receiver and a sender process moving a file whose size
 // is not a page multiple, usage errors, --help, a wrong secret, a generated secret, a file
-// written while it is sent (checksum mismatch).
+// written while it is sent (checksum mismatch), the progress bar's last line (the transfer's
+// own bytes / seconds) and the numbers behind the bar (sliding-window rate, line format).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import {
   closeSync,
   existsSync,
@@ -17,55 +17,35 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { run, runtimeArgv } from "./helpers/runtime.ts";
+import { lastJson, LineChild, run } from "../dev/child.ts";
+import { runtimeArgv } from "../dev/runtime.ts";
+import { formatRate, formatSeconds, progressLine, SlidingRate } from "../examples/cli_util.ts";
 
 const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
 const SIZE = 37 * 2 ** 20 + 123;
 const SECRET_ENV = "ZEROCOPY_MULTIFD_SECRET";
 
-/** The environment without a secret in it: every test says where its secret comes from. */
-function cleanEnv(): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const [key, value] of Object.entries(process.env)) {
-    if (key !== SECRET_ENV && value !== undefined) env[key] = value;
-  }
-  return env;
-}
-
 interface Receiver {
-  child: ChildProcess;
+  child: LineChild;
   /** Resolves with the port once the receiver prints "listening on 127.0.0.1:PORT". */
   port: Promise<number>;
   exited: Promise<{ code: number | null; stdout: string; stderr: string }>;
   stderr: () => string;
-  kill: () => void;
+  kill: () => Promise<void>;
 }
 
-/** Starts `migrate.ts recv …` as a child process (async: the test keeps running). */
+/**
+ * Starts `migrate.ts recv …` as a child process (async: the test keeps running), without a
+ * secret in its environment: every test says where its secret comes from.
+ */
 function startReceiver(args: string[], cwd?: string): Receiver {
-  const argv = runtimeArgv(cli, ["recv", ...args]);
-  const child = spawn(argv[0], argv.slice(1), { stdio: ["ignore", "pipe", "pipe"], cwd, env: cleanEnv() });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += d));
-  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) =>
-    child.on("close", (code) => resolve({ code, stdout, stderr }))
-  );
-  const port = new Promise<number>((resolve, reject) => {
-    child.stderr!.on("data", (d) => {
-      stderr += d;
-      const match = /listening on 127\.0\.0\.1:(\d+)/.exec(stderr);
-      if (match) resolve(Number(match[1]));
-    });
-    exited.then(() => reject(new Error(`receiver exited before listening: ${stderr}`)));
-  });
+  const child = new LineChild(runtimeArgv(cli, ["recv", ...args]), { cwd, env: { [SECRET_ENV]: undefined } });
+  const port = child.waitFor(/listening on 127\.0\.0\.1:(\d+)/, "stderr").then((match) => Number(match[1]));
   port.catch(() => {});
-  return { child, port, exited, stderr: () => stderr, kill: () => child.kill("SIGKILL") };
+  const exited = child.exited.then(({ code }) => ({ code, stdout: child.stdout, stderr: child.stderr }));
+  return { child, port, exited, stderr: () => child.stderr, kill: () => child.kill() };
 }
-
-const lastJson = (text: string) => JSON.parse(text.trim().split("\n").at(-1)!);
 
 function randomFile(path: string, size: number): Uint8Array {
   const bytes = new Uint8Array(size);
@@ -75,6 +55,50 @@ function randomFile(path: string, size: number): Uint8Array {
   writeFileSync(path, bytes);
   return bytes;
 }
+
+/** The frames of the progress bar `label` drew on stderr (each redraw starts with "\r\x1b[2K"). */
+function progressFrames(stderr: string, label: string): string[] {
+  return stderr.split("\r\x1b[2K").flatMap((part) => part.split("\n")).filter((frame) =>
+    frame.startsWith(`${label} [`)
+  );
+}
+
+describe("the progress bar's numbers", () => {
+  test("live rate: over a sliding window, following a change of speed and a stall", () => {
+    const rate = new SlidingRate(3);
+    let bytes = 0;
+    let now = 0;
+    const advance = (seconds: number, bytesPerSecond: number) => {
+      let latest = NaN;
+      for (let i = 0; i < Math.round(seconds / 0.2); i++) {
+        now += 0.2;
+        bytes += bytesPerSecond * 0.2;
+        latest = rate.add(now, bytes);
+      }
+      return latest;
+    };
+    assert.ok(Number.isNaN(rate.add(0, 0)), "no rate from one sample");
+    assert.ok(Math.abs(advance(2, 230e6) - 230e6) < 1, "steady 230 MB/s");
+    // A slower phase: within one window the rate is the new speed exactly, not an average since the start.
+    assert.ok(Math.abs(advance(4, 100e6) - 100e6) < 1, "100 MB/s after the window has passed");
+    // A stall (a round's sync, the checksum): the live rate says so.
+    assert.equal(advance(3.2, 0), 0);
+  });
+
+  test("the line: ETA while running; at 100% the average rate and the time the transfer took", () => {
+    // 1 GiB in 4.668 s (the JSON result's bytes and seconds): 230.0 MB/s.
+    assert.equal(
+      progressLine("send", 2 ** 30, 2 ** 30, 2 ** 30 / 4.668, 4.668),
+      "send [############] 100.0%  1.00 GiB / 1.00 GiB  230.0 MB/s  4.67 s",
+    );
+    assert.equal(
+      progressLine("recv", 2 ** 29, 2 ** 30, 230e6, 2.3),
+      "recv [######------]  50.0%  512.00 MiB / 1.00 GiB  230.0 MB/s  ETA 2.33 s",
+    );
+    assert.equal(progressLine("recv", 0, 2 ** 30, NaN, 0), "recv [------------]   0.0%  0 B / 1.00 GiB  -  ETA -");
+    assert.equal(formatRate(2 ** 30 / 0.5), "2.15 GB/s");
+  });
+});
 
 describe("migrate.ts", () => {
   let dir = "";
@@ -147,7 +171,51 @@ describe("migrate.ts", () => {
       assert.equal(outputBytes.length, SIZE);
       assert.ok(outputBytes.equals(inputBytes), "the output differs from the input");
     } finally {
-      receiver.kill();
+      await receiver.kill();
+    }
+  });
+
+  test("--progress on a pipe: both bars end with the transfer's own numbers, bytes / seconds as in the JSON", async () => {
+    const output = join(dir, "progress-out.bin");
+    const flags = ["--json", "--progress", "--secret-file", secretFile];
+    const receiver = startReceiver(["--listen", "127.0.0.1:0", "--file", output, ...flags]);
+    try {
+      const port = await receiver.port;
+      const sender = await run(
+        runtimeArgv(cli, ["send", "--to", `127.0.0.1:${port}`, "--file", input, ...flags]),
+        60_000,
+      );
+      assert.equal(sender.code, 0, sender.stderr);
+      const received = await receiver.exited;
+      assert.equal(received.code, 0, received.stderr);
+
+      const sides = [["send", sender.stderr, sender.stdout], ["recv", received.stderr, received.stdout]];
+      for (const [label, stderr, stdout] of sides) {
+        const result = lastJson(stdout);
+        const frames = progressFrames(stderr, label);
+        assert.ok(
+          frames.length >= 2,
+          `${label}: the bar was drawn at the start and at the end: ${JSON.stringify(stderr)}`,
+        );
+        const last = frames.at(-1)!;
+        // The final line: 100%, bytes / seconds of the result as the rate, its seconds as the time.
+        assert.equal(last, progressLine(label, SIZE, SIZE, result.bytes / result.seconds, result.seconds));
+        assert.ok(
+          last.endsWith(
+            `100.0%  37.00 MiB / 37.00 MiB  ${formatRate(result.bytes / result.seconds)}  ${
+              formatSeconds(result.seconds)
+            }`,
+          ),
+          last,
+        );
+        assert.ok(stderr.includes(`${last}\n`), `${label}: the final line stays on screen`);
+        // The same number as the result's GBps, up to the rounding of seconds to 1 ms.
+        const tolerance = result.GBps * 0.0005 / result.seconds + 0.0005;
+        assert.ok(Math.abs(result.bytes / result.seconds / 1e9 - result.GBps) <= tolerance, JSON.stringify(result));
+      }
+      assert.ok(readFileSync(output).equals(inputBytes));
+    } finally {
+      await receiver.kill();
     }
   });
 
@@ -207,7 +275,7 @@ describe("migrate.ts", () => {
       assert.notEqual(rejected.code, 0);
       assert.match(rejected.stderr, /wrong secret/);
       assert.equal(rejected.stderr.trim().split("\n").length, 1, `one line of reason: ${rejected.stderr}`);
-      assert.equal(receiver.child.exitCode, null, "the receiver must keep waiting for the right sender");
+      assert.equal(receiver.child.process.exitCode, null, "the receiver must keep waiting for the right sender");
       assert.equal(existsSync(output), false, "no output before an authenticated sender");
 
       const accepted = await sendWith(secretFile);
@@ -219,7 +287,7 @@ describe("migrate.ts", () => {
       assert.ok(result.rejectedConnections >= 1, `rejectedConnections: ${result.rejectedConnections}`);
       assert.ok(readFileSync(output).equals(smallBytes));
     } finally {
-      receiver.kill();
+      await receiver.kill();
     }
   });
 
@@ -282,7 +350,7 @@ describe("migrate.ts", () => {
     } finally {
       clearInterval(writer);
       closeSync(fd);
-      receiver.kill();
+      await receiver.kill();
     }
   });
 
@@ -327,7 +395,7 @@ describe("migrate.ts", () => {
       assert.ok(readFileSync(output).equals(smallBytes));
       assert.equal(existsSync(keyFile), false, "the generated secret is removed when the transfer ends");
     } finally {
-      receiver.kill();
+      await receiver.kill();
     }
   });
 });

@@ -5,7 +5,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { addressOf, viewOf } from "../ffi/mod.ts";
-import { collectGarbage } from "./helpers/runtime.ts";
+import { collectGarbage } from "../dev/runtime.ts";
 
 /** Young-generation churn around full collections, so that movable objects do move. */
 function churn(): void {

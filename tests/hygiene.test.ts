@@ -6,7 +6,7 @@ import { readdirSync } from "node:fs";
 import process from "node:process";
 import { connect, listen, Region } from "../mod.ts";
 import { fillPattern, openTcpSockets, transfer } from "./helpers/multifd.ts";
-import { collectGarbage } from "./helpers/runtime.ts";
+import { collectGarbage } from "../dev/runtime.ts";
 
 const threads = () => readdirSync("/proc/self/task").length;
 const settle = async () => {

@@ -4,7 +4,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { listen, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
 import { fillPattern, SECRET } from "./helpers/multifd.ts";
-import { requirement } from "./helpers/runtime.ts";
+import { requirement } from "./helpers/preconditions.ts";
 
 const ipv6 = await listen({ hostname: "::1", port: 0 }).then((l) => (l.close(), true), () => false);
 

@@ -11,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { isRoot, requirement, runtimeArgv } from "./helpers/runtime.ts";
+import { runtimeArgv } from "../dev/runtime.ts";
+import { isRoot, requirement } from "./helpers/preconditions.ts";
 import { inNamespace, sh, type TwoHosts, twoHosts } from "./helpers/netns.ts";
 
 const peer = fileURLToPath(new URL("./helpers/fault_peer.ts", import.meta.url));

@@ -13,7 +13,8 @@ import { connect, type Socket } from "node:net";
 import { fileURLToPath } from "node:url";
 import { MultifdSender, Region } from "../mod.ts";
 import { fillPattern, SECRET } from "./helpers/multifd.ts";
-import { runtimeArgv } from "./helpers/runtime.ts";
+import { lastJson, LineChild } from "../dev/child.ts";
+import { runtimeArgv, scriptArgv } from "../dev/runtime.ts";
 
 const script = fileURLToPath(new URL("./helpers/flood_receiver.ts", import.meta.url));
 const client = fileURLToPath(new URL("./helpers/flood_client.ts", import.meta.url));
@@ -59,45 +60,31 @@ function flood(port: number, count: number, lanes = IN_FLIGHT): { done: Promise<
  */
 function startReceiver(bun = false) {
   const argv = bun
-    ? [fileURLToPath(new URL("../node_modules/.bin/bun", import.meta.url)), script, String(SIZE)]
-    : runtimeArgv(script, [String(SIZE)]).map((arg) =>
-      arg === "--v8-flags=--expose-gc" ? "--v8-flags=--expose-gc,--max-semi-space-size=2" : arg
-    );
-  const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on("close", resolve));
-  const line = (prefix: string, from: number) =>
-    new Promise<string>((resolve, reject) => {
-      const check = () => {
-        const found = stdout.slice(from).split("\n").find((l) => l.startsWith(prefix));
-        if (found) resolve(found);
-      };
-      child.stdout.on("data", check);
-      exited.then(() => reject(new Error(`receiver exited: ${stderr}`)));
-      check();
-    });
-  const ask = async (question: string) => {
-    const from = stdout.length;
-    child.stdin.write(`${question}\n`);
-    return Number((await line(`${question.toUpperCase()} `, from)).split(" ")[1]);
+    ? scriptArgv("bun", script, [String(SIZE)])
+    : runtimeArgv(script, [String(SIZE)], ["--expose-gc", "--max-semi-space-size=2"]);
+  const child = new LineChild(argv, { label: "flood receiver", stdin: "pipe" });
+  /** The first line starting with `prefix` printed from stdout offset `from` on: its number. */
+  const answer = async (prefix: string, from: number) =>
+    Number((await child.waitFor(new RegExp(`^${prefix} (\\d+)`, "m"), "stdout", from))[1]);
+  const ask = (question: string) => {
+    const from = child.stdout.length;
+    child.process.stdin!.write(`${question}\n`);
+    return answer(question.toUpperCase(), from);
   };
   return {
-    pid: child.pid!,
-    port: line("PORT ", 0).then((l) => Number(l.split(" ")[1])),
+    pid: child.pid,
+    port: answer("PORT", 0),
     ask,
     /** The receive's result, once the process exited by itself with status 0 (within 30 s). */
     result: async () => {
-      const timer = setTimeout(() => child.kill("SIGKILL"), 30_000);
-      const code = await exited;
+      const timer = setTimeout(() => child.process.kill("SIGKILL"), 30_000);
+      const { code } = await child.exited;
       clearTimeout(timer);
-      assert.equal(code, 0, `the receiver did not exit by itself with status 0: ${stderr}`);
-      return JSON.parse(stdout.trim().split("\n").at(-1)!);
+      assert.equal(code, 0, `the receiver did not exit by itself with status 0: ${child.stderr}`);
+      return lastJson(child.stdout);
     },
-    kill: () => child.kill("SIGKILL"),
-    stderr: () => stderr,
+    kill: () => child.kill(),
+    stderr: () => child.stderr,
   };
 }
 
@@ -143,7 +130,7 @@ describe("connection flood", () => {
         `rejected ${result.rejectedConnections}`,
       );
     } finally {
-      receiver.kill();
+      await receiver.kill();
     }
   });
 
@@ -174,7 +161,7 @@ describe("connection flood", () => {
       assert.ok(result.acceptRetries > 0, "the receiver never ran out of fds: the test did not test anything");
     } finally {
       for (const socket of strangers) socket.destroy();
-      receiver.kill();
+      await receiver.kill();
     }
   });
 });

@@ -30,12 +30,10 @@ import {
   openRaw,
   type PeerEnd,
   readHello,
-  settle,
   signedInit,
-  sleep,
-  within,
   writeIgnoringHangup,
 } from "./helpers/hostile_client.ts";
+import { settle, sleep, within } from "./helpers/time.ts";
 import {
   concat,
   dataPacket,
@@ -45,10 +43,10 @@ import {
   mutate,
   pageFill,
   predict,
-  Rng,
   SYNC,
   VERDICT,
 } from "./helpers/hostile_stream.ts";
+import { Rng } from "./helpers/rng.ts";
 
 const PAGE = PAGE_SIZE;
 /** 64 pages and an odd tail: the last page is short, so a full page there would overflow. */

@@ -10,16 +10,8 @@ import { MultifdReceiver, MultifdSender, PAGE_SIZE, Region, type SocketChannel, 
 import { importSecret } from "../src/multifd/auth.ts";
 import { type Init, parseReply, RefusalCode, REPLY_BYTES, ReplyType } from "../src/multifd/wire.ts";
 import { fillPattern, SECRET } from "./helpers/multifd.ts";
-import {
-  awaitPeerEnd,
-  openRaw,
-  randomSessionId,
-  readHello,
-  settle,
-  signedInit,
-  sleep,
-  within,
-} from "./helpers/hostile_client.ts";
+import { awaitPeerEnd, openRaw, randomSessionId, readHello, signedInit } from "./helpers/hostile_client.ts";
+import { settle, sleep, within } from "./helpers/time.ts";
 import { dataPacket, END, header, pageFill, VERDICT } from "./helpers/hostile_stream.ts";
 import { patternBytes } from "./helpers/pattern.ts";
 

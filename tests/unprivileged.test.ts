@@ -15,7 +15,9 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { findLibrary, LIBRARY_ENV } from "../ffi/library_path.ts";
 import { runtime } from "../mod.ts";
-import { isRoot, requirement, run, runtimeArgv } from "./helpers/runtime.ts";
+import { run } from "../dev/child.ts";
+import { runtimeArgv } from "../dev/runtime.ts";
+import { isRoot, requirement } from "./helpers/preconditions.ts";
 
 const helper = fileURLToPath(new URL("./helpers/locked_memory_peer.ts", import.meta.url));
 const MiB = 1 << 20;

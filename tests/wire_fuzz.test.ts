@@ -1,5 +1,5 @@
 // Structured fuzzing of the receiver's packet parsers (parsePacketHeader + parseOffsets),
-// as receiver_worker.ts calls them: valid DATA/SYNC/END/VERDICT packets, mutated at field
+// as the plain codec (plain_codec.ts) calls them: valid DATA/SYNC/END/VERDICT packets, mutated at field
 // boundaries. The parsers must return or throw ProtocolError, agree with an independent
 // BigInt model of the rules in docs/PROTOCOL.md, and never accept a DATA packet that
 // would make the receiver write outside the region.
@@ -32,6 +32,8 @@ import {
   ReplyType,
   TransferRefusedError,
 } from "../src/multifd/wire.ts";
+import { toHex } from "../util/format.ts";
+import { Rng } from "./helpers/rng.ts";
 
 const PAGE = PAGE_SIZE;
 const TWO_53 = 2 ** 53;
@@ -72,38 +74,6 @@ function reproducible(body: () => void): () => void {
       throw error;
     }
   };
-}
-
-/** mulberry32: small, fast, deterministic. */
-class Rng {
-  #state: number;
-  constructor(seed: number) {
-    this.#state = seed >>> 0;
-  }
-  u32(): number {
-    let t = (this.#state = (this.#state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  /** Uniform in [0, 1) with 53 bits. */
-  unit(): number {
-    return ((this.u32() >>> 11) * 2 ** 32 + this.u32()) / TWO_53;
-  }
-  /** Integer in [0, n), n up to 2^53. */
-  below(n: number): number {
-    return Math.floor(this.unit() * n);
-  }
-  /** Integer in [lo, hi]. */
-  range(lo: number, hi: number): number {
-    return lo + this.below(hi - lo + 1);
-  }
-  chance(p: number): boolean {
-    return this.unit() < p;
-  }
-  pick<T>(items: readonly T[]): T {
-    return items[this.below(items.length)];
-  }
 }
 
 interface Case {
@@ -479,10 +449,6 @@ const FIELDS = [
   "packet.offset",
 ];
 
-function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
 function randomBytes(rng: Rng, length: number): Uint8Array {
   return Uint8Array.from({ length }, () => rng.below(256));
 }
@@ -549,7 +515,7 @@ function mutateMessage(rng: Rng, message: Uint8Array): Uint8Array {
 }
 
 function show(value: unknown): string {
-  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? hex(v) : v));
+  return JSON.stringify(value, (_, v) => (typeof v === "bigint" ? `${v}n` : v instanceof Uint8Array ? toHex(v) : v));
 }
 
 function modelHello(bytes: Uint8Array): Outcome {
@@ -623,7 +589,7 @@ describe("wire fuzz", () => {
           outs.set(limits.pagesPerPacket, out);
         }
         const where = () =>
-          `seed ${SEED} iteration ${iteration}: ${hex(bytes)} limits ${JSON.stringify(limits)} region ${regionSize}`;
+          `seed ${SEED} iteration ${iteration}: ${toHex(bytes)} limits ${JSON.stringify(limits)} region ${regionSize}`;
 
         let header: PacketHeader | undefined;
         let error: unknown;
@@ -631,7 +597,7 @@ describe("wire fuzz", () => {
         const stackTraceLimit = Error.stackTraceLimit;
         Error.stackTraceLimit = 0;
         try {
-          // As receiver_worker.ts: a 32-byte header view, then exactly count * 8 offset bytes.
+          // As plain_codec.ts: a 32-byte header view, then exactly count * 8 offset bytes.
           const headerView = new DataView(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, PACKET_HEADER_BYTES));
           header = parsePacketHeader(headerView, limits);
           if (header.type === PacketType.DATA) {
@@ -715,7 +681,7 @@ describe("wire fuzz", () => {
         const input = mutateMessage(rng, original);
         const mutated = input.length !== original.length || input.some((b, i) => b !== original[i]);
         const expectedType = rng.pick([ReplyType.INIT_ACK, ReplyType.SYNC_ACK, ReplyType.RESULT]);
-        const where = `seed ${SEED} message ${iteration} (${kind}${mutated ? ", mutated" : ""}): ${hex(input)}`;
+        const where = `seed ${SEED} message ${iteration} (${kind}${mutated ? ", mutated" : ""}): ${toHex(input)}`;
 
         const model = kind === "hello"
           ? modelHello(input)

@@ -2,7 +2,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ZeroCopyAccountingError, ZeroCopyCompletions } from "../mod.ts";
-import { collectGarbage } from "./helpers/runtime.ts";
+import { collectGarbage } from "../dev/runtime.ts";
 
 function sent(count: number, firstId = 0): ZeroCopyCompletions {
   const c = new ZeroCopyCompletions(firstId);

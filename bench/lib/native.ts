@@ -6,7 +6,9 @@
  */
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { LineChild, note, ROOT } from "./proc.ts";
+import { LineChild } from "../../dev/child.ts";
+import { ROOT } from "../../dev/root.ts";
+import { err as note } from "../../util/output.ts";
 
 export type NativeProgram = "zc-ref-sink" | "zc-ref-send";
 

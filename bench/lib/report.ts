@@ -6,7 +6,9 @@
 import { spawnSync } from "node:child_process";
 import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
-import { ROOT, runtimeBinary, RUNTIMES } from "./proc.ts";
+import { ROOT } from "../../dev/root.ts";
+import { runtimeBinary, RUNTIMES } from "../../dev/runtime.ts";
+import { round } from "../../util/format.ts";
 
 /** One JSON line: a run of a case, or a summary. */
 export type BenchRecord = Record<string, unknown>;
@@ -218,7 +220,7 @@ export function qemuSummaries(records: BenchRecord[]): BenchRecord[] {
 
 const ratioOf = (a: unknown, b: unknown) => {
   const x = a as Spread | undefined, y = b as Spread | undefined;
-  return x && y && y.median > 0 ? Math.round((x.median / y.median) * 1000) / 1000 : undefined;
+  return x && y && y.median > 0 ? round(x.median / y.median) : undefined;
 };
 
 /**

@@ -7,6 +7,7 @@
 import { InvalidArgumentError } from "../errors.ts";
 import { NONCE_BYTES } from "./wire.ts";
 
+/** Shortest accepted {@link Secret}, in bytes: shorter ones are refused with InvalidArgumentError. */
 export const MIN_SECRET_BYTES = 16;
 
 /** A shared secret: raw bytes, or a string (its UTF-8 bytes). At least 16 bytes. */

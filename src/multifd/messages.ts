@@ -4,28 +4,22 @@
  * @module
  */
 import type { RegionDescriptor } from "../region.ts";
+import type { ResolvedChannelOptions } from "../socket_channel.ts";
+import type { CodecConfig } from "./codec.ts";
 import type { SharedState } from "./shared_state.ts";
 
-export interface ChannelConfig {
-  channelId: number;
-  pageSize: number;
-  pagesPerPacket: number;
-  ioTimeoutMs: number;
-  flushTimeoutMs: number;
-  userTimeoutMs: number;
-  keepaliveIdleS: number;
-}
+/** What a channel Worker is started with: its channel options resolved, and its codec's. */
+export interface ChannelConfig extends ResolvedChannelOptions, CodecConfig {}
 
+/** A send channel's: also whether to send zero pages as offsets, and its locked-memory share. */
 export interface SenderConfig extends ChannelConfig {
-  zerocopy: boolean;
+  zeroPages: boolean;
   /** This channel's share of the process's locked-memory budget (-1: no limit). */
   zerocopyBudgetBytes: number;
-  zeroPages: boolean;
-  sendBufferBytes?: number;
 }
 
 export type ToSender =
-  | { kind: "start"; fd: number; region: RegionDescriptor; state: SharedState; config: SenderConfig }
+  | { kind: "start"; role: "send"; fd: number; region: RegionDescriptor; state: SharedState; config: SenderConfig }
   /** Send the round's pages (`pages` null: every page of the region), then SYNC and flush. */
   | { kind: "round"; pages: Uint32Array<SharedArrayBuffer> | null; pageCount: number; syncNumber: number }
   | { kind: "checksum"; blocks: number[] }
@@ -42,7 +36,7 @@ export type FromSender =
   | WorkerExit;
 
 export type ToReceiver =
-  | { kind: "start"; fd: number; region: RegionDescriptor; state: SharedState; config: ChannelConfig }
+  | { kind: "start"; role: "receive"; fd: number; region: RegionDescriptor; state: SharedState; config: ChannelConfig }
   | { kind: "checksum"; blocks: number[] }
   | { kind: "result"; checksum: bigint; bytes: number; awaitVerdict: boolean }
   | ExitRequest;
@@ -63,16 +57,22 @@ export type ExitRequest = { kind: "exit" };
  * its answer to {@link ExitRequest}. Messages are handled one at a time, so "exited" proves
  * the Worker has left every native call: only then may the region be unmapped or an fd closed.
  */
-export type WorkerExit = { kind: "failed"; error: WireError } | { kind: "exited" };
+export type WorkerExit = { kind: "failed"; error: ChannelErrorInfo } | { kind: "exited" };
 
-/** An error as plain data (Error objects lose their class crossing postMessage). */
-export interface WireError {
+/**
+ * The error a channel Worker failed with, as plain data: an Error's class does not survive
+ * postMessage, so its `name` says which it was (e.g. "ProtocolError", "SocketError").
+ */
+export interface ChannelErrorInfo {
+  /** The error's class name, e.g. "ProtocolError". */
   name: string;
+  /** The error's message. */
   message: string;
+  /** The error's `code`, if it had one (an errno name such as "ECONNRESET"). */
   code?: string;
 }
 
-export function toWireError(error: unknown): WireError {
+function toErrorInfo(error: unknown): ChannelErrorInfo {
   const e = error as { name?: string; message?: string; code?: string };
   return { name: e?.name ?? "Error", message: e?.message ?? String(error), code: e?.code };
 }
@@ -100,7 +100,7 @@ export function serveChannelWorker<In>(handle: (message: In) => void, relinquish
       handle(event.data as In);
     } catch (error) {
       relinquish();
-      scope.postMessage({ kind: "failed", error: toWireError(error) });
+      scope.postMessage({ kind: "failed", error: toErrorInfo(error) });
     }
   };
   scope.postMessage({ kind: "ready" });

@@ -14,10 +14,9 @@ import { checkPort, listen, type Listener } from "../listener.ts";
 import { integerOption, timeoutMs } from "../options.ts";
 import type { Region } from "../region.ts";
 import {
-  checkChannelOptions,
-  DEFAULT_IO_TIMEOUT_MS,
-  DEFAULT_KEEPALIVE_IDLE_S,
-  DEFAULT_USER_TIMEOUT_MS,
+  type ChannelOptions,
+  resolveChannelOptions,
+  type ResolvedChannelOptions,
   type SocketChannel,
 } from "../socket_channel.ts";
 import { Admission, type AdmissionLimits } from "./admission.ts";
@@ -38,7 +37,28 @@ export const DEFAULT_MAX_PENDING_HANDSHAKES = 64;
 /** Most connections that may be allowed in their handshake at once. */
 export const MAX_PENDING_HANDSHAKES = 1024;
 
-export interface ReceiverOptions {
+/**
+ * Where a {@link MultifdReceiver} listens, the secret senders must prove, and the limits
+ * on what a sender (or a stranger) can make it do. Every option is checked before it
+ * listens. `ioTimeoutMs`, `userTimeoutMs` and `keepaliveIdleS` apply to every channel, as
+ * for `connect` (ChannelOptions), with the same defaults; `ioTimeoutMs` also bounds the
+ * wait at a sync barrier.
+ *
+ * @example Accept up to 256 GiB on every interface, waiting at most an hour for the sender
+ * ```ts
+ * import { MultifdReceiver, type ReceiverOptions } from "zerocopy-multifd";
+ *
+ * const options: ReceiverOptions = {
+ *   hostname: "0.0.0.0",
+ *   port: 4444,
+ *   secret: "a shared secret of at least 16 bytes",
+ *   maxSize: 256 * 2 ** 30,
+ *   acceptTimeoutMs: 3_600_000,
+ * };
+ * const receiver = await MultifdReceiver.listen(options);
+ * ```
+ */
+export interface ReceiverOptions extends Pick<ChannelOptions, "ioTimeoutMs" | "userTimeoutMs" | "keepaliveIdleS"> {
   /** Address to listen on. Default "127.0.0.1". */
   hostname?: string;
   /** Port; 0 (default) picks one, see {@link MultifdReceiver.port}. */
@@ -47,13 +67,6 @@ export interface ReceiverOptions {
   secret: Secret;
   /** Largest region accepted, in bytes, up to MAX_REGION_BYTES (4 TiB). Default {@link DEFAULT_MAX_REGION_BYTES}. */
   maxSize?: number;
-  /**
-   * Per-channel limits, as in the channel options of `connect` (src/socket_channel.ts).
-   * `ioTimeoutMs` also bounds the wait at a sync barrier; -1: no limit.
-   */
-  ioTimeoutMs?: number;
-  userTimeoutMs?: number;
-  keepaliveIdleS?: number;
   /** Limit for a connection to complete its handshake, and for a whole session to connect, in ms. Default 10 s; no "no limit". */
   handshakeTimeoutMs?: number;
   /** Connections allowed in their handshake at once (1..1024); beyond it the oldest idle one is closed. Default 64. */
@@ -66,9 +79,25 @@ export interface ReceiverOptions {
   acceptTimeoutMs?: number;
 }
 
+/**
+ * What {@link MultifdReceiver.receive} resolves with: the transfer's statistics, whether
+ * the region now holds exactly what the sender had, and what was refused on the way.
+ *
+ * @example Use the destination only once it is verified
+ * ```ts
+ * import { MultifdReceiver, Region } from "zerocopy-multifd";
+ *
+ * const secret = "a shared secret of at least 16 bytes";
+ * const receiver = await MultifdReceiver.listen({ hostname: "0.0.0.0", port: 4444, secret });
+ * const result = await receiver.receive((size) => Region.createFile("guest.img", size));
+ * if (!result.verified) throw new Error("guest.img differs from the source");
+ * console.log(`${result.bytes} bytes, ${result.rejectedConnections} connections refused`);
+ * ```
+ */
 export interface ReceiverResult extends TransferStats {
   /** The sender confirmed that its checksum equals ours. */
   verified: boolean;
+  /** This side's checksum of the received region (16 hex digits). */
   checksum: string;
   /** Connections closed because they failed authentication, spoke garbage or were evicted. */
   rejectedConnections: number;
@@ -81,11 +110,31 @@ export type Destination = Region | ((size: number) => Region | Promise<Region>);
 
 interface ReceiverConfig {
   limits: Omit<AdmissionLimits, "key">;
-  ioTimeoutMs: number;
-  userTimeoutMs: number;
-  keepaliveIdleS: number;
+  channel: ResolvedChannelOptions;
 }
 
+/**
+ * The destination of a multifd transfer: listens, admits the authenticated channels of
+ * one {@link MultifdSender} session (refusing strangers, wrong secrets and other
+ * sessions without disturbing it), receives every page straight into the destination
+ * {@link Region}, and verifies the copy by checksum.
+ *
+ * @example Receive a file from a sender
+ * ```ts
+ * import { MultifdReceiver, Region } from "zerocopy-multifd";
+ *
+ * const receiver = await MultifdReceiver.listen({
+ *   hostname: "0.0.0.0",
+ *   port: 4444,
+ *   secret: "a shared secret of at least 16 bytes",
+ * });
+ * console.log("listening on port", receiver.port);
+ * let region: Region | undefined;
+ * const result = await receiver.receive((size) => (region = Region.createFile("guest.img", size)));
+ * console.log(result.verified, result.GBps);
+ * await region?.close(); // the receiver does not close the destination
+ * ```
+ */
 export class MultifdReceiver {
   readonly #listener: Listener;
   readonly #config: ReceiverConfig;
@@ -150,7 +199,7 @@ export class MultifdReceiver {
    * {@link receive} rejects with TransferAbortedError. Resolves once every Worker has
    * exited and every fd is closed. After a transfer has ended, it does nothing.
    */
-  abort(reason = "aborted by the receiver"): Promise<void> {
+  abort(reason: string = "aborted by the receiver"): Promise<void> {
     const error = new TransferAbortedError(reason);
     this.#failed(error);
     return this.#abort(error);
@@ -205,7 +254,7 @@ export class MultifdReceiver {
   async #run(region: Region, init: Init, transfer: Transfer): Promise<ReceiverResult> {
     const count = transfer.fds.length;
     const pool = await WorkerPool.start<ToReceiver, FromReceiver>(
-      new URL("./receiver_worker.ts", import.meta.url),
+      new URL("./channel_worker.ts", import.meta.url),
       count,
       (error) => this.#failed(error),
     );
@@ -215,15 +264,19 @@ export class MultifdReceiver {
     this.#started = performance.now();
     transfer.fds.forEach((fd, channelId) => {
       const config: ChannelConfig = {
+        ...this.#config.channel,
         channelId,
         pageSize: init.pageSize,
         pagesPerPacket: init.pagesPerPacket,
-        ioTimeoutMs: this.#config.ioTimeoutMs,
-        flushTimeoutMs: this.#config.ioTimeoutMs,
-        userTimeoutMs: this.#config.userTimeoutMs,
-        keepaliveIdleS: this.#config.keepaliveIdleS,
       };
-      pool.post(channelId, { kind: "start", fd, region: region.descriptor, state: transfer.state, config });
+      pool.post(channelId, {
+        kind: "start",
+        role: "receive",
+        fd,
+        region: region.descriptor,
+        state: transfer.state,
+        config,
+      });
     });
 
     // Each step, every channel reports either a sync (barrier) or the end of stream.
@@ -282,7 +335,6 @@ function receiverConfig(options: ReceiverOptions): ReceiverConfig {
     throw new InvalidArgumentError("receiver options are required");
   }
   checkPort(options.port ?? 0);
-  checkChannelOptions(options);
   return {
     limits: {
       maxSize: integerOption("maxSize", options.maxSize, DEFAULT_MAX_REGION_BYTES, 0, MAX_REGION_BYTES),
@@ -301,9 +353,12 @@ function receiverConfig(options: ReceiverOptions): ReceiverConfig {
       ),
       acceptTimeoutMs: timeoutMs("acceptTimeoutMs", options.acceptTimeoutMs, -1),
     },
-    ioTimeoutMs: options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS,
-    userTimeoutMs: options.userTimeoutMs ?? DEFAULT_USER_TIMEOUT_MS,
-    keepaliveIdleS: options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S,
+    // A receiver sends no zero-copy data: its channels take only these limits.
+    channel: resolveChannelOptions({
+      ioTimeoutMs: options.ioTimeoutMs,
+      userTimeoutMs: options.userTimeoutMs,
+      keepaliveIdleS: options.keepaliveIdleS,
+    }),
   };
 }
 

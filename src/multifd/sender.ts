@@ -12,13 +12,7 @@
  */
 import { ChannelClosedError, InvalidArgumentError, SocketError, ZeroCopyMultifdError } from "../errors.ts";
 import type { Region } from "../region.ts";
-import {
-  checkChannelOptions,
-  DEFAULT_FLUSH_TIMEOUT_MS,
-  DEFAULT_IO_TIMEOUT_MS,
-  DEFAULT_KEEPALIVE_IDLE_S,
-  DEFAULT_USER_TIMEOUT_MS,
-} from "../socket_channel.ts";
+import { type ChannelOptions, resolveChannelOptions } from "../socket_channel.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { importSecret, type Secret, signInit } from "./auth.ts";
 import { assignBlocks, combineBlockHashes } from "./checksum.ts";
@@ -48,37 +42,53 @@ import { integerOption, timeoutMs } from "../options.ts";
 /** Default limit for the per-channel handshake (ms). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
-export interface SenderOptions {
+/**
+ * Where {@link MultifdSender.connect} connects to and how the transfer runs: channels,
+ * zero-copy, packet size, per-channel limits. Every option is checked before anything
+ * connects. The channel options (`zerocopy`, `ioTimeoutMs`, `flushTimeoutMs`,
+ * `userTimeoutMs`, `keepaliveIdleS`, `sendBufferBytes`) apply to every channel, as for
+ * `connect`, with the same defaults.
+ *
+ * @example Four zero-copy channels, all-zero pages sent as offsets only
+ * ```ts
+ * import process from "node:process";
+ * import { MultifdSender, Region, type SenderOptions } from "zerocopy-multifd";
+ *
+ * const options: SenderOptions = {
+ *   hostname: "10.0.0.2",
+ *   port: 4444,
+ *   secret: process.env.ZEROCOPY_MULTIFD_SECRET!, // the receiver's secret, ≥ 16 bytes
+ *   channels: 4,
+ *   zerocopy: true,
+ *   zeroPages: true,
+ *   signal: AbortSignal.timeout(600_000), // give up after 10 minutes
+ * };
+ * const region = Region.openFile("guest.img");
+ * const sender = await MultifdSender.connect(region, options);
+ * ```
+ */
+export interface SenderOptions extends ChannelOptions {
+  /** The receiver's address: IP literal or name. */
   hostname: string;
+  /** The receiver's port (its `MultifdReceiver.port`). */
   port: number;
   /** Shared secret the receiver also has (≥ 16 bytes): every channel proves it. */
   secret: Secret;
   /** Parallel channels, 1..64. Default 2 (as QEMU). */
   channels?: number;
-  /** Page data with MSG_ZEROCOPY (headers are copied). Default false. */
-  zerocopy?: boolean;
   /** Send all-zero pages as offsets only. Default false. */
   zeroPages?: boolean;
   /** Pages per data packet, 1..1024. Default 128 (512 KiB). */
   pagesPerPacket?: number;
-  /** Per-channel limits, as in the channel options of `connect` (src/socket_channel.ts). */
-  ioTimeoutMs?: number;
-  flushTimeoutMs?: number;
-  userTimeoutMs?: number;
-  keepaliveIdleS?: number;
-  /**
-   * SO_SNDBUF of every channel; default: the kernel's autotuning. Same-host transfers
-   * only (see the channel option of that name): with zero-copy over loopback, 256 KiB
-   * keeps the kernel's deferred copy on the sending side (bench/README.md).
-   */
-  sendBufferBytes?: number;
   /**
    * Locked memory (RLIMIT_MEMLOCK) the zero-copy sends of all channels together may keep
    * charged, split equally between the channels (see the channel option of that name).
    * -1: no limit. Default: {@link lockedMemoryBudget} (-1 for root).
    */
   zerocopyBudgetBytes?: number;
+  /** Limit for each channel's TCP handshake, in ms. Default {@link DEFAULT_CONNECT_TIMEOUT_MS}. */
   connectTimeoutMs?: number;
+  /** Limit for each channel's authentication with the receiver, in ms. Default {@link DEFAULT_HANDSHAKE_TIMEOUT_MS}. */
   handshakeTimeoutMs?: number;
   /** Aborts the connection attempt or, once connected, the transfer (as {@link MultifdSender.abort}). */
   signal?: AbortSignal;
@@ -86,6 +96,7 @@ export interface SenderOptions {
 
 /** The transfer was aborted (by `abort()` or because a channel failed). */
 export class TransferAbortedError extends ZeroCopyMultifdError {
+  /** Always "TransferAbortedError", so errors stay recognisable in logs and across Workers. */
   override name = "TransferAbortedError";
 }
 
@@ -96,13 +107,52 @@ export class TransferAbortedError extends ZeroCopyMultifdError {
  */
 export type SenderPhase = "rounds" | "checksum" | "ending" | "ended" | "failed";
 
+/**
+ * What {@link MultifdSender.finish} resolves with: the transfer's statistics, and whether
+ * the receiver holds exactly what was sent.
+ *
+ * @example Refuse to switch over to an unverified copy
+ * ```ts
+ * import type { SenderResult } from "zerocopy-multifd";
+ *
+ * function report(result: SenderResult): void {
+ *   if (!result.verified) throw new Error(`checksum ${result.checksum} != ${result.remoteChecksum}`);
+ *   console.log(`${result.bytes} bytes in ${result.seconds} s (${result.GBps} GB/s) over ${result.channels} channels`);
+ * }
+ * ```
+ */
 export interface SenderResult extends TransferStats {
   /** The receiver's checksum equals ours and it received every byte sent. */
   verified: boolean;
+  /** This side's checksum of the whole region (16 hex digits). */
   checksum: string;
+  /** The receiver's checksum of its region (16 hex digits). */
   remoteChecksum: string;
 }
 
+/**
+ * The source of a multifd transfer: moves a {@link Region} to a {@link MultifdReceiver}
+ * over several authenticated TCP channels, one Worker each, in rounds of pages, then
+ * verifies the copy by checksum. Rounds of dirty pages allow live migration.
+ *
+ * @example Copy a region, then the pages written during the first round
+ * ```ts
+ * import { MultifdSender, Region } from "zerocopy-multifd";
+ *
+ * const region = Region.allocate(1 << 30);
+ * const sender = await MultifdSender.connect(region, {
+ *   hostname: "10.0.0.2",
+ *   port: 4444,
+ *   secret: "a shared secret of at least 16 bytes",
+ *   channels: 4,
+ * });
+ * await sender.sendRound(); // every page, then a sync
+ * await sender.sendRound([0, 1, 17]); // indices of 4 KiB pages written meanwhile
+ * const result = await sender.finish();
+ * console.log(result.verified, result.GBps);
+ * await region.close();
+ * ```
+ */
 export class MultifdSender {
   readonly #region: Region;
   readonly #transfer: Transfer;
@@ -167,7 +217,7 @@ export class MultifdSender {
       // A Worker failure aborts the whole transfer; the sender exists by the time one can fail.
       const created: { sender?: MultifdSender } = {};
       const pool = await WorkerPool.start<ToSender, FromSender>(
-        new URL("./sender_worker.ts", import.meta.url),
+        new URL("./channel_worker.ts", import.meta.url),
         config.channels,
         (error) => void created.sender?.abortWith(error),
       );
@@ -179,6 +229,7 @@ export class MultifdSender {
         const channelConfig: SenderConfig = { ...config.channel, channelId };
         pool.post(channelId, {
           kind: "start",
+          role: "send",
           fd,
           region: region.descriptor,
           state: transfer.state,
@@ -272,7 +323,7 @@ export class MultifdSender {
    * Resolves once every Worker has exited, every fd is closed and the region released.
    * After the transfer has ended, it does nothing.
    */
-  abort(reason = "aborted by the sender"): Promise<void> {
+  abort(reason: string = "aborted by the sender"): Promise<void> {
     return this.abortWith(new TransferAbortedError(reason));
   }
 
@@ -415,26 +466,21 @@ function senderConfig(options: SenderOptions, region: Region) {
   );
   timeoutMs("connectTimeoutMs", options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
   timeoutMs("handshakeTimeoutMs", options.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS);
-  const zerocopy = options.zerocopy ?? false;
   // Refused here, before any connection, not later by every channel Worker.
-  checkChannelOptions({ ...options, zerocopy });
+  const channel = resolveChannelOptions(options);
+  const { zerocopy } = channel;
   // The locked-memory budget is the process's: each channel gets an equal share.
-  const budget = zerocopy ? options.zerocopyBudgetBytes ?? lockedMemoryBudget() : -1;
+  const budget = zerocopy ? channel.zerocopyBudgetBytes ?? lockedMemoryBudget() : -1;
   const zerocopyBudgetBytes = budget < 0 ? -1 : Math.max(MIN_ZEROCOPY_BUDGET_BYTES, Math.floor(budget / channels));
   return {
     channels,
     pagesPerPacket,
     zerocopy,
     channel: {
+      ...channel,
       pageSize: PAGE_SIZE,
       pagesPerPacket,
-      ioTimeoutMs: options.ioTimeoutMs ?? DEFAULT_IO_TIMEOUT_MS,
-      flushTimeoutMs: options.flushTimeoutMs ?? DEFAULT_FLUSH_TIMEOUT_MS,
-      userTimeoutMs: options.userTimeoutMs ?? DEFAULT_USER_TIMEOUT_MS,
-      keepaliveIdleS: options.keepaliveIdleS ?? DEFAULT_KEEPALIVE_IDLE_S,
-      zerocopy,
-      zeroPages: options.zeroPages ?? false,
-      sendBufferBytes: options.sendBufferBytes,
+      zeroPages: options.zeroPages === true,
       zerocopyBudgetBytes,
     },
   };

@@ -26,7 +26,7 @@ export const Counter = {
   zerocopyCompletions: 5,
   zerocopyCopied: 6,
   syncs: 7,
-  syncsAllCopied: 8,
+  zerocopyFlushesAllCopied: 8,
 } as const;
 export type CounterName = keyof typeof Counter;
 const COUNTERS = 9;

@@ -5,6 +5,24 @@
  */
 import type { CounterName } from "./shared_state.ts";
 
+/**
+ * Counters of a multifd transfer, the same shape on both sides (as QEMU's `query-migrate`):
+ * `MultifdSender.stats` / `MultifdReceiver.stats` during it, and the base of
+ * `SenderResult` / `ReceiverResult` at the end.
+ *
+ * @example A progress line, once per second during a transfer
+ * ```ts
+ * import type { MultifdSender } from "zerocopy-multifd";
+ *
+ * function watch(sender: MultifdSender): () => void {
+ *   const timer = setInterval(() => {
+ *     const { bytes, GBps, rounds, zerocopyCopied, zerocopySends } = sender.stats;
+ *     console.log(`${bytes} B, ${GBps} GB/s, round ${rounds}, ${zerocopyCopied}/${zerocopySends} zero-copy sends copied`);
+ *   }, 1000);
+ *   return () => clearInterval(timer);
+ * }
+ * ```
+ */
 export interface TransferStats {
   /** Page payload bytes moved (headers not included). */
   bytes: number;
@@ -12,17 +30,25 @@ export interface TransferStats {
   seconds: number;
   /** bytes / seconds, in 10^9 bytes per second. */
   GBps: number;
+  /** Channels (connections, one Worker each) of the transfer. */
   channels: number;
+  /** Whether page data went with MSG_ZEROCOPY (always false on the receiver). */
   zerocopy: boolean;
+  /** Data packets moved. */
   packets: number;
+  /** Pages moved with their contents. */
   pagesNormal: number;
+  /** All-zero pages moved as offsets only (`zeroPages`). */
   pagesZero: number;
   /** Rounds completed, each ended by a sync. */
   rounds: number;
+  /** Successful MSG_ZEROCOPY sendmsg calls, all channels together. */
   zerocopySends: number;
+  /** Completed zero-copy sends the kernel copied after all (all of them on loopback). */
   zerocopyCopied: number;
   /** Channel flushes at which every completion was copied (QEMU: dirty-sync-missed-zero-copy). */
-  zerocopySyncsAllCopied: number;
+  zerocopyFlushesAllCopied: number;
+  /** `bytes` of each channel, by channel id. */
   perChannelBytes: number[];
   /** Connection, handshake and Worker start-up before the first round (receiver: from listen() until every channel joined). */
   setupSeconds?: number;
@@ -50,7 +76,7 @@ export function transferStats(
     rounds,
     zerocopySends: sum("zerocopySends"),
     zerocopyCopied: sum("zerocopyCopied"),
-    zerocopySyncsAllCopied: sum("syncsAllCopied"),
+    zerocopyFlushesAllCopied: sum("zerocopyFlushesAllCopied"),
     perChannelBytes: rows.map((row) => row.bytes),
   };
 }

@@ -7,10 +7,13 @@
 import { ZeroCopyMultifdError } from "../errors.ts";
 
 export const PROTOCOL_VERSION = 1;
+/** Bytes per page: the unit of multifd transfers (the page indices of `sendRound` count these). */
 export const PAGE_SIZE = 4096;
 /** Default and largest number of pages in one data packet (128 x 4 KiB = 512 KiB). */
 export const DEFAULT_PAGES_PER_PACKET = 128;
+/** Largest `pagesPerPacket` a sender may use (1024 x 4 KiB = 4 MiB per packet). */
 export const MAX_PAGES_PER_PACKET = 1024;
+/** Most channels one transfer may use (the largest `channels` option). */
 export const MAX_CHANNELS = 64;
 /**
  * Largest region the protocol moves: 4 TiB. Page indices (u32 in page lists) and the
@@ -65,7 +68,9 @@ export function refusalText(code: number): string {
 
 /** The peer broke the protocol; `field` names what was wrong. */
 export class ProtocolError extends ZeroCopyMultifdError {
+  /** Always "ProtocolError", so errors stay recognisable in logs and across Workers. */
   override name = "ProtocolError";
+  /** `field`: the part of the message that was wrong, e.g. "packet.type"; `message`: what was wrong with it. */
   constructor(readonly field: string, message: string) {
     super(`protocol violation (${field}): ${message}`);
   }
@@ -73,7 +78,9 @@ export class ProtocolError extends ZeroCopyMultifdError {
 
 /** The receiver refused the transfer with an ERROR reply. */
 export class TransferRefusedError extends ZeroCopyMultifdError {
+  /** Always "TransferRefusedError", so errors stay recognisable in logs and across Workers. */
   override name = "TransferRefusedError";
+  /** `code`: the ERROR reply's refusal code (docs/PROTOCOL.md); the message says what it means. */
   constructor(readonly code: number) {
     super(`receiver refused: ${refusalText(code)}`);
   }

@@ -5,19 +5,43 @@
  * @module
  */
 import { ZeroCopyMultifdError } from "../errors.ts";
-import type { WireError } from "./messages.ts";
+import type { ChannelErrorInfo } from "./messages.ts";
 
-/** A channel Worker failed; `channelId` says which, `cause` carries its error. */
+export type { ChannelErrorInfo };
+
+/**
+ * A channel Worker of a multifd transfer failed; `channelId` says which, `remote` carries
+ * its error. The transfer is aborted.
+ *
+ * @example Tell which channel broke, and why
+ * ```ts
+ * import { ChannelFailedError, type MultifdSender } from "zerocopy-multifd";
+ *
+ * async function finishOrExplain(sender: MultifdSender): Promise<void> {
+ *   try {
+ *     await sender.finish();
+ *   } catch (error) {
+ *     if (error instanceof ChannelFailedError) {
+ *       console.error(`channel ${error.channelId} failed: ${error.remote.name} (${error.code ?? "no errno"})`);
+ *     }
+ *     throw error;
+ *   }
+ * }
+ * ```
+ */
 export class ChannelFailedError extends ZeroCopyMultifdError {
+  /** Always "ChannelFailedError", so errors stay recognisable in logs and across Workers. */
   override name = "ChannelFailedError";
+  /** The Worker error's `code` (an errno name such as "ECONNRESET"), if it had one. */
   readonly code: string | undefined;
-  constructor(readonly channelId: number, readonly remote: WireError) {
+  /** `channelId`: the failed channel (0-based); `remote`: the error its Worker reported. */
+  constructor(readonly channelId: number, readonly remote: ChannelErrorInfo) {
     super(`channel ${channelId}: ${remote.name}: ${remote.message}`);
     this.code = remote.code;
   }
 }
 
-type Reply = { kind: string; error?: WireError };
+type Reply = { kind: string; error?: ChannelErrorInfo };
 
 export class WorkerPool<In, Out extends Reply> {
   static #running = 0;

@@ -20,7 +20,8 @@ import { readdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { MultifdReceiver, MultifdSender, Region, ZeroCopyMultifdError } from "../../mod.ts";
 import { fillPattern, SECRET } from "./multifd.ts";
-import { runtimeArgv } from "./runtime.ts";
+import { runtimeArgv } from "../../dev/runtime.ts";
+import { sleep } from "./time.ts";
 import { WorkerPool } from "../../src/multifd/worker_pool.ts";
 
 export const PHASES = [
@@ -60,7 +61,6 @@ export interface CaseResult {
   regionsClosed: boolean;
 }
 
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const count = (dir: string) => readdirSync(dir).length;
 
 /** Settles to "ok" or the error's name; `typed` says whether it is one of the module's errors. */
@@ -78,7 +78,7 @@ async function outcome(p: Promise<unknown>): Promise<{ name: string; typed: bool
 
 /** Resolves once `condition` holds (checked every millisecond or so). */
 async function until(condition: () => boolean): Promise<void> {
-  while (!condition()) await delay(1);
+  while (!condition()) await sleep(1);
 }
 
 /**
@@ -214,7 +214,7 @@ async function runCase(phase: Phase, action: Action, mode: string): Promise<Case
   // Teardown is complete when the calls settle; the reactor's helper Worker stops (and
   // closes its eventfd) shortly after: give it a moment, no more.
   for (let i = 0; i < 100 && count("/proc/self/fd") > fdsBefore; i++) {
-    await delay(20);
+    await sleep(20);
   }
   result.fdsBefore = fdsBefore;
   result.fdsAfter = count("/proc/self/fd");

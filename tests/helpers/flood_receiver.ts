@@ -9,7 +9,7 @@ import { readdirSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { MultifdReceiver, Region } from "../../mod.ts";
 import { fillPattern, SECRET } from "./multifd.ts";
-import { collectGarbage } from "./runtime.ts";
+import { collectGarbage } from "../../dev/runtime.ts";
 
 const size = Number(process.argv[2]);
 const receiver = await MultifdReceiver.listen({ secret: SECRET, handshakeTimeoutMs: 2_000 });

@@ -102,26 +102,6 @@ export async function writeIgnoringHangup(channel: SocketChannel, bytes: Uint8Ar
   }
 }
 
-/** Settles `promise` or rejects after `ms` with a message naming `what` (a hang is a failure). */
-export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: did not settle within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer));
-}
-
-/** How a promise settled, without throwing. */
-export async function settle<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: Error }> {
-  try {
-    return { ok: true, value: await promise };
-  } catch (error) {
-    return { ok: false, error: error as Error };
-  }
-}
-
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
 /**
  * A destination in the middle of a larger allocation: `guardPages` pages before and after
  * it (the bytes after the region's last, possibly short, page are guarded too), all

@@ -7,6 +7,8 @@
  * the parsers under test, and predicts, for a byte stream sent on a one-channel session:
  * whether the receive resolves or rejects, and exactly which bytes of the region change.
  */
+import type { Rng } from "./rng.ts";
+
 const PAGE = 4096;
 const HEADER = 32;
 const MAGIC = 0x5a434d50; // "ZCMP", restated on purpose
@@ -95,38 +97,6 @@ function setU64(view: DataView, at: number, value: number): void {
   view.setUint32(at + 4, value >>> 0);
 }
 
-/** mulberry32: small, fast, deterministic. */
-export class Rng {
-  #state: number;
-  constructor(seed: number) {
-    this.#state = seed >>> 0;
-  }
-  u32(): number {
-    let t = (this.#state = (this.#state + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  }
-  /** 0 .. max-1 */
-  int(max: number): number {
-    return this.u32() % max;
-  }
-  chance(p: number): boolean {
-    return this.u32() / 0x1_0000_0000 < p;
-  }
-  bytes(length: number): Uint8Array {
-    const out = new Uint8Array(length);
-    for (let i = 0; i < length; i += 4) {
-      const x = this.u32();
-      out[i] = x;
-      if (i + 1 < length) out[i + 1] = x >>> 8;
-      if (i + 2 < length) out[i + 2] = x >>> 16;
-      if (i + 3 < length) out[i + 3] = x >>> 24;
-    }
-    return out;
-  }
-}
-
 /** Where each part of a generated stream lies (to aim mutations at headers or offsets). */
 export interface Span {
   at: number;
@@ -157,14 +127,14 @@ export function generateStream(rng: Rng, regionSize: number, pagesPerPacket: num
     at += bytes.length;
   };
   const dataCount = 1 + rng.int(4);
-  const syncAfter = rng.chance(0.3) ? rng.int(dataCount) : -1;
+  const syncAfter = rng.chance32(0.3) ? rng.int(dataCount) : -1;
   for (let k = 0; k < dataCount; k++) {
     const count = 1 + rng.int(pagesPerPacket);
     const chosen = new Set<number>();
     while (chosen.size < Math.min(count, pageCount)) chosen.add(rng.int(pageCount));
     const normal: number[] = [];
     const zero: number[] = [];
-    for (const page of [...chosen].sort((a, b) => a - b)) (rng.chance(0.25) ? zero : normal).push(page * PAGE);
+    for (const page of [...chosen].sort((a, b) => a - b)) (rng.chance32(0.25) ? zero : normal).push(page * PAGE);
     const pages = normal.map((offset) => rng.bytes(pageLength(offset, regionSize)));
     const payload = pages.reduce((sum, p) => sum + p.length, 0);
     push(
@@ -196,7 +166,7 @@ export interface Mutation {
 export function mutate(rng: Rng, stream: GeneratedStream): { bytes: Uint8Array; mutations: Mutation[] } {
   let bytes = stream.bytes.slice();
   const mutations: Mutation[] = [];
-  const truncate = rng.chance(1 / 6);
+  const truncate = rng.chance32(1 / 6);
   const count = truncate ? rng.int(2) : 1 + rng.int(3);
   const ofKind = (kind: Span["kind"]) => stream.spans.filter((s) => s.kind === kind);
   for (let i = 0; i < count; i++) {
@@ -205,7 +175,7 @@ export function mutate(rng: Rng, stream: GeneratedStream): { bytes: Uint8Array; 
     const candidates = ofKind(kind).length > 0 ? ofKind(kind) : ofKind("header");
     const span = candidates[rng.int(candidates.length)];
     let at = span.at + rng.int(span.length);
-    if (span.kind === "header" && rng.chance(0.6)) {
+    if (span.kind === "header" && rng.chance32(0.6)) {
       // Aim at the fields that steer the receiver: type, number, counts, payload, argument.
       const fields = [4, 5, 15, 19, 23, 26, 27, 31, 14];
       at = span.at + fields[rng.int(fields.length)];
@@ -223,7 +193,7 @@ export function mutate(rng: Rng, stream: GeneratedStream): { bytes: Uint8Array; 
     // middle of one), half anywhere (mostly in page data: a packet cut short).
     const structural = stream.spans.filter((s) => s.kind !== "payload");
     const span = structural[rng.int(structural.length)];
-    const at = rng.chance(0.5) ? span.at + rng.int(span.length) : rng.int(bytes.length);
+    const at = rng.chance32(0.5) ? span.at + rng.int(span.length) : rng.int(bytes.length);
     bytes = bytes.slice(0, at);
     mutations.push({ at, kind: "truncate" });
   }

@@ -1,7 +1,8 @@
 /**
- * Fast random data for the examples: the first bytes from the system's CSPRNG, the rest
- * from xorshift128 seeded by it (~0.5 s per GiB in one thread). Random everywhere — no
- * repeated blocks, nothing compressible, no zero pages — but not for cryptography.
+ * Fast random data for the examples and the benchmarks: the first bytes from the system's
+ * CSPRNG, the rest from xorshift128 seeded by it (~0.5 s per GiB in one thread). Random
+ * everywhere — no repeated blocks, nothing compressible, no zero pages — but not for
+ * cryptography.
  * @module
  */
 import type { Region } from "../mod.ts";

@@ -1,0 +1,175 @@
+/**
+ * The module's own wire format (docs/PROTOCOL.md, version 1), as a {@link WireFormat}:
+ * a 32-byte header, the pages' offsets, then the page data raw; control packets are a
+ * header alone; the receiver answers SYNC and END with 32-byte replies. Authentication
+ * happens in the handshake; packets are not sealed.
+ * @module
+ */
+import { addressOf } from "../../ffi/mod.ts";
+import type { RegionDescriptor } from "../region.ts";
+import type {
+  CodecConfig,
+  ControlKind,
+  Incoming,
+  Outgoing,
+  ReadRanges,
+  ReceiveCodec,
+  SendCodec,
+  WireFormat,
+} from "./codec.ts";
+import { pageRanges, PageScan, Ranges } from "./packet.ts";
+import {
+  encodePacketHeader,
+  encodeReply,
+  OFFSET_BYTES,
+  PACKET_HEADER_BYTES,
+  type PacketLimits,
+  PacketType,
+  parseOffsets,
+  parsePacketHeader,
+  parseReply,
+  ProtocolError,
+  REPLY_BYTES,
+  ReplyType,
+  writeOffset,
+} from "./wire.ts";
+
+const CONTROL_TYPE = { sync: PacketType.SYNC, end: PacketType.END, verdict: PacketType.VERDICT } as const;
+
+class PlainSendCodec implements SendCodec {
+  readonly replyBytes = REPLY_BYTES;
+  readonly #region: RegionDescriptor;
+  readonly #pageSize: number;
+  /** Header plus the largest offset list: one reusable buffer at a stable address. */
+  readonly #head: Uint8Array;
+  readonly #view: DataView;
+  /** One packet's description, refilled for every packet (no allocation per packet). */
+  readonly #out: Outgoing;
+  #packetNumber = 0;
+
+  constructor(config: CodecConfig, region: RegionDescriptor) {
+    this.#region = region;
+    this.#pageSize = config.pageSize;
+    this.#head = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
+    this.#view = new DataView(this.#head.buffer);
+    this.#out = { headAddress: addressOf(this.#head), headLength: 0, payload: new Ranges(), payloadBytes: 0 };
+  }
+
+  data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number): Outgoing {
+    const view = this.#view;
+    let at = PACKET_HEADER_BYTES;
+    for (let i = 0; i < normalCount; i++, at += OFFSET_BYTES) writeOffset(view, at, normal[i]);
+    for (let i = 0; i < zeroCount; i++, at += OFFSET_BYTES) writeOffset(view, at, zero[i]);
+    const out = this.#out;
+    out.payload.clear();
+    out.payloadBytes = pageRanges(this.#region, this.#pageSize, normal, normalCount, out.payload);
+    out.headLength = at;
+    encodePacketHeader(view, {
+      type: PacketType.DATA,
+      packetNumber: this.#packetNumber++,
+      normalPages: normalCount,
+      zeroPages: zeroCount,
+      payloadBytes: out.payloadBytes,
+      argument: 0,
+    });
+    return out;
+  }
+
+  control(kind: ControlKind, argument: number): Outgoing {
+    encodePacketHeader(this.#view, {
+      type: CONTROL_TYPE[kind],
+      packetNumber: this.#packetNumber++,
+      normalPages: 0,
+      zeroPages: 0,
+      payloadBytes: 0,
+      argument,
+    });
+    const out = this.#out;
+    out.payload.clear();
+    out.payloadBytes = 0;
+    out.headLength = PACKET_HEADER_BYTES;
+    return out;
+  }
+
+  parseSyncAck(reply: Uint8Array, syncNumber: number): void {
+    const { value } = parseReply(reply, ReplyType.SYNC_ACK);
+    if (value !== BigInt(syncNumber)) {
+      throw new ProtocolError("reply.value", `SYNC_ACK ${value}, expected ${syncNumber}`);
+    }
+  }
+
+  parseResult(reply: Uint8Array): { checksum: bigint; bytes: number } {
+    const { value, bytes } = parseReply(reply, ReplyType.RESULT);
+    return { checksum: value, bytes };
+  }
+}
+
+class PlainReceiveCodec implements ReceiveCodec {
+  readonly #region: RegionDescriptor;
+  readonly #pageSize: number;
+  /** Header, then the offsets: one buffer whose address is taken once (not per read). */
+  readonly #packetAddress: number;
+  readonly #headerView: DataView;
+  readonly #offsetsView: DataView;
+  readonly #offsets: Float64Array;
+  readonly #limits: PacketLimits;
+  readonly #ranges = new Ranges();
+  readonly #scan: PageScan;
+  #syncNumber = 0;
+
+  constructor(config: CodecConfig, region: RegionDescriptor) {
+    this.#region = region;
+    this.#pageSize = config.pageSize;
+    const packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
+    this.#packetAddress = addressOf(packet);
+    this.#headerView = new DataView(packet.buffer, 0, PACKET_HEADER_BYTES);
+    this.#offsetsView = new DataView(packet.buffer, PACKET_HEADER_BYTES);
+    this.#offsets = new Float64Array(config.pagesPerPacket);
+    this.#limits = { expectedPacketNumber: 0, pagesPerPacket: config.pagesPerPacket, pageSize: config.pageSize };
+    this.#scan = new PageScan(region, config.pageSize, config.pagesPerPacket);
+  }
+
+  next(read: ReadRanges): Incoming {
+    read([this.#packetAddress], [PACKET_HEADER_BYTES]);
+    const header = parsePacketHeader(this.#headerView, this.#limits);
+    this.#limits.expectedPacketNumber++;
+    switch (header.type) {
+      case PacketType.DATA: {
+        const { normalPages, zeroPages } = header;
+        read([this.#packetAddress + PACKET_HEADER_BYTES], [(normalPages + zeroPages) * OFFSET_BYTES]);
+        parseOffsets(this.#offsetsView, header, this.#region.size, this.#pageSize, this.#offsets);
+        if (normalPages > 0) {
+          this.#ranges.clear();
+          pageRanges(this.#region, this.#pageSize, this.#offsets, normalPages, this.#ranges);
+          read(this.#ranges.addresses, this.#ranges.lengths);
+        }
+        if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
+        return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
+      }
+      case PacketType.SYNC:
+        if (header.argument !== this.#syncNumber) {
+          throw new ProtocolError("packet.argument", `SYNC ${header.argument}, expected ${this.#syncNumber}`);
+        }
+        this.#syncNumber++;
+        return { kind: "sync", syncNumber: header.argument };
+      case PacketType.END:
+        return { kind: "end" };
+      default:
+        return { kind: "verdict", matched: header.argument === 1 };
+    }
+  }
+
+  syncAck(syncNumber: number): Uint8Array {
+    return encodeReply({ type: ReplyType.SYNC_ACK, value: BigInt(syncNumber), bytes: 0, status: 0 });
+  }
+
+  result(checksum: bigint, bytes: number): Uint8Array {
+    return encodeReply({ type: ReplyType.RESULT, value: checksum, bytes, status: 0 });
+  }
+}
+
+/** The module's own format, version 1. */
+export const plainFormat: WireFormat = {
+  sender: (config, region) => new PlainSendCodec(config, region),
+  receiver: (config, region) => new PlainReceiveCodec(config, region),
+};
