@@ -19,17 +19,15 @@
  */
 export { connect, type ConnectOptions, DEFAULT_CONNECT_TIMEOUT_MS } from "./src/connect.ts";
 export { listen, Listener, type ListenOptions } from "./src/listener.ts";
+export { abortSocket, type ChannelStats, SocketChannel } from "./src/socket_channel.ts";
 export {
-  abortSocket,
   type ChannelOptions,
-  type ChannelStats,
   DEFAULT_FLUSH_TIMEOUT_MS,
   DEFAULT_IO_TIMEOUT_MS,
   DEFAULT_KEEPALIVE_IDLE_S,
   DEFAULT_USER_TIMEOUT_MS,
   SEND_BUFFER_BYTES,
-  SocketChannel,
-} from "./src/socket_channel.ts";
+} from "./src/channel_options.ts";
 export {
   LOCKED_MEMORY_BUDGET_SHARE,
   lockedMemoryBudget,
@@ -43,6 +41,7 @@ export {
   SocketError,
   SystemError,
   TimeoutError,
+  TransferAbortedError,
   ZeroCopyAccountingError,
   ZeroCopyCompletionError,
   ZeroCopyMultifdError,
@@ -51,14 +50,7 @@ export {
 } from "./src/errors.ts";
 export { ZeroCopyCompletions } from "./src/zerocopy_completions.ts";
 export { type AllocateOptions, Region, type RegionDescriptor } from "./src/region.ts";
-export {
-  DEFAULT_HANDSHAKE_TIMEOUT_MS,
-  MultifdSender,
-  type SenderOptions,
-  type SenderPhase,
-  type SenderResult,
-  TransferAbortedError,
-} from "./src/multifd/sender.ts";
+export { MultifdSender, type SenderOptions, type SenderPhase, type SenderResult } from "./src/multifd/sender.ts";
 export {
   DEFAULT_MAX_PENDING_HANDSHAKES,
   DEFAULT_MAX_REGION_BYTES,
@@ -74,6 +66,7 @@ export { ACCEPT_BACKOFF_MS } from "./src/multifd/admission.ts";
 export { WORKER_EXIT_GRACE_MS } from "./src/multifd/transfer.ts";
 export { MIN_SECRET_BYTES, type Secret } from "./src/multifd/auth.ts";
 export {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_PAGES_PER_PACKET,
   MAX_CHANNELS,
   MAX_PAGES_PER_PACKET,

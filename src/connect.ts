@@ -7,7 +7,8 @@ import { resolveAddress } from "./address.ts";
 import { InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
 import { checkPort } from "./listener.ts";
 import { FdWaits } from "./reactor.ts";
-import { type ChannelOptions, checkChannelOptions, SocketChannel } from "./socket_channel.ts";
+import { type ChannelOptions, checkChannelOptions } from "./channel_options.ts";
+import { SocketChannel } from "./socket_channel.ts";
 
 /** Default limit for establishing a connection (ms). */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;

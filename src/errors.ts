@@ -117,3 +117,9 @@ export class ZeroCopyAccountingError extends ZeroCopyMultifdError {
   /** Always "ZeroCopyAccountingError", so errors stay recognisable in logs and across Workers. */
   override name = "ZeroCopyAccountingError";
 }
+
+/** A multifd transfer was aborted: by `abort()` on either side, by its signal, or because a channel failed. */
+export class TransferAbortedError extends ZeroCopyMultifdError {
+  /** Always "TransferAbortedError", so errors stay recognisable in logs and across Workers. */
+  override name = "TransferAbortedError";
+}

@@ -11,7 +11,8 @@ import { Errno, native, Poll, SocketOption } from "../ffi/mod.ts";
 import { resolveAddress } from "./address.ts";
 import { ChannelClosedError, InvalidArgumentError, SocketError, TimeoutError } from "./errors.ts";
 import { FdWaits } from "./reactor.ts";
-import { type ChannelOptions, checkChannelOptions, SocketChannel } from "./socket_channel.ts";
+import { type ChannelOptions, checkChannelOptions } from "./channel_options.ts";
+import { SocketChannel } from "./socket_channel.ts";
 
 /**
  * Where {@link listen} binds, and the channel options every accepted {@link SocketChannel}

@@ -4,7 +4,7 @@
  * @module
  */
 import type { RegionDescriptor } from "../region.ts";
-import type { ResolvedChannelOptions } from "../socket_channel.ts";
+import type { ResolvedChannelOptions } from "../channel_options.ts";
 import type { CodecConfig } from "./codec.ts";
 import type { SharedState } from "./shared_state.ts";
 

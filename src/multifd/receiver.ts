@@ -9,25 +9,27 @@
  * ```
  * @module
  */
-import { ChannelClosedError, InvalidArgumentError } from "../errors.ts";
+import { ChannelClosedError, InvalidArgumentError, TransferAbortedError } from "../errors.ts";
 import { checkPort, listen, type Listener } from "../listener.ts";
 import { integerOption, timeoutMs } from "../options.ts";
 import type { Region } from "../region.ts";
-import {
-  type ChannelOptions,
-  resolveChannelOptions,
-  type ResolvedChannelOptions,
-  type SocketChannel,
-} from "../socket_channel.ts";
+import { type ChannelOptions, resolveChannelOptions, type ResolvedChannelOptions } from "../channel_options.ts";
+import type { SocketChannel } from "../socket_channel.ts";
 import { Admission, type AdmissionLimits } from "./admission.ts";
 import { importSecret, type Secret } from "./auth.ts";
-import { assignBlocks, combineBlockHashes } from "./checksum.ts";
 import type { ChannelConfig, FromReceiver, ToReceiver } from "./messages.ts";
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS, TransferAbortedError } from "./sender.ts";
-import { Control, counterIndex, readCounters } from "./shared_state.ts";
-import { hex, round3, type TransferStats, transferStats } from "./stats.ts";
+import { Control } from "./shared_state.ts";
+import { hex, type TransferStats, transferStats } from "./stats.ts";
 import { Transfer } from "./transfer.ts";
-import { encodeReply, type Init, MAX_REGION_BYTES, ProtocolError, RefusalCode, ReplyType } from "./wire.ts";
+import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  encodeReply,
+  type Init,
+  MAX_REGION_BYTES,
+  ProtocolError,
+  RefusalCode,
+  ReplyType,
+} from "./wire.ts";
 import { WorkerPool } from "./worker_pool.ts";
 
 /** Default largest region a receiver accepts: 64 GiB. */
@@ -143,11 +145,9 @@ export class MultifdReceiver {
   #failure: Error | undefined;
   #failed: (error: Error) => void = () => {};
   #aborting: Promise<void> | undefined;
-  #rounds = 0;
   #receiving = false;
-  #started = 0;
-  #setupSeconds = 0;
-  #transferSeconds = 0;
+  /** When listening began: set-up lasts until the channel Workers run. */
+  #listening = 0;
 
   private constructor(listener: Listener, key: CryptoKey, config: ReceiverConfig) {
     this.#listener = listener;
@@ -179,12 +179,11 @@ export class MultifdReceiver {
     if (this.#failure) throw this.#failure;
     if (this.#listener.closed) throw new ChannelClosedError("the receiver is closed");
     this.#receiving = true;
-    const listening = performance.now();
+    this.#listening = performance.now();
     const aborted = new Promise<never>((_, reject) => (this.#failed = reject));
     aborted.catch(() => {});
     try {
       const { init, channels } = await Promise.race([this.#admission.run(), aborted]);
-      this.#setupSeconds = (performance.now() - listening) / 1000;
       const transfer = (this.#transfer = new Transfer(init.channelCount));
       const region = await Promise.race([this.#prepare(destination, init, channels, transfer), aborted]);
       return await Promise.race([this.#run(region, init, transfer), aborted]);
@@ -212,20 +211,12 @@ export class MultifdReceiver {
 
   /** Counters so far. */
   get stats(): TransferStats {
-    const channels = this.#transfer?.fds.length ?? 0;
-    const rows = this.#transfer ? readCounters(this.#transfer.state, channels) : [];
-    const seconds = this.#transferSeconds || (this.#started ? (performance.now() - this.#started) / 1000 : 0);
-    return { ...transferStats(rows, seconds, this.#rounds, false), setupSeconds: round3(this.#setupSeconds) };
+    return this.#transfer?.stats(false) ?? { ...transferStats([], 0, 0, false), setupSeconds: 0 };
   }
 
   /** Payload bytes received so far. */
   get bytesReceived(): number {
-    const transfer = this.#transfer;
-    let total = 0;
-    for (let id = 0; id < (transfer?.fds.length ?? 0); id++) {
-      total += transfer!.state.counters[counterIndex(id, "bytes")];
-    }
-    return total;
+    return this.#transfer?.bytes ?? 0;
   }
 
   async #prepare(destination: Destination, init: Init, channels: SocketChannel[], transfer: Transfer): Promise<Region> {
@@ -261,7 +252,7 @@ export class MultifdReceiver {
     // Aborted while the Workers started: the fds are closed (their numbers may belong to
     // other files by now), so they must not reach a Worker; the pool is stopped.
     transfer.adoptPool(pool);
-    this.#started = performance.now();
+    transfer.startClock(this.#listening);
     transfer.fds.forEach((fd, channelId) => {
       const config: ChannelConfig = {
         ...this.#config.channel,
@@ -287,19 +278,13 @@ export class MultifdReceiver {
       if (events.some((e) => e.kind === "ended")) {
         throw new ProtocolError("packet.type", "END on some channels while others reached a SYNC");
       }
-      this.#rounds++;
+      transfer.rounds++;
       Atomics.add(control, Control.BARRIER, 1);
       Atomics.notify(control, Control.BARRIER);
     }
-    this.#transferSeconds = (performance.now() - this.#started) / 1000;
+    transfer.stopClock();
     region.sync();
-
-    const checksumStarted = performance.now();
-    assignBlocks(region.size, count).forEach((blocks, id) => pool.post(id, { kind: "checksum", blocks }));
-    const hashes: bigint[] = [];
-    for (const reply of await pool.all("hashes")) reply.blocks.forEach((b, i) => (hashes[b] = reply.hashes[i]));
-    const checksum = combineBlockHashes(hashes, region.size);
-    const checksumSeconds = (performance.now() - checksumStarted) / 1000;
+    const { checksum, seconds: checksumSeconds } = await transfer.checksum(region.size);
 
     const stats = this.stats;
     for (let id = 0; id < count; id++) {
@@ -311,7 +296,7 @@ export class MultifdReceiver {
     if (transfer.failure) throw transfer.failure;
     return {
       ...stats,
-      checksumSeconds: round3(checksumSeconds),
+      checksumSeconds,
       verified: done[0].verdict === true,
       checksum: hex(checksum),
       rejectedConnections: this.#admission.rejected,

@@ -10,16 +10,16 @@
  * ```
  * @module
  */
-import { ChannelClosedError, InvalidArgumentError, SocketError, ZeroCopyMultifdError } from "../errors.ts";
+import { ChannelClosedError, InvalidArgumentError, SocketError, TransferAbortedError } from "../errors.ts";
 import type { Region } from "../region.ts";
-import { type ChannelOptions, resolveChannelOptions } from "../socket_channel.ts";
+import { type ChannelOptions, resolveChannelOptions } from "../channel_options.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { importSecret, type Secret, signInit } from "./auth.ts";
-import { assignBlocks, combineBlockHashes } from "./checksum.ts";
 import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
-import { Control, counterIndex, readCounters } from "./shared_state.ts";
-import { hex, round3, type TransferStats, transferStats } from "./stats.ts";
+import { Control } from "./shared_state.ts";
+import { hex, type TransferStats } from "./stats.ts";
 import {
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_PAGES_PER_PACKET,
   encodeInitFields,
   HELLO_BYTES,
@@ -38,9 +38,6 @@ import { Transfer } from "./transfer.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import { lockedMemoryBudget, MIN_ZEROCOPY_BUDGET_BYTES } from "../locked_memory.ts";
 import { integerOption, timeoutMs } from "../options.ts";
-
-/** Default limit for the per-channel handshake (ms). */
-export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
  * Where {@link MultifdSender.connect} connects to and how the transfer runs: channels,
@@ -92,12 +89,6 @@ export interface SenderOptions extends ChannelOptions {
   handshakeTimeoutMs?: number;
   /** Aborts the connection attempt or, once connected, the transfer (as {@link MultifdSender.abort}). */
   signal?: AbortSignal;
-}
-
-/** The transfer was aborted (by `abort()` or because a channel failed). */
-export class TransferAbortedError extends ZeroCopyMultifdError {
-  /** Always "TransferAbortedError", so errors stay recognisable in logs and across Workers. */
-  override name = "TransferAbortedError";
 }
 
 /**
@@ -160,11 +151,6 @@ export class MultifdSender {
   readonly #channels: number;
   readonly #zerocopy: boolean;
   readonly #connectStarted: number;
-  /** When the first round began: transfer time excludes connection and Worker start-up. */
-  #started = 0;
-  #setupSeconds = 0;
-  #transferSeconds = 0;
-  #rounds = 0;
   #busy = false;
   #phase: SenderPhase = "rounds";
 
@@ -252,21 +238,19 @@ export class MultifdSender {
    */
   async sendRound(pages?: ArrayLike<number>): Promise<void> {
     this.#enter();
-    if (this.#rounds === 0) {
-      this.#started = performance.now();
-      this.#setupSeconds = (this.#started - this.#connectStarted) / 1000;
-    }
+    // Transfer time excludes connection and Worker start-up.
+    this.#transfer.startClock(this.#connectStarted);
     try {
       const list = pages === undefined ? null : this.#pageList(pages);
       const pageCount = list ? list.length : Math.ceil(this.#region.size / PAGE_SIZE);
       Atomics.store(this.#transfer.state.control, Control.CURSOR, 0);
-      const syncNumber = this.#rounds;
+      const syncNumber = this.#transfer.rounds;
       for (let id = 0; id < this.#channels; id++) {
         this.#pool.post(id, { kind: "round", pages: list, pageCount, syncNumber });
       }
       await this.#pool.all("synced");
-      this.#rounds++;
-      this.#transferSeconds = (performance.now() - this.#started) / 1000;
+      this.#transfer.rounds++;
+      this.#transfer.stopClock();
     } catch (error) {
       throw await this.#failed(error);
     } finally {
@@ -283,13 +267,7 @@ export class MultifdSender {
     this.#enter();
     try {
       this.#phase = "checksum";
-      const checksumStarted = performance.now();
-      const assignment = assignBlocks(this.#region.size, this.#channels);
-      assignment.forEach((blocks, id) => this.#pool.post(id, { kind: "checksum", blocks }));
-      const hashes: bigint[] = [];
-      for (const reply of await this.#pool.all("hashes")) reply.blocks.forEach((b, i) => (hashes[b] = reply.hashes[i]));
-      const checksum = combineBlockHashes(hashes, this.#region.size);
-      const checksumSeconds = (performance.now() - checksumStarted) / 1000;
+      const { checksum, seconds: checksumSeconds } = await this.#transfer.checksum(this.#region.size);
 
       this.#phase = "ending";
       for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "end" });
@@ -305,7 +283,7 @@ export class MultifdSender {
       this.#phase = "ended";
       return {
         ...stats,
-        checksumSeconds: round3(checksumSeconds),
+        checksumSeconds,
         verified,
         checksum: hex(checksum),
         remoteChecksum: hex(remote.checksum),
@@ -334,17 +312,12 @@ export class MultifdSender {
 
   /** Counters so far (readable during a round, e.g. for a progress bar). */
   get stats(): TransferStats {
-    const seconds = this.#transferSeconds || (this.#started ? (performance.now() - this.#started) / 1000 : 0);
-    const counters = readCounters(this.#transfer.state, this.#channels);
-    const stats = transferStats(counters, seconds, this.#rounds, this.#zerocopy);
-    return { ...stats, setupSeconds: round3(this.#setupSeconds) };
+    return this.#transfer.stats(this.#zerocopy);
   }
 
   /** Payload bytes sent so far (cheap enough for a progress bar). */
   get bytesSent(): number {
-    let total = 0;
-    for (let id = 0; id < this.#channels; id++) total += this.#transfer.state.counters[counterIndex(id, "bytes")];
-    return total;
+    return this.#transfer.bytes;
   }
 
   /** @internal Aborts with a given cause (a failed channel). */

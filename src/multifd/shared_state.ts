@@ -39,12 +39,15 @@ export function checkAbort(state: SharedState): void {
 export interface SharedState {
   control: Int32Array<SharedArrayBuffer>;
   counters: Float64Array<SharedArrayBuffer>;
+  /** Channels of the transfer (rows of `counters`). */
+  channels: number;
 }
 
 export function createSharedState(channels: number): SharedState {
   return {
     control: new Int32Array(new SharedArrayBuffer(CONTROL_FIELDS * 4)),
     counters: new Float64Array(new SharedArrayBuffer(channels * COUNTERS * 8)),
+    channels,
   };
 }
 

@@ -50,7 +50,7 @@ export interface TransferStats {
   zerocopyFlushesAllCopied: number;
   /** `bytes` of each channel, by channel id. */
   perChannelBytes: number[];
-  /** Connection, handshake and Worker start-up before the first round (receiver: from listen() until every channel joined). */
+  /** Set-up before the data: connection, handshakes and Worker start-up (receiver: from receive() until its channel Workers run). */
   setupSeconds?: number;
   /** Time spent on the region checksum, not part of `seconds`. */
   checksumSeconds?: number;

@@ -10,7 +10,9 @@ import { native } from "../../ffi/mod.ts";
 import { ChannelClosedError } from "../errors.ts";
 import type { Region } from "../region.ts";
 import { abortSocket } from "../socket_channel.ts";
-import { Control, createSharedState, type SharedState } from "./shared_state.ts";
+import { assignBlocks, combineBlockHashes } from "./checksum.ts";
+import { Control, counterIndex, createSharedState, readCounters, type SharedState } from "./shared_state.ts";
+import { round3, type TransferStats, transferStats } from "./stats.ts";
 import type { WorkerPool } from "./worker_pool.ts";
 
 /**
@@ -31,6 +33,11 @@ export class Transfer {
   #pool: AnyPool | undefined;
   #failure: Error | undefined;
   #closing: Promise<void> | undefined;
+  /** Rounds completed, each ended by a sync. */
+  rounds = 0;
+  #setupSeconds = 0;
+  #started = 0;
+  #transferSeconds = 0;
 
   constructor(channels: number) {
     this.state = createSharedState(channels);
@@ -48,6 +55,50 @@ export class Transfer {
 
   get fds(): readonly number[] {
     return this.#fds;
+  }
+
+  /**
+   * The data phase begins (the first round; Workers started): what came since
+   * `setupFrom` (connect or listen, a performance.now() time) counts as set-up.
+   */
+  startClock(setupFrom: number): void {
+    if (this.#started) return;
+    this.#started = performance.now();
+    this.#setupSeconds = (this.#started - setupFrom) / 1000;
+  }
+
+  /** The data moved so far has all arrived (a sync, or the end of stream). */
+  stopClock(): void {
+    this.#transferSeconds = (performance.now() - this.#started) / 1000;
+  }
+
+  /** Payload bytes moved so far, every channel (cheap enough for a progress bar). */
+  get bytes(): number {
+    let total = 0;
+    for (let id = 0; id < this.state.channels; id++) total += this.state.counters[counterIndex(id, "bytes")];
+    return total;
+  }
+
+  /** Counters so far, the same shape on both sides. */
+  stats(zerocopy: boolean): TransferStats {
+    const seconds = this.#transferSeconds || (this.#started ? (performance.now() - this.#started) / 1000 : 0);
+    const stats = transferStats(readCounters(this.state, this.state.channels), seconds, this.rounds, zerocopy);
+    return { ...stats, setupSeconds: round3(this.#setupSeconds) };
+  }
+
+  /**
+   * The region checksum (checksum.ts), hashed by the channel Workers in parallel: the
+   * last phase before the end of stream, on both sides.
+   */
+  async checksum(size: number): Promise<{ checksum: bigint; seconds: number }> {
+    const pool = this.#pool!;
+    const started = performance.now();
+    assignBlocks(size, pool.size).forEach((blocks, id) => pool.post(id, { kind: "checksum", blocks }));
+    const hashes: bigint[] = [];
+    for (const reply of await pool.all("hashes")) {
+      (reply.blocks as number[]).forEach((block, i) => (hashes[block] = reply.hashes[i]));
+    }
+    return { checksum: combineBlockHashes(hashes, size), seconds: round3((performance.now() - started) / 1000) };
   }
 
   /** Holds `region` (its `close()` waits) until the transfer is torn down. */

@@ -15,6 +15,8 @@ export const DEFAULT_PAGES_PER_PACKET = 128;
 export const MAX_PAGES_PER_PACKET = 1024;
 /** Most channels one transfer may use (the largest `channels` option). */
 export const MAX_CHANNELS = 64;
+/** Default limit for one channel's handshake, on both sides (ms). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 /**
  * Largest region the protocol moves: 4 TiB. Page indices (u32 in page lists) and the
  * senders' shared packet cursor (an Int32, claimed with Atomics.add, which may run past
