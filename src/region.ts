@@ -22,6 +22,12 @@ export interface RegionDescriptor {
   size: number;
   /** Keeps a SharedArrayBuffer-backed region alive in the Worker too. */
   shared?: SharedArrayBuffer;
+  /**
+   * A file mapping whose pages are faulted in lazily: a transfer populates each packet's
+   * pages in one madvise(MADV_POPULATE_*) before its send or receive, rather than taking
+   * a fault per 4 KiB page inside the copy (several times slower where faults trap).
+   */
+  populate?: boolean;
 }
 
 /**
@@ -44,6 +50,8 @@ export interface AllocateOptions {
 }
 
 const MAPPING_GRANULE = 4096;
+/** statfs f_type of file systems whose files live in memory: tmpfs, hugetlbfs. */
+const IN_MEMORY_FILE_SYSTEMS: readonly bigint[] = [0x01021994n, 0x958458f6n];
 const MAX_SIZE = Number.MAX_SAFE_INTEGER - MAPPING_GRANULE;
 
 /**
@@ -68,6 +76,8 @@ export class Region {
   #idle: (() => void)[] = [];
   /** Set when a transfer could not confirm that its threads let go: never unmap then. */
   #abandoned = false;
+  /** Whether transfers populate each packet's pages first (see RegionDescriptor.populate). */
+  #populate = false;
 
   private constructor(
     /** Native address of byte 0 (0 for an empty region). */
@@ -106,7 +116,7 @@ export class Region {
       const size = Number(out[0]);
       checkSize(size);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 0, o), path);
-      return new Region(address, size, "file", fd, undefined);
+      return Region.#fileRegion(address, size, fd);
     } catch (error) {
       native.zc_close(fd);
       throw error;
@@ -124,11 +134,24 @@ export class Region {
     try {
       check("fallocate", native.zc_allocate_file(fd, size), path);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 1, o), path);
-      return new Region(address, size, "file", fd, undefined);
+      return Region.#fileRegion(address, size, fd);
     } catch (error) {
       native.zc_close(fd);
       throw error;
     }
+  }
+
+  /**
+   * A file mapping. Files in memory (tmpfs, hugetlbfs) are populated packet by packet
+   * during a transfer: there a page fault per 4 KiB page is most of the cost. Files on a
+   * disk are not: the faults' readahead keeps I/O ahead of the copy, which a populate per
+   * packet would serialise (measured slower: bench/RESULTS.md).
+   */
+  static #fileRegion(address: number, size: number, fd: number): Region {
+    const region = new Region(address, size, "file", fd, undefined);
+    const type = new BigUint64Array(1);
+    region.#populate = native.zc_fs_type(fd, type) === 0 && IN_MEMORY_FILE_SYSTEMS.includes(type[0]);
+    return region;
   }
 
   /** A region over a caller's SharedArrayBuffer (kept alive while the region is open). */
@@ -156,7 +179,7 @@ export class Region {
   /** Plain data a Worker can use to reach this region by pointer. */
   get descriptor(): RegionDescriptor {
     this.#checkOpen();
-    return { address: this.address, size: this.size, shared: this.shared };
+    return { address: this.address, size: this.size, shared: this.shared, populate: this.#populate };
   }
 
   /**

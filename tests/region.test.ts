@@ -4,7 +4,9 @@
 // keeps the mapping for good.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { InvalidArgumentError, Region } from "../mod.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { InvalidArgumentError, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
+import { fillPattern, SECRET } from "./helpers/multifd.ts";
 
 describe("Region holds", () => {
   test("close() waits for the last release; a release without a hold is refused", async () => {
@@ -35,5 +37,36 @@ describe("Region holds", () => {
     // Still mapped: reading it through a region that borrows the address does not fault
     // (an unmapped page would kill this process with SIGSEGV).
     assert.equal(borrowed.view(4096, 1)[0], 0xa5);
+  });
+});
+
+describe("file regions in memory (tmpfs)", () => {
+  test("are populated packet by packet; a transfer between two of them is exact", async () => {
+    const dir = mkdtempSync("/dev/shm/zcmf-");
+    try {
+      const size = (16 << 20) + 4096 * 3 + 5;
+      const source = Region.createFile(`${dir}/in.bin`, size);
+      fillPattern(source, 21);
+      const destination = Region.createFile(`${dir}/out.bin`, size);
+      assert.equal(source.descriptor.populate, true, "a tmpfs file is populated per packet");
+      assert.equal(Region.allocate(4096).descriptor.populate, false, "anonymous memory is not");
+      const receiver = await MultifdReceiver.listen({ secret: SECRET });
+      const receiving = receiver.receive(destination);
+      const sender = await MultifdSender.connect(source, {
+        hostname: "127.0.0.1",
+        port: receiver.port,
+        secret: SECRET,
+        channels: 3,
+        pagesPerPacket: 7,
+      });
+      await sender.sendRound();
+      assert.equal((await sender.finish()).verified, true);
+      assert.equal((await receiving).verified, true);
+      assert.ok(destination.equals(source));
+      await source.close();
+      await destination.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

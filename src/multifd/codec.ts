@@ -49,8 +49,12 @@ export interface SendCodec {
   parseResult(reply: Uint8Array): { checksum: bigint; bytes: number };
 }
 
-/** Reads exactly the given native ranges from the channel's socket (throws on EOF or error). */
-export type ReadRanges = (addresses: readonly number[], lengths: readonly number[]) => void;
+/**
+ * Reads exactly the given native ranges from the channel's socket (throws on EOF or
+ * error). `pages`: the ranges are region pages (the loop may populate them first), not a
+ * codec's own buffer.
+ */
+export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], pages?: boolean) => void;
 
 /** What the receiving half found in one packet. */
 export type Incoming =

@@ -141,7 +141,7 @@ class PlainReceiveCodec implements ReceiveCodec {
         if (normalPages > 0) {
           this.#ranges.clear();
           pageRanges(this.#region, this.#pageSize, this.#offsets, normalPages, this.#ranges);
-          read(this.#ranges.addresses, this.#ranges.lengths);
+          read(this.#ranges.addresses, this.#ranges.lengths, true);
         }
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
         return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };

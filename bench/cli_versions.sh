@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The CLI (examples/migrate.ts send/recv, 4 channels) on one file, two versions of this
+# repository interleaved round by round (A, B, A, B…; this VM drifts by ±50% within
+# minutes, so only ratios inside a round compare). Prints one JSON line per round and the
+# median of the ratios B/A. Both checkouts load this checkout's native library, which must
+# export every symbol either version declares (true when B is newer than A).
+#
+#   bash bench/cli_versions.sh REV_A REV_B [ROUNDS=5] [FILE_DIR=/dev/shm] [RUNTIME=deno] [SIZE_MIB=1024]
+#
+# FILE_DIR /dev/shm: a file in memory (tmpfs); a disk directory measures the disk path
+# (the page cache is dropped before each run, so the sender reads from the disk).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev_a=$1 rev_b=$2 rounds=${3:-5} dir=${4:-/dev/shm} runtime=${5:-deno} size_mib=${6:-1024}
+root=$(pwd)
+work=$(mktemp -d "$dir/zcmf-cli-versions.XXXXXX")
+trees=$(mktemp -d)
+cleanup() {
+  rm -rf "$work"
+  for t in a b; do git worktree remove --force "$trees/$t" >/dev/null 2>&1 || true; done
+  rm -rf "$trees"
+}
+trap cleanup EXIT
+for t in a b; do
+  rev=$([ $t = a ] && echo "$rev_a" || echo "$rev_b")
+  git worktree add -q --detach "$trees/$t" "$rev"
+  ln -s "$root/node_modules" "$trees/$t/node_modules"
+done
+export ZEROCOPY_MULTIFD_LIB="$root/zig-out/lib/libzerocopy_multifd.so"
+head -c $((size_mib << 20)) /dev/urandom >"$work/in.bin"
+key="$work/secret.key"
+(umask 077 && openssl rand -hex 32 >"$key" 2>/dev/null || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$key")
+if [ "$runtime" = deno ]; then run=("$root/node_modules/.bin/deno" run -A); else run=("$root/node_modules/.bin/bun"); fi
+
+# One transfer with tree $1: prints "GBps wall_seconds verified".
+transfer() {
+  local tree=$1 port
+  rm -f "$work/out.bin"
+  sync
+  echo 1 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  port=$((20000 + RANDOM % 20000))
+  "${run[@]}" "$tree/examples/migrate.ts" recv --listen "127.0.0.1:$port" --file "$work/out.bin" \
+    --secret-file "$key" --json >"$work/recv.json" 2>/dev/null &
+  local receiver=$!
+  sleep 1.5
+  local started ended
+  started=$(date +%s.%N)
+  "${run[@]}" "$tree/examples/migrate.ts" send --to "127.0.0.1:$port" --file "$work/in.bin" --channels 4 \
+    --secret-file "$key" --json >"$work/send.json" 2>/dev/null || true
+  wait "$receiver" || true
+  ended=$(date +%s.%N)
+  python3 - "$work/send.json" "$work/recv.json" "$started" "$ended" <<'PY'
+import json, sys
+send = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+recv = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
+print(send.get("GBps", 0), round(float(sys.argv[4]) - float(sys.argv[3]), 3), str(recv.get("verified")).lower())
+PY
+}
+
+ratios=()
+for round in $(seq 1 "$rounds"); do
+  read -r gbps_a wall_a ok_a <<<"$(transfer "$trees/a")"
+  read -r gbps_b wall_b ok_b <<<"$(transfer "$trees/b")"
+  ratio=$(python3 -c "print(round($gbps_b / $gbps_a, 3) if $gbps_a else 0)")
+  ratios+=("$ratio")
+  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"dir\":\"$dir\",\"a\":{\"GBps\":$gbps_a,\"wallSeconds\":$wall_a,\"verified\":$ok_a},\"b\":{\"GBps\":$gbps_b,\"wallSeconds\":$wall_b,\"verified\":$ok_b},\"ratio\":$ratio}"
+done
+python3 -c "import statistics, sys; print('{\"medianRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, sys.argv[1:])), len(sys.argv) - 1))" "${ratios[@]}"
