@@ -26,6 +26,7 @@ export {
   DEFAULT_IO_TIMEOUT_MS,
   DEFAULT_KEEPALIVE_IDLE_S,
   DEFAULT_USER_TIMEOUT_MS,
+  SAME_HOST_SEND_BUFFER_BYTES,
   SEND_BUFFER_BYTES,
 } from "./src/channel_options.ts";
 export {

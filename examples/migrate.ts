@@ -100,8 +100,9 @@ const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
   --channels N         parallel channels, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS}); the receiver follows
   --zerocopy           send page data with MSG_ZEROCOPY (fails if the kernel refuses it)
   --zero-pages         send all-zero pages as offsets only
-  --send-buffer SIZE   SO_SNDBUF of each channel, e.g. 256K; only when the receiver is on the same host
-                       (loopback, veth): there it keeps the kernel's work on the sending side
+  --send-buffer SIZE   SO_SNDBUF of each channel, e.g. 256K. Default: 256K when the receiver is on
+                       this host (there it keeps the kernel's work on the sending side), else the
+                       kernel's autotuning
   --secret-file F      shared secret file (as for recv); default $${SECRET_ENV}
   --json               print one JSON object with the stats as the last line of stdout
   --progress           draw the progress bar on stderr even when it is not a terminal

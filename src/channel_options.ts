@@ -70,6 +70,13 @@ export interface ChannelOptions {
 /** Bounds of `sendBufferBytes`. */
 export const SEND_BUFFER_BYTES = { min: 4096, max: 1 << 30 } as const;
 
+/**
+ * The multifd sender's send buffer when its receiver is on this host (unless given): with
+ * a long send queue, the segments queued are delivered — and, zero-copy, copied — by the
+ * receiver's thread; 256 KiB keeps that work with the sender (bench/RESULTS.md, run C).
+ */
+export const SAME_HOST_SEND_BUFFER_BYTES = 256 * 1024;
+
 /** Default TCP_USER_TIMEOUT (ms). */
 export const DEFAULT_USER_TIMEOUT_MS = 30_000;
 /** Default idle time before TCP keepalive probes (s); then 3 probes 5 s apart. */

@@ -67,6 +67,7 @@ interface Wait {
 type Operation<T> = Generator<Wait, T, number>;
 
 const RECORDS_PER_DRAIN = 64;
+const AF_INET = 2;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
 
 /**
@@ -171,6 +172,21 @@ export class SocketChannel {
       zerocopyNoBufferRetries: this.#noBufferRetries,
       zerocopyBudgetWaits: this.#budgetWaits,
     };
+  }
+
+  /**
+   * Whether the peer is this host: the connection's local and peer IP addresses are the
+   * same (loopback, or a connection to one of this host's own addresses). False across
+   * network namespaces (veth) and hosts.
+   */
+  get peerOnThisHost(): boolean {
+    const bytes = new Uint8Array(64);
+    if (this.#closed || native.zc_socket_addresses(this.#fd, bytes) < 0) return false;
+    const family = bytes[0] | (bytes[1] << 8);
+    // sockaddr_in: the address at 4..8; sockaddr_in6: at 8..24.
+    const [from, to] = family === AF_INET ? [4, 8] : [8, 24];
+    for (let i = from; i < to; i++) if (bytes[i] !== bytes[32 + i]) return false;
+    return family === (bytes[32] | (bytes[33] << 8));
   }
 
   /** Zero-copy sends whose completion has not arrived yet. */

@@ -103,6 +103,22 @@ export fn zc_local_port(fd: i32) i32 {
     return std.mem.bigToNative(u16, sa.v4.port); // same offset in sockaddr_in and sockaddr_in6
 }
 
+/// The connection's local (getsockname) and peer (getpeername) addresses, raw, into
+/// `out[0..32]` and `out[32..64]` (sockaddr_in or sockaddr_in6, zero-padded). 0 or -errno.
+export fn zc_socket_addresses(fd: i32, out: [*]u8) i32 {
+    @memset(out[0..64], 0);
+    var sa: Address = undefined;
+    var len: linux.socklen_t = @sizeOf(Address);
+    var rc = sys.result32(linux.getsockname(fd, &sa.any, &len));
+    if (rc < 0) return rc;
+    @memcpy(out[0..@min(len, 32)], std.mem.asBytes(&sa)[0..@min(len, 32)]);
+    len = @sizeOf(Address);
+    rc = sys.result32(linux.getpeername(fd, &sa.any, &len));
+    if (rc < 0) return rc;
+    @memcpy(out[32 .. 32 + @min(len, 32)], std.mem.asBytes(&sa)[0..@min(len, 32)]);
+    return 0;
+}
+
 export fn zc_set_option(fd: i32, option_id: u32, value: i32) i32 {
     const option: Option = @enumFromInt(option_id);
     if (option == .linger_reset) {

@@ -12,7 +12,7 @@
  */
 import { ChannelClosedError, InvalidArgumentError, SocketError, TransferAbortedError } from "../errors.ts";
 import type { Region } from "../region.ts";
-import { type ChannelOptions, resolveChannelOptions } from "../channel_options.ts";
+import { type ChannelOptions, resolveChannelOptions, SAME_HOST_SEND_BUFFER_BYTES } from "../channel_options.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { importSecret, type Secret, signInit } from "./auth.ts";
 import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
@@ -77,6 +77,12 @@ export interface SenderOptions extends ChannelOptions {
   zeroPages?: boolean;
   /** Pages per data packet, 1..1024. Default 128 (512 KiB). */
   pagesPerPacket?: number;
+  /**
+   * SO_SNDBUF of every channel. Default: {@link SAME_HOST_SEND_BUFFER_BYTES} (256 KiB) when
+   * the receiver is on this host (each connection's local and peer addresses are equal),
+   * else the kernel's autotuning; -1: the kernel's autotuning in any case.
+   */
+  sendBufferBytes?: number;
   /**
    * Locked memory (RLIMIT_MEMLOCK) the zero-copy sends of all channels together may keep
    * charged, split equally between the channels (see the channel option of that name).
@@ -153,6 +159,8 @@ export class MultifdSender {
   readonly #connectStarted: number;
   #busy = false;
   #phase: SenderPhase = "rounds";
+  /** SO_SNDBUF of every channel as set (undefined: the kernel's autotuning). See SenderOptions.sendBufferBytes. */
+  readonly sendBufferBytes: number | undefined;
 
   private constructor(
     region: Region,
@@ -160,7 +168,9 @@ export class MultifdSender {
     pool: WorkerPool<ToSender, FromSender>,
     zerocopy: boolean,
     started: number,
+    sendBufferBytes: number | undefined,
   ) {
+    this.sendBufferBytes = sendBufferBytes;
     this.#region = region;
     this.#transfer = transfer;
     this.#pool = pool;
@@ -195,7 +205,8 @@ export class MultifdSender {
             pagesPerPacket: config.pagesPerPacket,
           })),
       );
-      transfer.adoptFds(opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : [])));
+      const channels = opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      transfer.adoptFds(channels.map((channel) => channel.fd));
       if (signal?.aborted) throw abortedError();
       const failures = opened.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
       // A refusal names the cause; the receiver closes the other channels without a word.
@@ -209,10 +220,15 @@ export class MultifdSender {
       );
       transfer.adoptPool(pool);
       if (signal?.aborted) throw abortedError();
-      const sender = (created.sender = new MultifdSender(region, transfer, pool, config.zerocopy, started));
+      // The receiver on this host: a short send queue keeps the kernel's copy of what the
+      // sender queues (zero-copy or not) on the sending side (bench/RESULTS.md, run C).
+      const sameHost = config.sendBufferAuto && channels.every((channel) => channel.peerOnThisHost);
+      const sendBufferBytes = sameHost ? SAME_HOST_SEND_BUFFER_BYTES : config.channel.sendBufferBytes;
+      const sender = new MultifdSender(region, transfer, pool, config.zerocopy, started, sendBufferBytes);
+      created.sender = sender;
       signal?.addEventListener("abort", () => void sender.abortWith(abortedError()), { once: true });
       transfer.fds.forEach((fd, channelId) => {
-        const channelConfig: SenderConfig = { ...config.channel, channelId };
+        const channelConfig: SenderConfig = { ...config.channel, channelId, sendBufferBytes };
         pool.post(channelId, {
           kind: "start",
           role: "send",
@@ -364,12 +380,18 @@ export class MultifdSender {
  */
 const HANDSHAKE_ATTEMPTS = 3;
 
-/** One channel's connection and authenticated handshake; resolves with the detached fd. */
+/** A channel that completed its handshake: its fd, detached, and whether its peer is this host. */
+interface Handshaken {
+  fd: number;
+  peerOnThisHost: boolean;
+}
+
+/** One channel's connection and authenticated handshake. */
 async function handshake(
   options: SenderOptions,
   key: CryptoKey,
   init: Parameters<typeof encodeInitFields>[0],
-): Promise<number> {
+): Promise<Handshaken> {
   for (let attempt = 1;; attempt++) {
     try {
       return await handshakeOnce(options, key, init);
@@ -386,7 +408,7 @@ async function handshakeOnce(
   options: SenderOptions,
   key: CryptoKey,
   init: Parameters<typeof encodeInitFields>[0],
-): Promise<number> {
+): Promise<Handshaken> {
   const channel = await connect({
     hostname: options.hostname,
     port: options.port,
@@ -409,7 +431,8 @@ async function handshakeOnce(
       throw new ChannelClosedError("the receiver closed the connection: wrong secret, or it refused the channel");
     }
     parseReply(reply, ReplyType.INIT_ACK);
-    return channel.detach();
+    const peerOnThisHost = channel.peerOnThisHost;
+    return { fd: channel.detach(), peerOnThisHost };
   } catch (error) {
     channel.close();
     throw error;
@@ -439,8 +462,11 @@ function senderConfig(options: SenderOptions, region: Region) {
   );
   timeoutMs("connectTimeoutMs", options.connectTimeoutMs, DEFAULT_CONNECT_TIMEOUT_MS);
   timeoutMs("handshakeTimeoutMs", options.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS);
-  // Refused here, before any connection, not later by every channel Worker.
-  const channel = resolveChannelOptions(options);
+  // Refused here, before any connection, not later by every channel Worker. A send buffer
+  // not given is chosen once connected; -1 leaves it to the kernel in any case.
+  const sendBufferAuto = options.sendBufferBytes === undefined;
+  const sendBufferBytes = options.sendBufferBytes === -1 ? undefined : options.sendBufferBytes;
+  const channel = resolveChannelOptions({ ...options, sendBufferBytes });
   const { zerocopy } = channel;
   // The locked-memory budget is the process's: each channel gets an equal share.
   const budget = zerocopy ? channel.zerocopyBudgetBytes ?? lockedMemoryBudget() : -1;
@@ -449,6 +475,7 @@ function senderConfig(options: SenderOptions, region: Region) {
     channels,
     pagesPerPacket,
     zerocopy,
+    sendBufferAuto,
     channel: {
       ...channel,
       pageSize: PAGE_SIZE,

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# In-memory multifd (bench/multifd_peer.ts: 2 MiB pages, prefaulted, random data, default
+# options), two versions of this repository interleaved round by round (A, B, A, B…; only
+# ratios inside a round compare on this VM). Prints one JSON line per round and the median
+# of the ratios B/A. Both checkouts load this checkout's native library.
+#
+#   bash bench/multifd_versions.sh REV_A REV_B [ROUNDS=5] [RUNTIME=deno] [CHANNELS=4] [ZEROCOPY=0|1] [SIZE_MIB=1024]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev_a=$1 rev_b=$2 rounds=${3:-5} runtime=${4:-deno} channels=${5:-4} zerocopy=${6:-0} size_mib=${7:-1024}
+root=$(pwd)
+trees=$(mktemp -d)
+cleanup() {
+  for t in a b; do git worktree remove --force "$trees/$t" >/dev/null 2>&1 || true; done
+  rm -rf "$trees"
+}
+trap cleanup EXIT
+for t in a b; do
+  git worktree add -q --detach "$trees/$t" "$([ $t = a ] && echo "$rev_a" || echo "$rev_b")"
+  ln -s "$root/node_modules" "$trees/$t/node_modules"
+done
+export ZEROCOPY_MULTIFD_LIB="$root/zig-out/lib/libzerocopy_multifd.so"
+BENCH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export BENCH_SECRET
+if [ "$runtime" = deno ]; then run=("$root/node_modules/.bin/deno" run -A); else run=("$root/node_modules/.bin/bun"); fi
+flags=(--channels "$channels" --huge)
+[ "$zerocopy" = 1 ] && flags+=(--zerocopy)
+size=$((size_mib << 20))
+
+# One transfer with tree $1: prints its GB/s.
+transfer() {
+  local tree=$1 out
+  out=$(mktemp)
+  "${run[@]}" "$tree/bench/multifd_peer.ts" recv --size "$size" --huge >"$out" 2>/dev/null &
+  local receiver=$!
+  for _ in $(seq 1 200); do grep -q '"port"' "$out" && break; sleep 0.1; done
+  local port pid
+  port=$(grep -o '"port":[0-9]*' "$out" | head -1 | cut -d: -f2)
+  pid=$(grep -o '"pid":[0-9]*' "$out" | head -1 | cut -d: -f2)
+  "${run[@]}" "$tree/bench/multifd_peer.ts" send --port "$port" --size "$size" --peer-pid "$pid" "${flags[@]}" \
+    2>/dev/null | grep -o '"GBps":[0-9.]*' | head -1 | cut -d: -f2
+  wait "$receiver" || true
+  rm -f "$out"
+}
+
+ratios=()
+for round in $(seq 1 "$rounds"); do
+  a=$(transfer "$trees/a")
+  b=$(transfer "$trees/b")
+  ratio=$(python3 -c "print(round($b / $a, 3))")
+  ratios+=("$ratio")
+  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"channels\":$channels,\"zerocopy\":$([ "$zerocopy" = 1 ] && echo true || echo false),\"a\":$a,\"b\":$b,\"ratio\":$ratio}"
+done
+python3 -c "import statistics, sys; print('{\"medianRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, sys.argv[1:])), len(sys.argv) - 1))" "${ratios[@]}"
