@@ -32,6 +32,7 @@ import {
   environment,
   markdownReport,
   multifdSummaries,
+  pairSummaries,
   qemuSummaries,
   ResultsFiles,
   withQemuRatios,
@@ -181,26 +182,52 @@ export async function runMultifdSuite(
       });
     }
   }
+  const runQemu = async (config: string, rep: number): Promise<BenchRecord> => {
+    note(`multifd: rep ${rep + 1}/${options.reps} QEMU ${config}`);
+    try {
+      const record = await qemu!.run(config, rep);
+      emit(record);
+      return record;
+    } catch (error) {
+      const record = { bench: "qemu", config, rep, error: (error as Error).message };
+      emit(record);
+      return record;
+    }
+  };
   try {
     for (let rep = 0; rep < options.reps; rep++) {
+      const paired = new Set<string>();
       for (const config of options.configs) {
+        // The QEMU run to compare with, right after ours (this VM drifts within minutes:
+        // only a ratio taken inside one round compares): same channels and zero-copy, 2 MiB pages.
+        const partner = `multifd${config.channels}${config.zerocopy ? "+zc" : ""}`;
+        const pairs = qemu && config.hugePages && !config.sendBufferBytes && options.qemuConfigs.includes(partner);
         for (const runtime of options.runtimes) {
           note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} ${runtime}`);
+          let ours: BenchRecord;
           try {
-            emit(await runMultifdCase(runtime, config, options.sizeBytes, rep));
+            ours = await runMultifdCase(runtime, config, options.sizeBytes, rep);
           } catch (error) {
-            emit({ bench: "multifd", runtime, rep, ...config, error: (error as Error).message });
+            ours = { bench: "multifd", runtime, rep, ...config, error: (error as Error).message };
           }
+          emit(ours);
+          if (!pairs) continue;
+          paired.add(partner);
+          const theirs = await runQemu(partner, rep);
+          if (ours.error || theirs.error) continue;
+          emit({
+            bench: "qemu-pair",
+            runtime,
+            rep,
+            channels: config.channels,
+            zerocopy: config.zerocopy,
+            config: partner,
+            GBps: Number(ours.GBps) / Number(theirs.GBps),
+            receiverCpuSecondsPerGB: Number(ours.receiverCpuSecondsPerGB) / Number(theirs.dstCpuSecondsPerGB),
+          });
         }
       }
-      for (const config of qemu ? options.qemuConfigs : []) {
-        note(`multifd: rep ${rep + 1}/${options.reps} QEMU ${config}`);
-        try {
-          emit(await qemu!.run(config, rep));
-        } catch (error) {
-          emit({ bench: "qemu", config, rep, error: (error as Error).message });
-        }
-      }
+      for (const config of qemu ? options.qemuConfigs : []) if (!paired.has(config)) await runQemu(config, rep);
     }
   } finally {
     qemu?.close();
@@ -293,7 +320,7 @@ async function main(): Promise<number> {
     out(JSON.stringify(record));
   };
   const notes = await runMultifdSuite(options, emit);
-  const sums = withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records)]);
+  const sums = withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records), ...pairSummaries(records)]);
   for (const s of sums) emit(s);
   Object.assign(env, notes);
   const report = markdownReport("Multifd benchmark", env, sums);

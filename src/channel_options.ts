@@ -1,5 +1,5 @@
 /**
- * The options of a {@link SocketChannel} (and so of listeners, connections and every
+ * The options of a `SocketChannel` (and so of listeners, connections and every
  * multifd channel): what each means, its default and its bounds, checked and resolved in
  * one place.
  * @module
@@ -8,7 +8,6 @@ import { native, SocketOption } from "../ffi/mod.ts";
 import { InvalidArgumentError } from "./errors.ts";
 import { lockedMemoryBudget, MIN_ZEROCOPY_BUDGET_BYTES } from "./locked_memory.ts";
 import { integerOption, MAX_TIMEOUT_MS, timeoutMs } from "./options.ts";
-import type { SocketChannel } from "./socket_channel.ts";
 
 /** Default limit for one wait on a blocked read or write (ms). */
 export const DEFAULT_IO_TIMEOUT_MS = 60_000;

@@ -247,6 +247,43 @@ export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
   );
 }
 
+/**
+ * Ours/QEMU taken inside each round (ours, then QEMU at once, same channels and zero-copy):
+ * the median of those per-round ratios, per runtime and configuration.
+ */
+export function pairSummaries(records: BenchRecord[]): BenchRecord[] {
+  const pairs = records.filter((r) => r.bench === "qemu-pair");
+  const keys = [...new Set(pairs.map((p) => `${p.runtime} ${p.config}`))];
+  return keys.map((key) => {
+    const group = pairs.filter((p) => `${p.runtime} ${p.config}` === key);
+    const { runtime, config, channels, zerocopy } = group[0];
+    return {
+      bench: "qemu-pair",
+      summary: true,
+      runtime,
+      config,
+      channels,
+      zerocopy,
+      GBps: spread(group.map((p) => Number(p.GBps))),
+      receiverCpuSecondsPerGB: spread(group.map((p) => Number(p.receiverCpuSecondsPerGB))),
+    };
+  });
+}
+
+/** The interleaved comparison: per-round ours/QEMU, median (min–max) over the rounds. */
+export function pairTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "qemu-pair" && s.summary).map((s) => [
+    String(s.runtime),
+    String(s.config),
+    formatSpread(s.GBps as Spread, 2),
+    formatSpread(s.receiverCpuSecondsPerGB as Spread, 2),
+    String((s.GBps as Spread | undefined)?.n ?? 0),
+  ]);
+  return rows.length === 0
+    ? ""
+    : markdownTable(["runtime", "against QEMU", "GB/s ours/QEMU", "receiver CPU/GB ours/QEMU", "rounds"], rows);
+}
+
 /** QEMU's rows, and ours/QEMU for the matching configurations (huge pages, same channels and zero-copy). */
 export function qemuTable(summaries: BenchRecord[]): string {
   const qemu = summaries.filter((s) => s.bench === "qemu" && s.summary);
@@ -350,7 +387,7 @@ export function summaries(records: BenchRecord[]): BenchRecord[] {
   return [
     ...streamSummaries(records),
     ...callSummaries(records),
-    ...withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records)]),
+    ...withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records), ...pairSummaries(records)]),
     ...memorySummaries(records),
   ];
 }
@@ -390,6 +427,14 @@ export function markdownReport(title: string, environment: Record<string, string
     multifdTable(sums),
     "Transfer time only (set-up and checksums excluded); CPU measured over the round from /proc/PID/stat. " +
       "Send buffer: the sender's SO_SNDBUF (`sendBufferBytes`); auto = the kernel's autotuning.",
+  );
+  section(
+    "Ours against QEMU, interleaved round by round",
+    pairTable(sums),
+    "Each round runs ours, then QEMU at once with the same channels and zero-copy setting (2 MiB pages, default " +
+      "options); the ratio is taken inside the round, then the median over the rounds: this VM drifts by ±50% " +
+      "within minutes, so only these ratios compare. > 1: ours faster (GB/s) or more CPU per GB. QEMU's time " +
+      "includes its channel set-up; ours excludes set-up and Worker start-up.",
   );
   section(
     "QEMU 7.2 multifd on the same machine, and ours/QEMU",
