@@ -2,7 +2,8 @@
 # In-memory multifd (bench/multifd_peer.ts: 2 MiB pages, prefaulted, random data, default
 # options), two versions of this repository interleaved round by round (A, B, A, B…; only
 # ratios inside a round compare on this VM). Prints one JSON line per round and the median
-# of the ratios B/A. Both checkouts load this checkout's native library.
+# of the ratios B/A (GB/s, and the receiver's CPU over the round). Both checkouts load this
+# checkout's native library.
 #
 #   bash bench/multifd_versions.sh REV_A REV_B [ROUNDS=5] [RUNTIME=deno] [CHANNELS=4] [ZEROCOPY=0|1] [SIZE_MIB=1024]
 set -euo pipefail
@@ -27,7 +28,7 @@ flags=(--channels "$channels" --huge)
 [ "$zerocopy" = 1 ] && flags+=(--zerocopy)
 size=$((size_mib << 20))
 
-# One transfer with tree $1: prints its GB/s.
+# One transfer with tree $1: prints its GB/s and the receiver's CPU seconds over the round.
 transfer() {
   local tree=$1 out
   out=$(mktemp)
@@ -38,17 +39,29 @@ transfer() {
   port=$(grep -o '"port":[0-9]*' "$out" | head -1 | cut -d: -f2)
   pid=$(grep -o '"pid":[0-9]*' "$out" | head -1 | cut -d: -f2)
   "${run[@]}" "$tree/bench/multifd_peer.ts" send --port "$port" --size "$size" --peer-pid "$pid" "${flags[@]}" \
-    2>/dev/null | grep -o '"GBps":[0-9.]*' | head -1 | cut -d: -f2
+    2>/dev/null | python3 -c 'import json, sys
+for line in sys.stdin:
+    try:
+        r = json.loads(line)
+    except ValueError:
+        continue
+    if "GBps" in r:
+        print(r["GBps"], r.get("peerCpuSeconds", 0))
+        break'
+
   wait "$receiver" || true
   rm -f "$out"
 }
 
 ratios=()
+cpu_ratios=()
 for round in $(seq 1 "$rounds"); do
-  a=$(transfer "$trees/a")
-  b=$(transfer "$trees/b")
+  read -r a cpu_a <<<"$(transfer "$trees/a")"
+  read -r b cpu_b <<<"$(transfer "$trees/b")"
   ratio=$(python3 -c "print(round($b / $a, 3))")
+  cpu_ratio=$(python3 -c "print(round($cpu_b / $cpu_a, 3) if $cpu_a else 0)")
   ratios+=("$ratio")
-  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"channels\":$channels,\"zerocopy\":$([ "$zerocopy" = 1 ] && echo true || echo false),\"a\":$a,\"b\":$b,\"ratio\":$ratio}"
+  cpu_ratios+=("$cpu_ratio")
+  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"channels\":$channels,\"zerocopy\":$([ "$zerocopy" = 1 ] && echo true || echo false),\"a\":$a,\"b\":$b,\"ratio\":$ratio,\"receiverCpuSeconds\":{\"a\":$cpu_a,\"b\":$cpu_b},\"receiverCpuRatio\":$cpu_ratio}"
 done
-python3 -c "import statistics, sys; print('{\"medianRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, sys.argv[1:])), len(sys.argv) - 1))" "${ratios[@]}"
+python3 -c "import statistics, sys; n = len(sys.argv) // 2; print('{\"medianRatio\": %s, \"medianReceiverCpuRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, sys.argv[1:n + 1])), statistics.median(map(float, sys.argv[n + 1:])), n))" "${ratios[@]}" "${cpu_ratios[@]}"
