@@ -43,8 +43,8 @@ class ChannelEnd {
   }
 
   /** Reads exactly the given ranges; the peer ending the stream here is an error. */
-  readonly read: ReadRanges = (addresses, lengths, pages = 0) => {
-    if (pages > 0) this.populate(addresses, lengths, true, pages);
+  readonly read: ReadRanges = (addresses, lengths, pages = false) => {
+    if (pages) this.populate(addresses, lengths, true);
     let total = 0;
     for (let i = 0; i < lengths.length; i++) total += lengths[i];
     if (this.channel.readRangesSync(addresses, lengths) < total) {
@@ -57,14 +57,9 @@ class ChannelEnd {
    * copy would fault them one by one. Best effort: a kernel without MADV_POPULATE_* (< 5.14)
    * just takes the faults.
    */
-  populate(
-    addresses: readonly number[],
-    lengths: readonly number[],
-    forWrite: boolean,
-    count = addresses.length,
-  ): void {
+  populate(addresses: readonly number[], lengths: readonly number[], forWrite: boolean): void {
     if (!this.#populate) return;
-    for (let i = 0; i < count; i++) {
+    for (let i = 0; i < addresses.length; i++) {
       if (native.zc_prefault(addresses[i], lengths[i], forWrite ? 1 : 0) < 0) this.#populate = false;
     }
   }

@@ -50,11 +50,11 @@ export interface SendCodec {
 }
 
 /**
- * Reads exactly the given native ranges from the channel's socket, with one recvmsg where
- * it can (throws on EOF or error). The first `pages` ranges are region pages (the loop may
- * populate them first); the rest, a codec's own buffers.
+ * Reads exactly the given native ranges from the channel's socket (throws on EOF or
+ * error). `pages`: the ranges are region pages (the loop may populate them first), not a
+ * codec's own buffer.
  */
-export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], pages?: number) => void;
+export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], pages?: boolean) => void;
 
 /** What the receiving half found in one packet. */
 export type Incoming =

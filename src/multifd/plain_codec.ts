@@ -116,8 +116,6 @@ class PlainReceiveCodec implements ReceiveCodec {
   readonly #ranges = new Ranges();
   readonly #scan: PageScan;
   #syncNumber = 0;
-  /** Whether the next packet's header was read already, together with the last pages. */
-  #headerRead = false;
 
   constructor(config: CodecConfig, region: RegionDescriptor) {
     this.#region = region;
@@ -132,8 +130,7 @@ class PlainReceiveCodec implements ReceiveCodec {
   }
 
   next(read: ReadRanges): Incoming {
-    if (!this.#headerRead) read([this.#packetAddress], [PACKET_HEADER_BYTES]);
-    this.#headerRead = false;
+    read([this.#packetAddress], [PACKET_HEADER_BYTES]);
     const header = parsePacketHeader(this.#headerView, this.#limits);
     this.#limits.expectedPacketNumber++;
     switch (header.type) {
@@ -142,17 +139,9 @@ class PlainReceiveCodec implements ReceiveCodec {
         read([this.#packetAddress + PACKET_HEADER_BYTES], [(normalPages + zeroPages) * OFFSET_BYTES]);
         parseOffsets(this.#offsetsView, header, this.#region.size, this.#pageSize, this.#offsets);
         if (normalPages > 0) {
-          const ranges = this.#ranges;
-          ranges.clear();
-          pageRanges(this.#region, this.#pageSize, this.#offsets, normalPages, ranges);
-          // The next packet's header comes with these pages, in the same recvmsg: a DATA
-          // packet is always followed by another packet (DATA, SYNC or END). Its bytes go
-          // over this header's, which is parsed already.
-          const pages = ranges.count;
-          ranges.addresses.push(this.#packetAddress);
-          ranges.lengths.push(PACKET_HEADER_BYTES);
-          read(ranges.addresses, ranges.lengths, pages);
-          this.#headerRead = true;
+          this.#ranges.clear();
+          pageRanges(this.#region, this.#pageSize, this.#offsets, normalPages, this.#ranges);
+          read(this.#ranges.addresses, this.#ranges.lengths, true);
         }
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
         return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
