@@ -89,23 +89,11 @@ describe("multifd options", () => {
   test("ioTimeoutMs -1 (no limit) on both sides: a transfer of several rounds works", async () => {
     const source = Region.allocate(3 << 20);
     fillPattern(source, 5);
-    const receiver = await MultifdReceiver.listen({ secret: SECRET, ioTimeoutMs: -1, acceptTimeoutMs: -1 });
-    const destination = Region.allocate(source.size);
-    const receiving = receiver.receive(destination);
-    const sender = await MultifdSender.connect(source, {
-      hostname: "127.0.0.1",
-      port: receiver.port,
-      secret: SECRET,
-      channels: 3,
-      ioTimeoutMs: -1,
-      flushTimeoutMs: -1,
-      connectTimeoutMs: -1,
-      handshakeTimeoutMs: -1,
+    const { sent, received, destination } = await transfer(source, {
+      rounds: [[0, 5, 9]],
+      receiver: { ioTimeoutMs: -1, acceptTimeoutMs: -1 },
+      sender: { channels: 3, ioTimeoutMs: -1, flushTimeoutMs: -1, connectTimeoutMs: -1, handshakeTimeoutMs: -1 },
     });
-    await sender.sendRound();
-    await sender.sendRound([0, 5, 9]);
-    const sent = await sender.finish();
-    const received = await receiving;
     assert.equal(sent.verified, true);
     assert.equal(received.verified, true);
     assert.equal(received.rounds, 2);

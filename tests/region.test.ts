@@ -5,8 +5,8 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
-import { InvalidArgumentError, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
-import { fillPattern, SECRET } from "./helpers/multifd.ts";
+import { InvalidArgumentError, Region } from "../mod.ts";
+import { fillPattern, transfer } from "./helpers/multifd.ts";
 
 describe("Region holds", () => {
   test("close() waits for the last release; a release without a hold is refused", async () => {
@@ -50,18 +50,9 @@ describe("file regions in memory (tmpfs)", () => {
       const destination = Region.createFile(`${dir}/out.bin`, size);
       assert.equal(source.descriptor.populate, true, "a tmpfs file is populated per packet");
       assert.equal(Region.allocate(4096).descriptor.populate, false, "anonymous memory is not");
-      const receiver = await MultifdReceiver.listen({ secret: SECRET });
-      const receiving = receiver.receive(destination);
-      const sender = await MultifdSender.connect(source, {
-        hostname: "127.0.0.1",
-        port: receiver.port,
-        secret: SECRET,
-        channels: 3,
-        pagesPerPacket: 7,
-      });
-      await sender.sendRound();
-      assert.equal((await sender.finish()).verified, true);
-      assert.equal((await receiving).verified, true);
+      const { sent, received } = await transfer(source, { destination, sender: { channels: 3, pagesPerPacket: 7 } });
+      assert.equal(sent.verified, true);
+      assert.equal(received.verified, true);
       assert.ok(destination.equals(source));
       await source.close();
       await destination.close();

@@ -4,10 +4,10 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { connect, listen, MultifdReceiver, MultifdSender, Region, SAME_HOST_SEND_BUFFER_BYTES } from "../mod.ts";
+import { connect, listen, Region, SAME_HOST_SEND_BUFFER_BYTES } from "../mod.ts";
 import { LineChild } from "../dev/child.ts";
 import { runtimeArgv } from "../dev/runtime.ts";
-import { fillPattern, SECRET } from "./helpers/multifd.ts";
+import { fillPattern, transfer } from "./helpers/multifd.ts";
 import { inNamespace, twoHosts } from "./helpers/netns.ts";
 import { isRoot, requirement } from "./helpers/preconditions.ts";
 
@@ -32,19 +32,8 @@ async function peerOnThisHost(hostname: string): Promise<boolean> {
 async function sendBufferOf(sendBufferBytes?: number): Promise<number | undefined> {
   const source = Region.allocate(3 << 20);
   fillPattern(source, 12);
-  const destination = Region.allocate(source.size);
-  const receiver = await MultifdReceiver.listen({ secret: SECRET });
-  const receiving = receiver.receive(destination);
-  const sender = await MultifdSender.connect(source, {
-    hostname: "127.0.0.1",
-    port: receiver.port,
-    secret: SECRET,
-    channels: 2,
-    sendBufferBytes,
-  });
-  await sender.sendRound();
-  assert.equal((await sender.finish()).verified, true);
-  assert.equal((await receiving).verified, true);
+  const { sent, received, destination, sender } = await transfer(source, { sender: { channels: 2, sendBufferBytes } });
+  assert.equal(sent.verified && received.verified, true);
   await source.close();
   await destination.close();
   return sender.sendBufferBytes;

@@ -2,6 +2,7 @@
 import {
   MultifdReceiver,
   MultifdSender,
+  type ReceiverOptions,
   type ReceiverResult,
   Region,
   type SenderOptions,
@@ -25,6 +26,9 @@ export interface TransferPlan {
   /** Rounds after the first full one: each a list of pages, changed in the source before it is sent. */
   rounds?: number[][];
   sender?: Partial<SenderOptions>;
+  receiver?: Partial<ReceiverOptions>;
+  /** Where to receive; default: fresh anonymous memory of the source's size. */
+  destination?: Region;
 }
 
 /** Sends `source` to a fresh region of the same size; returns both results and the destination. */
@@ -32,14 +36,15 @@ export async function transfer(source: Region, plan: TransferPlan = {}): Promise
   sent: SenderResult;
   received: ReceiverResult;
   destination: Region;
+  sender: MultifdSender;
 }> {
-  const receiver = await MultifdReceiver.listen({ secret: SECRET, ioTimeoutMs: 20_000 });
-  const destination = Region.allocate(source.size);
+  const receiver = await MultifdReceiver.listen({ secret: SECRET, ioTimeoutMs: 20_000, ...plan.receiver });
+  const destination = plan.destination ?? Region.allocate(source.size);
   const receiving = receiver.receive(destination);
   receiving.catch(() => {});
   try {
     const sender = await MultifdSender.connect(source, {
-      hostname: "127.0.0.1",
+      hostname: plan.receiver?.hostname ?? "127.0.0.1",
       port: receiver.port,
       secret: SECRET,
       ioTimeoutMs: 20_000,
@@ -56,7 +61,7 @@ export async function transfer(source: Region, plan: TransferPlan = {}): Promise
     }
     const sent = await sender.finish();
     const received = await receiving;
-    return { sent, received, destination };
+    return { sent, received, destination, sender };
   } catch (error) {
     await receiver.abort();
     await destination.close();
