@@ -2,12 +2,15 @@
  * Multifd benchmark: a region of random data migrated over loopback, sender and receiver
  * in separate processes (bench/multifd_peer.ts) so each side's CPU and peak RSS are its
  * own, every configuration under Deno and Bun, interleaved (deno, bun, deno, bun, …).
- * With `--with-qemu`, real QEMU 7.2 migrates the same amount of random RAM in the same run
- * (bench/qemu.ts), interleaved by repetition, and the report gives ours/QEMU ratios.
+ * With `--with-qemu`, real QEMU 7.2 and 10.0 (`--qemu-versions` picks) migrate the same
+ * amount of random RAM in the same run (bench/qemu.ts): each of our 2 MiB-page cases is
+ * followed at once by the matching config of each version, and the report gives per-round
+ * ours/QEMU ratios against each version and against the better of the two in the round.
  *
  *   deno run -A bench/multifd.ts                 # 2 GiB, channels 1/2/4/8, zero-copy off/on, 3 reps
  *   deno run -A bench/multifd.ts --quick         # 256 MiB, a small subset, 1 rep
  *   bun bench/multifd.ts --with-qemu
+ *   deno run -A bench/multifd.ts --with-qemu --qemu-versions 10.0 --channels 4
  *   deno run -A bench/multifd.ts --channels 4 --zerocopy on --huge on,off --reps 5
  *
  * Default matrix: channels 1,2,4,8 × zero-copy off,on with 2 MiB pages, plus 4 channels ×
@@ -21,7 +24,15 @@
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { DEFAULT_CHART_PATH, writeChart } from "./chart.ts";
-import { QEMU_CONFIGS, QemuBench } from "./qemu.ts";
+import {
+  parseQemuConfig,
+  parseQemuVersions,
+  QEMU_CONFIGS,
+  QEMU_VERSIONS,
+  QemuBench,
+  type QemuVersion,
+  versionedConfig,
+} from "./qemu.ts";
 import { LineChild } from "../dev/child.ts";
 import { type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round, toHex } from "../util/format.ts";
@@ -32,6 +43,7 @@ import {
   environment,
   markdownReport,
   multifdSummaries,
+  pairRecords,
   pairSummaries,
   qemuSummaries,
   ResultsFiles,
@@ -55,7 +67,9 @@ export interface MultifdOptions {
   runtimes: readonly Runtime[];
   configs: MultifdConfig[];
   withQemu: boolean;
+  /** Unversioned ("multifd4+zc"): each runs under every one of `qemuVersions`. */
   qemuConfigs: readonly string[];
+  qemuVersions: readonly QemuVersion[];
 }
 
 const MiB = 2 ** 20;
@@ -80,6 +94,7 @@ export function defaultMultifdOptions(quick: boolean): MultifdOptions {
     configs,
     withQemu: false,
     qemuConfigs: QEMU_CONFIGS,
+    qemuVersions: QEMU_VERSIONS,
   };
 }
 
@@ -158,8 +173,10 @@ export const configLabel = (c: MultifdConfig) =>
 
 /**
  * Runs the whole multifd matrix (and QEMU, if asked), interleaved: per repetition, every
- * configuration under each runtime in turn, then QEMU's configurations. Every record goes
- * to `emit` as it is made. A failed case is emitted as a record with `error` and skipped.
+ * configuration under each runtime in turn, each of our 2 MiB-page runs followed at once by
+ * the matching QEMU config of every version (their order alternating), then the QEMU
+ * configurations no case of ours matched. Every record goes to `emit` as it is made. A
+ * failed case is emitted as a record with `error` and skipped.
  */
 export async function runMultifdSuite(
   options: MultifdOptions,
@@ -168,18 +185,24 @@ export async function runMultifdSuite(
   const notes: Record<string, string> = {};
   let qemu: QemuBench | undefined;
   if (options.withQemu) {
-    const prepared = await QemuBench.prepare(options.sizeBytes);
+    const prepared = await QemuBench.prepare(options.sizeBytes, options.qemuVersions);
     if (typeof prepared === "string") {
       notes.QEMU = `comparison skipped: ${prepared}`;
       note(`multifd: QEMU comparison skipped: ${prepared}`);
     } else {
       qemu = prepared;
-      const [source, destination] = qemu.commandLines;
-      Object.assign(notes, {
-        QEMU: qemu.version,
-        "QEMU source": `\`${source}\``,
-        "QEMU destination": `\`${destination}\``,
-      });
+      for (const version of options.qemuVersions) {
+        if (!qemu.versions.includes(version)) {
+          notes[`QEMU ${version}`] = `skipped: ${qemu.skipped[version]}`;
+          continue;
+        }
+        const [source, destination] = qemu.commandLines(version);
+        Object.assign(notes, {
+          [`QEMU ${version}`]: qemu.versionLine(version),
+          [`QEMU ${version} source`]: `\`${source}\``,
+          [`QEMU ${version} destination`]: `\`${destination}\``,
+        });
+      }
     }
   }
   const runQemu = async (config: string, rep: number): Promise<BenchRecord> => {
@@ -189,7 +212,8 @@ export async function runMultifdSuite(
       emit(record);
       return record;
     } catch (error) {
-      const record = { bench: "qemu", config, rep, error: (error as Error).message };
+      const { version } = parseQemuConfig(config);
+      const record = { bench: "qemu", config, qemuVersion: version, rep, error: (error as Error).message };
       emit(record);
       return record;
     }
@@ -198,7 +222,7 @@ export async function runMultifdSuite(
     for (let rep = 0; rep < options.reps; rep++) {
       const paired = new Set<string>();
       for (const config of options.configs) {
-        // The QEMU run to compare with, right after ours (this VM drifts within minutes:
+        // The QEMU runs to compare with, right after ours (this VM drifts within minutes:
         // only a ratio taken inside one round compares): same channels and zero-copy, 2 MiB pages.
         const partner = `multifd${config.channels}${config.zerocopy ? "+zc" : ""}`;
         const pairs = qemu && config.hugePages && !config.sendBufferBytes && options.qemuConfigs.includes(partner);
@@ -213,21 +237,18 @@ export async function runMultifdSuite(
           emit(ours);
           if (!pairs) continue;
           paired.add(partner);
-          const theirs = await runQemu(partner, rep);
-          if (ours.error || theirs.error) continue;
-          emit({
-            bench: "qemu-pair",
-            runtime,
-            rep,
-            channels: config.channels,
-            zerocopy: config.zerocopy,
-            config: partner,
-            GBps: Number(ours.GBps) / Number(theirs.GBps),
-            receiverCpuSecondsPerGB: Number(ours.receiverCpuSecondsPerGB) / Number(theirs.dstCpuSecondsPerGB),
-          });
+          // The versions' order flips by round and by runtime: neither always runs first.
+          const flip = (rep + options.runtimes.indexOf(runtime)) % 2 === 1;
+          const versions = flip ? [...qemu!.versions].reverse() : qemu!.versions;
+          const theirs: BenchRecord[] = [];
+          for (const version of versions) theirs.push(await runQemu(versionedConfig(version, partner), rep));
+          for (const pair of pairRecords(ours, theirs)) emit(pair);
         }
       }
-      for (const config of qemu ? options.qemuConfigs : []) if (!paired.has(config)) await runQemu(config, rep);
+      for (const config of qemu ? options.qemuConfigs : []) {
+        if (paired.has(config)) continue;
+        for (const version of qemu!.versions) await runQemu(versionedConfig(version, config), rep);
+      }
     }
   } finally {
     qemu?.close();
@@ -235,8 +256,9 @@ export async function runMultifdSuite(
   return notes;
 }
 
-const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--size-mib N] [--reps N] [--runtimes deno,bun]
-                  [--channels 1,2,4,8] [--zerocopy off,on] [--huge on,off] [--send-buffer auto,262144] [--no-save]`;
+const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--qemu-versions 7.2,10.0] [--size-mib N] [--reps N]
+                  [--runtimes deno,bun] [--channels 1,2,4,8] [--zerocopy off,on] [--huge on,off]
+                  [--send-buffer auto,262144] [--no-save]`;
 
 function list(text: string | undefined, parse: (item: string) => unknown): unknown[] | undefined {
   return text === undefined ? undefined : text.split(",").map((item) => parse(item.trim()));
@@ -255,6 +277,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     options: {
       quick: { type: "boolean", default: false },
       "with-qemu": { type: "boolean", default: false },
+      "qemu-versions": { type: "string" },
       "size-mib": { type: "string" },
       reps: { type: "string" },
       runtimes: { type: "string" },
@@ -296,6 +319,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     throw new Error("bad --size-mib, --reps or --channels");
   }
   options.withQemu = values["with-qemu"];
+  if (values["qemu-versions"] !== undefined) options.qemuVersions = parseQemuVersions(values["qemu-versions"]);
   return { ...options, save: !values["no-save"], quick: values.quick };
 }
 

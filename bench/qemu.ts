@@ -1,11 +1,15 @@
 /**
- * The reference system: real QEMU 7.2 (Debian's qemu-system-x86) migrating the same amount
- * of random RAM over loopback with multifd, on the same machine, in the same run as ours.
- * Used by `bench/multifd.ts --with-qemu`; runs alone too:
+ * The reference system: real QEMU 7.2 (Debian bookworm's qemu-system-x86) and QEMU 10.0
+ * (bookworm-backports, unpacked beside 7.2: bench/lib/qemu_binaries.ts) migrating the same
+ * amount of random RAM over loopback with multifd, on the same machine, in the same run as
+ * ours; each version migrates to itself (7.2 → 7.2, 10.0 → 10.0). Used by
+ * `bench/multifd.ts --with-qemu`; runs alone too:
  *
  *   deno run -A bench/qemu.ts [--size-mib 2048] [--reps 3] [--configs multifd2,multifd4+zc]
+ *                             [--versions 7.2,10.0] [--prepare]
  *
- * Set-up (needs root: it mounts a tmpfs, locks memory, and may apt-get install QEMU):
+ * `--prepare` only gets the QEMU binaries ready (apt) and prints their versions.
+ * Set-up (needs root: it mounts a tmpfs, locks memory, and may apt-get QEMU):
  * - guest RAM is a file on a private tmpfs mounted `huge=always`, mapped by
  *   `memory-backend-file,share=on,align=2M`, so both QEMUs use 2 MiB pages like our regions
  *   (on this VM every first touch of a 4 KiB page traps to the hypervisor);
@@ -20,7 +24,8 @@
  * `completed` event on both sides; then poll `query-migrate` until `total-time` is filled in
  * (7.2 emits "completed" before it computes it). GB/s = RAM bytes / total-time; CPU = user+sys
  * of each QEMU process (/proc/PID/stat) from `migrate` to completion; the destination file is
- * compared with the source after every run.
+ * compared with the source after every run. Both versions share the tmpfs and the images.
+ * A config is "<version> multifdN[+zc]", e.g. "10.0 multifd4+zc".
  * @module
  */
 import { spawnSync } from "node:child_process";
@@ -34,19 +39,48 @@ import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
 import { cpuSecondsOf, runMain } from "./lib/proc.ts";
+import {
+  ensureQemuBinary,
+  isQemuVersion,
+  QEMU_VERSIONS,
+  type QemuBinary,
+  type QemuVersion,
+} from "./lib/qemu_binaries.ts";
 import { type BenchRecord, qemuSummaries, qemuTable } from "./lib/report.ts";
 
+export { QEMU_VERSIONS, type QemuVersion };
 export const QEMU_CONFIGS = ["multifd1", "multifd2", "multifd4", "multifd2+zc", "multifd4+zc"] as const;
 export type QemuConfig = typeof QEMU_CONFIGS[number];
 
-const QEMU = "qemu-system-x86_64";
 const MIGRATION_TIMEOUT_MS = 600_000;
 const QMP_TIMEOUT_MS = 60_000;
 
-export function parseQemuConfig(config: string): { channels: number; zerocopy: boolean } {
-  const match = /^multifd(\d+)(\+zc)?$/.exec(config);
-  if (!match) throw new Error(`unknown QEMU config "${config}" (multifdN or multifdN+zc)`);
-  return { channels: Number(match[1]), zerocopy: match[2] !== undefined };
+/** "multifd4+zc" or "10.0 multifd4+zc" (the version is undefined in the first form). */
+export function parseQemuConfig(
+  config: string,
+): { version: QemuVersion | undefined; base: string; channels: number; zerocopy: boolean } {
+  const match = /^(?:(\S+) )?(multifd(\d+)(\+zc)?)$/.exec(config);
+  if (!match || (match[1] !== undefined && !isQemuVersion(match[1]))) {
+    throw new Error(`unknown QEMU config "${config}" ([${QEMU_VERSIONS.join("|")} ]multifdN[+zc])`);
+  }
+  return {
+    version: match[1] as QemuVersion | undefined,
+    base: match[2],
+    channels: Number(match[3]),
+    zerocopy: match[4] !== undefined,
+  };
+}
+
+/** "10.0 multifd4+zc": the config of `version`. */
+export const versionedConfig = (version: QemuVersion, config: string) => `${version} ${parseQemuConfig(config).base}`;
+
+export function parseQemuVersions(text: string): QemuVersion[] {
+  const versions = text.split(",").map((v) => v.trim());
+  const bad = versions.filter((v) => !isQemuVersion(v));
+  if (bad.length > 0 || versions.length === 0) {
+    throw new Error(`unknown QEMU version(s) ${bad.join(", ")} (${QEMU_VERSIONS.join(", ")})`);
+  }
+  return [...new Set(versions)] as QemuVersion[];
 }
 
 /** A minimal QMP client over the QEMU's unix socket: one command at a time, events queued. */
@@ -159,23 +193,6 @@ function run(argv: string[]): { ok: boolean; output: string } {
   return { ok: r.status === 0, output: `${r.stdout ?? ""}${r.stderr ?? ""}`.trim() };
 }
 
-/** Installs Debian's qemu-system-x86 when missing; returns a reason when it cannot. */
-function ensureQemu(): string | undefined {
-  if (run([QEMU, "--version"]).ok) return undefined;
-  if (!run(["which", "apt-get"]).ok) return `${QEMU} is not installed and apt-get is not available`;
-  note("qemu: installing Debian's qemu-system-x86 (apt-get)…");
-  const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
-  const update = spawnSync("apt-get", ["update", "-q"], { stdio: ["ignore", 2, 2], env });
-  const install = update.status === 0
-    ? spawnSync("apt-get", ["install", "-y", "-q", "--no-install-recommends", "qemu-system-x86"], {
-      stdio: ["ignore", 2, 2],
-      env,
-    })
-    : update;
-  if (install.status !== 0 || !run([QEMU, "--version"]).ok) return "apt-get could not install qemu-system-x86";
-  return undefined;
-}
-
 function memAvailableBytes(): number {
   const match = /^MemAvailable:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"));
   return match ? Number(match[1]) * 1024 : 0;
@@ -214,9 +231,13 @@ function zeroInPlace(path: string, size: number): void {
   }
 }
 
-/** A prepared QEMU benchmark: a mounted huge tmpfs with the source RAM image in it. */
+/** A prepared QEMU benchmark: the QEMU binaries, a mounted huge tmpfs with the source RAM image in it. */
 export class QemuBench {
-  readonly version: string;
+  /** The versions ready to run, in the order asked. */
+  readonly versions: QemuVersion[];
+  /** Why a version asked for is not there. */
+  readonly skipped: Partial<Record<QemuVersion, string>>;
+  readonly #binaries: Map<QemuVersion, QemuBinary>;
   readonly #work: string;
   readonly #ram: string;
   readonly #size: number;
@@ -226,24 +247,44 @@ export class QemuBench {
   /** Ctrl-C: exit through the exit hook, so the tmpfs is unmounted and QEMU killed. */
   #signalHook = () => process.exit(130);
 
-  private constructor(work: string, size: number, version: string) {
+  private constructor(
+    work: string,
+    size: number,
+    binaries: Map<QemuVersion, QemuBinary>,
+    skipped: Partial<Record<QemuVersion, string>>,
+  ) {
     this.#work = work;
     this.#ram = `${work}/ram`;
     this.#size = size;
-    this.version = version;
+    this.#binaries = binaries;
+    this.versions = [...binaries.keys()];
+    this.skipped = skipped;
   }
 
-  /** Installs QEMU if needed, mounts the tmpfs, writes the random source image. A string = skipped, why. */
-  static async prepare(sizeBytes: number): Promise<QemuBench | string> {
+  /**
+   * Gets the QEMU versions ready (apt), mounts the tmpfs, writes the random source image.
+   * A string = skipped, why (no version could be made ready, or no root, or not enough memory).
+   */
+  static async prepare(
+    sizeBytes: number,
+    versions: readonly QemuVersion[] = QEMU_VERSIONS,
+  ): Promise<QemuBench | string> {
     if (process.getuid?.() !== 0) return "needs root (mounts a tmpfs, locks guest memory, installs QEMU)";
-    const missing = ensureQemu();
-    if (missing) return missing;
+    const binaries = new Map<QemuVersion, QemuBinary>();
+    const skipped: Partial<Record<QemuVersion, string>> = {};
+    for (const version of versions) {
+      const binary = ensureQemuBinary(version);
+      if (typeof binary === "string") {
+        skipped[version] = binary;
+        note(`qemu: ${version} skipped: ${binary}`);
+      } else binaries.set(version, binary);
+    }
+    if (binaries.size === 0) return Object.entries(skipped).map(([v, why]) => `QEMU ${v}: ${why}`).join("; ");
     const needed = 2 * sizeBytes + 2 ** 30;
     if (memAvailableBytes() < needed) {
       return `needs ${(needed / 2 ** 30).toFixed(1)} GiB available memory for two guest RAM images`;
     }
-    const version = run([QEMU, "--version"]).output.split("\n")[0];
-    const bench = new QemuBench(`/tmp/zc-bench-qemu-${process.pid}`, sizeBytes, version);
+    const bench = new QemuBench(`/tmp/zc-bench-qemu-${process.pid}`, sizeBytes, binaries, skipped);
     mkdirSync(bench.#ram, { recursive: true });
     process.on("exit", bench.#exitHook);
     process.on("SIGINT", bench.#signalHook);
@@ -273,22 +314,35 @@ export class QemuBench {
       return `could not write the guest RAM images: ${(error as Error).message}`;
     }
     note(
-      `qemu: ${version}; random ${sizeBytes / 2 ** 20} MiB image in ${
-        ((performance.now() - started) / 1000).toFixed(1)
-      } s`,
+      `qemu: ${[...binaries.values()].map((b) => b.versionLine).join("; ")}; random ${
+        sizeBytes / 2 ** 20
+      } MiB image in ${((performance.now() - started) / 1000).toFixed(1)} s`,
     );
     return bench;
+  }
+
+  /** `--version` of a version ready to run. */
+  versionLine(version: QemuVersion): string {
+    return this.#binary(version).versionLine;
+  }
+
+  #binary(version: QemuVersion): QemuBinary {
+    const binary = this.#binaries.get(version);
+    if (!binary) {
+      throw new Error(`QEMU ${version} is not prepared${this.skipped[version] ? `: ${this.skipped[version]}` : ""}`);
+    }
+    return binary;
   }
 
   #file(name: "src" | "dst"): string {
     return `${this.#ram}/${name}.img`;
   }
 
-  #argv(name: "src" | "dst"): string[] {
+  #argv(binary: QemuBinary, name: "src" | "dst"): string[] {
     const backend = `memory-backend-file,id=ram,size=${this.#size},mem-path=${this.#file(name)},share=on,align=2M` +
       (name === "dst" ? ",prealloc=on" : "");
     return [
-      QEMU,
+      ...binary.argv,
       "-name",
       `zc-bench-${name}`,
       "-machine",
@@ -307,19 +361,23 @@ export class QemuBench {
     ];
   }
 
-  /** The QEMU command lines (for the report). */
-  get commandLines(): string[] {
-    return [this.#argv("src").join(" "), this.#argv("dst").join(" ")];
+  /** The command lines of `version`, source and destination (for the report). */
+  commandLines(version: QemuVersion): string[] {
+    const binary = this.#binary(version);
+    const env = Object.entries(binary.env).map(([k, v]) => `${k}=${v} `).join("");
+    return [`${env}${this.#argv(binary, "src").join(" ")}`, `${env}${this.#argv(binary, "dst").join(" ")}`];
   }
 
-  /** One migration; resolves with its record. */
+  /** One migration of a versioned config ("10.0 multifd4+zc"); resolves with its record. */
   async run(config: string, rep = 0): Promise<BenchRecord> {
-    const { channels, zerocopy } = parseQemuConfig(config);
+    const { version, channels, zerocopy } = parseQemuConfig(config);
+    if (version === undefined) throw new Error(`QEMU config "${config}" names no version`);
+    const binary = this.#binary(version);
     const runStarted = performance.now();
     zeroInPlace(this.#file("dst"), this.#size);
     for (const name of ["src", "dst"]) rmSync(`${this.#work}/${name}.qmp`, { force: true });
-    const dst = new LineChild(this.#argv("dst"), { label: "qemu dst" });
-    const src = new LineChild(this.#argv("src"), { label: "qemu src" });
+    const dst = new LineChild(this.#argv(binary, "dst"), { label: `qemu ${version} dst`, env: binary.env });
+    const src = new LineChild(this.#argv(binary, "src"), { label: `qemu ${version} src`, env: binary.env });
     this.#pids.add(dst.pid).add(src.pid);
     const qmps: Qmp[] = [];
     try {
@@ -372,6 +430,7 @@ export class QemuBench {
       return {
         bench: "qemu",
         config,
+        qemuVersion: version,
         rep,
         channels,
         zerocopy,
@@ -446,14 +505,32 @@ async function main(): Promise<number> {
       "size-mib": { type: "string", default: "2048" },
       reps: { type: "string", default: "3" },
       configs: { type: "string", default: QEMU_CONFIGS.join(",") },
+      versions: { type: "string", default: QEMU_VERSIONS.join(",") },
+      prepare: { type: "boolean", default: false },
     },
     strict: true,
   });
   const size = Number(values["size-mib"]) * 2 ** 20;
   const reps = Number(values.reps);
-  const configs = values.configs.split(",");
+  const versions = parseQemuVersions(values.versions);
+  const configs = values.configs.split(",").map((c) => c.trim());
   configs.forEach(parseQemuConfig);
-  const bench = await QemuBench.prepare(size);
+  if (values.prepare) {
+    let ok = true;
+    for (const version of versions) {
+      const binary = ensureQemuBinary(version);
+      ok &&= typeof binary !== "string";
+      out(
+        typeof binary === "string"
+          ? `QEMU ${version}: unavailable: ${binary}`
+          : `QEMU ${version}: ${
+            [...Object.entries(binary.env).map(([k, v]) => `${k}=${v}`), ...binary.argv].join(" ")
+          } (${binary.versionLine})`,
+      );
+    }
+    return ok ? 0 : 1;
+  }
+  const bench = await QemuBench.prepare(size, versions);
   if (typeof bench === "string") {
     note(`qemu: skipped: ${bench}`);
     return 0;
@@ -462,9 +539,14 @@ async function main(): Promise<number> {
   try {
     for (let rep = 0; rep < reps; rep++) {
       for (const config of configs) {
-        const record = await bench.run(config, rep);
-        records.push(record);
-        out(JSON.stringify(record));
+        // A versioned config runs as it is; a plain one under every version, the order alternating by round.
+        const order = rep % 2 ? [...bench.versions].reverse() : bench.versions;
+        const runs = parseQemuConfig(config).version ? [config] : order.map((v) => versionedConfig(v, config));
+        for (const versioned of runs) {
+          const record = await bench.run(versioned, rep);
+          records.push(record);
+          out(JSON.stringify(record));
+        }
       }
     }
   } finally {
@@ -473,7 +555,7 @@ async function main(): Promise<number> {
   const sums = qemuSummaries(records);
   for (const s of sums) out(JSON.stringify(s));
   out("\n" + qemuTable(sums));
-  return 0;
+  return records.some((r) => r.verified !== true) ? 1 : 0;
 }
 
 if (import.meta.main) await runMain("qemu.ts", main);

@@ -97,23 +97,26 @@ function ensureQemu10(): QemuBinary | string {
   let line = existsSync(binary) ? versionLineOf(binary, env) : undefined;
   if (isVersion(line, "10.0")) return ready(line!);
   for (const tool of ["apt-get", "apt-cache", "dpkg", "dpkg-deb", "ldd"]) {
-    if (!run(["which", tool]).ok) return `QEMU 10.0: ${tool} is not available (Debian's backports build is used)`;
+    if (!run(["which", tool]).ok) return `${tool} is not available (Debian's backports build is used)`;
   }
   if (!existsSync(binary)) {
-    const failed = unpackQemu10(prefix);
-    if (failed) return `QEMU 10.0: ${failed}`;
+    let failed: string | undefined;
+    try {
+      failed = unpackQemu10(prefix);
+    } catch (error) {
+      failed = (error as Error).message;
+    }
+    if (failed) return failed;
   }
   const missing = missingLibraries(binary);
   if (missing.length > 0) {
     const failed = installLibraries(prefix, missing);
-    if (failed) return `QEMU 10.0: ${failed}`;
+    if (failed) return failed;
   }
   line = versionLineOf(binary, env);
   if (!isVersion(line, "10.0")) {
     const r = run([binary, "--version"], { env });
-    return `QEMU 10.0: ${binary} --version does not report 10.0 (remove ${prefix} to fetch it again): ${
-      r.output.slice(0, 400)
-    }`;
+    return `${binary} --version does not report 10.0 (remove ${prefix} to fetch it again): ${r.output.slice(0, 400)}`;
   }
   return ready(line!);
 }
@@ -203,7 +206,9 @@ function unpackQemu10(prefix: string): string | undefined {
   mkdirSync(`${partial}/root`, { recursive: true, mode: 0o755 });
   const wanted = PACKAGES_10.map((p) => `${p}=${versions.get(p)}`);
   note(`qemu: apt-get download ${wanted.join(" ")} → ${prefix}`);
-  if (!apt(["download", "-q", ...wanted], partial)) return `apt-get download ${wanted.join(" ")} failed`;
+  if (!apt(["download", "-q", "-o", "APT::Sandbox::User=root", ...wanted], partial)) {
+    return `apt-get download ${wanted.join(" ")} failed`;
+  }
   const debs = readdirSync(partial).filter((f) => f.endsWith(".deb"));
   for (const deb of debs) {
     const r = run(["dpkg", "-x", `${partial}/${deb}`, `${partial}/root`]);

@@ -208,6 +208,7 @@ export function qemuSummaries(records: BenchRecord[]): BenchRecord[] {
     bench: "qemu",
     summary: true,
     config: rs[0].config,
+    qemuVersion: rs[0].qemuVersion,
     channels: rs[0].channels,
     zerocopy: rs[0].zerocopy,
     bytes: rs[0].bytes,
@@ -248,40 +249,100 @@ export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
 }
 
 /**
+ * The per-round pair records of one of our runs and the QEMU runs right after it (same
+ * channels and zero-copy): ours/QEMU against each version, and, when every version ran,
+ * against the better one of the round ("better multifd4": the highest GB/s of the versions
+ * in that round; its receiver CPU ratio is against that same run's destination).
+ */
+export function pairRecords(ours: BenchRecord, theirs: BenchRecord[]): BenchRecord[] {
+  if (ours.error !== undefined) return [];
+  const pair = (against: string, config: string, q: BenchRecord, extra: BenchRecord = {}) => ({
+    bench: "qemu-pair",
+    runtime: ours.runtime,
+    rep: ours.rep,
+    channels: ours.channels,
+    zerocopy: ours.zerocopy,
+    against,
+    config,
+    GBps: Number(ours.GBps) / Number(q.GBps),
+    receiverCpuSecondsPerGB: Number(ours.receiverCpuSecondsPerGB) / Number(q.dstCpuSecondsPerGB),
+    ...extra,
+  });
+  const ok = theirs.filter((q) => q.error === undefined && Number(q.GBps) > 0);
+  const records: BenchRecord[] = ok.map((q) => pair(String(q.qemuVersion ?? "QEMU"), String(q.config), q));
+  if (theirs.length > 1 && ok.length === theirs.length) {
+    const best = ok.reduce((a, b) => (Number(b.GBps) > Number(a.GBps) ? b : a));
+    const base = String(best.config).replace(/^\S+ /, "");
+    records.push(pair("better", `better ${base}`, best, { betterVersion: best.qemuVersion }));
+  }
+  return records;
+}
+
+/**
  * Ours/QEMU taken inside each round (ours, then QEMU at once, same channels and zero-copy):
- * the median of those per-round ratios, per runtime and configuration.
+ * the median of those per-round ratios, per runtime and configuration (per QEMU version,
+ * and against the better version of each round).
  */
 export function pairSummaries(records: BenchRecord[]): BenchRecord[] {
-  const pairs = records.filter((r) => r.bench === "qemu-pair");
-  const keys = [...new Set(pairs.map((p) => `${p.runtime} ${p.config}`))];
+  const pairs = records.filter((r) => r.bench === "qemu-pair" && r.summary !== true);
+  // Rows of one runtime and QEMU config together, in the order they first ran: 7.2, 10.0, better.
+  const base = (p: BenchRecord) => `${p.runtime} ${String(p.config).replace(/^\S+ (?=multifd)/, "")}`;
+  const groups = [...new Set(pairs.map(base))];
+  const rank = (p: BenchRecord) => p.against === "better" ? Infinity : parseFloat(String(p.config)) || 0;
+  const keys = [
+    ...new Set(
+      [...pairs].sort((a, b) => groups.indexOf(base(a)) - groups.indexOf(base(b)) || rank(a) - rank(b))
+        .map((p) => `${p.runtime} ${p.config}`),
+    ),
+  ];
   return keys.map((key) => {
     const group = pairs.filter((p) => `${p.runtime} ${p.config}` === key);
-    const { runtime, config, channels, zerocopy } = group[0];
+    const { runtime, config, channels, zerocopy, against } = group[0];
+    const wins: Record<string, number> = {};
+    for (const p of group) {
+      if (p.betterVersion !== undefined) wins[String(p.betterVersion)] = (wins[String(p.betterVersion)] ?? 0) + 1;
+    }
     return {
       bench: "qemu-pair",
       summary: true,
       runtime,
       config,
+      against,
       channels,
       zerocopy,
       GBps: spread(group.map((p) => Number(p.GBps))),
       receiverCpuSecondsPerGB: spread(group.map((p) => Number(p.receiverCpuSecondsPerGB))),
+      ...(Object.keys(wins).length > 0 && { betterVersions: wins }),
     };
   });
 }
 
 /** The interleaved comparison: per-round ours/QEMU, median (min–max) over the rounds. */
 export function pairTable(summaries: BenchRecord[]): string {
-  const rows = summaries.filter((s) => s.bench === "qemu-pair" && s.summary).map((s) => [
+  const pairs = summaries.filter((s) => s.bench === "qemu-pair" && s.summary);
+  const better = (s: BenchRecord) =>
+    s.betterVersions
+      ? Object.entries(s.betterVersions as Record<string, number>).map(([v, n]) => `${v} ×${n}`).join(", ")
+      : "";
+  const rows = pairs.map((s) => [
     String(s.runtime),
-    String(s.config),
-    formatSpread(s.GBps as Spread, 2),
+    s.against === "better" ? `**${s.config}**` : String(s.config),
+    s.against === "better" ? `**${formatSpread(s.GBps as Spread, 2)}**` : formatSpread(s.GBps as Spread, 2),
     formatSpread(s.receiverCpuSecondsPerGB as Spread, 2),
     String((s.GBps as Spread | undefined)?.n ?? 0),
+    ...(pairs.some((p) => p.betterVersions) ? [better(s)] : []),
   ]);
-  return rows.length === 0
-    ? ""
-    : markdownTable(["runtime", "against QEMU", "GB/s ours/QEMU", "receiver CPU/GB ours/QEMU", "rounds"], rows);
+  return rows.length === 0 ? "" : markdownTable(
+    [
+      "runtime",
+      "against QEMU",
+      "GB/s ours/QEMU",
+      "receiver CPU/GB ours/QEMU",
+      "rounds",
+      ...(pairs.some((p) => p.betterVersions) ? ["better version (rounds)"] : []),
+    ],
+    rows,
+  );
 }
 
 /** QEMU's rows, and ours/QEMU for the matching configurations (huge pages, same channels and zero-copy). */
@@ -306,7 +367,7 @@ export function qemuTable(summaries: BenchRecord[]): string {
   });
   return markdownTable(
     [
-      "QEMU 7.2 config",
+      "QEMU config",
       "GB/s",
       "src CPU s/GB",
       "dst CPU s/GB",
@@ -431,13 +492,15 @@ export function markdownReport(title: string, environment: Record<string, string
   section(
     "Ours against QEMU, interleaved round by round",
     pairTable(sums),
-    "Each round runs ours, then QEMU at once with the same channels and zero-copy setting (2 MiB pages, default " +
-      "options); the ratio is taken inside the round, then the median over the rounds: this VM drifts by ±50% " +
-      "within minutes, so only these ratios compare. > 1: ours faster (GB/s) or more CPU per GB. QEMU's time " +
-      "includes its channel set-up; ours excludes set-up and Worker start-up.",
+    "Each round runs ours, then at once each QEMU version (7.2 and 10.0, each migrating to itself; their order " +
+      "alternates) with the same channels and zero-copy setting (2 MiB pages, default options); the ratio is taken " +
+      "inside the round, then the median over the rounds: this VM drifts by ±50% within minutes, so only these " +
+      "ratios compare. `better`: against the faster QEMU version of each round (max of their GB/s; receiver CPU " +
+      "against that run), the last column says which version it was. > 1: ours faster (GB/s) or more CPU per GB. " +
+      "QEMU's time includes its channel set-up; ours excludes set-up and Worker start-up.",
   );
   section(
-    "QEMU 7.2 multifd on the same machine, and ours/QEMU",
+    "QEMU multifd (7.2, 10.0) on the same machine, and ours/QEMU",
     qemuTable(sums),
     "QEMU: guest RAM (random data) on a huge=always tmpfs, GB/s = RAM bytes / QEMU's total-time (which includes " +
       "its channel set-up; ours excludes set-up and Worker start-up). Ratios = our median / QEMU's median for the " +
