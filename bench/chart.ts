@@ -24,14 +24,21 @@ interface Series {
   points: Map<number, Spread>;
 }
 
-const COLORS: Record<string, string> = { deno: "#1f6fb4", bun: "#d2691e", qemu: "#2a9d3a" };
+const COLORS: Record<string, string> = {
+  deno: "#1f6fb4",
+  bun: "#d2691e",
+  "qemu 7.2": "#2a9d3a",
+  "qemu 10.0": "#7b3fa0",
+};
 
 function collectSeries(records: BenchRecord[]): Series[] {
   const runs = records.filter((r) =>
     r.summary !== true && r.error === undefined &&
     ((r.bench === "multifd" && r.hugePages === true && !r.sendBufferBytes) || r.bench === "qemu")
   );
-  const key = (r: BenchRecord) => `${r.bench === "qemu" ? "qemu" : r.runtime}/${r.zerocopy ? "zc" : "plain"}`;
+  // QEMU records name their version (qemuVersion; older results files: 7.2 only).
+  const who = (r: BenchRecord) => (r.bench === "qemu" ? `qemu ${r.qemuVersion ?? "7.2"}` : String(r.runtime));
+  const key = (r: BenchRecord) => `${who(r)}/${r.zerocopy ? "zc" : "plain"}`;
   const series: Series[] = [];
   for (const [k, rs] of groupBy(runs, key)) {
     const [who, mode] = k.split("/");
@@ -40,7 +47,7 @@ function collectSeries(records: BenchRecord[]): Series[] {
       const s = spread(group.map((r) => Number(r.GBps)));
       if (s) points.set(Number(channels), s);
     }
-    const name = who === "qemu" ? "QEMU 7.2" : `ours, ${who}`;
+    const name = who.startsWith("qemu") ? who.replace("qemu", "QEMU") : `ours, ${who}`;
     series.push({
       label: `${name}${mode === "zc" ? " + zero-copy" : ""}`,
       color: COLORS[who] ?? "#555",

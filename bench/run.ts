@@ -4,7 +4,7 @@
  *
  *   npm run bench          # = deno run -A bench/run.ts          (~10 min on 2 cores)
  *   npm run bench:quick    # = deno run -A bench/run.ts --quick  (< 1 min)
- *   deno run -A bench/run.ts --with-qemu              # adds real QEMU 7.2 multifd (root; a few minutes)
+ *   deno run -A bench/run.ts --with-qemu              # adds real QEMU 7.2 and 10.0 multifd (root; a few minutes)
  *   bun bench/run.ts --only stream,calls --reps 7
  *
  * Parts (`--only` picks some):
@@ -44,7 +44,8 @@ type Part = typeof PARTS[number];
 const USAGE = `usage: run.ts [--quick] [--with-qemu] [--only stream,calls,multifd,memory] [--reps N]
               [--stream-mib N] [--multifd-mib N] [--multifd-reps N] [--runtimes deno,bun] [--no-save]
   --quick          small sizes, 1 repetition, a multifd subset (< 1 min)
-  --with-qemu      also migrate with real QEMU 7.2 (root; installs qemu-system-x86 with apt-get)
+  --with-qemu      also migrate with real QEMU 7.2 and 10.0 (root; installs Debian's 7.2 with apt-get and unpacks
+                   10.0 from bookworm-backports, see bench/README.md)
   --reps N         repetitions of the stream and call cases (default 5; quick 1)
   --multifd-reps N repetitions of each multifd configuration (default 3; quick 1)`;
 
