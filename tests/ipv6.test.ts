@@ -2,8 +2,8 @@
 // Skipped only where ::1 is missing; in CI (where it exists) a missing ::1 fails instead.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { listen, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
-import { fillPattern, SECRET } from "./helpers/multifd.ts";
+import { listen, Region } from "../mod.ts";
+import { fillPattern, transfer } from "./helpers/multifd.ts";
 import { requirement } from "./helpers/preconditions.ts";
 
 const ipv6 = await listen({ hostname: "::1", port: 0 }).then((l) => (l.close(), true), () => false);
@@ -13,33 +13,16 @@ describe("IPv6", { skip: requirement(ipv6, "::1 is not available on this host") 
     const size = (8 << 20) + 555;
     const source = Region.allocate(size);
     fillPattern(source, 46);
-    const receiver = await MultifdReceiver.listen({ hostname: "::1", secret: SECRET, ioTimeoutMs: 20_000 });
-    const destination = Region.allocate(size);
-    const receiving = receiver.receive(destination);
-    receiving.catch(() => {});
-    let sender: MultifdSender | undefined;
-    try {
-      sender = await MultifdSender.connect(source, {
-        hostname: "::1",
-        port: receiver.port,
-        secret: SECRET,
-        channels: 2,
-        zerocopy: true,
-        ioTimeoutMs: 20_000,
-      });
-      await sender.sendRound();
-      const sent = await sender.finish();
-      const received = await receiving;
-      assert.equal(sent.verified, true);
-      assert.equal(received.verified, true);
-      assert.ok(sent.zerocopySends > 0);
-      assert.equal(received.bytes, size);
-      assert.ok(destination.equals(source), "bytes differ");
-    } finally {
-      await sender?.abort();
-      await receiver.abort();
-      await destination.close();
-      await source.close();
-    }
+    const { sent, received, destination } = await transfer(source, {
+      receiver: { hostname: "::1" },
+      sender: { channels: 2, zerocopy: true },
+    });
+    assert.equal(sent.verified, true);
+    assert.equal(received.verified, true);
+    assert.ok(sent.zerocopySends > 0);
+    assert.equal(received.bytes, size);
+    assert.ok(destination.equals(source), "bytes differ");
+    await destination.close();
+    await source.close();
   });
 });

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { MultifdReceiver, MultifdSender, PAGE_SIZE, Region, type SocketChannel, TransferRefusedError } from "../mod.ts";
 import { importSecret } from "../src/multifd/auth.ts";
 import { type Init, parseReply, RefusalCode, REPLY_BYTES, ReplyType } from "../src/multifd/wire.ts";
-import { fillPattern, SECRET } from "./helpers/multifd.ts";
+import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
 import { awaitPeerEnd, openRaw, randomSessionId, readHello, signedInit } from "./helpers/hostile_client.ts";
 import { settle, sleep, within } from "./helpers/time.ts";
 import { dataPacket, END, header, pageFill, VERDICT } from "./helpers/hostile_stream.ts";
@@ -185,30 +185,15 @@ describe("receiver refusals", () => {
     const maxSize = 16 * PAGE;
     const source = Region.allocate(maxSize);
     fillPattern(source, 8);
-    const receiver = await MultifdReceiver.listen({ secret: SECRET, maxSize });
-    const destination = Region.allocate(maxSize);
-    const receiving = receiver.receive(destination);
-    receiving.catch(() => {});
-    let sender: MultifdSender | undefined;
-    try {
-      sender = await MultifdSender.connect(source, {
-        hostname: "127.0.0.1",
-        port: receiver.port,
-        secret: SECRET,
-        channels: 2,
-      });
-      await sender.sendRound();
-      const sent = await sender.finish();
-      const received = await within(receiving, 10_000, "receive");
-      assert.equal(sent.verified, true);
-      assert.equal(received.verified, true);
-      assert.ok(destination.equals(source));
-    } finally {
-      await sender?.abort(); // after finish() a no-op; otherwise the source is released
-      await receiver.abort();
-      await destination.close();
-      await source.close();
-    }
+    const { sent, received, destination } = await transfer(source, {
+      receiver: { maxSize },
+      sender: { channels: 2 },
+    });
+    assert.equal(sent.verified, true);
+    assert.equal(received.verified, true);
+    assert.ok(destination.equals(source));
+    await destination.close();
+    await source.close();
   });
 });
 

@@ -42,8 +42,9 @@ export async function transfer(source: Region, plan: TransferPlan = {}): Promise
   const destination = plan.destination ?? Region.allocate(source.size);
   const receiving = receiver.receive(destination);
   receiving.catch(() => {});
+  let sender: MultifdSender | undefined;
   try {
-    const sender = await MultifdSender.connect(source, {
+    sender = await MultifdSender.connect(source, {
       hostname: plan.receiver?.hostname ?? "127.0.0.1",
       port: receiver.port,
       secret: SECRET,
@@ -63,8 +64,9 @@ export async function transfer(source: Region, plan: TransferPlan = {}): Promise
     const received = await receiving;
     return { sent, received, destination, sender };
   } catch (error) {
+    await sender?.abort(); // releases the source, so that the caller can close it
     await receiver.abort();
-    await destination.close();
+    if (!plan.destination) await destination.close();
     throw error;
   }
 }
