@@ -19,7 +19,7 @@ import { hashBlocks } from "./checksum.ts";
 import type { Outgoing, ReadRanges, ReceiveCodec, SendCodec } from "./codec.ts";
 import type { ChannelConfig, FromReceiver, FromSender, SenderConfig, ToReceiver, ToSender } from "./messages.ts";
 import { serveChannelWorker } from "./messages.ts";
-import { packetOffsets, PageScan } from "./packet.ts";
+import { packetOffsets, PageScan, Ranges } from "./packet.ts";
 import { plainFormat } from "./plain_codec.ts";
 import { checkAbort, Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
 import { ProtocolError } from "./wire.ts";
@@ -83,6 +83,8 @@ class SendEnd extends ChannelEnd {
   readonly #offsets: Float64Array;
   readonly #normal: Float64Array;
   readonly #zero: Float64Array;
+  /** Head and payload of a packet sent in one sendmsg (reused). */
+  readonly #whole = new Ranges();
 
   constructor(fd: number, region: RegionDescriptor, state: SharedState, config: SenderConfig) {
     super(fd, region, state, config);
@@ -146,10 +148,12 @@ class SendEnd extends ChannelEnd {
       this.channel.writeRangesSync([out.headAddress], [out.headLength], false);
       this.channel.writeRangesSync(addresses, lengths, true);
     } else {
-      // One sendmsg for head and pages.
-      addresses.unshift(out.headAddress);
-      lengths.unshift(out.headLength);
-      this.channel.writeRangesSync(addresses, lengths, false);
+      // One sendmsg for head and pages, from this loop's own lists: the packet is the codec's.
+      const all = this.#whole;
+      all.clear();
+      all.push(out.headAddress, out.headLength);
+      for (let i = 0; i < addresses.length; i++) all.push(addresses[i], lengths[i]);
+      this.channel.writeRangesSync(all.addresses, all.lengths, false);
     }
     this.add("bytes", out.payloadBytes);
   }
