@@ -5,53 +5,57 @@
 // 8192`, in the runtime that runs the test: the channels' locked-memory budget must make
 // them succeed, with (almost) no ENOBUFS retries. Without the budget (zerocopyBudgetBytes
 // -1) one write longer than the limit fails every time.
-import { describe, test } from "node:test";
+import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { chownSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
-import { findLibrary, LIBRARY_ENV } from "../ffi/library_path.ts";
+import { findLibrary } from "../ffi/library_path.ts";
 import { runtime } from "../mod.ts";
 import { run } from "../dev/child.ts";
-import { runtimeArgv } from "../dev/runtime.ts";
 import { isRoot, requirement } from "./helpers/preconditions.ts";
 
-const helper = fileURLToPath(new URL("./helpers/locked_memory_peer.ts", import.meta.url));
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const MiB = 1 << 20;
 const LIMIT_KIB = 8192;
 const USER = "nobody";
+
+/**
+ * A copy of what the helper needs — the sources, the native library and this runtime's
+ * binary — in a directory every user can read: CI's clone may sit under a directory
+ * `nobody` cannot enter. Removed with the process's temporary files at the end.
+ */
+function stageForOrdinaryUser(): { dir: string; helper: string; runtimeBinary: string } {
+  const dir = mkdtempSync(join(tmpdir(), "zcmf-unprivileged-tree-"));
+  for (const part of ["mod.ts", "deno.json", "package.json", "ffi", "src", "util", "dev", "tests"]) {
+    cpSync(join(ROOT, part), join(dir, part), { recursive: true });
+  }
+  mkdirSync(join(dir, "zig-out", "lib"), { recursive: true });
+  copyFileSync(findLibrary(), join(dir, "zig-out", "lib", "libzerocopy_multifd.so"));
+  mkdirSync(join(dir, "bin"));
+  const runtimeBinary = join(dir, "bin", runtime);
+  copyFileSync(process.execPath, runtimeBinary);
+  spawnSync("chmod", ["-R", "a+rX", dir]);
+  chmodSync(runtimeBinary, 0o755);
+  return { dir, helper: join(dir, "tests", "helpers", "locked_memory_peer.ts"), runtimeBinary };
+}
 
 /** Why the test cannot run here, or undefined. */
 function missingPrecondition(): string | undefined {
   if (!isRoot) return `needs root, to run zero-copy transfers as the user ${USER}`;
   if (spawnSync("runuser", ["--version"]).status !== 0) return "runuser (util-linux) is not installed";
   if (spawnSync("id", ["-u", USER]).status !== 0) return `there is no user ${USER}`;
-  // The paths go in the environment: Deno rewrites arguments that follow its own path.
-  const readable = spawnSync("runuser", [
-    "-u",
-    USER,
-    "--",
-    "env",
-    `CHECK_HELPER=${helper}`,
-    `CHECK_RUNTIME=${process.execPath}`,
-    `CHECK_LIBRARY=${findLibrary()}`,
-    "bash",
-    "-c",
-    'test -r "$CHECK_HELPER" && test -x "$CHECK_RUNTIME" && test -r "$CHECK_LIBRARY"',
-  ]);
-  if (readable.status !== 0) {
-    return `${USER} cannot read the checkout (${helper}), the runtime (${process.execPath}) or the native ` +
-      "library: make the checkout and its parent directories world-readable";
-  }
   return undefined;
 }
 
 const missing = missingPrecondition();
 // On CI a missing precondition is a failure, never a silent skip.
 const skip = requirement(missing === undefined, missing ?? "");
+const staged = missing === undefined ? stageForOrdinaryUser() : undefined;
+after(() => staged && rmSync(staged.dir, { recursive: true, force: true }));
 
 type Result = Record<string, unknown> & { error?: { name: string; code?: string; message: string } };
 
@@ -64,7 +68,6 @@ async function asOrdinaryUser(args: string[]): Promise<Result> {
   chownSync(home, uid, gid);
   try {
     const env = [`HOME=${home}`, `DENO_DIR=${join(home, "deno")}`, `PATH=${process.env.PATH}`, "NO_COLOR=1"];
-    if (process.env[LIBRARY_ENV]) env.push(`${LIBRARY_ENV}=${process.env[LIBRARY_ENV]}`);
     const argv = [
       "runuser",
       "-u",
@@ -76,7 +79,9 @@ async function asOrdinaryUser(args: string[]): Promise<Result> {
       "-c",
       `ulimit -l ${LIMIT_KIB} && exec "$@"`,
       "bash",
-      ...runtimeArgv(helper, args),
+      ...(runtime === "deno"
+        ? [staged!.runtimeBinary, "run", "-A", staged!.helper, ...args]
+        : [staged!.runtimeBinary, staged!.helper, ...args]),
     ];
     const result = await run(argv, 180_000);
     const line = result.stdout.trim().split("\n").at(-1) ?? "";
