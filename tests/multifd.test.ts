@@ -191,6 +191,45 @@ describe("multifd transfers", () => {
     rmSync(dirname(path), { recursive: true });
   });
 
+  test("a file created to receive (written by pwrite): rounds of scattered pages, pages that became zero, odd size", async () => {
+    const size = 5 * 2 ** 20 + 7 * PAGE + 99;
+    const lastPage = Math.floor(size / PAGE);
+    const source = Region.allocate(size);
+    fillPattern(source, 33);
+    source.view(PAGE * 40, PAGE * 3).fill(0); // zero pages in the first round
+    const path = join(mkdtempSync(join(tmpdir(), "zcmf-")), "received.img");
+    const destination = Region.createFile(path, size);
+    const receiver = await MultifdReceiver.listen({ secret: SECRET });
+    const receiving = receiver.receive(destination);
+    const sender = await MultifdSender.connect(source, {
+      hostname: "127.0.0.1",
+      port: receiver.port,
+      secret: SECRET,
+      channels: 3,
+      zeroPages: true,
+    });
+    try {
+      await sender.sendRound();
+      // Round 2: scattered pages (not contiguous, not in order, the short last page), and
+      // pages written by pwrite in round 1 that are zero now (zero-filled through the mapping).
+      const dirty = [lastPage, 7, 3, 1000, 2, 41, 640, 641, 642, 1279];
+      dirty.forEach((page, i) => source.view(page * PAGE, Math.min(PAGE, size - page * PAGE)).fill(i + 1));
+      const zeroed = [5, 6, 900];
+      for (const page of zeroed) source.view(page * PAGE, PAGE).fill(0);
+      await sender.sendRound(new Uint32Array([...dirty, ...zeroed]));
+      const sent = await sender.finish();
+      const received = await receiving;
+      assert.equal(sent.verified && received.verified, true);
+      assert.ok(sent.pagesZero >= 3 + zeroed.length, "zero pages went as zero pages");
+      assert.ok(destination.equals(source), "the mapping differs from the source");
+      assert.ok(sameBytes(new Uint8Array(readFileSync(path)), source.view()), "the file differs from the source");
+    } finally {
+      await source.close();
+      await destination.close();
+      rmSync(dirname(path), { recursive: true });
+    }
+  });
+
   test("no socket is left open after transfers", async () => {
     const before = openTcpSockets();
     for (let i = 0; i < 3; i++) {
