@@ -9,6 +9,12 @@
  *
  *   deno run -A bench/cli_qemu.ts [--rounds 5] [--size-mib 2048] [--runtimes deno,bun]
  *                                 [--versions 7.2,10.0] [--modes plain,zc]
+ *                                 [--qemu-destinations prealloc,fresh]
+ *
+ * QEMU destinations: "prealloc" is bench/qemu.ts's set-up (RAM allocated and zeroed before
+ * the clock); "fresh" is a newly started destination (QEMU's default, prealloc=off), whose
+ * RAM is allocated and zeroed during the migration, as the CLI's new output file is.
+ * "best QEMU" is the better prealloc version; "best fresh QEMU" the better fresh one.
  *
  * Needs root (mounts tmpfs). CLI GB/s is the sender's own figure (first byte to verified);
  * `wallSeconds` is end to end: sender process start to both processes exited (the receiver
@@ -29,9 +35,12 @@ import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
 import { runMain } from "./lib/proc.ts";
 import { type BenchRecord, ResultsFiles } from "./lib/report.ts";
-import { parseQemuVersions, QEMU_VERSIONS, QemuBench, type QemuVersion } from "./qemu.ts";
+import { parseQemuVersions, QEMU_VERSIONS, QemuBench } from "./qemu.ts";
 
 type Mode = "plain" | "zc";
+type Destination = "prealloc" | "fresh";
+const BEST_KEY: Record<Destination, string> = { prealloc: "vsBest", fresh: "vsBestFresh" };
+const BEST_LABEL: Record<Destination, string> = { prealloc: "CLI/best QEMU", fresh: "CLI/best fresh QEMU" };
 const CLI = `${ROOT}examples/migrate.ts`;
 
 interface Exit {
@@ -186,6 +195,7 @@ async function main(): Promise<number> {
       runtimes: { type: "string", default: currentRuntime },
       versions: { type: "string", default: QEMU_VERSIONS.join(",") },
       modes: { type: "string", default: "plain,zc" },
+      "qemu-destinations": { type: "string", default: "prealloc,fresh" },
     },
     strict: true,
   });
@@ -195,6 +205,10 @@ async function main(): Promise<number> {
   if (runtimes.some((r) => !RUNTIMES.includes(r))) throw new Error(`--runtimes: ${RUNTIMES.join(",")}`);
   const modes = values.modes.split(",").map((m) => m.trim()) as Mode[];
   if (modes.some((m) => m !== "plain" && m !== "zc")) throw new Error("--modes: plain,zc");
+  const destinations = values["qemu-destinations"].split(",").map((d) => d.trim()) as Destination[];
+  if (destinations.length === 0 || destinations.some((d) => d !== "prealloc" && d !== "fresh")) {
+    throw new Error("--qemu-destinations: prealloc,fresh");
+  }
   const haveSocat = spawnSync("socat", ["-V"]).status === 0;
   if (!haveSocat) note("cli_qemu: socat not found: no single-stream row (apt-get install socat)");
 
@@ -203,6 +217,13 @@ async function main(): Promise<number> {
     note(`cli_qemu: QEMU skipped: ${qemu}`);
     return 1;
   }
+  const variants = qemu.versions.flatMap((version) =>
+    destinations.map((destination) => ({
+      version,
+      destination,
+      label: destination === "fresh" ? `${version} fresh` : version,
+    }))
+  );
   const fs = new Tmpfs();
   const files = new ResultsFiles("cli-qemu");
   const records: BenchRecord[] = [];
@@ -234,18 +255,25 @@ async function main(): Promise<number> {
           cli.push(r);
           emit(r);
         }
-        const order = rep % 2 ? [...qemu.versions].reverse() : qemu.versions;
-        const q: Partial<Record<QemuVersion, number>> = {};
-        for (const version of order) {
-          const r = await qemu.run(`${version} multifd4${mode === "zc" ? "+zc" : ""}`, rep);
-          q[version] = r.verified ? r.GBps as number : undefined;
-          emit({ round: rep, mode, ...r });
+        const order = rep % 2 ? [...variants].reverse() : variants;
+        const q: Record<string, number | undefined> = {};
+        for (const variant of order) {
+          const fresh = variant.destination === "fresh" ? "+fresh" : "";
+          const r = await qemu.run(`${variant.version} multifd4${mode === "zc" ? "+zc" : ""}${fresh}`, rep);
+          q[variant.label] = r.verified ? r.GBps as number : undefined;
+          emit({ round: rep, mode, destination: variant.destination, ...r });
         }
-        const best = Math.max(...Object.values(q).filter((v): v is number => v !== undefined));
+        const bestOf = (destination: Destination) =>
+          Math.max(0, ...variants.filter((v) => v.destination === destination).map((v) => q[v.label] ?? 0));
         for (const c of cli) {
           const ratios: Record<string, number> = {};
-          for (const v of qemu.versions) if (q[v] && c.verified) ratios[`vs${v}`] = round((c.GBps as number) / q[v]!);
-          if (c.verified && best > 0) ratios.vsBest = round((c.GBps as number) / best);
+          for (const v of variants) {
+            if (q[v.label] && c.verified) ratios[`vs${v.label}`] = round((c.GBps as number) / q[v.label]!);
+          }
+          for (const destination of destinations) {
+            const best = bestOf(destination);
+            if (c.verified && best > 0) ratios[BEST_KEY[destination]] = round((c.GBps as number) / best);
+          }
           emit({
             bench: "cli-qemu-round",
             round: rep,
@@ -272,23 +300,30 @@ async function main(): Promise<number> {
       size / 2 ** 20
     } MiB random, ${rounds} rounds interleaved; median (min–max).`,
     "",
-    `| runtime | mode | CLI GB/s | CLI wall s (e2e) | ${qemu.versions.map((v) => `QEMU ${v} GB/s`).join(" | ")} | ${
-      qemu.versions.map((v) => `CLI/${v}`).join(" | ")
-    } | CLI/best QEMU |`,
-    `|---|---|---|---|${qemu.versions.map(() => "---|").join("")}${qemu.versions.map(() => "---|").join("")}---|`,
+    `| runtime | mode | CLI GB/s | CLI wall s (e2e) | ${variants.map((v) => `QEMU ${v.label} GB/s`).join(" | ")} | ${
+      variants.map((v) => `CLI/${v.label}`).join(" | ")
+    } | ${destinations.map((d) => BEST_LABEL[d]).join(" | ")} |`,
+    `|---|---|---|---|${variants.map(() => "---|").join("")}${variants.map(() => "---|").join("")}${
+      destinations.map(() => "---|").join("")
+    }`,
   ];
   for (const runtime of runtimes) {
     for (const mode of modes) {
       const isCli = (r: BenchRecord) => r.bench === "cli" && r.runtime === runtime && r.mode === mode;
       const isRound = (r: BenchRecord) => r.bench === "cli-qemu-round" && r.runtime === runtime && r.mode === mode;
-      const qemuCells = qemu.versions.map((v) =>
-        stat(pick((r) => r.bench === "qemu" && r.mode === mode && r.qemuVersion === v && r.verified === true, "GBps"))
+      const qemuCells = variants.map((v) =>
+        stat(pick(
+          (r) =>
+            r.bench === "qemu" && r.mode === mode && r.qemuVersion === v.version && r.destination === v.destination &&
+            r.verified === true,
+          "GBps",
+        ))
       );
       lines.push(
         `| ${runtime} | ${mode} | ${stat(pick(isCli, "GBps"))} | ${stat(pick(isCli, "wallSeconds"))} | ${
           qemuCells.join(" | ")
-        } | ${qemu.versions.map((v) => stat(pick(isRound, `vs${v}`))).join(" | ")} | ${
-          stat(pick(isRound, "vsBest"))
+        } | ${variants.map((v) => stat(pick(isRound, `vs${v.label}`))).join(" | ")} | ${
+          destinations.map((d) => stat(pick(isRound, BEST_KEY[d]))).join(" | ")
         } |`,
       );
     }

@@ -16,7 +16,8 @@
  * - both sides pre-faulted before timing: the source by `-overcommit mem-lock=on` (required by
  *   zero-copy-send; used for every config so all are alike), the destination by
  *   `prealloc=on`; the source file is filled with random bytes once, the destination zeroed
- *   in place before every run (its pages stay allocated);
+ *   in place before every run (its pages stay allocated); a "+fresh" config instead starts the
+ *   destination on a new file without prealloc (parseQemuConfig);
  * - no guest: `-machine none`, paused (`-S`), TCG with a small translation buffer; the
  *   destination waits with `-incoming defer`, then `migrate-incoming` over QMP.
  * Per run: capabilities `events` + `multifd` (+ `zero-copy-send` on the source),
@@ -29,7 +30,16 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants as fsConstants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
 import net from "node:net";
 import process from "node:process";
 import { parseArgs } from "node:util";
@@ -55,19 +65,25 @@ export type QemuConfig = typeof QEMU_CONFIGS[number];
 const MIGRATION_TIMEOUT_MS = 600_000;
 const QMP_TIMEOUT_MS = 60_000;
 
-/** "multifd4+zc" or "10.0 multifd4+zc" (the version is undefined in the first form). */
+/**
+ * "multifd4+zc" or "10.0 multifd4+zc" (the version is undefined in the first form). A
+ * "+fresh" suffix gives the destination new RAM, as a newly started destination VM has
+ * (QEMU's default, prealloc=off): its pages are allocated and zeroed during the migration,
+ * as the CLI's freshly created output file is, instead of before the clock.
+ */
 export function parseQemuConfig(
   config: string,
-): { version: QemuVersion | undefined; base: string; channels: number; zerocopy: boolean } {
-  const match = /^(?:(\S+) )?(multifd(\d+)(\+zc)?)$/.exec(config);
+): { version: QemuVersion | undefined; base: string; channels: number; zerocopy: boolean; fresh: boolean } {
+  const match = /^(?:(\S+) )?(multifd(\d+)(\+zc)?(\+fresh)?)$/.exec(config);
   if (!match || (match[1] !== undefined && !isQemuVersion(match[1]))) {
-    throw new Error(`unknown QEMU config "${config}" ([${QEMU_VERSIONS.join("|")} ]multifdN[+zc])`);
+    throw new Error(`unknown QEMU config "${config}" ([${QEMU_VERSIONS.join("|")} ]multifdN[+zc][+fresh])`);
   }
   return {
     version: match[1] as QemuVersion | undefined,
     base: match[2],
     channels: Number(match[3]),
     zerocopy: match[4] !== undefined,
+    fresh: match[5] !== undefined,
   };
 }
 
@@ -221,7 +237,7 @@ function freePort(): Promise<number> {
 /** Zeroes a file in place (its tmpfs pages stay allocated, so every run starts alike). */
 function zeroInPlace(path: string, size: number): void {
   const zeros = new Uint8Array(8 << 20);
-  const fd = openSync(path, "r+");
+  const fd = openSync(path, fsConstants.O_RDWR | fsConstants.O_CREAT);
   try {
     for (let offset = 0; offset < size; offset += zeros.length) {
       writeSync(fd, zeros, 0, Math.min(zeros.length, size - offset), offset);
@@ -338,9 +354,9 @@ export class QemuBench {
     return `${this.#ram}/${name}.img`;
   }
 
-  #argv(binary: QemuBinary, name: "src" | "dst"): string[] {
+  #argv(binary: QemuBinary, name: "src" | "dst", fresh = false): string[] {
     const backend = `memory-backend-file,id=ram,size=${this.#size},mem-path=${this.#file(name)},share=on,align=2M` +
-      (name === "dst" ? ",prealloc=on" : "");
+      (name === "dst" && !fresh ? ",prealloc=on" : "");
     return [
       ...binary.argv,
       "-name",
@@ -370,13 +386,14 @@ export class QemuBench {
 
   /** One migration of a versioned config ("10.0 multifd4+zc"); resolves with its record. */
   async run(config: string, rep = 0): Promise<BenchRecord> {
-    const { version, channels, zerocopy } = parseQemuConfig(config);
+    const { version, channels, zerocopy, fresh } = parseQemuConfig(config);
     if (version === undefined) throw new Error(`QEMU config "${config}" names no version`);
     const binary = this.#binary(version);
     const runStarted = performance.now();
-    zeroInPlace(this.#file("dst"), this.#size);
+    if (fresh) rmSync(this.#file("dst"), { force: true });
+    else zeroInPlace(this.#file("dst"), this.#size);
     for (const name of ["src", "dst"]) rmSync(`${this.#work}/${name}.qmp`, { force: true });
-    const dst = new LineChild(this.#argv(binary, "dst"), { label: `qemu ${version} dst`, env: binary.env });
+    const dst = new LineChild(this.#argv(binary, "dst", fresh), { label: `qemu ${version} dst`, env: binary.env });
     const src = new LineChild(this.#argv(binary, "src"), { label: `qemu ${version} src`, env: binary.env });
     this.#pids.add(dst.pid).add(src.pid);
     const qmps: Qmp[] = [];

@@ -29,10 +29,10 @@ export interface RegionDescriptor {
    */
   populate?: boolean;
   /**
-   * A file created for receiving (createFile): its descriptor, so a receiver writes pages
-   * with pwrite from a staging buffer rather than through the mapping. Storing through a
-   * mapping faults per page, and the page cache zero-fills each page first (an ext4 file
-   * here took 1 GiB at ~0.6 GB/s that way, ~6 GB/s by pwrite: bench/RESULTS.md).
+   * A file on a disk created for receiving (createFile): its descriptor, so a receiver
+   * writes pages with pwrite from a staging buffer rather than through the mapping. Storing
+   * through a mapping faults per page, and the page cache zero-fills each page first (an
+   * ext4 file here took 1 GiB at ~0.6 GB/s that way, ~6 GB/s by pwrite: bench/RESULTS.md).
    */
   writeFd?: number;
 }
@@ -144,7 +144,9 @@ export class Region {
       check("fallocate", native.zc_allocate_file(fd, size), path);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 1, o), path);
       const region = Region.#fileRegion(address, size, fd);
-      region.#writeThrough = true;
+      // Files in memory keep the per-packet populate: on a huge-page tmpfs it costs less
+      // than the staging copy (bench/RESULTS.md).
+      region.#writeThrough = !region.#populate;
       return region;
     } catch (error) {
       native.zc_close(fd);

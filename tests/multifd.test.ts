@@ -10,6 +10,8 @@ import { fillPattern, openTcpSockets, SECRET, transfer } from "./helpers/multifd
 import { sameBytes } from "./helpers/pattern.ts";
 
 const PAGE = 4096;
+/** A directory on a disk (not tmpfs), where files created to receive are written by pwrite. */
+const DISK_DIRECTORY = "/var/tmp";
 
 describe("multifd transfers", () => {
   for (const channels of [1, 2, 4, 8]) {
@@ -197,8 +199,9 @@ describe("multifd transfers", () => {
     const source = Region.allocate(size);
     fillPattern(source, 33);
     source.view(PAGE * 40, PAGE * 3).fill(0); // zero pages in the first round
-    const path = join(mkdtempSync(join(tmpdir(), "zcmf-")), "received.img");
+    const path = join(mkdtempSync(join(DISK_DIRECTORY, "zcmf-")), "received.img");
     const destination = Region.createFile(path, size);
+    assert.equal(destination.descriptor.writeFd, destination.fd, `${DISK_DIRECTORY} is on a disk`);
     const receiver = await MultifdReceiver.listen({ secret: SECRET });
     const receiving = receiver.receive(destination);
     const sender = await MultifdSender.connect(source, {
