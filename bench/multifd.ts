@@ -53,6 +53,8 @@ import {
 export interface MultifdConfig {
   channels: number;
   zerocopy: boolean;
+  /** With zerocopy: no fallback for channels whose sends the kernel copies (`zerocopyFallback: false`). */
+  zerocopyAlways?: boolean;
   hugePages: boolean;
   /** The sender's `sendBufferBytes` (SO_SNDBUF); undefined: the kernel's autotuning. */
   sendBufferBytes?: number;
@@ -129,6 +131,7 @@ export async function runMultifdCase(
         "--peer-pid",
         String(pid),
         ...(config.zerocopy ? ["--zerocopy"] : []),
+        ...(config.zerocopyAlways ? ["--zerocopy-always"] : []),
         ...(config.sendBufferBytes ? ["--send-buffer", String(config.sendBufferBytes)] : []),
       ]),
       { env, label: `${runtime} sender` },
@@ -167,7 +170,7 @@ export async function runMultifdCase(
 }
 
 export const configLabel = (c: MultifdConfig) =>
-  `${c.channels}ch ${c.zerocopy ? "zc" : "plain"} ${c.hugePages ? "2M" : "4K"}${
+  `${c.channels}ch ${c.zerocopy ? c.zerocopyAlways ? "zc-always" : "zc" : "plain"} ${c.hugePages ? "2M" : "4K"}${
     c.sendBufferBytes ? ` sndbuf ${c.sendBufferBytes / 1024} KiB` : ""
   }`;
 
@@ -257,7 +260,7 @@ export async function runMultifdSuite(
 }
 
 const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--qemu-versions 7.2,10.0] [--size-mib N] [--reps N]
-                  [--runtimes deno,bun] [--channels 1,2,4,8] [--zerocopy off,on] [--huge on,off]
+                  [--runtimes deno,bun] [--channels 1,2,4,8] [--zerocopy off,on,always] [--huge on,off]
                   [--send-buffer auto,262144] [--no-save]`;
 
 function list(text: string | undefined, parse: (item: string) => unknown): unknown[] | undefined {
@@ -267,6 +270,12 @@ function list(text: string | undefined, parse: (item: string) => unknown): unkno
 function onOff(item: string): boolean {
   if (item !== "on" && item !== "off") throw new Error(`expected on or off, got "${item}"`);
   return item === "on";
+}
+
+/** --zerocopy values: off, on, always (on without the fallback where the kernel copies). */
+function zerocopySetting(item: string): { zerocopy: boolean; zerocopyAlways?: boolean } {
+  if (item === "always") return { zerocopy: true, zerocopyAlways: true };
+  return { zerocopy: onOff(item) };
 }
 
 class HelpRequested extends Error {}
@@ -302,13 +311,16 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
   const matrix = ["channels", "zerocopy", "huge", "send-buffer"] as const;
   if (matrix.some((name) => values[name] !== undefined)) {
     const channels = (list(values.channels, Number) ?? [1, 2, 4, 8]) as number[];
-    const zerocopy = (list(values.zerocopy, onOff) ?? [false, true]) as boolean[];
+    const zerocopy =
+      (list(values.zerocopy, zerocopySetting) ?? [{ zerocopy: false }, { zerocopy: true }]) as ReturnType<
+        typeof zerocopySetting
+      >[];
     const huge = (list(values.huge, onOff) ?? [true]) as boolean[];
     const sendBuffers = (list(values["send-buffer"], (b) => b === "auto" ? undefined : Number(b)) ??
       [undefined]) as (number | undefined)[];
     options.configs = sendBuffers.flatMap((sendBufferBytes) =>
       huge.flatMap((h) =>
-        zerocopy.flatMap((z) => channels.map((c) => ({ channels: c, zerocopy: z, hugePages: h, sendBufferBytes })))
+        zerocopy.flatMap((z) => channels.map((c) => ({ channels: c, ...z, hugePages: h, sendBufferBytes })))
       )
     );
   }

@@ -5,7 +5,7 @@
  *   recv --size BYTES [--huge] [--host H] [--port P]
  *       allocates the destination (pre-faulted), listens, prints {"port", "pid"}, receives
  *       one transfer, prints the receiver's result and its peak RSS.
- *   send --port P --size BYTES --channels N [--zerocopy] [--huge] [--send-buffer BYTES] [--host H] [--peer-pid PID]
+ *   send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--huge] [--send-buffer BYTES] [--host H] [--peer-pid PID]
  *       allocates the source (pre-faulted), fills it with random data, connects, waits until
  *       both processes are idle, then sends one round (every page, then a sync) and reads the
  *       CPU time of both processes (/proc/PID/stat) around it; then finish() (checksums).
@@ -61,6 +61,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
     secret: secret(),
     channels: Number(values.channels),
     zerocopy: values.zerocopy === true,
+    zerocopyFallback: values["zerocopy-always"] !== true,
     sendBufferBytes: values["send-buffer"] === undefined ? undefined : Number(values["send-buffer"]),
   });
   // Worker start-up (both sides) is set-up, not transfer: wait until both processes idle.
@@ -85,7 +86,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
 }
 
 const USAGE = `usage: multifd_peer.ts recv --size BYTES [--huge] [--host H] [--port P]
-       multifd_peer.ts send --port P --size BYTES --channels N [--zerocopy] [--huge] [--send-buffer BYTES]
+       multifd_peer.ts send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--huge] [--send-buffer BYTES]
                             [--host H] [--peer-pid PID]
 (secret: $BENCH_SECRET, hex)`;
 
@@ -101,6 +102,7 @@ async function main(): Promise<number> {
         port: { type: "string" },
         channels: { type: "string", default: "2" },
         zerocopy: { type: "boolean", default: false },
+        "zerocopy-always": { type: "boolean", default: false },
         "send-buffer": { type: "string" },
         "peer-pid": { type: "string" },
       },

@@ -190,6 +190,7 @@ export function statsRows(sides: object[]): (string | number | boolean)[][] {
     field("zerocopySends"),
     field("zerocopyCopied"),
     field("zerocopyFlushesAllCopied"),
+    field("zerocopyFallbacks"),
     field("perChannelBytes", (v) => (v as number[]).map((b) => formatBytes(b)).join(", ")),
     field("setupSeconds", seconds),
     field("checksumSeconds", seconds),

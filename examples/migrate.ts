@@ -98,7 +98,10 @@ const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
   --to HOST:PORT       the receiver (IPv6 as [::1]:PORT)
   --file IN            file to send (any size)
   --channels N         parallel channels, 1..${MAX_CHANNELS} (default ${DEFAULT_CHANNELS}); the receiver follows
-  --zerocopy           send page data with MSG_ZEROCOPY (fails if the kernel refuses it)
+  --zerocopy           send page data with MSG_ZEROCOPY (fails if the kernel refuses it); a
+                       channel whose first sends the kernel all copies anyway (loopback, veth)
+                       goes on with ordinary sends, as the kernel's documentation advises
+  --zerocopy-always    with --zerocopy: keep MSG_ZEROCOPY even there (QEMU's behaviour)
   --zero-pages         send all-zero pages as offsets only
   --send-buffer SIZE   SO_SNDBUF of each channel, e.g. 256K. Default: 256K when the receiver is on
                        this host (there it keeps the kernel's work on the sending side), else the
@@ -138,6 +141,7 @@ interface SendOptions {
   file: string;
   channels: number;
   zerocopy: boolean;
+  zerocopyFallback: boolean;
   zeroPages: boolean;
   sendBufferBytes?: number;
   secretFile?: string;
@@ -223,6 +227,7 @@ function parseSend(args: string[]): Command {
     file: { type: "string" },
     channels: { type: "string" },
     zerocopy: { type: "boolean" },
+    "zerocopy-always": { type: "boolean" },
     "zero-pages": { type: "boolean" },
     "send-buffer": { type: "string" },
     "secret-file": { type: "string" },
@@ -239,6 +244,7 @@ function parseSend(args: string[]): Command {
     if (secretFile === undefined && !process.env[SECRET_ENV]) {
       throw new Error(`a secret is required: --secret-file F (or $${SECRET_ENV})`);
     }
+    if (values["zerocopy-always"] && !values.zerocopy) throw new Error("--zerocopy-always needs --zerocopy");
     return {
       kind: "send" as const,
       options: {
@@ -248,6 +254,7 @@ function parseSend(args: string[]): Command {
           ? parseInteger(values.channels, "--channels", 1, MAX_CHANNELS)
           : DEFAULT_CHANNELS,
         zerocopy: values.zerocopy === true,
+        zerocopyFallback: values["zerocopy-always"] !== true,
         zeroPages: values["zero-pages"] === true,
         sendBufferBytes: typeof values["send-buffer"] === "string"
           ? sendBuffer(parseSize(values["send-buffer"], "--send-buffer"))
@@ -524,6 +531,7 @@ async function send(options: SendOptions): Promise<number> {
       secret,
       channels: options.channels,
       zerocopy: options.zerocopy,
+      zerocopyFallback: options.zerocopyFallback,
       zeroPages: options.zeroPages,
       sendBufferBytes: options.sendBufferBytes,
     }).catch((error) => {

@@ -158,7 +158,8 @@ describe("migrate.ts", () => {
         assert.equal(result.channels, 2);
         assert.equal(result.rounds, 1);
         assert.equal(result.pagesNormal, Math.ceil(SIZE / 4096));
-        for (const field of ["seconds", "GBps", "zerocopySends", "zerocopyCopied", "pagesZero", "checksumSeconds"]) {
+        const fields = ["seconds", "GBps", "zerocopySends", "zerocopyCopied", "zerocopyFallbacks", "pagesZero"];
+        for (const field of [...fields, "checksumSeconds"]) {
           assert.equal(typeof result[field], "number", field);
         }
       }
@@ -236,6 +237,7 @@ describe("migrate.ts", () => {
       ["send", "--to", "127.0.0.1:1", "--file", input, "--json", "extra", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--send-buffer", "1K", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--send-buffer", "big", ...secret],
+      ["send", "--to", "127.0.0.1:1", "--file", input, "--zerocopy-always", ...secret],
     ];
     const help = [["--help"], ["recv", "--help"], ["send", "-h"]];
     const [badResults, helpResults] = await Promise.all([

@@ -193,6 +193,34 @@ describe("multifd transfers", () => {
     rmSync(dirname(path), { recursive: true });
   });
 
+  test("zero-copy on loopback: each channel drops the flag once the kernel copied its first 64 sends; zerocopyFallback: false keeps it", async () => {
+    const size = 160 * 2 ** 20;
+    const source = Region.allocate(size);
+    fillPattern(source, 5);
+    const packets = size / (128 * PAGE);
+    for (const zerocopyFallback of [true, false]) {
+      const { sent, destination } = await transfer(source, {
+        sender: { channels: 2, zerocopy: true, zerocopyFallback },
+      });
+      try {
+        assert.equal(sent.verified, true);
+        assert.ok(destination.equals(source));
+        assert.equal(sent.zerocopyCopied, sent.zerocopySends, "loopback copies every zero-copy send");
+        if (zerocopyFallback) {
+          assert.equal(sent.zerocopyFallbacks, 2, "both channels fell back");
+          assert.ok(sent.zerocopySends >= 2 * 64, `judged on 64 completions per channel (${sent.zerocopySends} sends)`);
+          assert.ok(sent.zerocopySends < packets, `then sent without the flag (${sent.zerocopySends} of ${packets})`);
+        } else {
+          assert.equal(sent.zerocopyFallbacks, 0);
+          assert.ok(sent.zerocopySends >= packets, `every packet's pages zero-copy (${sent.zerocopySends} sends)`);
+        }
+      } finally {
+        await destination.close();
+      }
+    }
+    await source.close();
+  });
+
   test("a file created to receive (written by pwrite): rounds of scattered pages, pages that became zero, odd size", async () => {
     const size = 5 * 2 ** 20 + 7 * PAGE + 99;
     const lastPage = Math.floor(size / PAGE);

@@ -193,7 +193,7 @@ describe("faults between two hosts", { skip }, () => {
         roundPages: 16,
         channels: 2,
         pauseFile,
-        channel: { ...channel, ioTimeoutMs: 8000, flushTimeoutMs: 1000 },
+        channel: { ...channel, ioTimeoutMs: 8000, flushTimeoutMs: 1000, zerocopyFallback: false },
       });
       await sender.waitFor("PAUSED"); // between rounds: every SYNC acknowledged
       signal(receiver, "SIGSTOP");

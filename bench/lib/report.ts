@@ -143,10 +143,11 @@ export function callTable(summaries: BenchRecord[]): string {
 
 // --- multifd and QEMU ---
 
+/** "off", "on", or "always" (zero-copy without the fallback of channels the kernel copies for). */
+export const zerocopyMode = (r: BenchRecord) => !r.zerocopy ? "off" : r.zerocopyAlways ? "always" : "on";
+
 export const multifdKey = (r: BenchRecord) =>
-  `${r.hugePages ? "huge" : "4k"}/${r.zerocopy ? "zc" : "plain"}/${r.channels}/${r.runtime}/${
-    r.sendBufferBytes ?? "auto"
-  }`;
+  `${r.hugePages ? "huge" : "4k"}/${zerocopyMode(r)}/${r.channels}/${r.runtime}/${r.sendBufferBytes ?? "auto"}`;
 
 export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
@@ -156,6 +157,7 @@ export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
     runtime: rs[0].runtime,
     channels: rs[0].channels,
     zerocopy: rs[0].zerocopy,
+    zerocopyAlways: rs[0].zerocopyAlways,
     hugePages: rs[0].hugePages,
     sendBufferBytes: rs[0].sendBufferBytes,
     bytes: rs[0].bytes,
@@ -171,7 +173,7 @@ export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
 export function multifdTable(summaries: BenchRecord[]): string {
   const rows = summaries.filter((s) => s.bench === "multifd" && s.summary).map((s) => [
     String(s.channels),
-    s.zerocopy ? "on" : "off",
+    zerocopyMode(s),
     s.hugePages ? "2 MiB" : "4 KiB",
     s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "auto",
     String(s.runtime),
@@ -229,7 +231,9 @@ const ratioOf = (a: unknown, b: unknown) => {
  * matching configuration (2 MiB pages, same channels, same zero-copy setting).
  */
 export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
-  const ours = summaries.filter((s) => s.bench === "multifd" && s.summary && s.hugePages && !s.sendBufferBytes);
+  const ours = summaries.filter((s) =>
+    s.bench === "multifd" && s.summary && s.hugePages && !s.sendBufferBytes && !s.zerocopyAlways
+  );
   return summaries.filter((s) => s.bench === "qemu" && s.summary).flatMap((q) =>
     RUNTIMES.flatMap((runtime) => {
       const o = ours.find((o) => o.runtime === runtime && o.channels === q.channels && o.zerocopy === q.zerocopy);
@@ -259,6 +263,7 @@ export function pairRecords(ours: BenchRecord, theirs: BenchRecord[]): BenchReco
   const pair = (against: string, config: string, q: BenchRecord, extra: BenchRecord = {}) => ({
     bench: "qemu-pair",
     runtime: ours.runtime,
+    ours: ours.zerocopyAlways ? "zero-copy always" : undefined,
     rep: ours.rep,
     channels: ours.channels,
     zerocopy: ours.zerocopy,
@@ -286,18 +291,19 @@ export function pairRecords(ours: BenchRecord, theirs: BenchRecord[]): BenchReco
 export function pairSummaries(records: BenchRecord[]): BenchRecord[] {
   const pairs = records.filter((r) => r.bench === "qemu-pair" && r.summary !== true);
   // Rows of one runtime and QEMU config together, in the order they first ran: 7.2, 10.0, better.
-  const base = (p: BenchRecord) => `${p.runtime} ${String(p.config).replace(/^\S+ (?=multifd)/, "")}`;
+  const who = (p: BenchRecord) => `${p.runtime}${p.ours ? ` (${p.ours})` : ""}`;
+  const base = (p: BenchRecord) => `${who(p)} ${String(p.config).replace(/^\S+ (?=multifd)/, "")}`;
   const groups = [...new Set(pairs.map(base))];
   const rank = (p: BenchRecord) => p.against === "better" ? Infinity : parseFloat(String(p.config)) || 0;
   const keys = [
     ...new Set(
       [...pairs].sort((a, b) => groups.indexOf(base(a)) - groups.indexOf(base(b)) || rank(a) - rank(b))
-        .map((p) => `${p.runtime} ${p.config}`),
+        .map((p) => `${who(p)} ${p.config}`),
     ),
   ];
   return keys.map((key) => {
-    const group = pairs.filter((p) => `${p.runtime} ${p.config}` === key);
-    const { runtime, config, channels, zerocopy, against } = group[0];
+    const group = pairs.filter((p) => `${who(p)} ${p.config}` === key);
+    const { runtime, ours, config, channels, zerocopy, against } = group[0];
     const wins: Record<string, number> = {};
     for (const p of group) {
       if (p.betterVersion !== undefined) wins[String(p.betterVersion)] = (wins[String(p.betterVersion)] ?? 0) + 1;
@@ -306,6 +312,7 @@ export function pairSummaries(records: BenchRecord[]): BenchRecord[] {
       bench: "qemu-pair",
       summary: true,
       runtime,
+      ours,
       config,
       against,
       channels,
@@ -325,7 +332,7 @@ export function pairTable(summaries: BenchRecord[]): string {
       ? Object.entries(s.betterVersions as Record<string, number>).map(([v, n]) => `${v} ×${n}`).join(", ")
       : "";
   const rows = pairs.map((s) => [
-    String(s.runtime),
+    `${s.runtime}${s.ours ? ` (${s.ours})` : ""}`,
     s.against === "better" ? `**${s.config}**` : String(s.config),
     s.against === "better" ? `**${formatSpread(s.GBps as Spread, 2)}**` : formatSpread(s.GBps as Spread, 2),
     formatSpread(s.receiverCpuSecondsPerGB as Spread, 2),

@@ -18,7 +18,7 @@ import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
 import type { Outgoing, ReadRanges, ReceiveCodec, SendCodec } from "./codec.ts";
 import type { ChannelConfig, FromReceiver, FromSender, SenderConfig, ToReceiver, ToSender } from "./messages.ts";
-import { serveChannelWorker } from "./messages.ts";
+import { serveChannelWorker, ZEROCOPY_FALLBACK_COMPLETIONS } from "./messages.ts";
 import { packetOffsets, PageScan, Ranges } from "./packet.ts";
 import { plainFormat } from "./plain_codec.ts";
 import { checkAbort, Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
@@ -113,6 +113,11 @@ class SendEnd extends ChannelEnd {
   readonly #zero: Float64Array;
   /** Head and payload of a packet sent in one sendmsg (reused). */
   readonly #whole = new Ranges();
+  /**
+   * Whether pages still go with MSG_ZEROCOPY; "judging" until enough completions arrived to
+   * tell whether the kernel copies them all (SenderOptions.zerocopyFallback).
+   */
+  #zerocopyPages: "judging" | "yes" | "no";
 
   constructor(fd: number, region: RegionDescriptor, state: SharedState, config: SenderConfig) {
     super(fd, region, state, config);
@@ -127,6 +132,7 @@ class SendEnd extends ChannelEnd {
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#normal = new Float64Array(config.pagesPerPacket);
     this.#zero = new Float64Array(config.pagesPerPacket);
+    this.#zerocopyPages = !config.zerocopy ? "no" : config.zerocopyFallback ? "judging" : "yes";
   }
 
   /** Sends packets until the round's cursor runs out, then SYNC, flush, and the ack. */
@@ -171,10 +177,11 @@ class SendEnd extends ChannelEnd {
     checkAbort(this.state);
     const { addresses, lengths } = out.payload;
     this.populate(addresses, lengths, false);
-    if (this.#config.zerocopy && out.payloadBytes > 0) {
+    if (this.#zerocopyPages !== "no" && out.payloadBytes > 0) {
       // As QEMU: the small head is copied, only page data goes zero-copy.
       this.channel.writeRangesSync([out.headAddress], [out.headLength], false);
       this.channel.writeRangesSync(addresses, lengths, true);
+      if (this.#zerocopyPages === "judging") this.#judgeZerocopy();
     } else {
       // One sendmsg for head and pages, from this loop's own lists: the packet is the codec's.
       const all = this.#whole;
@@ -184,6 +191,17 @@ class SendEnd extends ChannelEnd {
       this.channel.writeRangesSync(all.addresses, all.lengths, false);
     }
     this.add("bytes", out.payloadBytes);
+  }
+
+  /**
+   * Once enough completions arrived (the sends drain them as the socket fills): if the
+   * kernel copied every one, MSG_ZEROCOPY buys nothing on this path, so stop using it.
+   */
+  #judgeZerocopy(): void {
+    const { zerocopyCompletions, zerocopyCopied } = this.channel.stats;
+    if (zerocopyCompletions < ZEROCOPY_FALLBACK_COMPLETIONS) return;
+    this.#zerocopyPages = zerocopyCopied === zerocopyCompletions ? "no" : "yes";
+    if (this.#zerocopyPages === "no") this.add("zerocopyFallbacks", 1);
   }
 
   #readReply(): Uint8Array {

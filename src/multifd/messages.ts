@@ -12,8 +12,16 @@ import type { SharedState } from "./shared_state.ts";
 export interface ChannelConfig extends ResolvedChannelOptions, CodecConfig {}
 
 /** A send channel's: also whether to send zero pages as offsets, and its locked-memory share. */
+/**
+ * Zero-copy completions a sending channel waits for before it judges whether the kernel
+ * copies all of them (SenderOptions.zerocopyFallback): enough that one copied send (say, a
+ * retransmission) does not decide, few enough that a loopback transfer falls back early.
+ */
+export const ZEROCOPY_FALLBACK_COMPLETIONS = 64;
+
 export interface SenderConfig extends ChannelConfig {
   zeroPages: boolean;
+  zerocopyFallback: boolean;
   /** This channel's share of the process's locked-memory budget (-1: no limit). */
   zerocopyBudgetBytes: number;
 }

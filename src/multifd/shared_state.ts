@@ -27,9 +27,10 @@ export const Counter = {
   zerocopyCopied: 6,
   syncs: 7,
   zerocopyFlushesAllCopied: 8,
+  zerocopyFallbacks: 9,
 } as const;
 export type CounterName = keyof typeof Counter;
-const COUNTERS = 9;
+const COUNTERS = 10;
 
 /** Throws once the transfer is aborted: Workers call it before each step of their work. */
 export function checkAbort(state: SharedState): void {

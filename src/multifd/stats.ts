@@ -48,6 +48,11 @@ export interface TransferStats {
   zerocopyCopied: number;
   /** Channel flushes at which every completion was copied (QEMU: dirty-sync-missed-zero-copy). */
   zerocopyFlushesAllCopied: number;
+  /**
+   * Channels that stopped using MSG_ZEROCOPY because the kernel copied every one of their
+   * first zero-copy sends (`zerocopyFallback`; always the case on loopback).
+   */
+  zerocopyFallbacks: number;
   /** `bytes` of each channel, by channel id. */
   perChannelBytes: number[];
   /** Set-up before the data: connection, handshakes and Worker start-up (receiver: from receive() until its channel Workers run). */
@@ -77,6 +82,7 @@ export function transferStats(
     zerocopySends: sum("zerocopySends"),
     zerocopyCopied: sum("zerocopyCopied"),
     zerocopyFlushesAllCopied: sum("zerocopyFlushesAllCopied"),
+    zerocopyFallbacks: sum("zerocopyFallbacks"),
     perChannelBytes: rows.map((row) => row.bytes),
   };
 }

@@ -123,6 +123,9 @@ const senderOptions = (port: number, zerocopy: boolean, signal: AbortSignal) => 
   secret: SECRET,
   channels: CHANNELS,
   zerocopy,
+  // Every page zero-copy, so that aborts meet zero-copy sends outstanding in every phase
+  // (loopback copies them all, which would otherwise end zero-copy after 64 sends).
+  zerocopyFallback: false,
   signal,
   ...LIMITS,
 });

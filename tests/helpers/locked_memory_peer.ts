@@ -108,6 +108,7 @@ async function multifd(size: number, channels: number, budget: string | undefine
       secret: SECRET,
       channels,
       zerocopy: true,
+      zerocopyFallback: false, // every send under the budget, though loopback copies them
       ioTimeoutMs: 30_000,
       ...budgetOption(budget),
     });
