@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # The CLI (examples/migrate.ts send/recv, 4 channels) on one file, two versions of this
-# repository interleaved round by round (A, B, A, B…; this VM drifts by ±50% within
+# repository interleaved round by round (A, B, B, A, A, B…; this VM drifts by ±50% within
 # minutes, so only ratios inside a round compare). Prints one JSON line per round and the
 # median of the ratios B/A. Both checkouts load this checkout's native library, which must
 # export every symbol either version declares (true when B is newer than A).
 #
 #   bash bench/cli_versions.sh REV_A REV_B [ROUNDS=5] [FILE_DIR=/dev/shm] [RUNTIME=deno] [SIZE_MIB=1024]
+#   SOURCE=warm bash bench/cli_versions.sh …   # the input read into the page cache first
 #
 # FILE_DIR /dev/shm: a file in memory (tmpfs); a disk directory measures the disk path
-# (the page cache is dropped before each run, so the sender reads from the disk).
+# (the page cache is dropped before each run, so the sender reads from the disk; with
+# SOURCE=warm the input is then read back into it, so only the output goes to the disk). There each
+# round also times the disk's own bound, a local copy of the same file under the same
+# conditions: `dd bs=4M conv=fsync` (read, write and fsync on the same disk) as "disk".
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rev_a=$1 rev_b=$2 rounds=${3:-5} dir=${4:-/dev/shm} runtime=${5:-deno} size_mib=${6:-1024}
+rev_a=$1 rev_b=$2 rounds=${3:-5} dir=${4:-/dev/shm} runtime=${5:-deno} size_mib=${6:-1024} source=${SOURCE:-cold}
 root=$(pwd)
 work=$(mktemp -d "$dir/zcmf-cli-versions.XXXXXX")
 trees=$(mktemp -d)
@@ -38,6 +42,7 @@ transfer() {
   rm -f "$work/out.bin"
   sync
   echo 1 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  if [ "$source" = warm ]; then cat "$work/in.bin" >/dev/null; fi
   port=$((20000 + RANDOM % 20000))
   "${run[@]}" "$tree/examples/migrate.ts" recv --listen "127.0.0.1:$port" --file "$work/out.bin" \
     --secret-file "$key" --json >"$work/recv.json" 2>/dev/null &
@@ -57,12 +62,38 @@ print(send.get("GBps", 0), round(float(sys.argv[4]) - float(sys.argv[3]), 3), st
 PY
 }
 
+# The same file copied locally by dd (disk directories only): prints "GBps wall_seconds".
+disk_copy() {
+  rm -f "$work/out.bin"
+  sync
+  echo 1 >/proc/sys/vm/drop_caches 2>/dev/null || true
+  if [ "$source" = warm ]; then cat "$work/in.bin" >/dev/null; fi
+  local started ended
+  started=$(date +%s.%N)
+  dd if="$work/in.bin" of="$work/out.bin" bs=4M conv=fsync status=none
+  ended=$(date +%s.%N)
+  python3 -c "w = $ended - $started; print(round($size_mib * 2**20 / w / 1e9, 3), round(w, 3))"
+}
+
+in_memory=$(stat -f -c %T "$work")
 ratios=()
 for round in $(seq 1 "$rounds"); do
-  read -r gbps_a wall_a ok_a <<<"$(transfer "$trees/a")"
-  read -r gbps_b wall_b ok_b <<<"$(transfer "$trees/b")"
+  # Odd rounds A then B, even rounds B then A: on a disk the run after another one's big
+  # write and delete is measurably slower, and alternating cancels that out.
+  if [ $((round % 2)) = 1 ]; then
+    read -r gbps_a wall_a ok_a <<<"$(transfer "$trees/a")"
+    read -r gbps_b wall_b ok_b <<<"$(transfer "$trees/b")"
+  else
+    read -r gbps_b wall_b ok_b <<<"$(transfer "$trees/b")"
+    read -r gbps_a wall_a ok_a <<<"$(transfer "$trees/a")"
+  fi
   ratio=$(python3 -c "print(round($gbps_b / $gbps_a, 3) if $gbps_a else 0)")
   ratios+=("$ratio")
-  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"dir\":\"$dir\",\"a\":{\"GBps\":$gbps_a,\"wallSeconds\":$wall_a,\"verified\":$ok_a},\"b\":{\"GBps\":$gbps_b,\"wallSeconds\":$wall_b,\"verified\":$ok_b},\"ratio\":$ratio}"
+  disk=""
+  if [ "$in_memory" != tmpfs ]; then
+    read -r gbps_d wall_d <<<"$(disk_copy)"
+    disk=",\"disk\":{\"GBps\":$gbps_d,\"wallSeconds\":$wall_d}"
+  fi
+  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"dir\":\"$dir\",\"source\":\"$source\",\"a\":{\"GBps\":$gbps_a,\"wallSeconds\":$wall_a,\"verified\":$ok_a},\"b\":{\"GBps\":$gbps_b,\"wallSeconds\":$wall_b,\"verified\":$ok_b},\"ratio\":$ratio$disk}"
 done
 python3 -c "import statistics, sys; print('{\"medianRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, sys.argv[1:])), len(sys.argv) - 1))" "${ratios[@]}"

@@ -54,7 +54,6 @@ export const symbols = {
   zc_fs_type: { parameters: ["i32", "buffer"], result: "i32" },
   zc_socket_addresses: { parameters: ["i32", "buffer"], result: "i32" },
   zc_allocate_file: { parameters: ["i32", "address"], result: "i32" },
-  zc_write_at: { parameters: ["i32", "address", "address", "address"], result: "i32" },
   zc_sync_file: { parameters: ["i32"], result: "i32" },
   zc_find_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32", "buffer"], result: "i32" },
   zc_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32"], result: "i32" },

@@ -28,13 +28,6 @@ export interface RegionDescriptor {
    * a fault per 4 KiB page inside the copy (several times slower where faults trap).
    */
   populate?: boolean;
-  /**
-   * A file on a disk created for receiving (createFile): its descriptor, so a receiver
-   * writes pages with pwrite from a staging buffer rather than through the mapping. Storing
-   * through a mapping faults per page, and the page cache zero-fills each page first (an
-   * ext4 file here took 1 GiB at ~0.6 GB/s that way, ~6 GB/s by pwrite: bench/RESULTS.md).
-   */
-  writeFd?: number;
 }
 
 /**
@@ -85,8 +78,6 @@ export class Region {
   #abandoned = false;
   /** Whether transfers populate each packet's pages first (see RegionDescriptor.populate). */
   #populate = false;
-  /** Whether receivers write pages to the file by pwrite (see RegionDescriptor.writeFd). */
-  #writeThrough = false;
 
   private constructor(
     /** Native address of byte 0 (0 for an empty region). */
@@ -143,11 +134,7 @@ export class Region {
     try {
       check("fallocate", native.zc_allocate_file(fd, size), path);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 1, o), path);
-      const region = Region.#fileRegion(address, size, fd);
-      // Files in memory keep the per-packet populate: on a huge-page tmpfs it costs less
-      // than the staging copy (bench/RESULTS.md).
-      region.#writeThrough = !region.#populate;
-      return region;
+      return Region.#fileRegion(address, size, fd);
     } catch (error) {
       native.zc_close(fd);
       throw error;
@@ -192,13 +179,7 @@ export class Region {
   /** Plain data a Worker can use to reach this region by pointer. */
   get descriptor(): RegionDescriptor {
     this.#checkOpen();
-    return {
-      address: this.address,
-      size: this.size,
-      shared: this.shared,
-      populate: this.#populate,
-      writeFd: this.#writeThrough ? this.fd : undefined,
-    };
+    return { address: this.address, size: this.size, shared: this.shared, populate: this.#populate };
   }
 
   /**

@@ -77,21 +77,6 @@ export fn zc_allocate_file(fd: i32, length: u64) i32 {
     return sys.result32(linux.fallocate(fd, 0, 0, @intCast(length)));
 }
 
-/// Writes `length` bytes from `address` to the file at `offset` (pwrite until done): a
-/// receiver's pages reach a file this way without a fault per page and without the page
-/// cache zero-filling pages about to be overwritten. 0, or -errno.
-export fn zc_write_at(fd: i32, address: usize, length: usize, offset: u64) i32 {
-    var done: usize = 0;
-    while (done < length) {
-        const rc = sys.result(linux.pwrite(fd, @ptrFromInt(address + done), length - done, @intCast(offset + done)));
-        if (rc == -@as(isize, @intFromEnum(linux.E.INTR))) continue;
-        if (rc < 0) return @intCast(rc);
-        if (rc == 0) return sys.errnoOf(.IO);
-        done += @intCast(rc);
-    }
-    return 0;
-}
-
 export fn zc_sync_file(fd: i32) i32 {
     return sys.result32(linux.fsync(fd));
 }

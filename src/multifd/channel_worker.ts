@@ -7,12 +7,12 @@
  * Sending: packets of the current round are claimed from the shared cursor, so work goes
  * to whichever channel is free; page data is read straight from the region, the head is
  * copied and the pages go zero-copy when enabled. Receiving: each packet lands straight in
- * the region (in a file created to receive, by pwrite from a staging buffer); at SYNC the
- * channel waits at the shared barrier until every channel reached it, so a page of a later round can never be overwritten by an older copy arriving late.
+ * the region; at SYNC the channel waits at the shared barrier until every channel reached
+ * it, so a page of a later round can never be overwritten by an older copy arriving late.
  * @module
  */
-import { addressOf, native } from "../../ffi/mod.ts";
-import { ChannelClosedError, SystemError, TimeoutError, ZeroCopyUnsupportedError } from "../errors.ts";
+import { native } from "../../ffi/mod.ts";
+import { ChannelClosedError, TimeoutError, ZeroCopyUnsupportedError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
@@ -42,43 +42,15 @@ class ChannelEnd {
     this.channelId = config.channelId;
   }
 
-  /**
-   * Reads exactly the given ranges; the peer ending the stream here is an error. Page data
-   * for a file created to receive goes through a staging buffer and pwrite (see
-   * RegionDescriptor.writeFd): one more copy, from a buffer that stays in cache, instead of
-   * a fault and a zero-fill per page.
-   */
+  /** Reads exactly the given ranges; the peer ending the stream here is an error. */
   readonly read: ReadRanges = (addresses, lengths, pages = false) => {
-    if (pages && this.region.writeFd !== undefined) return this.#readIntoFile(this.region.writeFd, addresses, lengths);
     if (pages) this.populate(addresses, lengths, true);
-    this.#readFully(addresses, lengths, sum(lengths));
-  };
-
-  #readFully(addresses: readonly number[], lengths: readonly number[], total: number): void {
+    let total = 0;
+    for (let i = 0; i < lengths.length; i++) total += lengths[i];
     if (this.channel.readRangesSync(addresses, lengths) < total) {
       throw new ChannelClosedError("the peer closed the connection before the end of the stream");
     }
-  }
-
-  #staging = new Uint8Array(0);
-  readonly #stagingRange = [0];
-  readonly #stagingLength = [0];
-
-  #readIntoFile(fd: number, addresses: readonly number[], lengths: readonly number[]): void {
-    const total = sum(lengths);
-    if (this.#staging.length < total) {
-      this.#staging = new Uint8Array(total);
-      this.#stagingRange[0] = addressOf(this.#staging);
-    }
-    this.#stagingLength[0] = total;
-    this.#readFully(this.#stagingRange, this.#stagingLength, total);
-    let from = this.#stagingRange[0];
-    for (let i = 0; i < addresses.length; i++) {
-      const rc = native.zc_write_at(fd, from, lengths[i], addresses[i] - this.region.address);
-      if (rc < 0) throw new SystemError("pwrite", -rc, "the destination file");
-      from += lengths[i];
-    }
-  }
+  };
 
   /**
    * Faults a packet's pages of a file region in with one madvise per range, before the
@@ -278,12 +250,6 @@ class ReceiveEnd extends ChannelEnd {
     this.channel.writevSync([this.#codec.syncAck(syncNumber)]);
     this.add("syncs", 1);
   }
-}
-
-function sum(values: readonly number[]): number {
-  let total = 0;
-  for (let i = 0; i < values.length; i++) total += values[i];
-  return total;
 }
 
 let sending: SendEnd | undefined;
