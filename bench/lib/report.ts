@@ -57,6 +57,18 @@ const isRun = (r: BenchRecord) => r.summary !== true && r.error === undefined;
 
 // --- stream ---
 
+/**
+ * A stream run's GB/s over the native reference's of the same repetition (the runs of one
+ * repetition follow each other, so the ratio survives the VM's drift): zero-copy cases
+ * against native-zerocopy, the others against native-plain.
+ */
+function streamVsNative(run: BenchRecord, runs: BenchRecord[]): number | undefined {
+  if (run.runtime === "native") return undefined;
+  const reference = /zerocopy/i.test(String(run.case)) ? "native-zerocopy" : "native-plain";
+  const native = runs.find((r) => r.case === reference && r.rep === run.rep);
+  return native && num(native, "GBps") > 0 ? num(run, "GBps") / num(native, "GBps") : undefined;
+}
+
 export function streamSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "stream" && isRun(r));
   return [...groupBy(runs, (r) => `${r.case}/${r.runtime}`).values()].map((rs) => ({
@@ -66,6 +78,7 @@ export function streamSummaries(records: BenchRecord[]): BenchRecord[] {
     runtime: rs[0].runtime,
     bytes: rs[0].bytes,
     GBps: spread(values(rs, "GBps")),
+    vsNative: spread(rs.map((r) => streamVsNative(r, runs)).filter((v): v is number => v !== undefined)),
     cpuSecondsPerGB: spread(values(rs, "cpuSecondsPerGB")),
     sinkCpuSecondsPerGB: spread(values(rs, "sinkCpuSecondsPerGB")),
     zerocopyCopiedFraction: rs[0].zerocopySends
@@ -80,6 +93,7 @@ export function streamTable(summaries: BenchRecord[]): string {
     String(s.case),
     String(s.runtime),
     formatSpread(s.GBps as Spread, 2),
+    s.vsNative ? formatSpread(s.vsNative as Spread, 2) : "",
     formatSpread(s.cpuSecondsPerGB as Spread, 3),
     formatSpread(s.sinkCpuSecondsPerGB as Spread, 3),
     s.zerocopyCopiedFraction === undefined ? "" : `${Math.round(Number(s.zerocopyCopiedFraction) * 100)}%`,
@@ -87,7 +101,17 @@ export function streamTable(summaries: BenchRecord[]): string {
     s.verified ? "yes" : "NO",
   ]);
   return markdownTable(
-    ["sender", "runtime", "GB/s", "sender CPU s/GB", "sink CPU s/GB", "zc copied", "runs", "all bytes"],
+    [
+      "sender",
+      "runtime",
+      "GB/s",
+      "÷ native, per rep",
+      "sender CPU s/GB",
+      "sink CPU s/GB",
+      "zc copied",
+      "runs",
+      "all bytes",
+    ],
     rows,
   );
 }
@@ -481,7 +505,8 @@ export function markdownReport(title: string, environment: Record<string, string
   section(
     "Single stream (loopback, native sink)",
     streamTable(sums),
-    "Sender throughput and sender CPU per GB; `native-*` is zc-ref-send (Zig, no JS).",
+    "Sender throughput and sender CPU per GB; `native-*` is zc-ref-send (Zig, no JS). ÷ native: GB/s over the " +
+      "native reference's in the same repetition (zero-copy cases over native-zerocopy), median (min–max).",
   );
   section(
     "Per-call overhead (tiny sends to the native sink)",
