@@ -37,6 +37,7 @@ export {
   MIN_ZEROCOPY_BUDGET_BYTES,
 } from "./src/locked_memory.ts";
 export {
+  AuthenticationError,
   ChannelClosedError,
   InvalidArgumentError,
   SocketError,

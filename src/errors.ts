@@ -123,3 +123,13 @@ export class TransferAbortedError extends ZeroCopyMultifdError {
   /** Always "TransferAbortedError", so errors stay recognisable in logs and across Workers. */
   override name = "TransferAbortedError";
 }
+
+/**
+ * The peer could not prove that it knows the shared secret: a receiver whose INIT_ACK
+ * carries no valid MAC (a wrong secret, an impostor, a replay of an earlier session).
+ * Nothing of the region was sent to it.
+ */
+export class AuthenticationError extends ZeroCopyMultifdError {
+  /** Always "AuthenticationError", so errors stay recognisable in logs and across Workers. */
+  override name = "AuthenticationError";
+}

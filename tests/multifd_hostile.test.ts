@@ -18,8 +18,17 @@ import {
   TransferAbortedError,
   ZeroCopyMultifdError,
 } from "../mod.ts";
-import { importSecret } from "../src/multifd/auth.ts";
-import { encodeHello, encodeReply, PAGE_SIZE, parseReply, REPLY_BYTES, ReplyType } from "../src/multifd/wire.ts";
+import { importSecret, newNonce, type SecretKeys, signInitAck, verifyInitAck } from "../src/multifd/auth.ts";
+import {
+  encodeHello,
+  encodeReply,
+  INIT_BYTES,
+  MAC_BYTES,
+  PAGE_SIZE,
+  parseReply,
+  REPLY_BYTES,
+  ReplyType,
+} from "../src/multifd/wire.ts";
 import { type Probe, socketFds, takeFdAsListener, waitForClose } from "./helpers/hostile_fd.ts";
 import { fillPattern, SECRET } from "./helpers/multifd.ts";
 import {
@@ -31,6 +40,7 @@ import {
   type PeerEnd,
   readHello,
   signedInit,
+  transcriptOf,
   writeIgnoringHangup,
 } from "./helpers/hostile_client.ts";
 import { settle, sleep, within } from "./helpers/time.ts";
@@ -325,11 +335,12 @@ describe("hostile peers", () => {
         try {
           const init = oneChannelInit(SIZE, 4);
           client = await openRaw(receiver.port, 3_000);
-          const nonce = await readHello(client);
+          let nonce = await readHello(client);
+          let initBytes = await signedInit(key, nonce, init);
           if (early) {
             await floodOne(); // accepted: to make room, the receiver closed the sender's connection
           } else {
-            await client.writev([await signedInit(key, nonce, init)]);
+            await client.writev([initBytes]);
           }
           for (let i = 0; i <= round % 4; i++) floodOne();
           const reply = new Uint8Array(REPLY_BYTES);
@@ -345,13 +356,18 @@ describe("hostile peers", () => {
             );
             await Promise.all(flood); // no flood connection still on its way to evict the next one
             client = await openRaw(receiver.port, 3_000);
-            await client.writev([await signedInit(key, await readHello(client), init)]);
+            nonce = await readHello(client);
+            initBytes = await signedInit(key, nonce, init);
+            await client.writev([initBytes]);
             seen = await replyOrEnd(client, reply, `round ${round}, connecting again`);
             assert.equal(seen, "reply", `round ${round}: the sender, connecting again, got no INIT_ACK`);
           } else {
             count("got in");
           }
           parseReply(reply, ReplyType.INIT_ACK);
+          const mac = new Uint8Array(MAC_BYTES);
+          assert.equal(await client.readFull(mac), MAC_BYTES);
+          assert.ok(await verifyInitAck(key, transcriptOf(nonce, initBytes), reply, mac), "the INIT_ACK's MAC");
           const page = pageFill(0, PAGE, 0x5e);
           await client.writev([
             dataPacket({ number: 0, normal: [0], regionSize: SIZE, pages: [page] }),
@@ -690,12 +706,16 @@ describe("hostile peers", () => {
     test("sender: a channel failed by a hostile receiver's reply", async () => {
       const source = Region.allocate(16 * PAGE);
       const listener = await listen({ hostname: "127.0.0.1", port: 0, ioTimeoutMs: 5_000 });
-      // A hostile receiver: a handshake that looks right, then garbage instead of SYNC_ACK.
+      // A hostile receiver that knows the secret: a valid handshake, then garbage instead of SYNC_ACK.
+      const keys = await importSecret(SECRET);
       const serving = (async () => {
         const channel = await listener.accept(5_000);
-        await channel.writev([encodeHello(new Uint8Array(32))]);
-        await channel.readFull(new Uint8Array(96));
-        await channel.writev([encodeReply({ type: ReplyType.INIT_ACK, value: 0n, bytes: 0, status: 0 })]);
+        const nonce = newNonce();
+        await channel.writev([encodeHello(nonce)]);
+        const initBytes = new Uint8Array(INIT_BYTES);
+        await channel.readFull(initBytes);
+        const ack = encodeReply({ type: ReplyType.INIT_ACK, value: 0n, bytes: 0, status: 0 });
+        await channel.writev([ack, await signInitAck(keys, transcriptOf(nonce, initBytes), ack)]);
         return channel;
       })();
       let peer: SocketChannel | undefined;
@@ -766,7 +786,7 @@ async function mutatedSession(
   seed: number,
   session: number,
   guarded: GuardedRegion,
-  key: CryptoKey,
+  key: SecretKeys,
   state: { waitedForReceiverTimeout: boolean },
   count: (what: string) => void,
 ): Promise<void> {

@@ -1,11 +1,22 @@
 // The multifd wire format (docs/PROTOCOL.md) and channel authentication, without sockets:
 // encoders and parsers round-trip, every validation rule rejects with the right field,
-// HMAC-SHA-256 over nonce || INIT fields.
+// the version 2 handshake MACs (HKDF-derived key, both nonces, both directions).
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHmac } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { createHmac, hkdfSync } from "node:crypto";
 import { InvalidArgumentError, ZeroCopyMultifdError } from "../src/errors.ts";
-import { importSecret, MIN_SECRET_BYTES, newNonce, signInit, verifyInit } from "../src/multifd/auth.ts";
+import {
+  importSecret,
+  KEY_SALT,
+  MIN_SECRET_BYTES,
+  newNonce,
+  signInit,
+  signInitAck,
+  type Transcript,
+  verifyInit,
+  verifyInitAck,
+} from "../src/multifd/auth.ts";
 import {
   DEFAULT_PAGES_PER_PACKET,
   encodeHello,
@@ -15,6 +26,7 @@ import {
   HELLO_BYTES,
   HELLO_MAGIC,
   type Init,
+  INIT_ACK_BYTES,
   INIT_BYTES,
   INIT_FIELDS_BYTES,
   INIT_MAGIC,
@@ -109,9 +121,15 @@ describe("HELLO", () => {
     magic[3] ^= 1;
     rejects(() => parseHello(magic), "hello.magic");
     rejects(() => parseHello(encodeInitFields(validInit()).subarray(0, HELLO_BYTES)), "hello.magic");
-    const version = encodeHello(nonce);
-    version[5] = 2;
-    rejects(() => parseHello(version), "hello.version");
+    for (const older of [0, 1, 3]) {
+      const version = encodeHello(nonce);
+      version[5] = older;
+      rejects(() => parseHello(version), "hello.version");
+    }
+    // A version 1 receiver (an older zerocopy-multifd) is named as such.
+    const v1 = encodeHello(nonce);
+    v1[5] = 1;
+    assert.throws(() => parseHello(v1), /receiver speaks protocol version 1, an older zerocopy-multifd: upgrade it/);
   });
 });
 
@@ -132,7 +150,7 @@ describe("INIT", () => {
     const init = validInit();
     const bytes = encodeInitFields(init);
     assert.equal(bytes.length, INIT_FIELDS_BYTES);
-    assert.equal(INIT_BYTES, 96);
+    assert.equal(INIT_BYTES, 128);
     assert.equal(ascii(bytes.subarray(0, 4)), "ZCMI");
     const view = new DataView(bytes.buffer);
     assert.equal(view.getUint32(0), INIT_MAGIC);
@@ -173,7 +191,8 @@ describe("INIT", () => {
     rejects(() => parseInitFields(encodeInitFields(validInit()).subarray(0, 63)), "init.length");
     rejects(mutated((_, v) => v.setUint32(0, HELLO_MAGIC)), "init.magic");
     rejects(mutated((_, v) => v.setUint16(4, 0)), "init.version");
-    rejects(mutated((_, v) => v.setUint16(4, 2)), "init.version");
+    rejects(mutated((_, v) => v.setUint16(4, 1)), "init.version");
+    rejects(mutated((_, v) => v.setUint16(4, 3)), "init.version");
     rejects(mutated((_, v) => v.setUint16(6, 1)), "init.flags");
     rejects(mutated((_, v) => v.setUint16(6, 0x8000)), "init.flags");
     for (let at = 44; at < INIT_FIELDS_BYTES; at++) rejects(mutated((b) => (b[at] = 1)), "init.reserved");
@@ -492,11 +511,11 @@ describe("constants (docs/PROTOCOL.md)", () => {
   test("sizes, types and limits", () => {
     assert.deepEqual(
       [PROTOCOL_VERSION, PAGE_SIZE, DEFAULT_PAGES_PER_PACKET, MAX_PAGES_PER_PACKET, MAX_CHANNELS],
-      [1, 4096, 128, 1024, 64],
+      [2, 4096, 128, 1024, 64],
     );
     assert.deepEqual(
-      [NONCE_BYTES, SESSION_ID_BYTES, MAC_BYTES, HELLO_BYTES, INIT_FIELDS_BYTES, INIT_BYTES],
-      [32, 16, 32, 48, 64, 96],
+      [NONCE_BYTES, SESSION_ID_BYTES, MAC_BYTES, HELLO_BYTES, INIT_FIELDS_BYTES, INIT_BYTES, INIT_ACK_BYTES],
+      [32, 16, 32, 48, 64, 128, 64],
     );
     assert.deepEqual([PACKET_HEADER_BYTES, OFFSET_BYTES, REPLY_BYTES], [32, 8, 32]);
     assert.deepEqual(PacketType, { DATA: 1, SYNC: 2, END: 3, VERDICT: 4 });
@@ -510,40 +529,61 @@ describe("auth", () => {
   const secret = "correct horse battery staple";
   const fields = () => encodeInitFields(validInit());
 
-  test("HMAC-SHA-256(secret, nonce || INIT fields), verified with the right secret", async () => {
-    const key = await importSecret(secret);
-    const nonce = newNonce();
-    assert.equal(nonce.length, NONCE_BYTES);
-    const mac = await signInit(key, nonce, fields());
-    assert.equal(mac.length, MAC_BYTES);
-    const expected = createHmac("sha256", secret).update(nonce).update(fields()).digest();
-    assert.deepEqual(mac, new Uint8Array(expected));
-    assert.equal(await verifyInit(key, nonce, fields(), mac), true);
+  const transcript = (): Transcript => ({ receiverNonce: newNonce(), senderNonce: newNonce(), init: fields() });
+  const ack = () => encodeReply({ type: ReplyType.INIT_ACK, value: 0n, bytes: 0, status: 0 });
+
+  test("known answers: HKDF-SHA-256 handshake key, HMAC over label ‖ both nonces ‖ INIT (‖ INIT_ACK)", async () => {
+    // An independent implementation (node:crypto) of docs/PROTOCOL.md "Keys and MACs".
+    const handshakeKey = Buffer.from(hkdfSync("sha256", secret, KEY_SALT, "handshake", 32));
+    const keys = await importSecret(secret);
+    const t = transcript();
+    const initMac = await signInit(keys, t);
+    assert.equal(initMac.length, MAC_BYTES);
+    const expectedInit = createHmac("sha256", handshakeKey).update("zerocopy-multifd v2 INIT, sender to receiver")
+      .update(t.receiverNonce).update(t.senderNonce).update(t.init).digest();
+    assert.deepEqual(initMac, new Uint8Array(expectedInit));
+    const ackMac = await signInitAck(keys, t, ack());
+    const expectedAck = createHmac("sha256", handshakeKey)
+      .update("zerocopy-multifd v2 INIT_ACK, receiver to sender")
+      .update(t.receiverNonce).update(t.senderNonce).update(t.init).update(ack()).digest();
+    assert.deepEqual(ackMac, new Uint8Array(expectedAck));
+    assert.equal(await verifyInit(keys, t, initMac), true);
+    assert.equal(await verifyInitAck(keys, t, ack(), ackMac), true);
+    // The secret itself is never the MAC key.
+    const underSecret = createHmac("sha256", secret).update(t.receiverNonce).update(t.init).digest();
+    assert.notDeepEqual(initMac, new Uint8Array(underSecret));
     // a string secret is its UTF-8 bytes
-    const bytesKey = await importSecret(new TextEncoder().encode(secret));
-    assert.equal(await verifyInit(bytesKey, nonce, fields(), mac), true);
+    const bytesKeys = await importSecret(new TextEncoder().encode(secret));
+    assert.equal(await verifyInit(bytesKeys, t, initMac), true);
   });
 
-  test("rejects a wrong secret, a replay under another nonce, a modified field or MAC", async () => {
-    const key = await importSecret(secret);
-    const nonce = newNonce();
-    const mac = await signInit(key, nonce, fields());
-    assert.equal(await verifyInit(await importSecret(secret + "!"), nonce, fields(), mac), false);
-    assert.equal(await verifyInit(await importSecret(secret.toUpperCase()), nonce, fields(), mac), false);
-    let other = newNonce();
-    while (other.every((b, i) => b === nonce[i])) other = newNonce();
-    assert.notDeepEqual(other, nonce);
-    assert.equal(await verifyInit(key, other, fields(), mac), false, "replayed under a fresh nonce");
+  test("rejects a wrong secret, another nonce on either side, a modified field, a reflected or forged MAC", async () => {
+    const keys = await importSecret(secret);
+    const t = transcript();
+    const mac = await signInit(keys, t);
+    const ackMac = await signInitAck(keys, t, ack());
+    assert.equal(await verifyInit(await importSecret(secret + "!"), t, mac), false);
+    assert.equal(await verifyInitAck(await importSecret(secret.toUpperCase()), t, ack(), ackMac), false);
+    assert.equal(await verifyInit(keys, { ...t, receiverNonce: newNonce() }, mac), false, "another HELLO nonce");
+    assert.equal(await verifyInitAck(keys, { ...t, senderNonce: newNonce() }, ack(), ackMac), false, "replayed ack");
+    assert.equal(
+      await verifyInit(keys, { ...t, receiverNonce: t.senderNonce, senderNonce: t.receiverNonce }, mac),
+      false,
+    );
     for (let at = 0; at < INIT_FIELDS_BYTES; at++) {
       const modified = fields();
       modified[at] ^= 1 << (at % 8);
-      assert.equal(await verifyInit(key, nonce, modified, mac), false, `field byte ${at} modified`);
+      assert.equal(await verifyInit(keys, { ...t, init: modified }, mac), false, `field byte ${at} modified`);
+      assert.equal(await verifyInitAck(keys, { ...t, init: modified }, ack(), ackMac), false, `ack: byte ${at}`);
     }
+    // The directions' labels differ: the sender's MAC is no receiver's proof, and back.
+    assert.equal(await verifyInitAck(keys, t, new Uint8Array(0), mac), false, "INIT MAC reflected as INIT_ACK");
+    assert.equal(await verifyInit(keys, t, ackMac), false, "INIT_ACK MAC reflected as INIT");
     const forged = mac.slice();
     forged[MAC_BYTES - 1] ^= 1;
-    assert.equal(await verifyInit(key, nonce, fields(), forged), false);
-    assert.equal(await verifyInit(key, nonce, fields(), mac.subarray(0, MAC_BYTES - 1)), false);
-    assert.equal(await verifyInit(key, nonce, fields(), new Uint8Array(MAC_BYTES)), false);
+    assert.equal(await verifyInit(keys, t, forged), false);
+    assert.equal(await verifyInit(keys, t, mac.subarray(0, MAC_BYTES - 1)), false);
+    assert.equal(await verifyInit(keys, t, new Uint8Array(MAC_BYTES)), false);
   });
 
   test("importSecret requires at least 16 bytes", async () => {

@@ -459,7 +459,7 @@ const HELLO_MAGIC = 0x5a434d48; // "ZCMH"
 const INIT_MAGIC = 0x5a434d49; // "ZCMI"
 const REPLY_MAGIC = 0x5a434d52; // "ZCMR"
 const REPLY_ERROR = 4;
-const VERSION = 1;
+const VERSION = 2;
 /** Largest regionSize an INIT may carry: 4 TiB. */
 const REGION_LIMIT = 2 ** 42;
 

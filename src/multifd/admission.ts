@@ -16,13 +16,15 @@ import { Errno, native, Poll } from "../../ffi/mod.ts";
 import { ChannelClosedError, SocketError, TimeoutError } from "../errors.ts";
 import type { Listener } from "../listener.ts";
 import type { SocketChannel } from "../socket_channel.ts";
-import { newNonce, verifyInit } from "./auth.ts";
+import { newNonce, type SecretKeys, type Transcript, verifyInit } from "./auth.ts";
 import {
   encodeHello,
   encodeReply,
   type Init,
   INIT_BYTES,
   INIT_FIELDS_BYTES,
+  INIT_MAC_OFFSET,
+  INIT_NONCE_OFFSET,
   parseInitFields,
   ProtocolError,
   RefusalCode,
@@ -35,7 +37,7 @@ export const ACCEPT_BACKOFF_MS = 100;
 const RESOURCE_ERRNOS: readonly number[] = [Errno.EMFILE, Errno.ENFILE, Errno.ENOBUFS, Errno.ENOMEM];
 
 export interface AdmissionLimits {
-  key: CryptoKey;
+  keys: SecretKeys;
   /** Largest region accepted. */
   maxSize: number;
   handshakeTimeoutMs: number;
@@ -44,10 +46,12 @@ export interface AdmissionLimits {
   acceptTimeoutMs: number;
 }
 
-/** The channels of one session, in channel order, and its INIT. */
+/** The channels of one session, in channel order, its INIT, and each channel's handshake transcript. */
 export interface Session {
   init: Init;
   channels: SocketChannel[];
+  /** What each channel's INIT_ACK must prove (auth.ts), in channel order. */
+  transcripts: Transcript[];
 }
 
 export class Admission {
@@ -79,6 +83,7 @@ export class Admission {
     const { maxSize, handshakeTimeoutMs, maxPendingHandshakes, acceptTimeoutMs } = this.#limits;
     let session: Init | undefined;
     const channels: SocketChannel[] = [];
+    const transcripts: Transcript[] = [];
     /** Connections still waiting on their peer in the handshake, oldest first. */
     const pending = new Set<SocketChannel>();
     const timers: ReturnType<typeof setTimeout>[] = [];
@@ -96,8 +101,9 @@ export class Admission {
       // Once its INIT has arrived a connection no longer waits on its peer: it leaves the
       // pending set, so a newer connection cannot evict it while its MAC is checked (an
       // evicted, closed channel would join the session and fail the whole receive).
-      const init = await this.#handshake(channel, () => pending.delete(channel));
-      if (!init) return;
+      const handshaken = await this.#handshake(channel, () => pending.delete(channel));
+      if (!handshaken) return;
+      const { init, transcript } = handshaken;
       const refuse = (code: number) => this.#refuse(channel, code);
       if (!session) {
         if (init.regionSize > maxSize) {
@@ -121,6 +127,7 @@ export class Admission {
       }
       if (channels[init.channelId]) return refuse(RefusalCode.DUPLICATE_CHANNEL);
       channels[init.channelId] = channel;
+      transcripts[init.channelId] = transcript;
       if (channels.filter(Boolean).length === session.channelCount) complete();
     };
 
@@ -153,7 +160,7 @@ export class Admission {
     try {
       await done;
       for (const channel of channels) this.#held.delete(channel);
-      return { init: session!, channels };
+      return { init: session!, channels, transcripts };
     } finally {
       for (const timer of timers) clearTimeout(timer);
       this.close();
@@ -169,11 +176,15 @@ export class Admission {
   }
 
   /**
-   * HELLO, INIT, MAC check. Resolves with the INIT of an authenticated channel; for a
-   * connection that fails authentication or speaks garbage, closes it and resolves
-   * undefined (it never disturbs the transfer). An authenticated but malformed INIT throws.
+   * HELLO, INIT, MAC check. Resolves with the INIT and transcript of an authenticated
+   * channel; for a connection that fails authentication or speaks garbage, closes it and
+   * resolves undefined (it never disturbs the transfer). An authenticated but malformed
+   * INIT throws.
    */
-  async #handshake(channel: SocketChannel, received: () => void): Promise<Init | undefined> {
+  async #handshake(
+    channel: SocketChannel,
+    received: () => void,
+  ): Promise<{ init: Init; transcript: Transcript } | undefined> {
     const nonce = newNonce();
     const bytes = new Uint8Array(INIT_BYTES);
     // One deadline for the whole handshake: trickling bytes does not extend it.
@@ -188,8 +199,12 @@ export class Admission {
     } finally {
       clearTimeout(deadline);
     }
-    const fields = bytes.subarray(0, INIT_FIELDS_BYTES);
-    if (!await verifyInit(this.#limits.key, nonce, fields, bytes.subarray(INIT_FIELDS_BYTES))) {
+    const transcript: Transcript = {
+      receiverNonce: nonce,
+      senderNonce: bytes.slice(INIT_NONCE_OFFSET, INIT_MAC_OFFSET),
+      init: bytes.slice(0, INIT_FIELDS_BYTES),
+    };
+    if (!await verifyInit(this.#limits.keys, transcript, bytes.subarray(INIT_MAC_OFFSET))) {
       this.#drop(channel);
       return undefined;
     }
@@ -200,7 +215,7 @@ export class Admission {
       return undefined;
     }
     try {
-      return parseInitFields(fields);
+      return { init: parseInitFields(transcript.init), transcript };
     } catch (error) {
       await this.#refuse(channel, RefusalCode.BAD_PARAMETERS);
       throw error;

@@ -1,7 +1,14 @@
 /**
- * Channel authentication: the receiver sends a fresh nonce, the sender answers with
- * HMAC-SHA-256(secret, nonce || INIT fields). A replayed INIT fails (new nonce), a forged
- * one fails (no secret). WebCrypto, so the same code runs in Deno and Bun.
+ * Mutual authentication of a channel (protocol version 2, docs/PROTOCOL.md "Handshake").
+ * Both sides contribute a fresh nonce; each proves it knows the shared secret with a MAC
+ * over the whole transcript: both nonces and every INIT field (session, channel, channel
+ * count, region size, packet size, flags), under a label per direction, so that nothing can
+ * be replayed from another session or channel, or reflected back. The sender sends no region
+ * byte before the receiver's proof checked out.
+ *
+ * Keys: the secret is never a MAC key itself. HKDF-SHA-256 (salt {@link KEY_SALT}) derives
+ * the handshake key from it. WebCrypto, so the same code runs in Deno and Bun; comparisons
+ * are WebCrypto's `verify` (constant time).
  * @module
  */
 import { InvalidArgumentError } from "../errors.ts";
@@ -13,30 +20,79 @@ export const MIN_SECRET_BYTES = 16;
 /** A shared secret: raw bytes, or a string (its UTF-8 bytes). At least 16 bytes. */
 export type Secret = Uint8Array | string;
 
-export function importSecret(secret: Secret): Promise<CryptoKey> {
-  const bytes = typeof secret === "string" ? new TextEncoder().encode(secret) : secret;
+/** HKDF salt of every key this protocol version derives from the secret. */
+export const KEY_SALT = "zerocopy-multifd v2";
+
+/** The keys a session's handshakes use, derived once from the secret. */
+export interface SecretKeys {
+  /** HMAC-SHA-256 key of the handshake MACs: HKDF(secret, KEY_SALT, "handshake"). */
+  readonly handshake: CryptoKey;
+}
+
+/** What one channel's handshake authenticates: both nonces and the INIT fields. */
+export interface Transcript {
+  /** The receiver's HELLO nonce. */
+  receiverNonce: Uint8Array;
+  /** The sender's nonce, sent with its INIT. */
+  senderNonce: Uint8Array;
+  /** The INIT fields as sent (INIT_FIELDS_BYTES). */
+  init: Uint8Array;
+}
+
+const encoder = new TextEncoder();
+const INIT_LABEL = encoder.encode("zerocopy-multifd v2 INIT, sender to receiver");
+const INIT_ACK_LABEL = encoder.encode("zerocopy-multifd v2 INIT_ACK, receiver to sender");
+
+export async function importSecret(secret: Secret): Promise<SecretKeys> {
+  const bytes = typeof secret === "string" ? encoder.encode(secret) : secret;
   if (!(bytes instanceof Uint8Array) || bytes.length < MIN_SECRET_BYTES) {
     throw new InvalidArgumentError(`secret must be a string or Uint8Array of at least ${MIN_SECRET_BYTES} bytes`);
   }
-  return crypto.subtle.importKey("raw", bytes.slice(), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
+  const base = await crypto.subtle.importKey("raw", bytes.slice(), "HKDF", false, ["deriveBits"]);
+  const handshake = await crypto.subtle.deriveBits(
+    { name: "HKDF", hash: "SHA-256", salt: encoder.encode(KEY_SALT), info: encoder.encode("handshake") },
+    base,
+    256,
+  );
+  return {
+    handshake: await crypto.subtle.importKey("raw", handshake, { name: "HMAC", hash: "SHA-256" }, false, [
+      "sign",
+      "verify",
+    ]),
+  };
 }
 
 export function newNonce(): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(NONCE_BYTES));
 }
 
-function message(nonce: Uint8Array, fields: Uint8Array): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(nonce.length + fields.length);
-  bytes.set(nonce);
-  bytes.set(fields, nonce.length);
+/** label ‖ receiver nonce ‖ sender nonce ‖ INIT fields ‖ extra: what a handshake MAC covers. */
+function transcriptBytes(
+  label: Uint8Array,
+  t: Transcript,
+  extra: Uint8Array = new Uint8Array(0),
+): Uint8Array<ArrayBuffer> {
+  const parts = [label, t.receiverNonce, t.senderNonce, t.init, extra];
+  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) bytes.set(part, (at += part.length) - part.length);
   return bytes;
 }
 
-export async function signInit(key: CryptoKey, nonce: Uint8Array, fields: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await crypto.subtle.sign("HMAC", key, message(nonce, fields)));
+/** The sender's proof: its MAC over the transcript. */
+export async function signInit(keys: SecretKeys, t: Transcript): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.sign("HMAC", keys.handshake, transcriptBytes(INIT_LABEL, t)));
 }
 
-/** Constant-time check (WebCrypto verify) of an INIT's MAC. */
-export function verifyInit(key: CryptoKey, nonce: Uint8Array, fields: Uint8Array, mac: Uint8Array): Promise<boolean> {
-  return crypto.subtle.verify("HMAC", key, mac.slice(), message(nonce, fields));
+export function verifyInit(keys: SecretKeys, t: Transcript, mac: Uint8Array): Promise<boolean> {
+  return crypto.subtle.verify("HMAC", keys.handshake, mac.slice(), transcriptBytes(INIT_LABEL, t));
+}
+
+/** The receiver's proof: its MAC over the transcript and the INIT_ACK it sends. */
+export async function signInitAck(keys: SecretKeys, t: Transcript, ack: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.sign("HMAC", keys.handshake, transcriptBytes(INIT_ACK_LABEL, t, ack)));
+}
+
+export function verifyInitAck(keys: SecretKeys, t: Transcript, ack: Uint8Array, mac: Uint8Array): Promise<boolean> {
+  return crypto.subtle.verify("HMAC", keys.handshake, mac.slice(), transcriptBytes(INIT_ACK_LABEL, t, ack));
 }

@@ -15,8 +15,8 @@ import { integerOption, timeoutMs } from "../options.ts";
 import type { Region } from "../region.ts";
 import { type ChannelOptions, resolveChannelOptions, type ResolvedChannelOptions } from "../channel_options.ts";
 import type { SocketChannel } from "../socket_channel.ts";
-import { Admission, type AdmissionLimits } from "./admission.ts";
-import { importSecret, type Secret } from "./auth.ts";
+import { Admission, type AdmissionLimits, type Session } from "./admission.ts";
+import { importSecret, type Secret, type SecretKeys, signInitAck } from "./auth.ts";
 import type { ChannelConfig, FromReceiver, ToReceiver } from "./messages.ts";
 import { Control } from "./shared_state.ts";
 import { hex, type TransferStats, transferStats } from "./stats.ts";
@@ -111,7 +111,7 @@ export interface ReceiverResult extends TransferStats {
 export type Destination = Region | ((size: number) => Region | Promise<Region>);
 
 interface ReceiverConfig {
-  limits: Omit<AdmissionLimits, "key">;
+  limits: Omit<AdmissionLimits, "keys">;
   channel: ResolvedChannelOptions;
 }
 
@@ -149,18 +149,20 @@ export class MultifdReceiver {
   /** When listening began: set-up lasts until the channel Workers run. */
   #listening = 0;
 
-  private constructor(listener: Listener, key: CryptoKey, config: ReceiverConfig) {
+  readonly #keys: SecretKeys;
+  private constructor(listener: Listener, keys: SecretKeys, config: ReceiverConfig) {
     this.#listener = listener;
     this.#config = config;
-    this.#admission = new Admission(listener, { key, ...config.limits });
+    this.#keys = keys;
+    this.#admission = new Admission(listener, { keys, ...config.limits });
   }
 
   /** Validates every option, then starts listening (nothing is accepted until {@link receive}). */
   static async listen(options: ReceiverOptions): Promise<MultifdReceiver> {
     const config = receiverConfig(options);
-    const key = await importSecret(options.secret);
+    const keys = await importSecret(options.secret);
     const listener = await listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
-    return new MultifdReceiver(listener, key, config);
+    return new MultifdReceiver(listener, keys, config);
   }
 
   /** The port the receiver listens on. */
@@ -183,9 +185,10 @@ export class MultifdReceiver {
     const aborted = new Promise<never>((_, reject) => (this.#failed = reject));
     aborted.catch(() => {});
     try {
-      const { init, channels } = await Promise.race([this.#admission.run(), aborted]);
+      const session = await Promise.race([this.#admission.run(), aborted]);
+      const { init } = session;
       const transfer = (this.#transfer = new Transfer(init.channelCount));
-      const region = await Promise.race([this.#prepare(destination, init, channels, transfer), aborted]);
+      const region = await Promise.race([this.#prepare(destination, session, transfer), aborted]);
       return await Promise.race([this.#run(region, init, transfer), aborted]);
     } catch (error) {
       await this.#abort(error as Error);
@@ -219,7 +222,8 @@ export class MultifdReceiver {
     return this.#transfer?.bytes ?? 0;
   }
 
-  async #prepare(destination: Destination, init: Init, channels: SocketChannel[], transfer: Transfer): Promise<Region> {
+  async #prepare(destination: Destination, session: Session, transfer: Transfer): Promise<Region> {
+    const { init, channels, transcripts } = session;
     let region: Region;
     try {
       region = typeof destination === "function" ? await destination(init.regionSize) : destination;
@@ -231,9 +235,12 @@ export class MultifdReceiver {
       await Promise.all(channels.map((c) => refuse(c, RefusalCode.DESTINATION_FAILED)));
       throw error;
     }
+    // Each channel's INIT_ACK proves this receiver knows the secret, over that channel's transcript.
     const ack = encodeReply({ type: ReplyType.INIT_ACK, value: 0n, bytes: 0, status: 0 });
     try {
-      await Promise.all(channels.map((channel) => channel.writev([ack])));
+      await Promise.all(
+        channels.map(async (channel, id) => channel.writev([ack, await signInitAck(this.#keys, transcripts[id], ack)])),
+      );
       transfer.adoptFds(channels.map((channel) => channel.detach()));
     } catch (error) {
       for (const channel of channels) channel.close();

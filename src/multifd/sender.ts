@@ -10,11 +10,17 @@
  * ```
  * @module
  */
-import { ChannelClosedError, InvalidArgumentError, SocketError, TransferAbortedError } from "../errors.ts";
+import {
+  AuthenticationError,
+  ChannelClosedError,
+  InvalidArgumentError,
+  SocketError,
+  TransferAbortedError,
+} from "../errors.ts";
 import type { Region } from "../region.ts";
 import { type ChannelOptions, resolveChannelOptions, SAME_HOST_SEND_BUFFER_BYTES } from "../channel_options.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
-import { importSecret, type Secret, signInit } from "./auth.ts";
+import { importSecret, newNonce, type Secret, type SecretKeys, signInit, verifyInitAck } from "./auth.ts";
 import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
 import { Control } from "./shared_state.ts";
 import { hex, type TransferStats } from "./stats.ts";
@@ -23,6 +29,7 @@ import {
   DEFAULT_PAGES_PER_PACKET,
   encodeInitFields,
   HELLO_BYTES,
+  INIT_ACK_BYTES,
   MAX_CHANNELS,
   MAX_PAGES_PER_PACKET,
   MAX_REGION_BYTES,
@@ -196,7 +203,7 @@ export class MultifdSender {
   static async connect(region: Region, options: SenderOptions): Promise<MultifdSender> {
     const started = performance.now();
     const config = senderConfig(options, region);
-    const key = await importSecret(options.secret);
+    const keys = await importSecret(options.secret);
     const signal = options.signal;
     const abortedError = () => new TransferAbortedError(`aborted by the signal: ${String(signal?.reason)}`);
     if (signal?.aborted) throw abortedError();
@@ -206,7 +213,7 @@ export class MultifdSender {
     try {
       const opened = await Promise.allSettled(
         Array.from({ length: config.channels }, (_, channelId) =>
-          handshake(options, key, {
+          handshake(options, keys, {
             sessionId,
             channelId,
             channelCount: config.channels,
@@ -399,12 +406,12 @@ interface Handshaken {
 /** One channel's connection and authenticated handshake. */
 async function handshake(
   options: SenderOptions,
-  key: CryptoKey,
+  keys: SecretKeys,
   init: Parameters<typeof encodeInitFields>[0],
 ): Promise<Handshaken> {
   for (let attempt = 1;; attempt++) {
     try {
-      return await handshakeOnce(options, key, init);
+      return await handshakeOnce(options, keys, init);
     } catch (error) {
       const dropped = error instanceof ChannelClosedError ||
         (error instanceof SocketError && (error.code === "ECONNRESET" || error.code === "EPIPE"));
@@ -416,7 +423,7 @@ async function handshake(
 /** An abort of `options.signal` closes the connection, which ends the handshake at once. */
 async function handshakeOnce(
   options: SenderOptions,
-  key: CryptoKey,
+  keys: SecretKeys,
   init: Parameters<typeof encodeInitFields>[0],
 ): Promise<Handshaken> {
   const channel = await connect({
@@ -433,14 +440,21 @@ async function handshakeOnce(
     if (await channel.readFull(hello) < HELLO_BYTES) {
       throw new ChannelClosedError("the receiver closed the connection during the handshake");
     }
-    const nonce = parseHello(hello);
-    const fields = encodeInitFields(init);
-    await channel.writev([fields, await signInit(key, nonce, fields)]);
-    const reply = new Uint8Array(REPLY_BYTES);
+    const transcript = { receiverNonce: parseHello(hello), senderNonce: newNonce(), init: encodeInitFields(init) };
+    await channel.writev([transcript.init, transcript.senderNonce, await signInit(keys, transcript)]);
+    const ack = new Uint8Array(INIT_ACK_BYTES);
+    const reply = ack.subarray(0, REPLY_BYTES);
     if (await channel.readFull(reply) < REPLY_BYTES) {
       throw new ChannelClosedError("the receiver closed the connection: wrong secret, or it refused the channel");
     }
+    // An ERROR reply carries no MAC: it can only refuse, which anyone on the path can do anyway.
     parseReply(reply, ReplyType.INIT_ACK);
+    const mac = ack.subarray(REPLY_BYTES);
+    if (await channel.readFull(mac) < mac.length || !await verifyInitAck(keys, transcript, reply, mac)) {
+      throw new AuthenticationError(
+        "the receiver did not prove that it knows the secret (wrong secret, an impostor, or a replay): nothing was sent",
+      );
+    }
     const peerOnThisHost = channel.peerOnThisHost;
     return { fd: channel.detach(), peerOnThisHost };
   } catch (error) {

@@ -6,7 +6,7 @@
  */
 import { ZeroCopyMultifdError } from "../errors.ts";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Bytes per page: the unit of multifd transfers (the page indices of `sendRound` count these). */
 export const PAGE_SIZE = 4096;
 /** Default and largest number of pages in one data packet (128 x 4 KiB = 512 KiB). */
@@ -33,12 +33,16 @@ export const NONCE_BYTES = 32;
 export const SESSION_ID_BYTES = 16;
 export const MAC_BYTES = 32;
 export const HELLO_BYTES = 48;
-/** The authenticated part of INIT; the MAC follows it. */
+/** INIT: its fields, then the sender's nonce, then the sender's MAC (auth.ts). */
 export const INIT_FIELDS_BYTES = 64;
-export const INIT_BYTES = INIT_FIELDS_BYTES + MAC_BYTES;
+export const INIT_NONCE_OFFSET = INIT_FIELDS_BYTES;
+export const INIT_MAC_OFFSET = INIT_NONCE_OFFSET + NONCE_BYTES;
+export const INIT_BYTES = INIT_MAC_OFFSET + MAC_BYTES;
 export const PACKET_HEADER_BYTES = 32;
 export const OFFSET_BYTES = 8;
 export const REPLY_BYTES = 32;
+/** INIT_ACK: the reply, then the receiver's MAC over the transcript and the reply (auth.ts). */
+export const INIT_ACK_BYTES = REPLY_BYTES + MAC_BYTES;
 
 export const PacketType = { DATA: 1, SYNC: 2, END: 3, VERDICT: 4 } as const;
 export const ReplyType = { INIT_ACK: 1, SYNC_ACK: 2, RESULT: 3, ERROR: 4 } as const;
@@ -103,8 +107,13 @@ export function encodeHello(nonce: Uint8Array): Uint8Array {
 export function parseHello(bytes: Uint8Array): Uint8Array {
   const view = viewOf(bytes, HELLO_BYTES, "hello");
   expect(view.getUint32(0) === HELLO_MAGIC, "hello.magic", "not a zerocopy-multifd receiver");
-  expect(view.getUint16(4) === PROTOCOL_VERSION, "hello.version", () => `version ${view.getUint16(4)} unsupported`);
+  expect(view.getUint16(4) === PROTOCOL_VERSION, "hello.version", () => versionMismatch(view.getUint16(4), "receiver"));
   return bytes.slice(8, 8 + NONCE_BYTES);
+}
+
+function versionMismatch(version: number, peer: string): string {
+  const older = version < PROTOCOL_VERSION ? ", an older zerocopy-multifd: upgrade it" : "";
+  return `the ${peer} speaks protocol version ${version}${older}; this one speaks version ${PROTOCOL_VERSION}`;
 }
 
 export interface Init {
@@ -135,7 +144,7 @@ export function encodeInitFields(init: Init): Uint8Array {
 export function parseInitFields(bytes: Uint8Array): Init {
   const view = viewOf(bytes, INIT_FIELDS_BYTES, "init");
   expect(view.getUint32(0) === INIT_MAGIC, "init.magic", "not a zerocopy-multifd sender");
-  expect(view.getUint16(4) === PROTOCOL_VERSION, "init.version", () => `version ${view.getUint16(4)} unsupported`);
+  expect(view.getUint16(4) === PROTOCOL_VERSION, "init.version", () => versionMismatch(view.getUint16(4), "sender"));
   expect(view.getUint16(6) === 0, "init.flags", "unknown flags");
   for (let i = 44; i < INIT_FIELDS_BYTES; i++) expect(bytes[i] === 0, "init.reserved", "reserved bytes not zero");
   const init: Init = {

@@ -4,13 +4,15 @@
  * packets — and a guarded destination region that detects any write outside its bounds.
  */
 import { connect, Region, type SocketChannel } from "../../mod.ts";
-import { signInit } from "../../src/multifd/auth.ts";
+import { newNonce, type SecretKeys, signInit, type Transcript, verifyInitAck } from "../../src/multifd/auth.ts";
 import {
   encodeInitFields,
   HELLO_BYTES,
   type Init,
+  INIT_ACK_BYTES,
   INIT_BYTES,
-  INIT_FIELDS_BYTES,
+  INIT_MAC_OFFSET,
+  INIT_NONCE_OFFSET,
   PAGE_SIZE,
   parseHello,
   parseReply,
@@ -42,27 +44,42 @@ export function oneChannelInit(regionSize: number, pagesPerPacket: number, sessi
   return { sessionId, channelId: 0, channelCount: 1, pageSize: PAGE_SIZE, regionSize, pagesPerPacket };
 }
 
-/** INIT fields ‖ MAC for `nonce`, signed with `key` (the right secret or not). */
-export async function signedInit(key: CryptoKey, nonce: Uint8Array, init: Init): Promise<Uint8Array> {
-  const fields = encodeInitFields(init);
+/** The transcript of an INIT made by {@link signedInit}. */
+export function transcriptOf(receiverNonce: Uint8Array, initBytes: Uint8Array): Transcript {
+  return {
+    receiverNonce,
+    senderNonce: initBytes.slice(INIT_NONCE_OFFSET, INIT_MAC_OFFSET),
+    init: initBytes.slice(0, INIT_NONCE_OFFSET),
+  };
+}
+
+/** INIT fields ‖ a fresh sender nonce ‖ MAC for the receiver's `nonce`, signed with `keys` (the right secret or not). */
+export async function signedInit(keys: SecretKeys, nonce: Uint8Array, init: Init): Promise<Uint8Array> {
+  const transcript = { receiverNonce: nonce, senderNonce: newNonce(), init: encodeInitFields(init) };
   const bytes = new Uint8Array(INIT_BYTES);
-  bytes.set(fields);
-  bytes.set(await signInit(key, nonce, fields), INIT_FIELDS_BYTES);
+  bytes.set(transcript.init);
+  bytes.set(transcript.senderNonce, INIT_NONCE_OFFSET);
+  bytes.set(await signInit(keys, transcript), INIT_MAC_OFFSET);
   return bytes;
 }
 
 /**
  * A raw client that completes the handshake with the right secret: HELLO, INIT ‖ MAC,
- * INIT_ACK. Returns the channel, ready for DATA packets.
+ * INIT_ACK ‖ MAC (checked). Returns the channel, ready for DATA packets.
  */
-export async function authenticate(port: number, key: CryptoKey, init: Init, ioTimeoutMs = 5_000) {
+export async function authenticate(port: number, keys: SecretKeys, init: Init, ioTimeoutMs = 5_000) {
   const channel = await openRaw(port, ioTimeoutMs);
   try {
     const nonce = await readHello(channel);
-    await channel.writev([await signedInit(key, nonce, init)]);
-    const reply = new Uint8Array(REPLY_BYTES);
-    if (await channel.readFull(reply) < REPLY_BYTES) throw new Error("no INIT_ACK: the receiver closed");
+    const initBytes = await signedInit(keys, nonce, init);
+    await channel.writev([initBytes]);
+    const ack = new Uint8Array(INIT_ACK_BYTES);
+    if (await channel.readFull(ack) < REPLY_BYTES) throw new Error("no INIT_ACK: the receiver closed");
+    const reply = ack.subarray(0, REPLY_BYTES);
     parseReply(reply, ReplyType.INIT_ACK);
+    if (!await verifyInitAck(keys, transcriptOf(nonce, initBytes), reply, ack.subarray(REPLY_BYTES))) {
+      throw new Error("the INIT_ACK's MAC is wrong");
+    }
     return channel;
   } catch (error) {
     channel.close();
