@@ -107,12 +107,18 @@ describe("connection flood", () => {
     try {
       const port = await receiver.port;
       for (let i = 0; i < WARM_UP_FLOODS; i++) await flood(port, STRANGERS).done;
-      const before = await receiver.ask("rss");
-      assert.equal(await flood(port, STRANGERS).done, STRANGERS);
-      const after = await receiver.ask("rss");
-      const growth = after - before;
-      console.log(`flood: RSS ${before} -> ${after} bytes (+${growth}) after ${STRANGERS} strangers`);
-      assert.ok(growth < RSS_BOUND, `RSS grew by ${growth} bytes for ${STRANGERS} connections`);
+      // Two measured floods: a leak grows RSS by the same amount in both (the old code: +92.7
+      // MiB each), while the allocator's own occasional step (one arena more) shows in one.
+      const growths: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        const before = await receiver.ask("rss");
+        assert.equal(await flood(port, STRANGERS).done, STRANGERS);
+        const after = await receiver.ask("rss");
+        growths.push(after - before);
+        console.log(`flood: RSS ${before} -> ${after} bytes (+${after - before}) after ${STRANGERS} strangers`);
+      }
+      const growth = Math.min(...growths);
+      assert.ok(growth < RSS_BOUND, `RSS grew by ${growths.join(" and ")} bytes for ${STRANGERS} connections each`);
 
       // The real transfer, while strangers keep arriving.
       const ongoing = flood(port, STRANGERS, IN_FLIGHT_DURING_TRANSFER);
