@@ -57,7 +57,8 @@ export const symbols = {
   zc_sync_file: { parameters: ["i32"], result: "i32" },
   zc_find_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32", "buffer"], result: "i32" },
   zc_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32"], result: "i32" },
-  zc_checksum: { parameters: ["address", "address", "address", "buffer"], result: "i32" },
+  // key: 32 bytes; out: 32 bytes (keyed BLAKE3)
+  zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer"], result: "i32" },
   zc_address_of: { parameters: ["buffer"], result: "f64" },
 } as const satisfies Record<string, SymbolSpec>;
 

@@ -10,7 +10,7 @@
  * ```
  * @module
  */
-import { Buffer } from "node:buffer";
+import { sameBytes } from "../util/bytes.ts";
 import { addressOf, native, viewOf } from "../ffi/mod.ts";
 import { ChannelClosedError, InvalidArgumentError, SystemError } from "./errors.ts";
 
@@ -204,11 +204,7 @@ export class Region {
     const window = 1 << 30;
     for (let offset = 0; offset < this.size; offset += window) {
       const length = Math.min(window, this.size - offset);
-      const a = this.view(offset, length);
-      const b = other.view(offset, length);
-      if (!Buffer.from(a.buffer, a.byteOffset, length).equals(Buffer.from(b.buffer, b.byteOffset, length))) {
-        return false;
-      }
+      if (!sameBytes(this.view(offset, length), other.view(offset, length))) return false;
     }
     return true;
   }

@@ -113,7 +113,10 @@ describe("plain codec, socket-free", () => {
     assert.equal(read.left(), 0);
     assert.ok(destination.equals(source));
 
-    assert.equal(sender.parseResult(receiver.result(0x1234n, 77)).bytes, 77);
+    const checksum = Uint8Array.from({ length: 32 }, (_, i) => i * 7);
+    const result = receiver.result(checksum, 77);
+    assert.equal(result.length, sender.resultBytes);
+    assert.deepEqual(sender.parseResult(result), { checksum, bytes: 77 });
     sender.parseSyncAck(receiver.syncAck(0), 0);
     assert.throws(() => sender.parseSyncAck(receiver.syncAck(1), 0), ProtocolError);
     await source.close();

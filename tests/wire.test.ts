@@ -11,11 +11,16 @@ import {
   KEY_SALT,
   MIN_SECRET_BYTES,
   newNonce,
+  sessionKeys,
   signInit,
   signInitAck,
+  signResult,
+  signVerdict,
   type Transcript,
   verifyInit,
   verifyInitAck,
+  verifyResult,
+  verifyVerdict,
 } from "../src/multifd/auth.ts";
 import {
   DEFAULT_PAGES_PER_PACKET,
@@ -555,6 +560,40 @@ describe("auth", () => {
     // a string secret is its UTF-8 bytes
     const bytesKeys = await importSecret(new TextEncoder().encode(secret));
     assert.equal(await verifyInit(bytesKeys, t, initMac), true);
+  });
+
+  test("known answers: the session's checksum key and the RESULT and VERDICT MACs", async () => {
+    const keys = await importSecret(secret);
+    const t = transcript();
+    const session = await sessionKeys(keys, t);
+    const info = (label: string) => Buffer.concat([Buffer.from(label), t.receiverNonce, t.senderNonce, t.init]);
+    assert.deepEqual(
+      session.checksum,
+      new Uint8Array(hkdfSync("sha256", secret, KEY_SALT, info("region checksum"), 32)),
+    );
+    const endKey = Buffer.from(hkdfSync("sha256", secret, KEY_SALT, info("end of stream"), 32));
+    const checksum = Uint8Array.from({ length: 32 }, (_, i) => 255 - i);
+    const end = (label: string, channel: number, bytes: number, extra: number) => {
+      const fields = Buffer.alloc(11);
+      fields.writeUInt16BE(channel, 0);
+      fields.writeBigUInt64BE(BigInt(bytes), 2);
+      return new Uint8Array(
+        createHmac("sha256", endKey).update(label).update(fields.subarray(0, 10)).update(checksum)
+          .update(Uint8Array.of(extra)).digest(),
+      );
+    };
+    const resultMac = await signResult(session, 3, 123456789, checksum);
+    assert.deepEqual(resultMac, end("zerocopy-multifd v2 RESULT, receiver to sender", 3, 123456789, 0));
+    assert.equal(await verifyResult(session, 3, 123456789, checksum, resultMac), true);
+    assert.equal(await verifyResult(session, 2, 123456789, checksum, resultMac), false, "another channel");
+    assert.equal(await verifyResult(session, 3, 123456788, checksum, resultMac), false, "another byte count");
+    const verdictMac = await signVerdict(session, true, 99, checksum);
+    assert.deepEqual(verdictMac, end("zerocopy-multifd v2 VERDICT, sender to receiver", 0, 99, 1));
+    assert.equal(await verifyVerdict(session, true, 99, checksum, verdictMac), true);
+    assert.equal(await verifyVerdict(session, false, 99, checksum, verdictMac), false, "the verdict flipped");
+    const other = await sessionKeys(keys, { ...t, senderNonce: newNonce() });
+    assert.equal(await verifyVerdict(other, true, 99, checksum, verdictMac), false, "another session");
+    assert.notDeepEqual(other.checksum, session.checksum);
   });
 
   test("rejects a wrong secret, another nonce on either side, a modified field, a reflected or forged MAC", async () => {

@@ -1,5 +1,5 @@
 //! Memory regions: anonymous and file mappings, pre-faulting, the per-page work that must
-//! run at memory speed (zero-page detection, zero-filling), and the region checksum.
+//! run at memory speed (zero-page detection, zero-filling), and the keyed region checksum.
 //! Addresses and 64-bit results go through caller buffers so no call returns a BigInt.
 const std = @import("std");
 const sys = @import("sys.zig");
@@ -121,10 +121,22 @@ export fn zc_zero_pages(base: usize, region_size: u64, page_size: u32, offsets: 
     return 0;
 }
 
-/// 64-bit Wyhash of [address, address + length) with `seed`, written to `out[0]`.
-export fn zc_checksum(address: usize, length: usize, seed: u64, out: *u64) i32 {
-    const bytes: [*]const u8 = @ptrFromInt(address);
-    out.* = std.hash.Wyhash.hash(seed, bytes[0..length]);
+/// Keyed MAC of [address, address + length): BLAKE3 in keyed mode (std.crypto) under the
+/// 32-byte `key`, over `domain` (u32 LE) ‖ 0 (u32) ‖ `index` (u64 LE) ‖ the bytes, 32 bytes
+/// written to `out`. The region checksum (src/multifd/checksum.ts): one per 64 MiB block
+/// (domain 0, index = block), then one over those tags (domain 1, index = region size).
+export fn zc_region_mac(address: usize, length: usize, key: [*]const u8, domain: u32, index: u64, out: [*]u8) i32 {
+    const Blake3 = std.crypto.hash.Blake3;
+    var prefix: [16]u8 = @splat(0);
+    std.mem.writeInt(u32, prefix[0..4], domain, .little);
+    std.mem.writeInt(u64, prefix[8..16], index, .little);
+    var hasher = Blake3.init(.{ .key = key[0..Blake3.key_length].* });
+    hasher.update(&prefix);
+    if (length > 0) {
+        const bytes: [*]const u8 = @ptrFromInt(address);
+        hasher.update(bytes[0..length]);
+    }
+    hasher.final(out[0..32]);
     return 0;
 }
 

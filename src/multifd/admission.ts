@@ -16,6 +16,7 @@ import { Errno, native, Poll } from "../../ffi/mod.ts";
 import { ChannelClosedError, SocketError, TimeoutError } from "../errors.ts";
 import type { Listener } from "../listener.ts";
 import type { SocketChannel } from "../socket_channel.ts";
+import { sameBytes } from "../../util/bytes.ts";
 import { newNonce, type SecretKeys, type Transcript, verifyInit } from "./auth.ts";
 import {
   encodeHello,
@@ -250,8 +251,4 @@ function evictionVictim(pending: Set<SocketChannel>): SocketChannel {
     if (native.zc_poll_one(channel.fd, Poll.IN, 0) === 0) return channel;
   }
   return pending.values().next().value!;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -7,11 +7,15 @@
  * byte before the receiver's proof checked out.
  *
  * Keys: the secret is never a MAC key itself. HKDF-SHA-256 (salt {@link KEY_SALT}) derives
- * the handshake key from it. WebCrypto, so the same code runs in Deno and Bun; comparisons
- * are WebCrypto's `verify` (constant time).
+ * the handshake key from it, and, per session, from it and channel 0's transcript, the keys
+ * of the session's end: the region checksum's key and the key that authenticates the
+ * checksum exchange (RESULT, VERDICT), so that an attacker on the path can neither make both
+ * sides agree on altered pages nor turn a mismatch into "verified". WebCrypto, so the same
+ * code runs in Deno and Bun; comparisons are WebCrypto's `verify` (constant time).
  * @module
  */
 import { InvalidArgumentError } from "../errors.ts";
+import { CHECKSUM_BYTES, CHECKSUM_KEY_BYTES } from "./checksum.ts";
 import { NONCE_BYTES } from "./wire.ts";
 
 /** Shortest accepted {@link Secret}, in bytes: shorter ones are refused with InvalidArgumentError. */
@@ -27,6 +31,16 @@ export const KEY_SALT = "zerocopy-multifd v2";
 export interface SecretKeys {
   /** HMAC-SHA-256 key of the handshake MACs: HKDF(secret, KEY_SALT, "handshake"). */
   readonly handshake: CryptoKey;
+  /** The secret as HKDF input, for the keys of each session ({@link sessionKeys}). */
+  readonly base: CryptoKey;
+}
+
+/** The keys of one session's end, the same on both sides (both know channel 0's transcript). */
+export interface SessionKeys {
+  /** The region checksum's key (checksum.ts): HKDF(secret, KEY_SALT, "region checksum" ‖ transcript 0). */
+  readonly checksum: Uint8Array;
+  /** HMAC-SHA-256 key of RESULT and VERDICT: HKDF(secret, KEY_SALT, "end of stream" ‖ transcript 0). */
+  readonly end: CryptoKey;
 }
 
 /** What one channel's handshake authenticates: both nonces and the INIT fields. */
@@ -49,17 +63,26 @@ export async function importSecret(secret: Secret): Promise<SecretKeys> {
     throw new InvalidArgumentError(`secret must be a string or Uint8Array of at least ${MIN_SECRET_BYTES} bytes`);
   }
   const base = await crypto.subtle.importKey("raw", bytes.slice(), "HKDF", false, ["deriveBits"]);
-  const handshake = await crypto.subtle.deriveBits(
-    { name: "HKDF", hash: "SHA-256", salt: encoder.encode(KEY_SALT), info: encoder.encode("handshake") },
-    base,
-    256,
-  );
+  const handshake = await derive(base, encoder.encode("handshake"), 32);
+  return { base, handshake: await hmacKey(handshake) };
+}
+
+/** The keys of the session whose channel 0 had transcript `first`. */
+export async function sessionKeys(keys: SecretKeys, first: Transcript): Promise<SessionKeys> {
+  const info = (label: string) => transcriptBytes(encoder.encode(label), first);
   return {
-    handshake: await crypto.subtle.importKey("raw", handshake, { name: "HMAC", hash: "SHA-256" }, false, [
-      "sign",
-      "verify",
-    ]),
+    checksum: await derive(keys.base, info("region checksum"), CHECKSUM_KEY_BYTES),
+    end: await hmacKey(await derive(keys.base, info("end of stream"), 32)),
   };
+}
+
+async function derive(base: CryptoKey, info: Uint8Array<ArrayBuffer>, bytes: number): Promise<Uint8Array> {
+  const salt = encoder.encode(KEY_SALT);
+  return new Uint8Array(await crypto.subtle.deriveBits({ name: "HKDF", hash: "SHA-256", salt, info }, base, bytes * 8));
+}
+
+function hmacKey(raw: Uint8Array): Promise<CryptoKey> {
+  return crypto.subtle.importKey("raw", raw.slice(), { name: "HMAC", hash: "SHA-256" }, false, ["sign", "verify"]);
 }
 
 export function newNonce(): Uint8Array {
@@ -95,4 +118,58 @@ export async function signInitAck(keys: SecretKeys, t: Transcript, ack: Uint8Arr
 
 export function verifyInitAck(keys: SecretKeys, t: Transcript, ack: Uint8Array, mac: Uint8Array): Promise<boolean> {
   return crypto.subtle.verify("HMAC", keys.handshake, mac.slice(), transcriptBytes(INIT_ACK_LABEL, t, ack));
+}
+
+const RESULT_LABEL = encoder.encode("zerocopy-multifd v2 RESULT, receiver to sender");
+const VERDICT_LABEL = encoder.encode("zerocopy-multifd v2 VERDICT, sender to receiver");
+
+/** label ‖ u16 channel ‖ u64 bytes ‖ checksum (CHECKSUM_BYTES) ‖ u8 extra. */
+function endBytes(label: Uint8Array, channelId: number, bytes: number, checksum: Uint8Array, extra: number) {
+  const out = new Uint8Array(label.length + 2 + 8 + CHECKSUM_BYTES + 1);
+  const view = new DataView(out.buffer);
+  out.set(label);
+  view.setUint16(label.length, channelId);
+  view.setBigUint64(label.length + 2, BigInt(bytes));
+  out.set(checksum, label.length + 10);
+  out[out.length - 1] = extra;
+  return out;
+}
+
+/** The receiver's MAC on channel `channelId`'s RESULT: its checksum and the payload bytes it received. */
+export async function signResult(keys: SessionKeys, channelId: number, bytes: number, checksum: Uint8Array) {
+  return new Uint8Array(
+    await crypto.subtle.sign("HMAC", keys.end, endBytes(RESULT_LABEL, channelId, bytes, checksum, 0)),
+  );
+}
+
+export function verifyResult(
+  keys: SessionKeys,
+  channelId: number,
+  bytes: number,
+  checksum: Uint8Array,
+  mac: Uint8Array,
+) {
+  return crypto.subtle.verify("HMAC", keys.end, mac.slice(), endBytes(RESULT_LABEL, channelId, bytes, checksum, 0));
+}
+
+/** The sender's MAC on its VERDICT (channel 0), bound to the receiver's checksum and byte count it judged. */
+export async function signVerdict(keys: SessionKeys, matched: boolean, bytes: number, checksum: Uint8Array) {
+  return new Uint8Array(
+    await crypto.subtle.sign("HMAC", keys.end, endBytes(VERDICT_LABEL, 0, bytes, checksum, matched ? 1 : 0)),
+  );
+}
+
+export function verifyVerdict(
+  keys: SessionKeys,
+  matched: boolean,
+  bytes: number,
+  checksum: Uint8Array,
+  mac: Uint8Array,
+): Promise<boolean> {
+  return crypto.subtle.verify(
+    "HMAC",
+    keys.end,
+    mac.slice(),
+    endBytes(VERDICT_LABEL, 0, bytes, checksum, matched ? 1 : 0),
+  );
 }

@@ -22,7 +22,7 @@ import { serveChannelWorker, ZEROCOPY_FALLBACK_COMPLETIONS } from "./messages.ts
 import { packetOffsets, PageScan, Ranges } from "./packet.ts";
 import { plainFormat } from "./plain_codec.ts";
 import { checkAbort, Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
-import { ProtocolError } from "./wire.ts";
+import { MAC_BYTES, ProtocolError } from "./wire.ts";
 
 declare const self: { postMessage(message: FromSender | FromReceiver): void };
 
@@ -134,15 +134,24 @@ class SendEnd extends ChannelEnd {
     return allCopied;
   }
 
-  /** Ends the stream and returns the receiver's checksum and byte count. */
-  end(): { checksum: bigint; bytes: number } {
+  /**
+   * Ends the stream; returns the receiver's checksum and byte count, and the MAC that
+   * follows them (the main thread checks it: the end of every format is authenticated).
+   */
+  end(): { checksum: Uint8Array; bytes: number; mac: Uint8Array } {
     this.#send(this.#codec.control("end", 0));
-    return this.#codec.parseResult(this.#readReply());
+    const result = new Uint8Array(this.#codec.resultBytes + MAC_BYTES);
+    if (this.channel.readFullSync(result) < result.length) {
+      throw new ChannelClosedError("the receiver closed the connection before its result");
+    }
+    return { ...this.#codec.parseResult(result), mac: result.slice(this.#codec.resultBytes) };
   }
 
-  /** Channel 0 tells the receiver whether the checksums matched; the others just close. */
-  verdict(matched: boolean): void {
-    if (this.#config.channelId === 0) this.#send(this.#codec.control("verdict", matched ? 1 : 0));
+  /** Channel 0 tells the receiver whether the checksums matched, with its MAC; the others just close. */
+  verdict(matched: boolean, mac: Uint8Array): void {
+    if (this.#config.channelId !== 0) return;
+    this.#send(this.#codec.control("verdict", matched ? 1 : 0));
+    this.channel.writevSync([mac]);
   }
 
   #send(out: Outgoing): void {
@@ -222,15 +231,20 @@ class ReceiveEnd extends ChannelEnd {
     }
   }
 
-  sendResult(checksum: bigint, bytes: number): void {
-    this.channel.writevSync([this.#codec.result(checksum, bytes)]);
+  /** Sends RESULT followed by its MAC (made by the main thread). */
+  sendResult(checksum: Uint8Array, bytes: number, mac: Uint8Array): void {
+    this.channel.writevSync([this.#codec.result(checksum, bytes), mac]);
   }
 
-  /** Reads the sender's verdict: whether its checksum matched ours. */
-  readVerdict(): boolean {
+  /** Reads the sender's verdict (whether its checksum matched ours) and the MAC that follows it. */
+  readVerdict(): { matched: boolean; mac: Uint8Array } {
     const packet = this.#codec.next(this.read);
     if (packet.kind !== "verdict") throw new ProtocolError("packet.type", `expected VERDICT, got ${packet.kind}`);
-    return packet.matched;
+    const mac = new Uint8Array(MAC_BYTES);
+    if (this.channel.readFullSync(mac) < MAC_BYTES) {
+      throw new ChannelClosedError("the sender closed the connection before its verdict's MAC");
+    }
+    return { matched: packet.matched, mac };
   }
 
   #sync(syncNumber: number): void {
@@ -276,7 +290,7 @@ function handle(message: ToSender | ToReceiver): void {
       self.postMessage({
         kind: "hashes",
         blocks: message.blocks,
-        hashes: hashBlocks(end.region, message.blocks, end.state),
+        hashes: hashBlocks(end.region, message.blocks, message.key, end.state),
       });
       return;
     }
@@ -284,12 +298,12 @@ function handle(message: ToSender | ToReceiver): void {
       self.postMessage({ kind: "result", ...sending!.end() });
       return;
     case "verdict":
-      sending!.verdict(message.matched);
+      sending!.verdict(message.matched, message.mac);
       sending!.relinquish();
       self.postMessage({ kind: "done" });
       return;
     case "result": {
-      receiving!.sendResult(message.checksum, message.bytes);
+      receiving!.sendResult(message.checksum, message.bytes, message.mac);
       const verdict = message.awaitVerdict ? receiving!.readVerdict() : undefined;
       receiving!.relinquish();
       self.postMessage({ kind: "done", verdict });

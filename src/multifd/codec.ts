@@ -41,12 +41,14 @@ export interface SendCodec {
   data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number): Outgoing;
   /** A control packet: SYNC (argument: the sync's number), END, VERDICT (1: checksums matched). */
   control(kind: ControlKind, argument: number): Outgoing;
-  /** Size of the receiver's replies (SYNC acknowledgement, result). */
+  /** Size of the receiver's SYNC acknowledgement. */
   readonly replyBytes: number;
+  /** Size of the receiver's result. */
+  readonly resultBytes: number;
   /** Checks a reply acknowledging SYNC `syncNumber`. */
   parseSyncAck(reply: Uint8Array, syncNumber: number): void;
-  /** Reads the receiver's result: its region checksum and the payload bytes it received. */
-  parseResult(reply: Uint8Array): { checksum: bigint; bytes: number };
+  /** Reads the receiver's result: its region checksum (CHECKSUM_BYTES) and the payload bytes it received. */
+  parseResult(reply: Uint8Array): { checksum: Uint8Array; bytes: number };
 }
 
 /**
@@ -72,8 +74,8 @@ export interface ReceiveCodec {
   next(read: ReadRanges): Incoming;
   /** The reply acknowledging SYNC `syncNumber`. */
   syncAck(syncNumber: number): Uint8Array;
-  /** The reply carrying this side's region checksum and the payload bytes it received. */
-  result(checksum: bigint, bytes: number): Uint8Array;
+  /** The reply carrying this side's region checksum (CHECKSUM_BYTES) and the payload bytes it received. */
+  result(checksum: Uint8Array, bytes: number): Uint8Array;
 }
 
 /** A wire format: makes the two halves of a channel. */

@@ -30,31 +30,35 @@ export type ToSender =
   | { kind: "start"; role: "send"; fd: number; region: RegionDescriptor; state: SharedState; config: SenderConfig }
   /** Send the round's pages (`pages` null: every page of the region), then SYNC and flush. */
   | { kind: "round"; pages: Uint32Array<SharedArrayBuffer> | null; pageCount: number; syncNumber: number }
-  | { kind: "checksum"; blocks: number[] }
+  | { kind: "checksum"; blocks: number[]; key: Uint8Array }
   | { kind: "end" }
-  | { kind: "verdict"; matched: boolean }
+  /** Channel 0 sends the VERDICT, followed by `mac` (auth.ts signVerdict); the others just close. */
+  | { kind: "verdict"; matched: boolean; mac: Uint8Array }
   | ExitRequest;
 
 export type FromSender =
   | { kind: "ready" }
   | { kind: "synced"; syncNumber: number; allCopied: boolean }
-  | { kind: "hashes"; blocks: number[]; hashes: bigint[] }
-  | { kind: "result"; checksum: bigint; bytes: number }
+  | { kind: "hashes"; blocks: number[]; hashes: Uint8Array[] }
+  /** The receiver's RESULT, and the MAC that followed it (checked by the main thread). */
+  | { kind: "result"; checksum: Uint8Array; bytes: number; mac: Uint8Array }
   | { kind: "done" }
   | WorkerExit;
 
 export type ToReceiver =
   | { kind: "start"; role: "receive"; fd: number; region: RegionDescriptor; state: SharedState; config: ChannelConfig }
-  | { kind: "checksum"; blocks: number[] }
-  | { kind: "result"; checksum: bigint; bytes: number; awaitVerdict: boolean }
+  | { kind: "checksum"; blocks: number[]; key: Uint8Array }
+  /** Send RESULT followed by `mac` (auth.ts signResult); channel 0 then reads the VERDICT. */
+  | { kind: "result"; checksum: Uint8Array; bytes: number; mac: Uint8Array; awaitVerdict: boolean }
   | ExitRequest;
 
 export type FromReceiver =
   | { kind: "ready" }
   | { kind: "sync"; syncNumber: number }
   | { kind: "ended" }
-  | { kind: "hashes"; blocks: number[]; hashes: bigint[] }
-  | { kind: "done"; verdict: boolean | undefined }
+  | { kind: "hashes"; blocks: number[]; hashes: Uint8Array[] }
+  /** Channel 0: the sender's VERDICT and the MAC that followed it (checked by the main thread). */
+  | { kind: "done"; verdict: { matched: boolean; mac: Uint8Array } | undefined }
   | WorkerExit;
 
 /** Asks a channel Worker to let go of its socket and the region and say so. */

@@ -17,6 +17,7 @@ import type {
   SendCodec,
   WireFormat,
 } from "./codec.ts";
+import { CHECKSUM_BYTES } from "./checksum.ts";
 import { pageRanges, PageScan, Ranges } from "./packet.ts";
 import {
   encodePacketHeader,
@@ -38,6 +39,7 @@ const CONTROL_TYPE = { sync: PacketType.SYNC, end: PacketType.END, verdict: Pack
 
 class PlainSendCodec implements SendCodec {
   readonly replyBytes = REPLY_BYTES;
+  readonly resultBytes = REPLY_BYTES + CHECKSUM_BYTES;
   readonly #region: RegionDescriptor;
   readonly #pageSize: number;
   /** Header plus the largest offset list: one reusable buffer at a stable address. */
@@ -98,9 +100,9 @@ class PlainSendCodec implements SendCodec {
     }
   }
 
-  parseResult(reply: Uint8Array): { checksum: bigint; bytes: number } {
-    const { value, bytes } = parseReply(reply, ReplyType.RESULT);
-    return { checksum: value, bytes };
+  parseResult(reply: Uint8Array): { checksum: Uint8Array; bytes: number } {
+    const { bytes } = parseReply(reply, ReplyType.RESULT);
+    return { checksum: reply.slice(REPLY_BYTES, REPLY_BYTES + CHECKSUM_BYTES), bytes };
   }
 }
 
@@ -163,12 +165,16 @@ class PlainReceiveCodec implements ReceiveCodec {
     return encodeReply({ type: ReplyType.SYNC_ACK, value: BigInt(syncNumber), bytes: 0, status: 0 });
   }
 
-  result(checksum: bigint, bytes: number): Uint8Array {
-    return encodeReply({ type: ReplyType.RESULT, value: checksum, bytes, status: 0 });
+  /** RESULT: the reply (its value 0), then the 32-byte region checksum. */
+  result(checksum: Uint8Array, bytes: number): Uint8Array {
+    const out = new Uint8Array(REPLY_BYTES + CHECKSUM_BYTES);
+    out.set(encodeReply({ type: ReplyType.RESULT, value: 0n, bytes, status: 0 }));
+    out.set(checksum, REPLY_BYTES);
+    return out;
   }
 }
 
-/** The module's own format, version 1. */
+/** The module's own format, protocol version 2. */
 export const plainFormat: WireFormat = {
   sender: (config, region) => new PlainSendCodec(config, region),
   receiver: (config, region) => new PlainReceiveCodec(config, region),

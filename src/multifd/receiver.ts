@@ -9,17 +9,27 @@
  * ```
  * @module
  */
-import { ChannelClosedError, InvalidArgumentError, TransferAbortedError } from "../errors.ts";
+import { AuthenticationError, ChannelClosedError, InvalidArgumentError, TransferAbortedError } from "../errors.ts";
 import { checkPort, listen, type Listener } from "../listener.ts";
 import { integerOption, timeoutMs } from "../options.ts";
 import type { Region } from "../region.ts";
 import { type ChannelOptions, resolveChannelOptions, type ResolvedChannelOptions } from "../channel_options.ts";
 import type { SocketChannel } from "../socket_channel.ts";
 import { Admission, type AdmissionLimits, type Session } from "./admission.ts";
-import { importSecret, type Secret, type SecretKeys, signInitAck } from "./auth.ts";
+import {
+  importSecret,
+  type Secret,
+  type SecretKeys,
+  type SessionKeys,
+  sessionKeys,
+  signInitAck,
+  signResult,
+  verifyVerdict,
+} from "./auth.ts";
 import type { ChannelConfig, FromReceiver, ToReceiver } from "./messages.ts";
 import { Control } from "./shared_state.ts";
-import { hex, type TransferStats, transferStats } from "./stats.ts";
+import { type TransferStats, transferStats } from "./stats.ts";
+import { toHex } from "../../util/format.ts";
 import { Transfer } from "./transfer.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
@@ -189,7 +199,8 @@ export class MultifdReceiver {
       const { init } = session;
       const transfer = (this.#transfer = new Transfer(init.channelCount));
       const region = await Promise.race([this.#prepare(destination, session, transfer), aborted]);
-      return await Promise.race([this.#run(region, init, transfer), aborted]);
+      const keys = await sessionKeys(this.#keys, session.transcripts[0]);
+      return await Promise.race([this.#run(region, init, transfer, keys), aborted]);
     } catch (error) {
       await this.#abort(error as Error);
       throw this.#failure ?? error;
@@ -249,7 +260,7 @@ export class MultifdReceiver {
     return region;
   }
 
-  async #run(region: Region, init: Init, transfer: Transfer): Promise<ReceiverResult> {
+  async #run(region: Region, init: Init, transfer: Transfer, keys: SessionKeys): Promise<ReceiverResult> {
     const count = transfer.fds.length;
     const pool = await WorkerPool.start<ToReceiver, FromReceiver>(
       new URL("./channel_worker.ts", import.meta.url),
@@ -291,21 +302,26 @@ export class MultifdReceiver {
     }
     transfer.stopClock();
     region.sync();
-    const { checksum, seconds: checksumSeconds } = await transfer.checksum(region.size);
+    const { checksum, seconds: checksumSeconds } = await transfer.checksum(region.size, keys.checksum);
 
     const stats = this.stats;
     for (let id = 0; id < count; id++) {
-      pool.post(id, { kind: "result", checksum, bytes: stats.bytes, awaitVerdict: id === 0 });
+      const mac = await signResult(keys, id, stats.bytes, checksum);
+      pool.post(id, { kind: "result", checksum, bytes: stats.bytes, mac, awaitVerdict: id === 0 });
     }
     const done = await pool.all("done");
+    const verdict = done[0].verdict!;
+    if (!await verifyVerdict(keys, verdict.matched, stats.bytes, checksum, verdict.mac)) {
+      throw new AuthenticationError("the sender's verdict does not verify: altered on the way, or not from the sender");
+    }
     await transfer.close();
     // An abort that won the race with the end: it is what the caller asked for last.
     if (transfer.failure) throw transfer.failure;
     return {
       ...stats,
       checksumSeconds,
-      verified: done[0].verdict === true,
-      checksum: hex(checksum),
+      verified: verdict.matched,
+      checksum: toHex(checksum),
       rejectedConnections: this.#admission.rejected,
       acceptRetries: this.#admission.acceptRetries,
     };

@@ -20,10 +20,24 @@ import {
 import type { Region } from "../region.ts";
 import { type ChannelOptions, resolveChannelOptions, SAME_HOST_SEND_BUFFER_BYTES } from "../channel_options.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
-import { importSecret, newNonce, type Secret, type SecretKeys, signInit, verifyInitAck } from "./auth.ts";
+import {
+  importSecret,
+  newNonce,
+  type Secret,
+  type SecretKeys,
+  type SessionKeys,
+  sessionKeys,
+  signInit,
+  signVerdict,
+  type Transcript,
+  verifyInitAck,
+  verifyResult,
+} from "./auth.ts";
 import type { FromSender, SenderConfig, ToSender } from "./messages.ts";
 import { Control } from "./shared_state.ts";
-import { hex, type TransferStats } from "./stats.ts";
+import type { TransferStats } from "./stats.ts";
+import { toHex } from "../../util/format.ts";
+import { sameBytes } from "../../util/bytes.ts";
 import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_PAGES_PER_PACKET,
@@ -179,6 +193,7 @@ export class MultifdSender {
   /** SO_SNDBUF of every channel as set (undefined: the kernel's autotuning). See SenderOptions.sendBufferBytes. */
   readonly sendBufferBytes: number | undefined;
 
+  readonly #keys: SessionKeys;
   private constructor(
     region: Region,
     transfer: Transfer,
@@ -186,8 +201,10 @@ export class MultifdSender {
     zerocopy: boolean,
     started: number,
     sendBufferBytes: number | undefined,
+    keys: SessionKeys,
   ) {
     this.sendBufferBytes = sendBufferBytes;
+    this.#keys = keys;
     this.#region = region;
     this.#transfer = transfer;
     this.#pool = pool;
@@ -241,7 +258,8 @@ export class MultifdSender {
       // sender queues (zero-copy or not) on the sending side (bench/RESULTS.md, run C).
       const sameHost = config.sendBufferAuto && channels.every((channel) => channel.peerOnThisHost);
       const sendBufferBytes = sameHost ? SAME_HOST_SEND_BUFFER_BYTES : config.channel.sendBufferBytes;
-      const sender = new MultifdSender(region, transfer, pool, config.zerocopy, started, sendBufferBytes);
+      const session = await sessionKeys(keys, channels[0].transcript);
+      const sender = new MultifdSender(region, transfer, pool, config.zerocopy, started, sendBufferBytes, session);
       created.sender = sender;
       signal?.addEventListener("abort", () => void sender.abortWith(abortedError()), { once: true });
       transfer.fds.forEach((fd, channelId) => {
@@ -300,15 +318,25 @@ export class MultifdSender {
     this.#enter();
     try {
       this.#phase = "checksum";
-      const { checksum, seconds: checksumSeconds } = await this.#transfer.checksum(this.#region.size);
+      const keys = this.#keys;
+      const { checksum, seconds: checksumSeconds } = await this.#transfer.checksum(this.#region.size, keys.checksum);
 
       this.#phase = "ending";
       for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "end" });
       const results = await this.#pool.all("result");
+      const proven = await Promise.all(results.map((r, id) => verifyResult(keys, id, r.bytes, r.checksum, r.mac)));
+      if (!proven.every(Boolean)) {
+        throw new AuthenticationError(
+          `the receiver's result on channel ${
+            proven.indexOf(false)
+          } does not verify: altered on the way, or not from the receiver`,
+        );
+      }
       const stats = this.stats;
       const remote = results[0];
-      const verified = results.every((r) => r.checksum === checksum) && remote.bytes === stats.bytes;
-      for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "verdict", matched: verified });
+      const verified = results.every((r) => sameBytes(r.checksum, checksum)) && remote.bytes === stats.bytes;
+      const mac = await signVerdict(keys, verified, remote.bytes, remote.checksum);
+      for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "verdict", matched: verified, mac });
       await this.#pool.all("done");
       await this.#transfer.close();
       // An abort that won the race with the end: it is what the caller asked for last.
@@ -318,8 +346,8 @@ export class MultifdSender {
         ...stats,
         checksumSeconds,
         verified,
-        checksum: hex(checksum),
-        remoteChecksum: hex(remote.checksum),
+        checksum: toHex(checksum),
+        remoteChecksum: toHex(remote.checksum),
       };
     } catch (error) {
       throw await this.#failed(error);
@@ -397,10 +425,11 @@ export class MultifdSender {
  */
 const HANDSHAKE_ATTEMPTS = 3;
 
-/** A channel that completed its handshake: its fd, detached, and whether its peer is this host. */
+/** A channel that completed its handshake: its fd, detached, whether its peer is this host, its transcript. */
 interface Handshaken {
   fd: number;
   peerOnThisHost: boolean;
+  transcript: Transcript;
 }
 
 /** One channel's connection and authenticated handshake. */
@@ -456,7 +485,7 @@ async function handshakeOnce(
       );
     }
     const peerOnThisHost = channel.peerOnThisHost;
-    return { fd: channel.detach(), peerOnThisHost };
+    return { fd: channel.detach(), peerOnThisHost, transcript };
   } catch (error) {
     channel.close();
     throw error;

@@ -87,10 +87,6 @@ export function transferStats(
   };
 }
 
-export function hex(value: bigint): string {
-  return value.toString(16).padStart(16, "0");
-}
-
 export function round3(value: number): number {
   return Math.round(value * 1000) / 1000;
 }

@@ -90,15 +90,15 @@ export class Transfer {
    * The region checksum (checksum.ts), hashed by the channel Workers in parallel: the
    * last phase before the end of stream, on both sides.
    */
-  async checksum(size: number): Promise<{ checksum: bigint; seconds: number }> {
+  async checksum(size: number, key: Uint8Array): Promise<{ checksum: Uint8Array; seconds: number }> {
     const pool = this.#pool!;
     const started = performance.now();
-    assignBlocks(size, pool.size).forEach((blocks, id) => pool.post(id, { kind: "checksum", blocks }));
-    const hashes: bigint[] = [];
+    assignBlocks(size, pool.size).forEach((blocks, id) => pool.post(id, { kind: "checksum", blocks, key }));
+    const hashes: Uint8Array[] = [];
     for (const reply of await pool.all("hashes")) {
-      (reply.blocks as number[]).forEach((block, i) => (hashes[block] = reply.hashes[i]));
+      (reply.blocks as number[]).forEach((block, i) => (hashes[block] = (reply.hashes as Uint8Array[])[i]));
     }
-    return { checksum: combineBlockHashes(hashes, size), seconds: round3((performance.now() - started) / 1000) };
+    return { checksum: combineBlockHashes(hashes, size, key), seconds: round3((performance.now() - started) / 1000) };
   }
 
   /** Holds `region` (its `close()` waits) until the transfer is torn down. */

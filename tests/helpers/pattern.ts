@@ -22,9 +22,4 @@ export function random(seed: number): (max: number) => number {
   };
 }
 
-/** Byte equality via the runtimes' native Buffer.compare (fast for large arrays). */
-import { Buffer } from "node:buffer";
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length &&
-    Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
-}
+export { sameBytes } from "../../util/bytes.ts";

@@ -1,0 +1,184 @@
+// An attacker on the path who lets the handshake through: it cannot turn the end of a
+// transfer into "verified" when the data was altered, nor forge the checksum exchange. A
+// proxy between a real sender and a real receiver changes one byte at a chosen point of one
+// direction: in page data (the keyed checksums then differ: verified false on both sides),
+// in the receiver's RESULT (the sender fails with AuthenticationError), in the sender's
+// VERDICT (the receiver fails with AuthenticationError; the sender rightly reports verified:
+// the receiver had proven it holds what was sent). Plus: the checksum is keyed per session
+// (the same bytes give another checksum in every session).
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import net from "node:net";
+import { AuthenticationError, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
+import {
+  HELLO_BYTES,
+  INIT_ACK_BYTES,
+  INIT_BYTES,
+  OFFSET_BYTES,
+  PACKET_HEADER_BYTES,
+  PAGE_SIZE,
+  REPLY_BYTES,
+} from "../src/multifd/wire.ts";
+import { CHECKSUM_BYTES } from "../src/multifd/checksum.ts";
+import { fillPattern, SECRET } from "./helpers/multifd.ts";
+
+const PAGES_PER_PACKET = 16;
+const SIZE = 64 * PAGE_SIZE; // 4 packets
+const PACKETS = SIZE / PAGE_SIZE / PAGES_PER_PACKET;
+
+type Direction = "toReceiver" | "toSender";
+
+/**
+ * A TCP proxy to `port` that XORs one byte at `offset` of one direction's stream (of every
+ * connection: here there is one channel), and forwards everything else unchanged.
+ */
+async function tamperingProxy(port: number, direction: Direction, offset: number) {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, "127.0.0.1");
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => sockets.delete(s));
+    }
+    const pipe = (from: net.Socket, to: net.Socket, tamper: boolean) => {
+      let seen = 0;
+      from.on("data", (chunk: Uint8Array) => {
+        const bytes = new Uint8Array(chunk);
+        if (tamper && offset >= seen && offset < seen + bytes.length) bytes[offset - seen] ^= 0x20;
+        seen += bytes.length;
+        to.write(bytes);
+      });
+      from.on("end", () => to.end());
+      from.on("close", () => to.destroy());
+    };
+    pipe(client, upstream, direction === "toReceiver");
+    pipe(upstream, client, direction === "toSender");
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+type Outcome = { ok: true; verified: boolean } | { ok: false; error: Error };
+const settle = (p: Promise<{ verified: boolean }>): Promise<Outcome> =>
+  p.then((r) => ({ ok: true as const, verified: r.verified }), (error) => ({ ok: false as const, error }));
+
+/** One 1-channel transfer through a proxy that changes the byte at `offset` of `direction`. */
+async function throughProxy(direction: Direction, offset: number) {
+  const source = Region.allocate(SIZE);
+  fillPattern(source, 77);
+  const destination = Region.allocate(SIZE);
+  const receiver = await MultifdReceiver.listen({ secret: SECRET, ioTimeoutMs: 5_000 });
+  const receiving = settle(receiver.receive(destination));
+  const proxy = await tamperingProxy(receiver.port, direction, offset);
+  try {
+    const sending = settle((async () => {
+      const sender = await MultifdSender.connect(source, {
+        hostname: "127.0.0.1",
+        port: proxy.port,
+        secret: SECRET,
+        channels: 1,
+        pagesPerPacket: PAGES_PER_PACKET,
+        ioTimeoutMs: 5_000,
+      });
+      try {
+        await sender.sendRound();
+        return await sender.finish();
+      } catch (error) {
+        await sender.abort();
+        throw error;
+      }
+    })());
+    const [sent, received] = await Promise.all([sending, receiving]);
+    return { sent, received };
+  } finally {
+    await receiver.abort();
+    await proxy.close();
+    await source.close();
+    await destination.close();
+  }
+}
+
+// Byte offsets of the one channel's streams (docs/PROTOCOL.md).
+const DATA_PACKET_BYTES = PACKET_HEADER_BYTES + PAGES_PER_PACKET * (OFFSET_BYTES + PAGE_SIZE);
+const toReceiver = {
+  firstPage: INIT_BYTES + PACKET_HEADER_BYTES + PAGES_PER_PACKET * OFFSET_BYTES,
+  // INIT, the packets, SYNC, END, then VERDICT ‖ MAC.
+  verdict: INIT_BYTES + PACKETS * DATA_PACKET_BYTES + 2 * PACKET_HEADER_BYTES,
+};
+// HELLO, INIT_ACK ‖ MAC, one SYNC_ACK, then RESULT (reply ‖ checksum) ‖ MAC.
+const result = HELLO_BYTES + INIT_ACK_BYTES + REPLY_BYTES;
+
+describe("the end of a transfer, against an attacker on the path", () => {
+  test("untouched, through the proxy: verified on both sides (the proxy itself is transparent)", async () => {
+    const { sent, received } = await throughProxy("toSender", Number.MAX_SAFE_INTEGER);
+    assert.deepEqual([sent, received], [{ ok: true, verified: true }, { ok: true, verified: true }]);
+  });
+
+  const cases: { name: string; direction: Direction; offset: number; expect: "mismatch" | "sender" | "receiver" }[] = [
+    { name: "a byte of page data", direction: "toReceiver", offset: toReceiver.firstPage + 100, expect: "mismatch" },
+    { name: "the RESULT's byte count", direction: "toSender", offset: result + 23, expect: "sender" },
+    { name: "the RESULT's checksum", direction: "toSender", offset: result + REPLY_BYTES + 5, expect: "sender" },
+    {
+      name: "the RESULT's MAC",
+      direction: "toSender",
+      offset: result + REPLY_BYTES + CHECKSUM_BYTES + 9,
+      expect: "sender",
+    },
+    {
+      name: "the VERDICT's MAC",
+      direction: "toReceiver",
+      offset: toReceiver.verdict + PACKET_HEADER_BYTES + 3,
+      expect: "receiver",
+    },
+  ];
+  for (const c of cases) {
+    test(`one byte changed in ${c.name}: never verified, ${c.expect === "mismatch" ? "a mismatch on both sides" : `AuthenticationError on the ${c.expect}'s side`}`, async () => {
+      const { sent, received } = await throughProxy(c.direction, c.offset);
+      // The sender's "verified" says the receiver proved (authenticated RESULT) that it holds
+      // what was sent; a forged VERDICT cannot change that, only what the receiver learns.
+      const trusted = c.expect === "receiver" ? [received] : [sent, received];
+      for (const outcome of trusted) assert.ok(!outcome.ok || !outcome.verified, JSON.stringify(outcome));
+      if (c.expect === "receiver") assert.deepEqual(sent, { ok: true, verified: true });
+      if (c.expect === "mismatch") {
+        assert.deepEqual([sent, received], [{ ok: true, verified: false }, { ok: true, verified: false }]);
+        return;
+      }
+      const failed = c.expect === "sender" ? sent : received;
+      assert.equal(failed.ok, false);
+      if (!failed.ok) {
+        assert.ok(failed.error instanceof AuthenticationError, `${failed.error.name}: ${failed.error.message}`);
+      }
+    });
+  }
+
+  test("the checksum is keyed per session: the same region gives another checksum in each session", async () => {
+    const checksums = new Set<string>();
+    for (let i = 0; i < 3; i++) {
+      const source = Region.allocate(SIZE);
+      fillPattern(source, 77);
+      const destination = Region.allocate(SIZE);
+      const receiver = await MultifdReceiver.listen({ secret: SECRET });
+      const receiving = receiver.receive(destination);
+      const sender = await MultifdSender.connect(source, {
+        hostname: "127.0.0.1",
+        port: receiver.port,
+        secret: SECRET,
+      });
+      await sender.sendRound();
+      const [sent, got] = await Promise.all([sender.finish(), receiving]);
+      assert.equal(sent.checksum, got.checksum);
+      assert.match(sent.checksum, /^[0-9a-f]{64}$/);
+      checksums.add(sent.checksum);
+      await source.close();
+      await destination.close();
+    }
+    assert.equal(checksums.size, 3);
+  });
+});
