@@ -20,7 +20,7 @@ import {
   REPLY_BYTES,
 } from "../src/multifd/wire.ts";
 import { CHECKSUM_BYTES } from "../src/multifd/checksum.ts";
-import { fillPattern, SECRET } from "./helpers/multifd.ts";
+import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
 
 const PAGES_PER_PACKET = 16;
 const SIZE = 64 * PAGE_SIZE; // 4 packets
@@ -160,25 +160,16 @@ describe("the end of a transfer, against an attacker on the path", () => {
 
   test("the checksum is keyed per session: the same region gives another checksum in each session", async () => {
     const checksums = new Set<string>();
+    const source = Region.allocate(SIZE);
+    fillPattern(source, 77);
     for (let i = 0; i < 3; i++) {
-      const source = Region.allocate(SIZE);
-      fillPattern(source, 77);
-      const destination = Region.allocate(SIZE);
-      const receiver = await MultifdReceiver.listen({ secret: SECRET });
-      const receiving = receiver.receive(destination);
-      const sender = await MultifdSender.connect(source, {
-        hostname: "127.0.0.1",
-        port: receiver.port,
-        secret: SECRET,
-      });
-      await sender.sendRound();
-      const [sent, got] = await Promise.all([sender.finish(), receiving]);
-      assert.equal(sent.checksum, got.checksum);
+      const { sent, received, destination } = await transfer(source);
+      assert.equal(sent.checksum, received.checksum);
       assert.match(sent.checksum, /^[0-9a-f]{64}$/);
       checksums.add(sent.checksum);
-      await source.close();
       await destination.close();
     }
+    await source.close();
     assert.equal(checksums.size, 3);
   });
 });

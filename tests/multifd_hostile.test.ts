@@ -18,7 +18,14 @@ import {
   TransferAbortedError,
   ZeroCopyMultifdError,
 } from "../mod.ts";
-import { importSecret, newNonce, type SecretKeys, signInitAck, verifyInitAck } from "../src/multifd/auth.ts";
+import {
+  importSecret,
+  newNonce,
+  type SecretKeys,
+  type SessionKeys,
+  signInitAck,
+  verifyInitAck,
+} from "../src/multifd/auth.ts";
 import {
   encodeHello,
   encodeReply,
@@ -32,13 +39,16 @@ import {
 import { type Probe, socketFds, takeFdAsListener, waitForClose } from "./helpers/hostile_fd.ts";
 import { fillPattern, SECRET } from "./helpers/multifd.ts";
 import {
+  answerResult,
   authenticate,
+  authenticateSession,
   awaitPeerEnd,
   GuardedRegion,
   oneChannelInit,
   openRaw,
   type PeerEnd,
   readHello,
+  sessionOf,
   signedInit,
   transcriptOf,
   writeIgnoringHangup,
@@ -374,8 +384,8 @@ describe("hostile peers", () => {
             header({ type: END, number: 1 }),
           ]);
           assert.equal(await client.readFull(reply), REPLY_BYTES);
-          parseReply(reply, ReplyType.RESULT);
-          await client.writev([header({ type: VERDICT, number: 2, argument: 1 })]);
+          const session = await sessionOf(key, nonce, initBytes);
+          assert.ok(await answerResult(client, session, reply, header({ type: VERDICT, number: 2, argument: 1 })));
           const outcome = await within(receiving, 10_000, "receive");
           assert.ok(
             outcome.ok,
@@ -808,7 +818,8 @@ async function mutatedSession(
   let client: SocketChannel | undefined;
   let seen = "";
   try {
-    client = await authenticate(receiver.port, key, oneChannelInit(SIZE, pagesPerPacket), 5_000);
+    const authenticated = await authenticateSession(receiver.port, key, oneChannelInit(SIZE, pagesPerPacket), 5_000);
+    client = authenticated.channel;
     await writeIgnoringHangup(client, bytes);
     // Take the SYNC_ACKs the receiver sends before it starves (unread bytes would make
     // our close a reset instead of an EOF).
@@ -822,7 +833,7 @@ async function mutatedSession(
       await sleep(5);
       seen = "starved:hung-up";
     } else {
-      seen = await readReplies(client, verdictBytes);
+      seen = await readReplies(client, verdictBytes, authenticated.session);
     }
   } finally {
     client?.close();
@@ -890,7 +901,7 @@ async function replyOrEnd(client: SocketChannel, reply: Uint8Array, what: string
  * Reads replies until RESULT (skipping SYNC_ACKs), then sends the VERDICT. Says what it
  * saw: "result", "result+verdict-refused", "eof", "reset", "timeout", or "reply <type>".
  */
-async function readReplies(client: SocketChannel, verdict: Uint8Array): Promise<string> {
+async function readReplies(client: SocketChannel, verdict: Uint8Array, session: SessionKeys): Promise<string> {
   const reply = new Uint8Array(REPLY_BYTES);
   for (;;) {
     let got: number;
@@ -904,6 +915,6 @@ async function readReplies(client: SocketChannel, verdict: Uint8Array): Promise<
     const type = reply[4];
     if (type === ReplyType.SYNC_ACK) continue;
     if (type !== ReplyType.RESULT) return `reply ${type}`;
-    return (await writeIgnoringHangup(client, verdict)) ? "result" : "result+verdict-refused";
+    return (await answerResult(client, session, reply, verdict)) ? "result" : "result+verdict-refused";
   }
 }

@@ -7,10 +7,18 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { MultifdReceiver, MultifdSender, PAGE_SIZE, Region, type SocketChannel, TransferRefusedError } from "../mod.ts";
-import { importSecret } from "../src/multifd/auth.ts";
+import { importSecret, type SessionKeys } from "../src/multifd/auth.ts";
 import { type Init, MAC_BYTES, parseReply, RefusalCode, REPLY_BYTES, ReplyType } from "../src/multifd/wire.ts";
 import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
-import { awaitPeerEnd, openRaw, randomSessionId, readHello, signedInit } from "./helpers/hostile_client.ts";
+import {
+  answerResult,
+  awaitPeerEnd,
+  openRaw,
+  randomSessionId,
+  readHello,
+  sessionOf,
+  signedInit,
+} from "./helpers/hostile_client.ts";
 import { settle, sleep, within } from "./helpers/time.ts";
 import { dataPacket, END, header, pageFill, VERDICT } from "./helpers/hostile_stream.ts";
 import { patternBytes } from "./helpers/pattern.ts";
@@ -24,21 +32,34 @@ function channelInit(sessionId: Uint8Array, channelId: number, channelCount: num
   return { sessionId, channelId, channelCount, pageSize: PAGE, regionSize, pagesPerPacket: 4 };
 }
 
+/** The keys of the session each raw channel 0 opened (to end the session by hand). */
+const sessions = new WeakMap<SocketChannel, Promise<SessionKeys>>();
+
 /** Opens a raw channel and sends a correctly signed INIT; the reply is left to the caller. */
 async function sendInit(port: number, init: Init): Promise<SocketChannel> {
   const channel = await openRaw(port, 10_000);
-  await channel.writev([await signedInit(await importSecret(SECRET), await readHello(channel), init)]);
+  const keys = await importSecret(SECRET);
+  const nonce = await readHello(channel);
+  const initBytes = await signedInit(keys, nonce, init);
+  await channel.writev([initBytes]);
+  if (init.channelId === 0) sessions.set(channel, sessionOf(keys, nonce, initBytes));
   return channel;
 }
 
-/** Reads one reply; resolves its type and status, or "eof" when the receiver closed first. */
-async function readReply(channel: SocketChannel): Promise<{ type: number; status: number } | "eof"> {
+/** Reads one reply; resolves its type, status and bytes, or "eof" when the receiver closed first. */
+async function readReply(
+  channel: SocketChannel,
+): Promise<{ type: number; status: number; bytes: Uint8Array } | "eof"> {
   const bytes = new Uint8Array(REPLY_BYTES);
   if (await within(channel.readFull(bytes), 10_000, "a reply") < REPLY_BYTES) return "eof";
   // An INIT_ACK's MAC follows it (checked by the handshake tests; here only taken off the stream).
   if (bytes[4] === ReplyType.INIT_ACK) await channel.readFull(new Uint8Array(MAC_BYTES));
-  return { type: bytes[4], status: new DataView(bytes.buffer).getUint32(24) };
+  return { type: bytes[4], status: new DataView(bytes.buffer).getUint32(24), bytes };
 }
+
+/** A reply's type and status (or "eof"). */
+const statusOf = (reply: Awaited<ReturnType<typeof readReply>>) =>
+  reply === "eof" ? reply : { type: reply.type, status: reply.status };
 
 /** The receiver answered `channel` with an ERROR reply carrying `code`, then closed it. */
 async function assertRefused(channel: SocketChannel, code: number, what: string): Promise<void> {
@@ -62,11 +83,13 @@ async function finishTwoChannels(channels: SocketChannel[], page: Uint8Array): P
     header({ type: END, number: 1 }),
   ]);
   await channels[1].writev([header({ type: END, number: 0 })]);
-  for (const channel of channels) {
+  const session = await sessions.get(channels[0])!;
+  for (const [id, channel] of channels.entries()) {
     const reply = await readReply(channel);
     assert.ok(reply !== "eof" && reply.type === ReplyType.RESULT, `RESULT expected: ${JSON.stringify(reply)}`);
+    const verdict = id === 0 ? header({ type: VERDICT, number: 2, argument: 1 }) : undefined;
+    assert.ok(await answerResult(channel, session, reply.bytes, verdict, id));
   }
-  await channels[0].writev([header({ type: VERDICT, number: 2, argument: 1 })]);
 }
 
 /** Connects a real sender that the receiver must refuse; returns the error its connect fails with. */
@@ -111,7 +134,7 @@ describe("receiver refusals", () => {
 
       channels.push(await sendInit(receiver.port, channelInit(sessionA, 1, 2)));
       for (const channel of channels) {
-        assert.deepEqual(await readReply(channel), { type: ReplyType.INIT_ACK, status: 0 });
+        assert.deepEqual(statusOf(await readReply(channel)), { type: ReplyType.INIT_ACK, status: 0 });
       }
       const page = pageFill(0, PAGE, 0x41);
       await finishTwoChannels(channels, page);
@@ -142,7 +165,7 @@ describe("receiver refusals", () => {
 
       channels.push(await sendInit(receiver.port, channelInit(sessionA, 1, 2)));
       for (const channel of channels) {
-        assert.deepEqual(await readReply(channel), { type: ReplyType.INIT_ACK, status: 0 });
+        assert.deepEqual(statusOf(await readReply(channel)), { type: ReplyType.INIT_ACK, status: 0 });
       }
       const page = pageFill(0, PAGE, 0x42);
       await finishTwoChannels(channels, page);

@@ -4,7 +4,18 @@
  * packets — and a guarded destination region that detects any write outside its bounds.
  */
 import { connect, Region, type SocketChannel } from "../../mod.ts";
-import { newNonce, type SecretKeys, signInit, type Transcript, verifyInitAck } from "../../src/multifd/auth.ts";
+import {
+  newNonce,
+  type SecretKeys,
+  type SessionKeys,
+  sessionKeys,
+  signInit,
+  signVerdict,
+  type Transcript,
+  verifyInitAck,
+  verifyResult,
+} from "../../src/multifd/auth.ts";
+import { CHECKSUM_BYTES } from "../../src/multifd/checksum.ts";
 import {
   encodeInitFields,
   HELLO_BYTES,
@@ -13,6 +24,7 @@ import {
   INIT_BYTES,
   INIT_MAC_OFFSET,
   INIT_NONCE_OFFSET,
+  MAC_BYTES,
   PAGE_SIZE,
   parseHello,
   parseReply,
@@ -63,11 +75,50 @@ export async function signedInit(keys: SecretKeys, nonce: Uint8Array, init: Init
   return bytes;
 }
 
+/** The keys of the session whose channel 0 had this handshake, to end it by hand (answerResult). */
+export function sessionOf(keys: SecretKeys, receiverNonce: Uint8Array, initBytes: Uint8Array): Promise<SessionKeys> {
+  return sessionKeys(keys, transcriptOf(receiverNonce, initBytes));
+}
+
+/**
+ * A sender's end of stream by hand, once a RESULT reply was read into `reply`: reads the
+ * checksum and MAC that follow it and checks the MAC (channel `channelId`), then, when a
+ * `verdict` header is given (channel 0), sends it with its MAC over that result. Resolves
+ * false when the receiver hung up before the verdict could go.
+ */
+export async function answerResult(
+  channel: SocketChannel,
+  session: SessionKeys,
+  reply: Uint8Array,
+  verdict?: Uint8Array,
+  channelId = 0,
+): Promise<boolean> {
+  const rest = new Uint8Array(CHECKSUM_BYTES + MAC_BYTES);
+  if (await channel.readFull(rest) < rest.length) throw new Error("RESULT cut short");
+  const { bytes } = parseReply(reply, ReplyType.RESULT);
+  const checksum = rest.subarray(0, CHECKSUM_BYTES);
+  if (!await verifyResult(session, channelId, bytes, checksum, rest.subarray(CHECKSUM_BYTES))) {
+    throw new Error("the RESULT's MAC is wrong");
+  }
+  if (!verdict) return true;
+  const matched = new DataView(verdict.buffer, verdict.byteOffset).getUint32(28) === 1;
+  const mac = await signVerdict(session, matched, bytes, checksum);
+  const both = new Uint8Array(verdict.length + mac.length);
+  both.set(verdict);
+  both.set(mac, verdict.length);
+  return await writeIgnoringHangup(channel, both);
+}
+
 /**
  * A raw client that completes the handshake with the right secret: HELLO, INIT ‖ MAC,
  * INIT_ACK ‖ MAC (checked). Returns the channel, ready for DATA packets.
  */
 export async function authenticate(port: number, keys: SecretKeys, init: Init, ioTimeoutMs = 5_000) {
+  return (await authenticateSession(port, keys, init, ioTimeoutMs)).channel;
+}
+
+/** {@link authenticate}, also returning the session's keys (a one-channel session: this is channel 0). */
+export async function authenticateSession(port: number, keys: SecretKeys, init: Init, ioTimeoutMs = 5_000) {
   const channel = await openRaw(port, ioTimeoutMs);
   try {
     const nonce = await readHello(channel);
@@ -80,7 +131,7 @@ export async function authenticate(port: number, keys: SecretKeys, init: Init, i
     if (!await verifyInitAck(keys, transcriptOf(nonce, initBytes), reply, ack.subarray(REPLY_BYTES))) {
       throw new Error("the INIT_ACK's MAC is wrong");
     }
-    return channel;
+    return { channel, session: await sessionOf(keys, nonce, initBytes) };
   } catch (error) {
     channel.close();
     throw error;
