@@ -156,6 +156,7 @@ async function cliRun(fs: Tmpfs, runtime: Runtime, mode: Mode, size: number): Pr
     GBps: sj.GBps as number,
     seconds: sj.seconds as number,
     recvGBps: rj.GBps as number,
+    checksumSeconds: sj.checksumSeconds as number,
     wallSeconds: round(wallSeconds),
     wallGBps: round(size / 1e9 / wallSeconds),
     verified: ok,
@@ -308,10 +309,10 @@ async function main(): Promise<number> {
       size / 2 ** 20
     } MiB random, ${rounds} rounds interleaved; median (min–max).`,
     "",
-    `| runtime | mode | CLI GB/s | CLI wall s (e2e) | ${variants.map((v) => `QEMU ${v.label} GB/s`).join(" | ")} | ${
-      variants.map((v) => `CLI/${v.label}`).join(" | ")
-    } | ${destinations.map((d) => BEST_LABEL[d]).join(" | ")} |`,
-    `|---|---|---|---|${variants.map(() => "---|").join("")}${variants.map(() => "---|").join("")}${
+    `| runtime | mode | CLI GB/s | CLI wall s (e2e) | CLI checksum s | ${
+      variants.map((v) => `QEMU ${v.label} GB/s`).join(" | ")
+    } | ${variants.map((v) => `CLI/${v.label}`).join(" | ")} | ${destinations.map((d) => BEST_LABEL[d]).join(" | ")} |`,
+    `|---|---|---|---|---|${variants.map(() => "---|").join("")}${variants.map(() => "---|").join("")}${
       destinations.map(() => "---|").join("")
     }`,
   ];
@@ -329,8 +330,8 @@ async function main(): Promise<number> {
       );
       lines.push(
         `| ${runtime} | ${mode} | ${stat(pick(isCli, "GBps"))} | ${stat(pick(isCli, "wallSeconds"))} | ${
-          qemuCells.join(" | ")
-        } | ${variants.map((v) => stat(pick(isRound, `vs${v.label}`))).join(" | ")} | ${
+          stat(pick(isCli, "checksumSeconds"))
+        } | ${qemuCells.join(" | ")} | ${variants.map((v) => stat(pick(isRound, `vs${v.label}`))).join(" | ")} | ${
           destinations.map((d) => stat(pick(isRound, BEST_KEY[d]))).join(" | ")
         } |`,
       );
