@@ -134,12 +134,16 @@ class SendEnd extends ChannelEnd {
     return allCopied;
   }
 
-  /**
-   * Ends the stream; returns the receiver's checksum and byte count, and the MAC that
-   * follows them (the main thread checks it: the end of every format is authenticated).
-   */
-  end(): { checksum: Uint8Array; bytes: number; mac: Uint8Array } {
+  /** Ends the stream. */
+  end(): void {
     this.#send(this.#codec.control("end", 0));
+  }
+
+  /**
+   * Reads the receiver's result: its checksum and byte count, and the MAC that follows them
+   * (the main thread checks it: the end of every format is authenticated).
+   */
+  readResult(): { checksum: Uint8Array; bytes: number; mac: Uint8Array } {
     const result = new Uint8Array(this.#codec.resultBytes + MAC_BYTES);
     if (this.channel.readFullSync(result) < result.length) {
       throw new ChannelClosedError("the receiver closed the connection before its result");
@@ -295,7 +299,11 @@ function handle(message: ToSender | ToReceiver): void {
       return;
     }
     case "end":
-      self.postMessage({ kind: "result", ...sending!.end() });
+      sending!.end();
+      self.postMessage({ kind: "endSent" });
+      return;
+    case "readResult":
+      self.postMessage({ kind: "result", ...sending!.readResult() });
       return;
     case "verdict":
       sending!.verdict(message.matched, message.mac);

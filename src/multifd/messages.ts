@@ -31,7 +31,10 @@ export type ToSender =
   /** Send the round's pages (`pages` null: every page of the region), then SYNC and flush. */
   | { kind: "round"; pages: Uint32Array<SharedArrayBuffer> | null; pageCount: number; syncNumber: number }
   | { kind: "checksum"; blocks: number[]; key: Uint8Array }
+  /** Send END (answered "endSent"), so the receiver hashes its region while this side hashes its own. */
   | { kind: "end" }
+  /** Read the receiver's RESULT (answered "result"). */
+  | { kind: "readResult" }
   /** Channel 0 sends the VERDICT, followed by `mac` (auth.ts signVerdict); the others just close. */
   | { kind: "verdict"; matched: boolean; mac: Uint8Array }
   | ExitRequest;
@@ -40,6 +43,7 @@ export type FromSender =
   | { kind: "ready" }
   | { kind: "synced"; syncNumber: number; allCopied: boolean }
   | { kind: "hashes"; blocks: number[]; hashes: Uint8Array[] }
+  | { kind: "endSent" }
   /** The receiver's RESULT, and the MAC that followed it (checked by the main thread). */
   | { kind: "result"; checksum: Uint8Array; bytes: number; mac: Uint8Array }
   | { kind: "done" }
