@@ -1,12 +1,16 @@
 /**
  * Where the native library is looked for, in order:
  * 1. `$ZEROCOPY_MULTIFD_LIB` (an explicit path; nothing else is tried when it is set),
- * 2. `zig-out/lib/libzerocopy_multifd.so` (a local `zig build`, the freshest when present),
- * 3. `prebuilt/linux-x64/libzerocopy_multifd.so` (shipped in the npm package).
+ * 2. `zig-out/lib/` (a local `zig build`, the freshest when present),
+ * 3. `prebuilt/linux-x64/` (shipped in the npm package).
+ *
+ * In each directory, on a CPU with every x86-64-v3 feature (AVX2, BMI2, FMA, …: 2013 on), the
+ * build for it (`libzerocopy_multifd_x86_64_v3.so`: a faster region checksum) comes first;
+ * `libzerocopy_multifd.so` runs on any x86-64.
  *
  * @module
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { ZeroCopyMultifdError } from "../src/errors.ts";
@@ -17,6 +21,21 @@ import { ZeroCopyMultifdError } from "../src/errors.ts";
  */
 export const LIBRARY_ENV = "ZEROCOPY_MULTIFD_LIB";
 const LIBRARY_FILE = "libzerocopy_multifd.so";
+const V3_LIBRARY_FILE = "libzerocopy_multifd_x86_64_v3.so";
+/** The /proc/cpuinfo flags of the x86-64-v3 level ("abm" is LZCNT). */
+const X86_64_V3_FLAGS = ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"];
+
+/** Whether this CPU runs code built for x86-64-v3 (false when /proc/cpuinfo cannot be read). */
+export function cpuIsX86_64V3(cpuinfo?: string): boolean {
+  let text = cpuinfo;
+  try {
+    text ??= readFileSync("/proc/cpuinfo", "utf8");
+  } catch {
+    return false;
+  }
+  const flags = new Set(/^flags\s*:(.*)$/m.exec(text)?.[1].trim().split(/\s+/) ?? []);
+  return X86_64_V3_FLAGS.every((flag) => flags.has(flag));
+}
 
 /** Thrown when no loadable library is found; the message says what was tried and the fix. */
 export class NativeLibraryNotFoundError extends ZeroCopyMultifdError {
@@ -41,10 +60,10 @@ function candidates(): string[] {
   const explicit = process.env[LIBRARY_ENV];
   if (explicit) return [explicit];
   const root = new URL("../", import.meta.url);
-  return [
-    fileURLToPath(new URL(`zig-out/lib/${LIBRARY_FILE}`, root)),
-    fileURLToPath(new URL(`prebuilt/linux-x64/${LIBRARY_FILE}`, root)),
-  ];
+  const files = cpuIsX86_64V3() ? [V3_LIBRARY_FILE, LIBRARY_FILE] : [LIBRARY_FILE];
+  return ["zig-out/lib/", "prebuilt/linux-x64/"].flatMap((dir) =>
+    files.map((file) => fileURLToPath(new URL(dir + file, root)))
+  );
 }
 
 /** The first existing candidate path; throws NativeLibraryNotFoundError when none exists. */

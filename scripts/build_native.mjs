@@ -1,5 +1,6 @@
 #!/usr/bin/env node
-// Builds zig/ into zig-out/lib/libzerocopy_multifd.so with the pinned Zig.
+// Builds zig/ into zig-out/lib/libzerocopy_multifd.so (any x86-64) and
+// libzerocopy_multifd_x86_64_v3.so (AVX2 CPUs; ffi/library_path.ts picks) with the pinned Zig.
 //
 // The Zig version is pinned in one place: package.json "config.zigVersion". A `zig` on
 // PATH of exactly that version is used; otherwise PyPI's official `ziglang` package is
@@ -16,9 +17,9 @@ import { fileURLToPath } from "node:url";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const zigVersion = pkg.config.zigVersion;
-const libName = "libzerocopy_multifd.so";
-const prebuilt = join(root, "prebuilt", "linux-x64", libName);
-const built = join(root, "zig-out", "lib", libName);
+const libNames = ["libzerocopy_multifd.so", "libzerocopy_multifd_x86_64_v3.so"];
+const prebuilt = join(root, "prebuilt", "linux-x64", libNames[0]);
+const built = join(root, "zig-out", "lib", libNames[0]);
 const args = new Set(process.argv.slice(2));
 
 if (args.has("--if-needed") && existsSync(prebuilt)) {
@@ -47,10 +48,10 @@ function findZig() {
 
 const [zig, ...zigArgs] = findZig();
 execFileSync(zig, [...zigArgs, "build", "--summary", "none"], { cwd: root, stdio: "inherit" });
-console.log(`zerocopy-multifd: built ${built} with Zig ${zigVersion}`);
+console.log(`zerocopy-multifd: built ${libNames.join(", ")} in ${dirname(built)} with Zig ${zigVersion}`);
 
 if (args.has("--prebuilt")) {
   mkdirSync(dirname(prebuilt), { recursive: true });
-  copyFileSync(built, prebuilt);
-  console.log(`zerocopy-multifd: copied to ${prebuilt}`);
+  for (const name of libNames) copyFileSync(join(dirname(built), name), join(dirname(prebuilt), name));
+  console.log(`zerocopy-multifd: copied to ${dirname(prebuilt)}`);
 }

@@ -9,7 +9,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 tarball=$(npm pack --silent --pack-destination "$tmp" | tail -n 1)
 tar -xzf "$tmp/$tarball" -C "$tmp"
-test -f "$tmp/package/prebuilt/linux-x64/libzerocopy_multifd.so" || { echo "prebuilt library missing from the package" >&2; exit 1; }
+for lib in libzerocopy_multifd.so libzerocopy_multifd_x86_64_v3.so; do
+  test -f "$tmp/package/prebuilt/linux-x64/$lib" || { echo "prebuilt $lib missing from the package" >&2; exit 1; }
+done
 test ! -e "$tmp/package/zig-out" || { echo "zig-out must not be packed" >&2; exit 1; }
 "$root/node_modules/.bin/deno" run -A "$tmp/package/examples/zerocopy_stream.ts" --gib 0.05 --json
 "$root/node_modules/.bin/bun" "$tmp/package/examples/zerocopy_stream.ts" --gib 0.05 --json

@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { runtime } from "../mod.ts";
+import { cpuIsX86_64V3, LIBRARY_ENV } from "../ffi/library_path.ts";
 import { lastJson, LineChild, run } from "../dev/child.ts";
 import { otherRuntime as other, runtimeArgv, scriptArgv } from "../dev/runtime.ts";
 
@@ -49,6 +50,40 @@ describe("multifd between runtimes", () => {
     } finally {
       await receiver.kill();
     }
+  });
+});
+
+describe("multifd between the two builds of the native library", () => {
+  // The region checksum must be the same whichever build computes it: a sender on an old CPU
+  // (baseline x86-64) and a receiver on a new one (x86-64-v3) verify each other.
+  const lib = (file: string) => fileURLToPath(new URL(`../zig-out/lib/${file}`, import.meta.url));
+  const baseline = `${LIBRARY_ENV}=${lib("libzerocopy_multifd.so")}`;
+  const v3 = `${LIBRARY_ENV}=${lib("libzerocopy_multifd_x86_64_v3.so")}`;
+  for (const [senderLib, receiverLib] of [[baseline, v3], [v3, baseline]]) {
+    const name = (env: string) => env.includes("v3") ? "x86-64-v3" : "baseline";
+    test(`${name(senderLib)} sender -> ${name(receiverLib)} receiver: verified`, {
+      skip: !cpuIsX86_64V3() && "this CPU cannot run the x86-64-v3 build",
+    }, async () => {
+      const receiver = startReceiver(["env", receiverLib, ...runtimeArgv(peer, ["recv", SIZE, "5"])]);
+      try {
+        const port = await receiver.port;
+        const sender = await run(["env", senderLib, ...runtimeArgv(peer, ["send", String(port), SIZE, "5", "2", "0"])]);
+        assert.equal(sender.code, 0, sender.stderr);
+        const received = await receiver.exited;
+        assert.equal(received.code, 0, received.stderr);
+        assert.equal(lastJson(sender.stdout).verified, true);
+        assert.equal(lastJson(received.stdout).verified, true);
+      } finally {
+        await receiver.kill();
+      }
+    });
+  }
+
+  test("cpuIsX86_64V3 reads every v3 flag from /proc/cpuinfo", () => {
+    const v3Flags = "fpu sse2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave aes";
+    assert.equal(cpuIsX86_64V3(`processor : 0\nflags\t\t: ${v3Flags}\n`), true);
+    assert.equal(cpuIsX86_64V3(`flags : ${v3Flags.replace("avx2 ", "")}\n`), false);
+    assert.equal(cpuIsX86_64V3("processor : 0\n"), false);
   });
 });
 
