@@ -97,13 +97,12 @@ export interface SenderOptions extends ChannelOptions {
   /** Send all-zero pages as offsets only. Default false. */
   zeroPages?: boolean;
   /**
-   * With `zerocopy`: a channel whose first 64 zero-copy sends the kernel all reports
-   * as copied (loopback, veth, a device without scatter-gather)
-   * goes on with ordinary sends, as the kernel's MSG_ZEROCOPY documentation advises: there
-   * the flag only adds page pinning and notifications to a copy that happens anyway
-   * (`zerocopyFallbacks` counts such channels). A channel with any send really zero-copied
-   * keeps the flag. false: every page goes with MSG_ZEROCOPY however the kernel treats it
-   * (QEMU's behaviour). Default true.
+   * With `zerocopy`: a channel whose first 64 zero-copy sends the kernel all reports as
+   * copied (loopback, veth, a device without scatter-gather) goes on with ordinary sends,
+   * as the kernel's MSG_ZEROCOPY documentation advises: there the flag only adds page
+   * pinning and notifications to a copy that happens anyway (`zerocopyFallbacks` counts
+   * such channels). A channel with any send really zero-copied keeps the flag. false: every
+   * page goes with MSG_ZEROCOPY however the kernel treats it (QEMU's behaviour). Default true.
    */
   zerocopyFallback?: boolean;
   /** Pages per data packet, 1..1024. Default 128 (512 KiB). */
