@@ -1,5 +1,6 @@
 // An attacker on the path who lets the handshake through: it cannot turn the end of a
-// transfer into "verified" when the data was altered, nor forge the checksum exchange. A
+// transfer into "verified" when the data was altered, nor forge the checksum exchange; a
+// packet it drops, repeats or reorders fails the transfer at once, with typed errors. A
 // proxy between a real sender and a real receiver changes one byte at a chosen point of one
 // direction: in page data (the keyed checksums then differ: verified false on both sides),
 // in the receiver's RESULT (the sender fails with AuthenticationError), in the sender's
@@ -9,7 +10,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { AuthenticationError, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
+import { AuthenticationError, MultifdReceiver, MultifdSender, Region, ZeroCopyMultifdError } from "../mod.ts";
 import {
   HELLO_BYTES,
   INIT_ACK_BYTES,
@@ -29,10 +30,26 @@ const PACKETS = SIZE / PAGE_SIZE / PAGES_PER_PACKET;
 type Direction = "toReceiver" | "toSender";
 
 /**
- * A TCP proxy to `port` that XORs one byte at `offset` of one direction's stream (of every
- * connection: here there is one channel), and forwards everything else unchanged.
+ * What the proxy does to one direction's stream: the bytes in [start, end) are held until
+ * all have passed, then `rewrite(held)` goes on in their place.
  */
-async function tamperingProxy(port: number, direction: Direction, offset: number) {
+interface Edit {
+  direction: Direction;
+  start: number;
+  end: number;
+  rewrite: (held: Uint8Array) => Uint8Array;
+}
+
+/** One byte at `offset` changed. */
+const flip = (direction: Direction, offset: number): Edit => ({
+  direction,
+  start: offset,
+  end: offset + 1,
+  rewrite: (held) => Uint8Array.of(held[0] ^ 0x20),
+});
+
+/** A TCP proxy to `port` that applies `edit` (on every connection: here there is one channel). */
+async function tamperingProxy(port: number, edit: Edit) {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(port, "127.0.0.1");
@@ -41,19 +58,26 @@ async function tamperingProxy(port: number, direction: Direction, offset: number
       s.on("error", () => {});
       s.on("close", () => sockets.delete(s));
     }
-    const pipe = (from: net.Socket, to: net.Socket, tamper: boolean) => {
+    const pipe = (from: net.Socket, to: net.Socket, direction: Direction) => {
       let seen = 0;
+      const held: Uint8Array[] = [];
+      const send = (bytes: Uint8Array) => bytes.length > 0 && to.write(bytes);
       from.on("data", (chunk: Uint8Array) => {
         const bytes = new Uint8Array(chunk);
-        if (tamper && offset >= seen && offset < seen + bytes.length) bytes[offset - seen] ^= 0x20;
+        const from = seen;
         seen += bytes.length;
-        to.write(bytes);
+        if (direction !== edit.direction || seen <= edit.start || from >= edit.end) return send(bytes);
+        const a = Math.max(0, edit.start - from), b = Math.min(bytes.length, edit.end - from);
+        send(bytes.subarray(0, a));
+        held.push(bytes.slice(a, b));
+        if (from + b === edit.end) send(edit.rewrite(concat(...held)));
+        send(bytes.subarray(b));
       });
       from.on("end", () => to.end());
       from.on("close", () => to.destroy());
     };
-    pipe(client, upstream, direction === "toReceiver");
-    pipe(upstream, client, direction === "toSender");
+    pipe(client, upstream, "toReceiver");
+    pipe(upstream, client, "toSender");
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
@@ -65,18 +89,25 @@ async function tamperingProxy(port: number, direction: Direction, offset: number
   };
 }
 
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) (out.set(part, at), at += part.length);
+  return out;
+}
+
 type Outcome = { ok: true; verified: boolean } | { ok: false; error: Error };
 const settle = (p: Promise<{ verified: boolean }>): Promise<Outcome> =>
   p.then((r) => ({ ok: true as const, verified: r.verified }), (error) => ({ ok: false as const, error }));
 
-/** One 1-channel transfer through a proxy that changes the byte at `offset` of `direction`. */
-async function throughProxy(direction: Direction, offset: number) {
+/** One 1-channel transfer through a proxy that applies `edit`. */
+async function throughProxy(edit: Edit) {
   const source = Region.allocate(SIZE);
   fillPattern(source, 77);
   const destination = Region.allocate(SIZE);
   const receiver = await MultifdReceiver.listen({ secret: SECRET, ioTimeoutMs: 5_000 });
   const receiving = settle(receiver.receive(destination));
-  const proxy = await tamperingProxy(receiver.port, direction, offset);
+  const proxy = await tamperingProxy(receiver.port, edit);
   try {
     const sending = settle((async () => {
       const sender = await MultifdSender.connect(source, {
@@ -115,9 +146,9 @@ const toReceiver = {
 // HELLO, INIT_ACK ‖ MAC, one SYNC_ACK, then RESULT (reply ‖ checksum) ‖ MAC.
 const result = HELLO_BYTES + INIT_ACK_BYTES + REPLY_BYTES;
 
-describe("the end of a transfer, against an attacker on the path", () => {
+describe("an attacker on the path (plain mode)", () => {
   test("untouched, through the proxy: verified on both sides (the proxy itself is transparent)", async () => {
-    const { sent, received } = await throughProxy("toSender", Number.MAX_SAFE_INTEGER);
+    const { sent, received } = await throughProxy(flip("toSender", Number.MAX_SAFE_INTEGER));
     assert.deepEqual([sent, received], [{ ok: true, verified: true }, { ok: true, verified: true }]);
   });
 
@@ -140,7 +171,7 @@ describe("the end of a transfer, against an attacker on the path", () => {
   ];
   for (const c of cases) {
     test(`one byte changed in ${c.name}: never verified, ${c.expect === "mismatch" ? "a mismatch on both sides" : `AuthenticationError on the ${c.expect}'s side`}`, async () => {
-      const { sent, received } = await throughProxy(c.direction, c.offset);
+      const { sent, received } = await throughProxy(flip(c.direction, c.offset));
       // The sender's "verified" says the receiver proved (authenticated RESULT) that it holds
       // what was sent; a forged VERDICT cannot change that, only what the receiver learns.
       const trusted = c.expect === "receiver" ? [received] : [sent, received];
@@ -155,6 +186,40 @@ describe("the end of a transfer, against an attacker on the path", () => {
       if (!failed.ok) {
         assert.ok(failed.error instanceof AuthenticationError, `${failed.error.name}: ${failed.error.message}`);
       }
+    });
+  }
+
+  // Packets dropped, repeated or reordered on the way: the receiver's per-channel packet
+  // numbers catch each at once (plain mode has no MAC per packet; an attacker who also
+  // renumbers is caught at the end instead, as `verified: false`).
+  const packet = (k: number) => INIT_BYTES + k * DATA_PACKET_BYTES;
+  const packetEdits: { name: string; edit: Edit }[] = [
+    {
+      name: "a packet dropped",
+      edit: { direction: "toReceiver", start: packet(1), end: packet(2), rewrite: () => new Uint8Array(0) },
+    },
+    {
+      name: "a packet sent twice",
+      edit: { direction: "toReceiver", start: packet(1), end: packet(2), rewrite: (held) => concat(held, held) },
+    },
+    {
+      name: "two packets swapped",
+      edit: {
+        direction: "toReceiver",
+        start: packet(1),
+        end: packet(3),
+        rewrite: (held) => concat(held.subarray(DATA_PACKET_BYTES), held.subarray(0, DATA_PACKET_BYTES)),
+      },
+    },
+  ];
+  for (const { name, edit } of packetEdits) {
+    test(`${name}: typed errors on both sides, the receiver's names packet.number`, async () => {
+      const { sent, received } = await throughProxy(edit);
+      for (const [side, outcome] of [["sender", sent], ["receiver", received]] as const) {
+        assert.equal(outcome.ok, false, `${side}: ${JSON.stringify(outcome)}`);
+        if (!outcome.ok) assert.ok(outcome.error instanceof ZeroCopyMultifdError, `${side}: ${outcome.error}`);
+      }
+      if (!received.ok) assert.match(received.error.message, /packet\.number/);
     });
   }
 
