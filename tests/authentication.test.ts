@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
   AuthenticationError,
+  ChannelClosedError,
   listen,
   type Listener,
   MultifdReceiver,
@@ -229,6 +230,36 @@ describe("mutual authentication", () => {
     assert.equal(result.code, 1, result.stderr);
     assert.match(result.stderr, /did not prove that it knows the secret/);
     assert.equal(fake.tally.afterInit, 0, "the CLI sent something after its INIT");
+  });
+
+  test("a receiver with another secret: the sender fails, nothing lands, then the right sender gets through", async () => {
+    const receiver = await MultifdReceiver.listen({ secret: OTHER_SECRET });
+    const destination = Region.allocate(SIZE);
+    const receiving = receiver.receive(destination);
+    try {
+      await assert.rejects(
+        MultifdSender.connect(source, { hostname: "127.0.0.1", port: receiver.port, secret: SECRET, channels: 2 }),
+        (error: Error) => {
+          assert.ok(error instanceof ChannelClosedError, `${error.name}: ${error.message}`);
+          assert.match(error.message, /wrong secret, or it refused the channel/);
+          return true;
+        },
+      );
+      assert.ok(destination.view().every((byte) => byte === 0), "something landed in the destination");
+      // The receiver ignored the stranger and still serves a sender with its secret.
+      const sender = await MultifdSender.connect(source, {
+        hostname: "127.0.0.1",
+        port: receiver.port,
+        secret: OTHER_SECRET,
+      });
+      await sender.sendRound();
+      const [sent, received] = await Promise.all([sender.finish(), receiving]);
+      assert.equal(sent.verified && received.verified, true);
+      assert.ok(received.rejectedConnections >= 2, `${received.rejectedConnections} connections refused`);
+    } finally {
+      await receiver.abort();
+      await destination.close();
+    }
   });
 
   test("the real receiver proves itself: a sender with the right secret transfers and verifies", async () => {
