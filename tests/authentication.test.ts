@@ -3,6 +3,7 @@
 // one with the wrong secret, one replaying what a real receiver said in an earlier session
 // — neither through the library nor through the CLI; and a version 1 peer gets a clear error.
 import { after, before, describe, test } from "node:test";
+import { concatBytes } from "../util/bytes.ts";
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -162,7 +163,7 @@ describe("mutual authentication", () => {
         ack: async (hello, init) => {
           const reply = ack();
           const mac = await signInitAck(wrongKeys, transcriptOf(hello.slice(8, 40), init), reply);
-          return concat(reply, mac);
+          return concatBytes(reply, mac);
         },
       }),
     },
@@ -178,7 +179,7 @@ describe("mutual authentication", () => {
       name: "reflects the sender's own INIT MAC back as its proof",
       script: () => ({
         hello: () => Promise.resolve(encodeHello(newNonce())),
-        ack: (_, init) => Promise.resolve(concat(ack(), init.subarray(INIT_BYTES - 32))),
+        ack: (_, init) => Promise.resolve(concatBytes(ack(), init.subarray(INIT_BYTES - 32))),
       }),
     },
   ];
@@ -315,10 +316,3 @@ describe("mutual authentication", () => {
     }
   });
 });
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let at = 0;
-  for (const part of parts) bytes.set(part, (at += part.length) - part.length);
-  return bytes;
-}

@@ -92,6 +92,25 @@ async function finishTwoChannels(channels: SocketChannel[], page: Uint8Array): P
   }
 }
 
+/**
+ * Joins channel 1 of a two-channel session whose channel 0 is `channels[0]`, checks both
+ * INIT_ACKs, completes the session with `page` (finishTwoChannels) and settles the receive.
+ */
+async function completeSession(
+  port: number,
+  sessionId: Uint8Array,
+  channels: SocketChannel[],
+  page: Uint8Array,
+  receiving: ReturnType<typeof receiverForSessionA> extends Promise<{ receiving: infer R }> ? R : never,
+) {
+  channels.push(await sendInit(port, channelInit(sessionId, 1, 2)));
+  for (const channel of channels) {
+    assert.deepEqual(statusOf(await readReply(channel)), { type: ReplyType.INIT_ACK, status: 0 });
+  }
+  await finishTwoChannels(channels, page);
+  return await within(receiving, 10_000, "receive");
+}
+
 /** Connects a real sender that the receiver must refuse; returns the error its connect fails with. */
 async function connectRefused(source: Region, port: number, channels: number): Promise<TransferRefusedError> {
   const connecting = await settle(
@@ -132,13 +151,8 @@ describe("receiver refusals", () => {
       assert.equal(error.code, RefusalCode.SESSION_MISMATCH, error.message);
       assert.match(error.message, /another session is using this receiver/);
 
-      channels.push(await sendInit(receiver.port, channelInit(sessionA, 1, 2)));
-      for (const channel of channels) {
-        assert.deepEqual(statusOf(await readReply(channel)), { type: ReplyType.INIT_ACK, status: 0 });
-      }
       const page = pageFill(0, PAGE, 0x41);
-      await finishTwoChannels(channels, page);
-      const outcome = await within(receiving, 10_000, "receive");
+      const outcome = await completeSession(receiver.port, sessionA, channels, page, receiving);
       assert.ok(outcome.ok, `the refused channels disturbed the session: ${!outcome.ok && outcome.error}`);
       assert.equal(outcome.value.verified, true);
       assert.equal(outcome.value.channels, 2);
@@ -163,13 +177,8 @@ describe("receiver refusals", () => {
       await assertRefused(duplicate, RefusalCode.DUPLICATE_CHANNEL, "second channel 0");
       duplicate.close();
 
-      channels.push(await sendInit(receiver.port, channelInit(sessionA, 1, 2)));
-      for (const channel of channels) {
-        assert.deepEqual(statusOf(await readReply(channel)), { type: ReplyType.INIT_ACK, status: 0 });
-      }
       const page = pageFill(0, PAGE, 0x42);
-      await finishTwoChannels(channels, page);
-      const outcome = await within(receiving, 10_000, "receive");
+      const outcome = await completeSession(receiver.port, sessionA, channels, page, receiving);
       assert.ok(outcome.ok, `the duplicate disturbed the session: ${!outcome.ok && outcome.error}`);
       assert.equal(outcome.value.verified, true);
       assert.deepEqual(destination.view(0, PAGE), page);

@@ -8,6 +8,7 @@
 // the receiver had proven it holds what was sent). Plus: the checksum is keyed per session
 // (the same bytes give another checksum in every session).
 import { describe, test } from "node:test";
+import { concatBytes } from "../util/bytes.ts";
 import assert from "node:assert/strict";
 import net from "node:net";
 import { AuthenticationError, MultifdReceiver, MultifdSender, Region, ZeroCopyMultifdError } from "../mod.ts";
@@ -70,7 +71,7 @@ async function tamperingProxy(port: number, edit: Edit) {
         const a = Math.max(0, edit.start - from), b = Math.min(bytes.length, edit.end - from);
         send(bytes.subarray(0, a));
         held.push(bytes.slice(a, b));
-        if (from + b === edit.end) send(edit.rewrite(concat(...held)));
+        if (from + b === edit.end) send(edit.rewrite(concatBytes(...held)));
         send(bytes.subarray(b));
       });
       from.on("end", () => to.end());
@@ -87,13 +88,6 @@ async function tamperingProxy(port: number, edit: Edit) {
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) (out.set(part, at), at += part.length);
-  return out;
 }
 
 type Outcome = { ok: true; verified: boolean } | { ok: false; error: Error };
@@ -200,7 +194,7 @@ describe("an attacker on the path (plain mode)", () => {
     },
     {
       name: "a packet sent twice",
-      edit: { direction: "toReceiver", start: packet(1), end: packet(2), rewrite: (held) => concat(held, held) },
+      edit: { direction: "toReceiver", start: packet(1), end: packet(2), rewrite: (held) => concatBytes(held, held) },
     },
     {
       name: "two packets swapped",
@@ -208,7 +202,7 @@ describe("an attacker on the path (plain mode)", () => {
         direction: "toReceiver",
         start: packet(1),
         end: packet(3),
-        rewrite: (held) => concat(held.subarray(DATA_PACKET_BYTES), held.subarray(0, DATA_PACKET_BYTES)),
+        rewrite: (held) => concatBytes(held.subarray(DATA_PACKET_BYTES), held.subarray(0, DATA_PACKET_BYTES)),
       },
     },
   ];

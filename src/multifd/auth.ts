@@ -14,6 +14,7 @@
  * code runs in Deno and Bun; comparisons are WebCrypto's `verify` (constant time).
  * @module
  */
+import { concatBytes } from "../../util/bytes.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { CHECKSUM_BYTES, CHECKSUM_KEY_BYTES } from "./checksum.ts";
 import { NONCE_BYTES } from "./wire.ts";
@@ -90,16 +91,8 @@ export function newNonce(): Uint8Array {
 }
 
 /** label ‖ receiver nonce ‖ sender nonce ‖ INIT fields ‖ extra: what a handshake MAC covers. */
-function transcriptBytes(
-  label: Uint8Array,
-  t: Transcript,
-  extra: Uint8Array = new Uint8Array(0),
-): Uint8Array<ArrayBuffer> {
-  const parts = [label, t.receiverNonce, t.senderNonce, t.init, extra];
-  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) bytes.set(part, (at += part.length) - part.length);
-  return bytes;
+function transcriptBytes(label: Uint8Array, t: Transcript, extra: Uint8Array = new Uint8Array(0)) {
+  return concatBytes(label, t.receiverNonce, t.senderNonce, t.init, extra);
 }
 
 /** The sender's proof: its MAC over the transcript. */

@@ -33,6 +33,7 @@ import {
   SESSION_ID_BYTES,
 } from "../../src/multifd/wire.ts";
 import { patternBytes } from "./pattern.ts";
+import { concatBytes } from "../../util/bytes.ts";
 
 /** Opens a plain TCP channel to the receiver; `ioTimeoutMs` bounds every blocked read/write. */
 export function openRaw(port: number, ioTimeoutMs = 5_000): Promise<SocketChannel> {
@@ -103,10 +104,7 @@ export async function answerResult(
   if (!verdict) return true;
   const matched = new DataView(verdict.buffer, verdict.byteOffset).getUint32(28) === 1;
   const mac = await signVerdict(session, matched, bytes, checksum);
-  const both = new Uint8Array(verdict.length + mac.length);
-  both.set(verdict);
-  both.set(mac, verdict.length);
-  return await writeIgnoringHangup(channel, both);
+  return await writeIgnoringHangup(channel, concatBytes(verdict, mac));
 }
 
 /**
