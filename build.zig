@@ -16,6 +16,9 @@ pub fn build(b: *std.Build) void {
         .os_tag = .linux,
         .abi = .none,
         .cpu_model = .{ .explicit = &std.Target.x86.cpu.x86_64_v3 },
+        // AES-NI and carry-less multiply: AEGIS-128L and AES-256-GCM (encrypted channels)
+        // in hardware instead of table-based software AES, 0.07 GB/s.
+        .cpu_features_add = std.Target.x86.featureSet(&.{ .aes, .pclmul }),
     });
     for ([_]struct { []const u8, std.Build.ResolvedTarget }{
         .{ "zerocopy_multifd", target },

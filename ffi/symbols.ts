@@ -60,6 +60,10 @@ export const symbols = {
   // key: 32 bytes; out: 32 bytes (keyed BLAKE3)
   zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer"], result: "i32" },
   zc_address_of: { parameters: ["buffer"], result: "f64" },
+  // zig/aead.zig: cipher, key (32 bytes), first nonce, messages (iovec array), count, out / sealed
+  zc_seal: { parameters: ["u32", "buffer", "address", "buffer", "u32", "address"], result: "i32" },
+  zc_open: { parameters: ["u32", "buffer", "address", "address", "buffer", "u32"], result: "i32" },
+  zc_hkdf_sha256: { parameters: ["buffer", "u32", "buffer", "u32", "buffer", "u32", "buffer", "u32"], result: "i32" },
 } as const satisfies Record<string, SymbolSpec>;
 
 export type Symbols = typeof symbols;

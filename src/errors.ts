@@ -133,3 +133,12 @@ export class AuthenticationError extends ZeroCopyMultifdError {
   /** Always "AuthenticationError", so errors stay recognisable in logs and across Workers. */
   override name = "AuthenticationError";
 }
+
+/**
+ * An encrypted channel reached the most messages one key schedule may seal (2^48, far
+ * beyond any transfer): it stops rather than reuse a nonce.
+ */
+export class EncryptionLimitError extends ZeroCopyMultifdError {
+  /** Always "EncryptionLimitError", so errors stay recognisable in logs and across Workers. */
+  override name = "EncryptionLimitError";
+}

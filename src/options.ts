@@ -1,5 +1,5 @@
 /**
- * Validation of numeric options shared by every entry point, so that each option is
+ * Validation of options shared by every entry point, so that each option is
  * refused with the same clear message wherever it is given.
  * @module
  */
@@ -35,4 +35,12 @@ export function integerOption(
     throw new InvalidArgumentError(`${name} must be an integer in ${min}..${max}, got ${value}`);
   }
   return value;
+}
+
+/** A boolean option; `undefined` gives false. */
+export function booleanOption(name: string, value: boolean | undefined): boolean {
+  if (value !== undefined && typeof value !== "boolean") {
+    throw new InvalidArgumentError(`${name} must be true or false, got ${String(value)}`);
+  }
+  return value === true;
 }

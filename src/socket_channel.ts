@@ -266,6 +266,15 @@ export class SocketChannel {
   }
 
   /**
+   * @internal Blocks until the first `count` zero-copy sends of this channel have
+   * completed (`stats.zerocopySends` taken after a send is its mark): the memory they were
+   * made from may then be reused, e.g. a staging slot. Errors and limits as {@link flushZerocopySync}.
+   */
+  awaitZerocopySendsSync(count: number): void {
+    this.#runSync("write", this.#awaitSends(count));
+  }
+
+  /**
    * Fills `buf` from the socket. Resolves with `buf.length`, or fewer bytes only when
    * the peer ended the stream (EOF).
    */
@@ -421,15 +430,21 @@ export class SocketChannel {
 
   *#flush(): Operation<0 | 1> {
     if (!this.zerocopy) return 0;
-    this.#throwDeferred();
-    while (this.#completions.outstanding > 0) {
-      if (this.#drain() > 0) continue;
-      yield* this.#awaitCompletion("flushZerocopy");
-    }
+    yield* this.#awaitSends(this.#completions.sends, "flushZerocopy");
     const result = this.#completions.endEpoch();
     this.#flushes++;
     this.#flushesAllCopied += result;
     return result;
+  }
+
+  /** Waits until the first `count` zero-copy sends have completed (every id below the oldest incomplete one). */
+  *#awaitSends(count: number, operation = "zero-copy staging"): Operation<void> {
+    this.#throwDeferred();
+    const completions = this.#completions;
+    while (completions.sends - completions.outstanding < count) {
+      if (this.#drain() > 0) continue;
+      yield* this.#awaitCompletion(operation);
+    }
   }
 
   /** Waits for the error queue to become readable; fails if the connection is gone. */

@@ -1,17 +1,24 @@
-// The packet path without sockets: the page arithmetic (packet.ts) and the plain wire
-// format behind the codec seam (plain_codec.ts): what a sending codec emits, fed through
-// a byte stream into a receiving codec, lands exactly where it was read from, and nowhere
-// else; a stream cut or altered on the way is a ProtocolError or a short read.
+// The packet path without sockets: the page arithmetic (packet.ts) and both wire formats
+// behind the codec seam (plain_codec.ts, sealed_codec.ts with each cipher): what a sending
+// codec emits, fed through a byte stream into a receiving codec, lands exactly where it was
+// read from, and nowhere else; a stream cut or altered on the way is a ProtocolError (plain)
+// or an AuthenticationError (sealed: also for a packet dropped, repeated or reordered).
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { viewOf } from "../ffi/mod.ts";
-import { PAGE_SIZE, ProtocolError, Region } from "../mod.ts";
+import { addressOf, viewOf } from "../ffi/mod.ts";
+import { AuthenticationError, PAGE_SIZE, ProtocolError, Region } from "../mod.ts";
 import type { Outgoing, ReadRanges } from "../src/multifd/codec.ts";
+import { type Cipher, CIPHER_IDS } from "../src/multifd/aead.ts";
+import { sealedFormat } from "../src/multifd/sealed_codec.ts";
+import { concatBytes } from "../util/bytes.ts";
+import { Buffer } from "node:buffer";
 import { packetOffsets, pageRanges, PageScan, Ranges } from "../src/multifd/packet.ts";
 import { plainFormat } from "../src/multifd/plain_codec.ts";
 import { fillPattern } from "./helpers/multifd.ts";
 
 const PAGE = PAGE_SIZE;
+/** These tests read and write anonymous regions: nothing to fault in ahead. */
+const noPopulate = () => {};
 
 /** The bytes a sending codec's packet puts on the wire, in order. */
 function wireBytes(out: Outgoing): Uint8Array {
@@ -81,62 +88,184 @@ describe("packet.ts", () => {
   });
 });
 
-describe("plain codec, socket-free", () => {
-  const config = { channelId: 0, pageSize: PAGE, pagesPerPacket: 4 };
+/** Both ends of a channel in `format`; for the sealed one, each end's keys as a session derives them. */
+function channelPair(format: "plain" | Cipher, pagesPerPacket: number, source: Region, destination: Region) {
+  const base = { channelId: 0, pageSize: PAGE, pagesPerPacket };
+  if (format === "plain") {
+    return {
+      sender: plainFormat.sender(base, source.descriptor, noPopulate),
+      receiver: plainFormat.receiver(base, destination.descriptor, noPopulate),
+      staging: 0,
+    };
+  }
+  const cipher = CIPHER_IDS[format];
+  const toReceiver = new Uint8Array(32).fill(1), toSender = new Uint8Array(32).fill(2);
+  const sender = sealedFormat.sender(
+    { ...base, encryption: { cipher, outboundKey: toReceiver, inboundKey: toSender } },
+    source.descriptor,
+    noPopulate,
+  );
+  const receiver = sealedFormat.receiver(
+    { ...base, encryption: { cipher, outboundKey: toSender, inboundKey: toReceiver } },
+    destination.descriptor,
+    noPopulate,
+  );
+  const staging = new Uint8Array(sender.stagingBytes);
+  stagingBuffers.push(staging);
+  return { sender, receiver, staging: addressOf(staging) };
+}
+const stagingBuffers: Uint8Array[] = [];
 
-  test("data, zero pages, SYNC, END and VERDICT go through and land where they belong", async () => {
-    const size = 9 * PAGE + 123;
-    const source = Region.allocate(size);
-    fillPattern(source, 4);
-    source.view(6 * PAGE, PAGE).fill(0); // a zero page
-    const destination = Region.allocate(size);
-    destination.view().fill(0xee); // so a page that is not written shows
-    const sender = plainFormat.sender(config, source.descriptor);
-    const receiver = plainFormat.receiver(config, destination.descriptor);
+for (const format of ["plain", "aegis-128l", "aes-256-gcm"] as const) {
+  describe(`${format === "plain" ? "plain" : `sealed (${format})`} codec, socket-free`, () => {
+    test("data, zero pages, SYNC, END and VERDICT go through and land where they belong", async () => {
+      const size = 9 * PAGE + 123;
+      const source = Region.allocate(size);
+      fillPattern(source, 4);
+      source.view(6 * PAGE, PAGE).fill(0); // a zero page
+      const destination = Region.allocate(size);
+      destination.view().fill(0xee); // so a page that is not written shows
+      const { sender, receiver, staging } = channelPair(format, 4, source, destination);
 
-    // Each packet's bytes are taken at once: a codec reuses its buffers for the next one.
-    const packets = [
-      wireBytes(sender.data(new Float64Array([0, PAGE, 9 * PAGE]), 3, new Float64Array([6 * PAGE]), 1)),
-      wireBytes(sender.control("sync", 0)),
-      wireBytes(sender.data(new Float64Array([2 * PAGE, 3 * PAGE, 4 * PAGE, 5 * PAGE]), 4, new Float64Array(), 0)),
-      wireBytes(sender.data(new Float64Array([7 * PAGE, 8 * PAGE]), 2, new Float64Array(), 0)),
-      wireBytes(sender.control("end", 0)),
-      wireBytes(sender.control("verdict", 1)),
-    ];
-    const read = streamReader(new Uint8Array(packets.flatMap((p) => [...p])));
-    assert.deepEqual(receiver.next(read), { kind: "data", normalPages: 3, zeroPages: 1, payloadBytes: 2 * PAGE + 123 });
-    assert.deepEqual(receiver.next(read), { kind: "sync", syncNumber: 0 });
-    assert.equal(receiver.next(read).kind, "data");
-    assert.equal(receiver.next(read).kind, "data");
-    assert.deepEqual(receiver.next(read), { kind: "end" });
-    assert.deepEqual(receiver.next(read), { kind: "verdict", matched: true });
-    assert.equal(read.left(), 0);
-    assert.ok(destination.equals(source));
+      // Each packet's bytes are taken at once: a codec reuses its buffers for the next one.
+      const none = new Float64Array();
+      const packets = [
+        wireBytes(sender.data(new Float64Array([0, PAGE, 9 * PAGE]), 3, new Float64Array([6 * PAGE]), 1, staging)),
+        wireBytes(sender.control("sync", 0)),
+        wireBytes(sender.data(new Float64Array([2 * PAGE, 3 * PAGE, 4 * PAGE, 5 * PAGE]), 4, none, 0, staging)),
+        wireBytes(sender.data(new Float64Array([7 * PAGE, 8 * PAGE]), 2, none, 0, staging)),
+        wireBytes(sender.control("end", 0)),
+        wireBytes(sender.control("verdict", 1)),
+      ];
+      const stream = concatBytes(...packets);
+      if (format !== "plain") {
+        // Nothing of the pages shows on the wire: no 64-byte run of a page is in the stream.
+        const page = source.view(2 * PAGE, PAGE);
+        for (let at = 0; at + 64 <= page.length; at += 512) {
+          assert.equal(Buffer.from(stream).indexOf(page.subarray(at, at + 64)), -1);
+        }
+      }
+      const read = streamReader(stream);
+      assert.deepEqual(receiver.next(read), {
+        kind: "data",
+        normalPages: 3,
+        zeroPages: 1,
+        payloadBytes: 2 * PAGE + 123,
+      });
+      assert.deepEqual(receiver.next(read), { kind: "sync", syncNumber: 0 });
+      assert.equal(receiver.next(read).kind, "data");
+      assert.equal(receiver.next(read).kind, "data");
+      assert.deepEqual(receiver.next(read), { kind: "end" });
+      assert.deepEqual(receiver.next(read), { kind: "verdict", matched: true });
+      assert.equal(read.left(), 0);
+      assert.ok(destination.equals(source));
 
-    const checksum = Uint8Array.from({ length: 32 }, (_, i) => i * 7);
-    const result = receiver.result(checksum, 77);
-    assert.equal(result.length, sender.resultBytes);
-    assert.deepEqual(sender.parseResult(result), { checksum, bytes: 77 });
-    sender.parseSyncAck(receiver.syncAck(0), 0);
-    assert.throws(() => sender.parseSyncAck(receiver.syncAck(1), 0), ProtocolError);
-    await source.close();
-    await destination.close();
+      const checksum = Uint8Array.from({ length: 32 }, (_, i) => i * 7);
+      const result = receiver.result(checksum, 77);
+      assert.equal(result.length, sender.resultBytes);
+      assert.deepEqual(sender.parseResult(result), { checksum, bytes: 77 });
+      sender.parseSyncAck(receiver.syncAck(0), 0);
+      assert.throws(() => sender.parseSyncAck(receiver.syncAck(1), 0), ProtocolError);
+      await source.close();
+      await destination.close();
+    });
+
+    test("an offset altered on the way is refused and writes nothing", async () => {
+      const source = Region.allocate(4 * PAGE);
+      fillPattern(source, 5);
+      const destination = Region.allocate(4 * PAGE);
+      const { sender, receiver, staging } = channelPair(format, 4, source, destination);
+      const bytes = wireBytes(sender.data(new Float64Array([PAGE]), 1, new Float64Array(), 0, staging));
+      // Plain: the offset (big-endian u64 after the 32-byte header) 0x1000 becomes 0x5000,
+      // page 5 of 4. Sealed: the same byte of the offsets record (after the 48-byte sealed header).
+      const at = format === "plain" ? 32 + 6 : 48 + 6;
+      bytes[at] ^= 0x40;
+      const expected = format === "plain" ? ProtocolError : AuthenticationError;
+      assert.throws(() => receiver.next(streamReader(bytes)), (e: Error) => e instanceof expected, expected.name);
+      assert.equal(destination.view().some((b) => b !== 0), false);
+      await source.close();
+      await destination.close();
+    });
   });
+}
 
-  test("a packet altered on the way is a ProtocolError and writes nothing", async () => {
+describe("sealed codec: what an attacker on the path can do", () => {
+  /** Three data packets of one page each, sealed, as separate wire byte strings. */
+  async function sealedPackets(cipher: Cipher) {
     const source = Region.allocate(4 * PAGE);
-    fillPattern(source, 5);
+    fillPattern(source, 6);
     const destination = Region.allocate(4 * PAGE);
-    const sender = plainFormat.sender(config, source.descriptor);
-    const bytes = wireBytes(sender.data(new Float64Array([PAGE]), 1, new Float64Array(), 0));
-    bytes[32 + 6] = 0x50; // the offset (big-endian u64 after the 32-byte header) 0x1000 becomes 0x5000: page 5 of 4
-    const receiver = plainFormat.receiver(config, destination.descriptor);
-    assert.throws(
-      () => receiver.next(streamReader(bytes)),
-      (e: Error) => e instanceof ProtocolError && /offset/.test(e.message),
+    const pair = channelPair(cipher, 4, source, destination);
+    const none = new Float64Array();
+    const packets = [0, 1, 2].map((p) =>
+      wireBytes(pair.sender.data(new Float64Array([p * PAGE]), 1, none, 0, pair.staging))
     );
-    assert.equal(destination.view().some((b) => b !== 0), false);
     await source.close();
-    await destination.close();
-  });
+    return { ...pair, packets, destination };
+  }
+
+  for (const cipher of ["aegis-128l", "aes-256-gcm"] as const) {
+    const cases: { name: string; stream: (p: Uint8Array[]) => Uint8Array }[] = [
+      { name: "a bit of page data flipped", stream: (p) => flipped(concatBytes(...p), p[0].length - 100) },
+      { name: "a bit of a header flipped", stream: (p) => flipped(concatBytes(...p), 5) },
+      { name: "a bit of a tag flipped", stream: (p) => flipped(concatBytes(...p), p[0].length - 1) },
+      { name: "a packet dropped", stream: (p) => concatBytes(p[0], p[2]) },
+      { name: "a packet repeated", stream: (p) => concatBytes(p[0], p[0], p[1]) },
+      { name: "two packets swapped", stream: (p) => concatBytes(p[1], p[0], p[2]) },
+    ];
+    for (const c of cases) {
+      test(`${cipher}: ${c.name}: AuthenticationError; only zeros where the forged record was to land`, async () => {
+        const { receiver, packets, destination } = await sealedPackets(cipher);
+        const read = streamReader(c.stream(packets));
+        const error = (() => {
+          for (;;) {
+            try {
+              receiver.next(read);
+            } catch (e) {
+              return e as Error;
+            }
+          }
+        })();
+        assert.ok(error instanceof AuthenticationError, String(error));
+        // Whatever landed before is authentic (page p holds pattern bytes or is untouched);
+        // nothing else was written.
+        const expected = Region.allocate(4 * PAGE);
+        fillPattern(expected, 6);
+        for (let p = 0; p < 4; p++) {
+          const page = destination.view(p * PAGE, PAGE);
+          const authentic = page.every((b, i) => b === expected.view(p * PAGE, PAGE)[i]);
+          assert.ok(authentic || page.every((b) => b === 0), `page ${p}`);
+        }
+        await expected.close();
+        await destination.close();
+      });
+    }
+
+    test(`${cipher}: a channel's packets under another channel's keys do not open`, async () => {
+      const { packets, destination } = await sealedPackets(cipher);
+      const other = Region.allocate(4 * PAGE);
+      const { receiver } = channelPair(cipher, 4, other, destination);
+      // The same keys would open it: the traffic keys differ per channel and session (auth.ts).
+      const keys = [new Uint8Array(32).fill(3), new Uint8Array(32).fill(4)];
+      const stranger = sealedFormat.receiver(
+        {
+          channelId: 0,
+          pageSize: PAGE,
+          pagesPerPacket: 4,
+          encryption: { cipher: CIPHER_IDS[cipher], outboundKey: keys[0], inboundKey: keys[1] },
+        },
+        destination.descriptor,
+        noPopulate,
+      );
+      assert.throws(() => stranger.next(streamReader(packets[0])), AuthenticationError);
+      assert.equal(receiver.next(streamReader(packets[0])).kind, "data");
+      await other.close();
+      await destination.close();
+    });
+  }
 });
+
+function flipped(bytes: Uint8Array, at: number): Uint8Array {
+  bytes[at] ^= 0x01;
+  return bytes;
+}

@@ -29,7 +29,7 @@ const SIZE = 16 * PAGE + 100;
 const SETTLE_MS = 250;
 
 function channelInit(sessionId: Uint8Array, channelId: number, channelCount: number, regionSize = SIZE): Init {
-  return { sessionId, channelId, channelCount, pageSize: PAGE, regionSize, pagesPerPacket: 4 };
+  return { sessionId, channelId, channelCount, pageSize: PAGE, regionSize, pagesPerPacket: 4, cipher: 0 };
 }
 
 /** The keys of the session each raw channel 0 opened (to end the session by hand). */

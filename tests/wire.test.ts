@@ -146,6 +146,7 @@ function validInit(overrides: Partial<Init> = {}): Init {
     pageSize: PAGE,
     regionSize: 5 * 2 ** 32 + 123,
     pagesPerPacket: DEFAULT_PAGES_PER_PACKET,
+    cipher: 0,
     ...overrides,
   };
 }
@@ -161,6 +162,7 @@ describe("INIT", () => {
     assert.equal(view.getUint32(0), INIT_MAGIC);
     assert.equal(view.getUint16(4), PROTOCOL_VERSION);
     assert.equal(view.getUint16(6), 0);
+    assert.equal(new DataView(encodeInitFields(validInit({ cipher: 2 })).buffer).getUint16(6), 2);
     assert.deepEqual(bytes.subarray(8, 24), init.sessionId);
     assert.equal(view.getUint16(24), 2);
     assert.equal(view.getUint16(26), 4);
@@ -181,6 +183,8 @@ describe("INIT", () => {
         validInit({ regionSize: 0 }),
         validInit({ regionSize: 1 }),
         validInit({ regionSize: MAX_REGION_BYTES }),
+        validInit({ cipher: 1 }),
+        validInit({ cipher: 2 }),
       ]
     ) {
       assert.deepEqual(parseInitFields(encodeInitFields(init)), init);
@@ -198,8 +202,8 @@ describe("INIT", () => {
     rejects(mutated((_, v) => v.setUint16(4, 0)), "init.version");
     rejects(mutated((_, v) => v.setUint16(4, 1)), "init.version");
     rejects(mutated((_, v) => v.setUint16(4, 3)), "init.version");
-    rejects(mutated((_, v) => v.setUint16(6, 1)), "init.flags");
-    rejects(mutated((_, v) => v.setUint16(6, 0x8000)), "init.flags");
+    rejects(mutated((_, v) => v.setUint16(6, 3)), "init.cipher");
+    rejects(mutated((_, v) => v.setUint16(6, 0x8000)), "init.cipher");
     for (let at = 44; at < INIT_FIELDS_BYTES; at++) rejects(mutated((b) => (b[at] = 1)), "init.reserved");
     rejects(() => parseInitFields(encodeInitFields(validInit({ channelCount: 0, channelId: 0 }))), "init.channelCount");
     rejects(
@@ -505,10 +509,11 @@ describe("reply", () => {
       BAD_PARAMETERS: 5,
       DESTINATION_FAILED: 6,
       ABORTED: 7,
+      ENCRYPTION_REQUIRED: 8,
     });
     for (const code of Object.values(RefusalCode)) assert.doesNotMatch(refusalText(code), /unknown/);
     assert.equal(refusalText(0), "unknown refusal code 0");
-    assert.equal(refusalText(8), "unknown refusal code 8");
+    assert.equal(refusalText(9), "unknown refusal code 9");
   });
 });
 

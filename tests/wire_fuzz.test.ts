@@ -478,6 +478,7 @@ function validMessage(rng: Rng, kind: "hello" | "init" | "reply"): Uint8Array {
         ? rng.pick([0, 1, PAGE, REGION_LIMIT - 1, REGION_LIMIT])
         : rng.below(REGION_LIMIT + 1),
       pagesPerPacket: rng.chance(0.2) ? rng.pick([1, MAX_PAGES_PER_PACKET]) : rng.range(1, MAX_PAGES_PER_PACKET),
+      cipher: rng.below(3),
     });
   }
   return encodeReply({
@@ -497,8 +498,10 @@ function mutateMessage(rng: Rng, message: Uint8Array): Uint8Array {
   if (choice === 2) return bytes.slice(0, rng.below(bytes.length));
   if (choice === 3 && bytes.length === INIT_FIELDS_BYTES) {
     // A field of the INIT set to a boundary value.
-    const field = rng.pick([24, 26, 28, 32, 40]);
-    if (field === 32) {
+    const field = rng.pick([6, 24, 26, 28, 32, 40]);
+    if (field === 6) {
+      view.setUint16(6, rng.pick([0, 1, 2, 3, 0x100, 0xffff]));
+    } else if (field === 32) {
       const value = rng.pick([REGION_LIMIT, REGION_LIMIT + 1, REGION_LIMIT + PAGE, TWO_53 - 1, TWO_53, 2 ** 63]);
       view.setBigUint64(32, BigInt(value));
     } else if (field === 28 || field === 40) {
@@ -528,7 +531,8 @@ function modelHello(bytes: Uint8Array): Outcome {
 function modelInit(bytes: Uint8Array): Outcome {
   if (bytes.length < INIT_FIELDS_BYTES) return { rejected: "length" };
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  const ok = view.getUint32(0) === INIT_MAGIC && view.getUint16(4) === VERSION && view.getUint16(6) === 0 &&
+  const cipher = view.getUint16(6);
+  const ok = view.getUint32(0) === INIT_MAGIC && view.getUint16(4) === VERSION && cipher <= 2 &&
     bytes.subarray(44, 64).every((b) => b === 0);
   const channelId = view.getUint16(24);
   const channelCount = view.getUint16(26);
@@ -543,7 +547,7 @@ function modelInit(bytes: Uint8Array): Outcome {
   }
   const sessionId = bytes.slice(8, 24);
   return {
-    accepted: { sessionId, channelId, channelCount, pageSize, regionSize: Number(regionSize), pagesPerPacket },
+    accepted: { sessionId, channelId, channelCount, pageSize, regionSize: Number(regionSize), pagesPerPacket, cipher },
   };
 }
 

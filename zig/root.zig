@@ -6,4 +6,5 @@ comptime {
     _ = @import("errqueue.zig");
     _ = @import("poll.zig");
     _ = @import("memory.zig");
+    _ = @import("aead.zig");
 }

@@ -45,6 +45,8 @@ export interface AdmissionLimits {
   maxPendingHandshakes: number;
   /** Longest wait for the first authenticated channel (-1: none). */
   acceptTimeoutMs: number;
+  /** Refuse a session whose channels are not encrypted. */
+  requireEncryption: boolean;
 }
 
 /** The channels of one session, in channel order, its INIT, and each channel's handshake transcript. */
@@ -81,7 +83,7 @@ export class Admission {
    * accepting and hands the session's channels over (the caller owns them from then on).
    */
   async run(): Promise<Session> {
-    const { maxSize, handshakeTimeoutMs, maxPendingHandshakes, acceptTimeoutMs } = this.#limits;
+    const { maxSize, handshakeTimeoutMs, maxPendingHandshakes, acceptTimeoutMs, requireEncryption } = this.#limits;
     let session: Init | undefined;
     const channels: SocketChannel[] = [];
     const transcripts: Transcript[] = [];
@@ -107,9 +109,16 @@ export class Admission {
       const { init, transcript } = handshaken;
       const refuse = (code: number) => this.#refuse(channel, code);
       if (!session) {
-        if (init.regionSize > maxSize) {
-          await refuse(RefusalCode.REGION_TOO_LARGE);
-          throw new TransferRefusedError(RefusalCode.REGION_TOO_LARGE);
+        // An authenticated sender that asks for what this receiver will not do: both sides
+        // fail with the reason, rather than wait for another sender.
+        const refusal = init.regionSize > maxSize
+          ? RefusalCode.REGION_TOO_LARGE
+          : requireEncryption && init.cipher === 0
+          ? RefusalCode.ENCRYPTION_REQUIRED
+          : 0;
+        if (refusal !== 0) {
+          await refuse(refusal);
+          throw new TransferRefusedError(refusal);
         }
         session = init;
         // Once a session has begun, all its channels must join within the handshake limit.
@@ -121,7 +130,7 @@ export class Admission {
         return refuse(RefusalCode.SESSION_MISMATCH);
       } else if (
         init.channelCount !== session.channelCount || init.regionSize !== session.regionSize ||
-        init.pagesPerPacket !== session.pagesPerPacket
+        init.pagesPerPacket !== session.pagesPerPacket || init.cipher !== session.cipher
       ) {
         await refuse(RefusalCode.BAD_PARAMETERS);
         throw new ProtocolError("init", "channels of one session disagree on its parameters");

@@ -10,7 +10,8 @@
  * the handshake key from it, and, per session, from it and channel 0's transcript, the keys
  * of the session's end: the region checksum's key and the key that authenticates the
  * checksum exchange (RESULT, VERDICT), so that an attacker on the path can neither make both
- * sides agree on altered pages nor turn a mismatch into "verified". WebCrypto, so the same
+ * sides agree on altered pages nor turn a mismatch into "verified"; and for encrypted
+ * channels, per channel from its transcript, a traffic key per direction. WebCrypto, so the same
  * code runs in Deno and Bun; comparisons are WebCrypto's `verify` (constant time).
  * @module
  */
@@ -18,6 +19,8 @@ import { concatBytes } from "../../util/bytes.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { CHECKSUM_BYTES, CHECKSUM_KEY_BYTES } from "./checksum.ts";
 import { NONCE_BYTES } from "./wire.ts";
+import { TRAFFIC_KEY_BYTES } from "./aead.ts";
+import type { ChannelEncryption } from "./codec.ts";
 
 /** Shortest accepted {@link Secret}, in bytes: shorter ones are refused with InvalidArgumentError. */
 export const MIN_SECRET_BYTES = 16;
@@ -75,6 +78,45 @@ export async function sessionKeys(keys: SecretKeys, first: Transcript): Promise<
     checksum: await derive(keys.base, info("region checksum"), CHECKSUM_KEY_BYTES),
     end: await hmacKey(await derive(keys.base, info("end of stream"), 32)),
   };
+}
+
+/** One channel's traffic keys, one per direction (aead.ts), the same on both sides. */
+export interface TrafficKeys {
+  /** Seals what the sender sends: HKDF(secret, KEY_SALT, "traffic, sender to receiver" ‖ transcript). */
+  readonly toReceiver: Uint8Array;
+  /** Seals what the receiver sends: HKDF(secret, KEY_SALT, "traffic, receiver to sender" ‖ transcript). */
+  readonly toSender: Uint8Array;
+}
+
+/**
+ * The traffic keys of the encrypted channel whose handshake had transcript `t`: fresh per
+ * session and channel (both nonces are in the transcript) and per direction.
+ */
+export async function trafficKeys(keys: SecretKeys, t: Transcript): Promise<TrafficKeys> {
+  const info = (label: string) => transcriptBytes(encoder.encode(label), t);
+  return {
+    toReceiver: await derive(keys.base, info("traffic, sender to receiver"), TRAFFIC_KEY_BYTES),
+    toSender: await derive(keys.base, info("traffic, receiver to sender"), TRAFFIC_KEY_BYTES),
+  };
+}
+
+/**
+ * What each channel's Worker needs to seal and open (codec.ts), for the sending or the
+ * receiving end of a session with cipher `cipher` (0: not encrypted, nothing to derive).
+ */
+export function channelEncryption(
+  keys: SecretKeys,
+  cipher: number,
+  transcripts: readonly Transcript[],
+  end: "send" | "receive",
+): Promise<(ChannelEncryption | undefined)[]> {
+  return Promise.all(transcripts.map(async (transcript) => {
+    if (cipher === 0) return undefined;
+    const { toReceiver, toSender } = await trafficKeys(keys, transcript);
+    return end === "send"
+      ? { cipher, outboundKey: toReceiver, inboundKey: toSender }
+      : { cipher, outboundKey: toSender, inboundKey: toReceiver };
+  }));
 }
 
 async function derive(base: CryptoKey, info: Uint8Array<ArrayBuffer>, bytes: number): Promise<Uint8Array> {

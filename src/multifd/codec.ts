@@ -5,7 +5,8 @@
  * else — the socket, rounds, the shared packet cursor, SYNC and the barrier, zero-copy
  * flushes, counters, the checksum, abort and teardown — is the channel loop's
  * (channel_worker.ts), written once for every format. A format is one file that
- * implements {@link WireFormat}; plain_codec.ts is the first.
+ * implements {@link WireFormat}: plain_codec.ts (the module's own packets) and
+ * sealed_codec.ts (the same packets, encrypted).
  * @module
  */
 import type { RegionDescriptor } from "../region.ts";
@@ -16,7 +17,24 @@ export interface CodecConfig {
   channelId: number;
   pageSize: number;
   pagesPerPacket: number;
+  /** Encrypted channels only: the cipher (aead.ts CIPHER_IDS) and this end's traffic keys (auth.ts). */
+  encryption?: ChannelEncryption;
 }
+
+/** An encrypted channel's cipher and keys, as seen from one end. */
+export interface ChannelEncryption {
+  cipher: number;
+  /** Seals what this end sends. */
+  outboundKey: Uint8Array;
+  /** Opens what this end receives. */
+  inboundKey: Uint8Array;
+}
+
+/**
+ * Faults region pages in before a codec reads (`forWrite` false) or writes them itself
+ * (file regions; a no-op otherwise), so that the copy does not take the faults one by one.
+ */
+export type Populate = (addresses: readonly number[], lengths: readonly number[], forWrite: boolean) => void;
 
 /** Bytes to send for one packet: a head the kernel copies, then the payload (zero-copy when enabled). */
 export interface Outgoing {
@@ -35,10 +53,17 @@ export type ControlKind = "sync" | "end" | "verdict";
 /** The sending half of a wire format, one per channel. */
 export interface SendCodec {
   /**
-   * A data packet of pages whose region offsets are `normal[0..normalCount)` (data) and
-   * `zero[0..zeroCount)` (all-zero pages, sent as offsets only), each list ascending.
+   * Bytes of staging a data packet needs (0: the packet is sent from the region itself).
+   * The channel loop owns the staging and passes a slot to {@link data}; with zero-copy it
+   * reuses a slot only after the kernel's completion for the sends made from it.
    */
-  data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number): Outgoing;
+  readonly stagingBytes: number;
+  /**
+   * A data packet of pages whose region offsets are `normal[0..normalCount)` (data) and
+   * `zero[0..zeroCount)` (all-zero pages, sent as offsets only), each list ascending;
+   * `staging`: the native address of a free slot of {@link stagingBytes} bytes.
+   */
+  data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number, staging: number): Outgoing;
   /** A control packet: SYNC (argument: the sync's number), END, VERDICT (1: checksums matched). */
   control(kind: ControlKind, argument: number): Outgoing;
   /** Size of the receiver's SYNC acknowledgement. */
@@ -51,12 +76,8 @@ export interface SendCodec {
   parseResult(reply: Uint8Array): { checksum: Uint8Array; bytes: number };
 }
 
-/**
- * Reads exactly the given native ranges from the channel's socket (throws on EOF or
- * error). `pages`: the ranges are region pages (the loop may populate them first), not a
- * codec's own buffer.
- */
-export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], pages?: boolean) => void;
+/** Reads exactly the given native ranges from the channel's socket (throws on EOF or error). */
+export type ReadRanges = (addresses: readonly number[], lengths: readonly number[]) => void;
 
 /** What the receiving half found in one packet. */
 export type Incoming =
@@ -80,6 +101,6 @@ export interface ReceiveCodec {
 
 /** A wire format: makes the two halves of a channel. */
 export interface WireFormat {
-  sender(config: CodecConfig, region: RegionDescriptor): SendCodec;
-  receiver(config: CodecConfig, region: RegionDescriptor): ReceiveCodec;
+  sender(config: CodecConfig, region: RegionDescriptor, populate: Populate): SendCodec;
+  receiver(config: CodecConfig, region: RegionDescriptor, populate: Populate): ReceiveCodec;
 }

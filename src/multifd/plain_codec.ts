@@ -2,7 +2,7 @@
  * The module's own wire format (docs/PROTOCOL.md, version 1), as a {@link WireFormat}:
  * a 32-byte header, the pages' offsets, then the page data raw; control packets are a
  * header alone; the receiver answers SYNC and END with 32-byte replies. Authentication
- * happens in the handshake; packets are not sealed.
+ * happens in the handshake; packets are not sealed (sealed_codec.ts seals them).
  * @module
  */
 import { addressOf } from "../../ffi/mod.ts";
@@ -12,6 +12,7 @@ import type {
   ControlKind,
   Incoming,
   Outgoing,
+  Populate,
   ReadRanges,
   ReceiveCodec,
   SendCodec,
@@ -38,10 +39,12 @@ import {
 const CONTROL_TYPE = { sync: PacketType.SYNC, end: PacketType.END, verdict: PacketType.VERDICT } as const;
 
 class PlainSendCodec implements SendCodec {
+  readonly stagingBytes = 0;
   readonly replyBytes = REPLY_BYTES;
   readonly resultBytes = REPLY_BYTES + CHECKSUM_BYTES;
   readonly #region: RegionDescriptor;
   readonly #pageSize: number;
+  readonly #populate: Populate;
   /** Header plus the largest offset list: one reusable buffer at a stable address. */
   readonly #head: Uint8Array;
   readonly #view: DataView;
@@ -49,9 +52,10 @@ class PlainSendCodec implements SendCodec {
   readonly #out: Outgoing;
   #packetNumber = 0;
 
-  constructor(config: CodecConfig, region: RegionDescriptor) {
+  constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
     this.#region = region;
     this.#pageSize = config.pageSize;
+    this.#populate = populate;
     this.#head = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#view = new DataView(this.#head.buffer);
     this.#out = { headAddress: addressOf(this.#head), headLength: 0, payload: new Ranges(), payloadBytes: 0 };
@@ -65,6 +69,7 @@ class PlainSendCodec implements SendCodec {
     const out = this.#out;
     out.payload.clear();
     out.payloadBytes = pageRanges(this.#region, this.#pageSize, normal, normalCount, out.payload);
+    this.#populate(out.payload.addresses, out.payload.lengths, false);
     out.headLength = at;
     encodePacketHeader(view, {
       type: PacketType.DATA,
@@ -109,6 +114,7 @@ class PlainSendCodec implements SendCodec {
 class PlainReceiveCodec implements ReceiveCodec {
   readonly #region: RegionDescriptor;
   readonly #pageSize: number;
+  readonly #populate: Populate;
   /** Header, then the offsets: one buffer whose address is taken once (not per read). */
   readonly #packetAddress: number;
   readonly #headerView: DataView;
@@ -119,9 +125,10 @@ class PlainReceiveCodec implements ReceiveCodec {
   readonly #scan: PageScan;
   #syncNumber = 0;
 
-  constructor(config: CodecConfig, region: RegionDescriptor) {
+  constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
     this.#region = region;
     this.#pageSize = config.pageSize;
+    this.#populate = populate;
     const packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#packetAddress = addressOf(packet);
     this.#headerView = new DataView(packet.buffer, 0, PACKET_HEADER_BYTES);
@@ -143,7 +150,8 @@ class PlainReceiveCodec implements ReceiveCodec {
         if (normalPages > 0) {
           this.#ranges.clear();
           pageRanges(this.#region, this.#pageSize, this.#offsets, normalPages, this.#ranges);
-          read(this.#ranges.addresses, this.#ranges.lengths, true);
+          this.#populate(this.#ranges.addresses, this.#ranges.lengths, true);
+          read(this.#ranges.addresses, this.#ranges.lengths);
         }
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
         return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
@@ -176,6 +184,6 @@ class PlainReceiveCodec implements ReceiveCodec {
 
 /** The module's own format, protocol version 2. */
 export const plainFormat: WireFormat = {
-  sender: (config, region) => new PlainSendCodec(config, region),
-  receiver: (config, region) => new PlainReceiveCodec(config, region),
+  sender: (config, region, populate) => new PlainSendCodec(config, region, populate),
+  receiver: (config, region, populate) => new PlainReceiveCodec(config, region, populate),
 };

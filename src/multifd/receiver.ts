@@ -11,12 +11,15 @@
  */
 import { AuthenticationError, ChannelClosedError, InvalidArgumentError, TransferAbortedError } from "../errors.ts";
 import { checkPort, listen, type Listener } from "../listener.ts";
-import { integerOption, timeoutMs } from "../options.ts";
+import { booleanOption, integerOption, timeoutMs } from "../options.ts";
 import type { Region } from "../region.ts";
 import { type ChannelOptions, resolveChannelOptions, type ResolvedChannelOptions } from "../channel_options.ts";
 import type { SocketChannel } from "../socket_channel.ts";
 import { Admission, type AdmissionLimits, type Session } from "./admission.ts";
+import { cipherName } from "./aead.ts";
+import type { ChannelEncryption } from "./codec.ts";
 import {
+  channelEncryption,
   importSecret,
   type Secret,
   type SecretKeys,
@@ -89,6 +92,12 @@ export interface ReceiverOptions extends Pick<ChannelOptions, "ioTimeoutMs" | "u
    * sender, as QEMU's `-incoming`); what strangers can make it hold is bounded regardless.
    */
   acceptTimeoutMs?: number;
+  /**
+   * Accept encrypted senders only (`encrypt` on the sender): a sender asking for plain
+   * packets is refused (TransferRefusedError on both sides). Default false: the sender
+   * chooses; an encrypted session is received encrypted either way.
+   */
+  encrypt?: boolean;
 }
 
 /**
@@ -197,10 +206,11 @@ export class MultifdReceiver {
     try {
       const session = await Promise.race([this.#admission.run(), aborted]);
       const { init } = session;
-      const transfer = (this.#transfer = new Transfer(init.channelCount));
+      const transfer = (this.#transfer = new Transfer(init.channelCount, cipherName(init.cipher) ?? "none"));
       const region = await Promise.race([this.#prepare(destination, session, transfer), aborted]);
       const keys = await sessionKeys(this.#keys, session.transcripts[0]);
-      return await Promise.race([this.#run(region, init, transfer, keys), aborted]);
+      const encryption = await channelEncryption(this.#keys, init.cipher, session.transcripts, "receive");
+      return await Promise.race([this.#run(region, init, transfer, keys, encryption), aborted]);
     } catch (error) {
       await this.#abort(error as Error);
       throw this.#failure ?? error;
@@ -225,7 +235,7 @@ export class MultifdReceiver {
 
   /** Counters so far. */
   get stats(): TransferStats {
-    return this.#transfer?.stats(false) ?? { ...transferStats([], 0, 0, false), setupSeconds: 0 };
+    return this.#transfer?.stats(false) ?? { ...transferStats([], 0, 0, false, "none"), setupSeconds: 0 };
   }
 
   /** Payload bytes received so far. */
@@ -260,7 +270,13 @@ export class MultifdReceiver {
     return region;
   }
 
-  async #run(region: Region, init: Init, transfer: Transfer, keys: SessionKeys): Promise<ReceiverResult> {
+  async #run(
+    region: Region,
+    init: Init,
+    transfer: Transfer,
+    keys: SessionKeys,
+    encryption: (ChannelEncryption | undefined)[],
+  ): Promise<ReceiverResult> {
     const count = transfer.fds.length;
     const pool = await WorkerPool.start<ToReceiver, FromReceiver>(
       new URL("./channel_worker.ts", import.meta.url),
@@ -277,6 +293,7 @@ export class MultifdReceiver {
         channelId,
         pageSize: init.pageSize,
         pagesPerPacket: init.pagesPerPacket,
+        encryption: encryption[channelId],
       };
       pool.post(channelId, {
         kind: "start",
@@ -360,6 +377,7 @@ function receiverConfig(options: ReceiverOptions): ReceiverConfig {
         MAX_PENDING_HANDSHAKES,
       ),
       acceptTimeoutMs: timeoutMs("acceptTimeoutMs", options.acceptTimeoutMs, -1),
+      requireEncryption: booleanOption("encrypt", options.encrypt),
     },
     // A receiver sends no zero-copy data: its channels take only these limits.
     channel: resolveChannelOptions({

@@ -20,7 +20,9 @@ import {
 import type { Region } from "../region.ts";
 import { type ChannelOptions, resolveChannelOptions, SAME_HOST_SEND_BUFFER_BYTES } from "../channel_options.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
+import { type Cipher, cipherName, cipherOption } from "./aead.ts";
 import {
+  channelEncryption,
   importSecret,
   newNonce,
   type Secret,
@@ -107,6 +109,15 @@ export interface SenderOptions extends ChannelOptions {
   zerocopyFallback?: boolean;
   /** Pages per data packet, 1..1024. Default 128 (512 KiB). */
   pagesPerPacket?: number;
+  /**
+   * Encrypt every channel: all packets, the offsets and page data as well as the control
+   * packets and the receiver's replies, are sealed with an AEAD under per-channel,
+   * per-direction keys (docs/PROTOCOL.md "Encrypted channels"). true: the default cipher,
+   * "aegis-128l"; or name one ({@link Cipher}: "aes-256-gcm" is the conservative choice).
+   * Works with `zerocopy`: packets are sealed into staging buffers sent zero-copy. Default
+   * false: packets travel in the clear (authenticated at the handshake and at the end only).
+   */
+  encrypt?: boolean | Cipher;
   /**
    * SO_SNDBUF of every channel. Default: {@link SAME_HOST_SEND_BUFFER_BYTES} (256 KiB) when
    * the receiver is on this host (each connection's local and peer addresses are equal),
@@ -224,7 +235,7 @@ export class MultifdSender {
     const abortedError = () => new TransferAbortedError(`aborted by the signal: ${String(signal?.reason)}`);
     if (signal?.aborted) throw abortedError();
     const sessionId = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
-    const transfer = new Transfer(config.channels);
+    const transfer = new Transfer(config.channels, cipherName(config.cipher) ?? "none");
     transfer.holdRegion(region);
     try {
       const opened = await Promise.allSettled(
@@ -236,6 +247,7 @@ export class MultifdSender {
             pageSize: PAGE_SIZE,
             regionSize: region.size,
             pagesPerPacket: config.pagesPerPacket,
+            cipher: config.cipher,
           })),
       );
       const channels = opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
@@ -258,11 +270,18 @@ export class MultifdSender {
       const sameHost = config.sendBufferAuto && channels.every((channel) => channel.peerOnThisHost);
       const sendBufferBytes = sameHost ? SAME_HOST_SEND_BUFFER_BYTES : config.channel.sendBufferBytes;
       const session = await sessionKeys(keys, channels[0].transcript);
+      const transcripts = channels.map((channel) => channel.transcript);
+      const encryption = await channelEncryption(keys, config.cipher, transcripts, "send");
       const sender = new MultifdSender(region, transfer, pool, config.zerocopy, started, sendBufferBytes, session);
       created.sender = sender;
       signal?.addEventListener("abort", () => void sender.abortWith(abortedError()), { once: true });
       transfer.fds.forEach((fd, channelId) => {
-        const channelConfig: SenderConfig = { ...config.channel, channelId, sendBufferBytes };
+        const channelConfig: SenderConfig = {
+          ...config.channel,
+          channelId,
+          sendBufferBytes,
+          encryption: encryption[channelId],
+        };
         pool.post(channelId, {
           kind: "start",
           role: "send",
@@ -532,6 +551,7 @@ function senderConfig(options: SenderOptions, region: Region) {
     channels,
     pagesPerPacket,
     zerocopy,
+    cipher: cipherOption(options.encrypt),
     sendBufferAuto,
     channel: {
       ...channel,

@@ -3,6 +3,7 @@
  * sides.
  * @module
  */
+import type { Cipher } from "./aead.ts";
 import type { CounterName } from "./shared_state.ts";
 
 /**
@@ -34,6 +35,8 @@ export interface TransferStats {
   channels: number;
   /** Whether page data went with MSG_ZEROCOPY (always false on the receiver). */
   zerocopy: boolean;
+  /** The cipher of encrypted channels (`encrypt`), or "none": plain packets. */
+  encryption: Cipher | "none";
   /** Data packets moved. */
   packets: number;
   /** Pages moved with their contents. */
@@ -66,6 +69,7 @@ export function transferStats(
   seconds: number,
   rounds: number,
   zerocopy: boolean,
+  encryption: Cipher | "none",
 ): TransferStats {
   const sum = (name: CounterName) => rows.reduce((total, row) => total + row[name], 0);
   const bytes = sum("bytes");
@@ -75,6 +79,7 @@ export function transferStats(
     GBps: seconds > 0 ? round3(bytes / seconds / 1e9) : 0,
     channels: rows.length,
     zerocopy,
+    encryption,
     packets: sum("packets"),
     pagesNormal: sum("pagesNormal"),
     pagesZero: sum("pagesZero"),

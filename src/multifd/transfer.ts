@@ -13,6 +13,7 @@ import { abortSocket } from "../socket_channel.ts";
 import { assignBlocks, combineBlockHashes } from "./checksum.ts";
 import { Control, counterIndex, createSharedState, readCounters, type SharedState } from "./shared_state.ts";
 import { round3, type TransferStats, transferStats } from "./stats.ts";
+import type { Cipher } from "./aead.ts";
 import type { WorkerPool } from "./worker_pool.ts";
 
 /**
@@ -39,8 +40,12 @@ export class Transfer {
   #started = 0;
   #transferSeconds = 0;
 
-  constructor(channels: number) {
+  /** The cipher of encrypted channels, or "none". */
+  readonly encryption: Cipher | "none";
+
+  constructor(channels: number, encryption: Cipher | "none") {
     this.state = createSharedState(channels);
+    this.encryption = encryption;
   }
 
   /** The error that ended the transfer, if one did. */
@@ -82,7 +87,13 @@ export class Transfer {
   /** Counters so far, the same shape on both sides. */
   stats(zerocopy: boolean): TransferStats {
     const seconds = this.#transferSeconds || (this.#started ? (performance.now() - this.#started) / 1000 : 0);
-    const stats = transferStats(readCounters(this.state, this.state.channels), seconds, this.rounds, zerocopy);
+    const stats = transferStats(
+      readCounters(this.state, this.state.channels),
+      seconds,
+      this.rounds,
+      zerocopy,
+      this.encryption,
+    );
     return { ...stats, setupSeconds: round3(this.#setupSeconds) };
   }
 

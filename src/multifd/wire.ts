@@ -56,6 +56,7 @@ export const RefusalCode = {
   BAD_PARAMETERS: 5,
   DESTINATION_FAILED: 6,
   ABORTED: 7,
+  ENCRYPTION_REQUIRED: 8,
 } as const;
 
 const REFUSAL_TEXT: Record<number, string> = {
@@ -66,6 +67,7 @@ const REFUSAL_TEXT: Record<number, string> = {
   [RefusalCode.BAD_PARAMETERS]: "unsupported page size, packet size or channel count",
   [RefusalCode.DESTINATION_FAILED]: "the receiver could not prepare the destination",
   [RefusalCode.ABORTED]: "the receiver aborted the transfer",
+  [RefusalCode.ENCRYPTION_REQUIRED]: "the receiver accepts encrypted channels only (encrypt)",
 };
 
 export function refusalText(code: number): string {
@@ -123,7 +125,12 @@ export interface Init {
   pageSize: number;
   regionSize: number;
   pagesPerPacket: number;
+  /** 0: plain packets; else the cipher of encrypted channels (aead.ts CIPHER_IDS). */
+  cipher: number;
 }
+
+/** Largest cipher id (aead.ts CIPHER_IDS). */
+export const MAX_CIPHER_ID = 2;
 
 /** The INIT fields (without MAC). */
 export function encodeInitFields(init: Init): Uint8Array {
@@ -131,6 +138,7 @@ export function encodeInitFields(init: Init): Uint8Array {
   const view = new DataView(bytes.buffer);
   view.setUint32(0, INIT_MAGIC);
   view.setUint16(4, PROTOCOL_VERSION);
+  view.setUint16(6, init.cipher);
   bytes.set(init.sessionId, 8);
   view.setUint16(24, init.channelId);
   view.setUint16(26, init.channelCount);
@@ -145,7 +153,7 @@ export function parseInitFields(bytes: Uint8Array): Init {
   const view = viewOf(bytes, INIT_FIELDS_BYTES, "init");
   expect(view.getUint32(0) === INIT_MAGIC, "init.magic", "not a zerocopy-multifd sender");
   expect(view.getUint16(4) === PROTOCOL_VERSION, "init.version", () => versionMismatch(view.getUint16(4), "sender"));
-  expect(view.getUint16(6) === 0, "init.flags", "unknown flags");
+  expect(view.getUint16(6) <= MAX_CIPHER_ID, "init.cipher", () => `unknown cipher ${view.getUint16(6)}`);
   for (let i = 44; i < INIT_FIELDS_BYTES; i++) expect(bytes[i] === 0, "init.reserved", "reserved bytes not zero");
   const init: Init = {
     sessionId: bytes.slice(8, 8 + SESSION_ID_BYTES),
@@ -154,6 +162,7 @@ export function parseInitFields(bytes: Uint8Array): Init {
     pageSize: view.getUint32(28),
     regionSize: getUint64(view, 32, "init.regionSize"),
     pagesPerPacket: view.getUint32(40),
+    cipher: view.getUint16(6),
   };
   expect(
     init.channelCount >= 1 && init.channelCount <= MAX_CHANNELS,

@@ -54,7 +54,7 @@ export function randomSessionId(): Uint8Array {
 
 /** A one-channel session's INIT fields for a region of `regionSize` bytes. */
 export function oneChannelInit(regionSize: number, pagesPerPacket: number, sessionId = randomSessionId()): Init {
-  return { sessionId, channelId: 0, channelCount: 1, pageSize: PAGE_SIZE, regionSize, pagesPerPacket };
+  return { sessionId, channelId: 0, channelCount: 1, pageSize: PAGE_SIZE, regionSize, pagesPerPacket, cipher: 0 };
 }
 
 /** The transcript of an INIT made by {@link signedInit}. */
