@@ -183,6 +183,7 @@ export function statsRows(sides: object[]): (string | number | boolean)[][] {
     field("GBps", (v) => `${v} GB/s`),
     field("channels"),
     field("zerocopy"),
+    field("encryption"),
     field("packets"),
     field("pagesNormal"),
     field("pagesZero"),

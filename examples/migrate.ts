@@ -28,6 +28,8 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
+  type Cipher,
+  DEFAULT_CIPHER,
   MAX_CHANNELS,
   MIN_SECRET_BYTES,
   MultifdReceiver,
@@ -79,6 +81,8 @@ const RECV_USAGE = `usage: migrate.ts recv --listen HOST:PORT --file OUT [option
   --channels N         expected channel count. The sender decides the count; when it
                        differs from N a warning is printed (the transfer goes on)
   --max-size BYTES     largest transfer accepted, e.g. 64G (default 64 GiB)
+  --encrypt            accept encrypted senders only (send --encrypt); a plain one is refused.
+                       Without it the sender decides: an encrypted transfer is received as such
   --accept-timeout S   give up (exit 1) when no sender has authenticated within S seconds
                        (default: wait as long as it takes)
   --secret-file F      shared secret: a file holding hex (>= 32 hex digits) or text
@@ -103,6 +107,8 @@ const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
                        goes on with ordinary sends, as the kernel's documentation advises
   --zerocopy-always    with --zerocopy: keep MSG_ZEROCOPY even there (QEMU's behaviour)
   --zero-pages         send all-zero pages as offsets only
+  --encrypt            encrypt every channel (AEGIS-128L; keys from the secret and the session)
+  --cipher NAME        encrypt with NAME: aegis-128l (default) or aes-256-gcm; implies --encrypt
   --send-buffer SIZE   SO_SNDBUF of each channel, e.g. 256K. Default: 256K when the receiver is on
                        this host (there it keeps the kernel's work on the sending side), else the
                        kernel's autotuning
@@ -130,6 +136,7 @@ interface RecvOptions {
   channels?: number;
   maxSize?: number;
   acceptTimeoutMs?: number;
+  encrypt: boolean;
   secretFile?: string;
   secretOut?: string;
   json: boolean;
@@ -143,6 +150,7 @@ interface SendOptions {
   zerocopy: boolean;
   zerocopyFallback: boolean;
   zeroPages: boolean;
+  encrypt: false | Cipher;
   sendBufferBytes?: number;
   secretFile?: string;
   json: boolean;
@@ -188,6 +196,7 @@ function parseRecv(args: string[]): Command {
     channels: { type: "string" },
     "max-size": { type: "string" },
     "accept-timeout": { type: "string" },
+    encrypt: { type: "boolean" },
     "secret-file": { type: "string" },
     "secret-out": { type: "string" },
     json: { type: "boolean" },
@@ -212,6 +221,7 @@ function parseRecv(args: string[]): Command {
         acceptTimeoutMs: typeof values["accept-timeout"] === "string"
           ? parseInteger(values["accept-timeout"], "--accept-timeout", 1, 2_000_000) * 1000
           : undefined,
+        encrypt: values.encrypt === true,
         secretFile: nonEmpty(values["secret-file"], "--secret-file"),
         secretOut: nonEmpty(values["secret-out"], "--secret-out"),
         json: values.json === true,
@@ -229,6 +239,8 @@ function parseSend(args: string[]): Command {
     zerocopy: { type: "boolean" },
     "zerocopy-always": { type: "boolean" },
     "zero-pages": { type: "boolean" },
+    encrypt: { type: "boolean" },
+    cipher: { type: "string" },
     "send-buffer": { type: "string" },
     "secret-file": { type: "string" },
     json: { type: "boolean" },
@@ -256,6 +268,11 @@ function parseSend(args: string[]): Command {
         zerocopy: values.zerocopy === true,
         zerocopyFallback: values["zerocopy-always"] !== true,
         zeroPages: values["zero-pages"] === true,
+        encrypt: typeof values.cipher === "string"
+          ? parseCipher(values.cipher)
+          : values.encrypt === true
+          ? DEFAULT_CIPHER
+          : false,
         sendBufferBytes: typeof values["send-buffer"] === "string"
           ? sendBuffer(parseSize(values["send-buffer"], "--send-buffer"))
           : undefined,
@@ -265,6 +282,12 @@ function parseSend(args: string[]): Command {
       },
     };
   });
+}
+
+function parseCipher(name: string): Cipher {
+  const ciphers: Cipher[] = ["aegis-128l", "aes-256-gcm"];
+  if (!ciphers.includes(name as Cipher)) throw new Error(`--cipher must be ${ciphers.join(" or ")}, got ${name}`);
+  return name as Cipher;
 }
 
 function sendBuffer(bytes: number): number {
@@ -436,6 +459,7 @@ async function recv(options: RecvOptions): Promise<number> {
     secret: secret!,
     maxSize: options.maxSize,
     acceptTimeoutMs: options.acceptTimeoutMs,
+    encrypt: options.encrypt,
   }).catch((error) => {
     throw new Failure(`cannot listen on ${options.listen.display}: ${oneLine(error)}`);
   });
@@ -533,6 +557,7 @@ async function send(options: SendOptions): Promise<number> {
       zerocopy: options.zerocopy,
       zerocopyFallback: options.zerocopyFallback,
       zeroPages: options.zeroPages,
+      encrypt: options.encrypt,
       sendBufferBytes: options.sendBufferBytes,
     }).catch((error) => {
       throw new Failure(`cannot connect to ${options.to.display}: ${oneLine(error)}`);
@@ -543,7 +568,9 @@ async function send(options: SendOptions): Promise<number> {
       err(
         `sending ${options.file} (${
           formatBytes(source.size)
-        }) to ${options.to.display} over ${options.channels} channel${options.channels === 1 ? "" : "s"}`,
+        }) to ${options.to.display} over ${options.channels} channel${options.channels === 1 ? "" : "s"}${
+          options.encrypt ? `, encrypted (${options.encrypt})` : ""
+        }`,
       );
     }
     progress = new ProgressBar(

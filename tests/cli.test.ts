@@ -176,6 +176,77 @@ describe("migrate.ts", () => {
     }
   });
 
+  test("--cipher aes-256-gcm with --zerocopy, recv --encrypt: encrypted end to end, verified, byte-identical", async () => {
+    const output = join(dir, "encrypted-out.bin");
+    const receiver = startReceiver([
+      "--listen",
+      "127.0.0.1:0",
+      "--file",
+      output,
+      "--json",
+      "--encrypt",
+      "--secret-file",
+      secretFile,
+    ]);
+    try {
+      const port = await receiver.port;
+      const sender = await run(
+        runtimeArgv(cli, [
+          "send",
+          "--to",
+          `127.0.0.1:${port}`,
+          "--file",
+          input,
+          "--json",
+          "--secret-file",
+          secretFile,
+          "--zerocopy",
+          "--cipher",
+          "aes-256-gcm",
+        ]),
+        60_000,
+      );
+      assert.equal(sender.code, 0, sender.stderr);
+      const received = await receiver.exited;
+      assert.equal(received.code, 0, received.stderr);
+      for (const result of [lastJson(sender.stdout), lastJson(received.stdout)]) {
+        assert.equal(result.verified, true);
+        assert.equal(result.encryption, "aes-256-gcm");
+      }
+      assert.ok(readFileSync(output).equals(inputBytes), "the output differs from the input");
+    } finally {
+      await receiver.kill();
+    }
+  });
+
+  test("recv --encrypt refuses a plain sender: both exit 1 saying why, no output kept", async () => {
+    const output = join(dir, "refused-out.bin");
+    const receiver = startReceiver([
+      "--listen",
+      "127.0.0.1:0",
+      "--file",
+      output,
+      "--encrypt",
+      "--secret-file",
+      secretFile,
+    ]);
+    try {
+      const port = await receiver.port;
+      const sender = await run(
+        runtimeArgv(cli, ["send", "--to", `127.0.0.1:${port}`, "--file", input, "--secret-file", secretFile]),
+        60_000,
+      );
+      assert.equal(sender.code, 1, sender.stderr);
+      assert.match(sender.stderr, /encrypted channels only/);
+      const received = await receiver.exited;
+      assert.equal(received.code, 1, received.stderr);
+      assert.match(received.stderr, /encrypted channels only/);
+      assert.equal(existsSync(output), false);
+    } finally {
+      await receiver.kill();
+    }
+  });
+
   test("--progress on a pipe: both bars end with the transfer's own numbers, bytes / seconds as in the JSON", async () => {
     const output = join(dir, "progress-out.bin");
     const flags = ["--json", "--progress", "--secret-file", secretFile];
