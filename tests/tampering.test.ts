@@ -6,12 +6,22 @@
 // in the receiver's RESULT (the sender fails with AuthenticationError), in the sender's
 // VERDICT (the receiver fails with AuthenticationError; the sender rightly reports verified:
 // the receiver had proven it holds what was sent). Plus: the checksum is keyed per session
-// (the same bytes give another checksum in every session).
+// (the same bytes give another checksum in every session). Encrypted channels: one bit
+// changed in any record of either direction, or a packet dropped, repeated or reordered,
+// fails the side that reads it with AuthenticationError naming the record, and the other
+// side with a typed error; never "verified".
 import { describe, test } from "node:test";
 import { concatBytes } from "../util/bytes.ts";
 import assert from "node:assert/strict";
 import net from "node:net";
-import { AuthenticationError, MultifdReceiver, MultifdSender, Region, ZeroCopyMultifdError } from "../mod.ts";
+import {
+  AuthenticationError,
+  ChannelFailedError,
+  MultifdReceiver,
+  MultifdSender,
+  Region,
+  ZeroCopyMultifdError,
+} from "../mod.ts";
 import {
   HELLO_BYTES,
   INIT_ACK_BYTES,
@@ -94,8 +104,8 @@ type Outcome = { ok: true; verified: boolean } | { ok: false; error: Error };
 const settle = (p: Promise<{ verified: boolean }>): Promise<Outcome> =>
   p.then((r) => ({ ok: true as const, verified: r.verified }), (error) => ({ ok: false as const, error }));
 
-/** One 1-channel transfer through a proxy that applies `edit`. */
-async function throughProxy(edit: Edit) {
+/** One 1-channel transfer through a proxy that applies `edit`, with plain or encrypted packets. */
+async function throughProxy(edit: Edit, encrypt: boolean = false) {
   const source = Region.allocate(SIZE);
   fillPattern(source, 77);
   const destination = Region.allocate(SIZE);
@@ -111,6 +121,7 @@ async function throughProxy(edit: Edit) {
         channels: 1,
         pagesPerPacket: PAGES_PER_PACKET,
         ioTimeoutMs: 5_000,
+        encrypt,
       });
       try {
         await sender.sendRound();
@@ -230,5 +241,99 @@ describe("an attacker on the path (plain mode)", () => {
     }
     await source.close();
     assert.equal(checksums.size, 3);
+  });
+});
+
+// Encrypted: every packet and reply is sealed, with the next nonce of its direction. Byte
+// offsets of the one channel's sealed streams (docs/PROTOCOL.md "Encrypted channels"): a
+// data packet of 16 contiguous pages is a sealed header (48), sealed offsets (16 × 8 + 16),
+// then its 64 KiB of pages as one message with its tag.
+const SEALED_HEADER = PACKET_HEADER_BYTES + 16;
+const SEALED_PACKET_BYTES = SEALED_HEADER + PAGES_PER_PACKET * OFFSET_BYTES + 16 + PAGES_PER_PACKET * PAGE_SIZE + 16;
+const sealed = {
+  packet: (k: number) => INIT_BYTES + k * SEALED_PACKET_BYTES,
+  sync: INIT_BYTES + PACKETS * SEALED_PACKET_BYTES,
+  // SYNC, END, then VERDICT ‖ MAC.
+  verdict: INIT_BYTES + PACKETS * SEALED_PACKET_BYTES + 2 * SEALED_HEADER,
+  syncAck: HELLO_BYTES + INIT_ACK_BYTES,
+  result: HELLO_BYTES + INIT_ACK_BYTES + REPLY_BYTES + 16,
+};
+
+/** The error's class name, also for a channel Worker's (ChannelFailedError carries it as `remote`). */
+function errorName(error: Error): string {
+  return error instanceof ChannelFailedError ? error.remote.name : error.name;
+}
+
+describe("an attacker on the path (encrypted)", () => {
+  test("untouched, through the proxy: verified on both sides; no page of the region is on the wire", async () => {
+    const { sent, received } = await throughProxy(flip("toSender", Number.MAX_SAFE_INTEGER), true);
+    assert.deepEqual([sent, received], [{ ok: true, verified: true }, { ok: true, verified: true }]);
+  });
+
+  // `what`: the record the receiving side names in its AuthenticationError, which proves
+  // that the edit hit the record the offsets above say it did.
+  const edits: { name: string; edit: Edit; forged: "receiver" | "sender"; what: RegExp }[] = [
+    { name: "a bit of a header", edit: flip("toReceiver", sealed.packet(1) + 5), forged: "receiver", what: /header/ },
+    {
+      name: "a bit of the offsets",
+      edit: flip("toReceiver", sealed.packet(0) + SEALED_HEADER + 7),
+      forged: "receiver",
+      what: /offsets/,
+    },
+    {
+      name: "a bit of page data",
+      edit: flip("toReceiver", sealed.packet(2) + SEALED_HEADER + 200 + 3000),
+      forged: "receiver",
+      what: /page data/,
+    },
+    { name: "a bit of a tag", edit: flip("toReceiver", sealed.packet(1) - 1), forged: "receiver", what: /page data/ },
+    { name: "a bit of the SYNC", edit: flip("toReceiver", sealed.sync + 20), forged: "receiver", what: /header/ },
+    { name: "a bit of the SYNC_ACK", edit: flip("toSender", sealed.syncAck + 9), forged: "sender", what: /SYNC_ACK/ },
+    { name: "a bit of the RESULT", edit: flip("toSender", sealed.result + 40), forged: "sender", what: /RESULT/ },
+    ...[
+      { name: "a packet dropped", rewrite: () => new Uint8Array(0) },
+      { name: "a packet sent twice", rewrite: (held: Uint8Array) => concatBytes(held, held) },
+    ].map(({ name, rewrite }) => ({
+      name,
+      edit: { direction: "toReceiver" as const, start: sealed.packet(1), end: sealed.packet(2), rewrite },
+      forged: "receiver" as const,
+      what: /header/,
+    })),
+    {
+      name: "two packets swapped",
+      edit: {
+        direction: "toReceiver",
+        start: sealed.packet(1),
+        end: sealed.packet(3),
+        rewrite: (held) => concatBytes(held.subarray(SEALED_PACKET_BYTES), held.subarray(0, SEALED_PACKET_BYTES)),
+      },
+      forged: "receiver",
+      what: /header/,
+    },
+  ];
+  for (const { name, edit, forged, what } of edits) {
+    test(`${name}: AuthenticationError on the ${forged}'s side, a typed error on the other, never verified`, async () => {
+      const { sent, received } = await throughProxy(edit, true);
+      for (const [side, outcome] of [["sender", sent], ["receiver", received]] as const) {
+        assert.equal(outcome.ok, false, `${side}: ${JSON.stringify(outcome)}`);
+        if (!outcome.ok) assert.ok(outcome.error instanceof ZeroCopyMultifdError, `${side}: ${outcome.error}`);
+      }
+      const victim = forged === "sender" ? sent : received;
+      if (!victim.ok) {
+        assert.equal(errorName(victim.error), "AuthenticationError", victim.error.message);
+        assert.match(victim.error.message, what);
+      }
+    });
+  }
+
+  test("a bit of the VERDICT: the receiver fails with AuthenticationError, never verified", async () => {
+    const { sent, received } = await throughProxy(flip("toReceiver", sealed.verdict + 5), true);
+    assert.equal(received.ok, false);
+    if (!received.ok) {
+      assert.equal(errorName(received.error), "AuthenticationError", received.error.message);
+      assert.match(received.error.message, /header/);
+    }
+    // The sender had its proof already: the receiver's authenticated RESULT matched.
+    assert.deepEqual(sent, { ok: true, verified: true });
   });
 });
