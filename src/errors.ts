@@ -126,8 +126,10 @@ export class TransferAbortedError extends ZeroCopyMultifdError {
 
 /**
  * The peer could not prove that it knows the shared secret: a receiver whose INIT_ACK
- * carries no valid MAC (a wrong secret, an impostor, a replay of an earlier session).
- * Nothing of the region was sent to it.
+ * carries no valid MAC (a wrong secret, an impostor, a replay of an earlier session:
+ * nothing of the region was sent to it), a RESULT or VERDICT whose MAC does not verify,
+ * or, on an encrypted channel, a record that fails to open (altered, dropped, repeated,
+ * reordered or moved on the way).
  */
 export class AuthenticationError extends ZeroCopyMultifdError {
   /** Always "AuthenticationError", so errors stay recognisable in logs and across Workers. */
