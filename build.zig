@@ -8,9 +8,10 @@ pub fn build(b: *std.Build) void {
     // The library is a thin syscall layer: release builds by default, `-Doptimize=debug` to debug it.
     const optimize = b.option(std.builtin.Optimize, "optimize", "Optimization mode (default fast)") orelse .fast;
 
-    // The same library for x86-64-v3 CPUs (AVX2, BMI2, FMA: 2013 on): its BLAKE3, the region
-    // checksum, runs 1.75x faster there (2.7 against 1.56 GB/s per core here).
-    // ffi/library_path.ts loads it when /proc/cpuinfo has every v3 flag.
+    // The same library for x86-64-v3 CPUs (AVX2, BMI2, FMA: 2013 on) with AES-NI and PCLMULQDQ:
+    // its BLAKE3, the region checksum, runs 1.75x faster there (2.7 against 1.56 GB/s per core
+    // here), and the ciphers of encrypted channels use the AES instructions.
+    // ffi/library_path.ts loads it when /proc/cpuinfo has every one of those flags.
     const v3 = b.resolveTargetQuery(.{
         .cpu_arch = .x86_64,
         .os_tag = .linux,

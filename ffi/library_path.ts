@@ -4,9 +4,10 @@
  * 2. `zig-out/lib/` (a local `zig build`, the freshest when present),
  * 3. `prebuilt/linux-x64/` (shipped in the npm package).
  *
- * In each directory, on a CPU with every x86-64-v3 feature (AVX2, BMI2, FMA, …: 2013 on), the
- * build for it (`libzerocopy_multifd_x86_64_v3.so`: a faster region checksum) comes first;
- * `libzerocopy_multifd.so` runs on any x86-64.
+ * In each directory, on a CPU with every x86-64-v3 feature (AVX2, BMI2, FMA, …: 2013 on) and
+ * AES-NI and PCLMULQDQ (which every such CPU has), the build for it
+ * (`libzerocopy_multifd_x86_64_v3.so`: a faster region checksum, and AES in hardware for
+ * encrypted channels) comes first; `libzerocopy_multifd.so` runs on any x86-64.
  *
  * @module
  */
@@ -22,10 +23,10 @@ import { ZeroCopyMultifdError } from "../src/errors.ts";
 export const LIBRARY_ENV = "ZEROCOPY_MULTIFD_LIB";
 const LIBRARY_FILE = "libzerocopy_multifd.so";
 const V3_LIBRARY_FILE = "libzerocopy_multifd_x86_64_v3.so";
-/** The /proc/cpuinfo flags of the x86-64-v3 level ("abm" is LZCNT). */
-const X86_64_V3_FLAGS = ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"];
+/** The /proc/cpuinfo flags of the x86-64-v3 level ("abm" is LZCNT), plus AES-NI and carry-less multiply. */
+const X86_64_V3_FLAGS = ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave", "aes", "pclmulqdq"];
 
-/** Whether this CPU runs code built for x86-64-v3 (false when /proc/cpuinfo cannot be read). */
+/** Whether this CPU runs the x86-64-v3 build (v3, AES-NI, PCLMULQDQ; false when /proc/cpuinfo cannot be read). */
 export function cpuIsX86_64V3(cpuinfo?: string): boolean {
   let text = cpuinfo;
   try {

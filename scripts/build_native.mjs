@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // Builds zig/ into zig-out/lib/libzerocopy_multifd.so (any x86-64) and
-// libzerocopy_multifd_x86_64_v3.so (AVX2 CPUs; ffi/library_path.ts picks) with the pinned Zig.
+// libzerocopy_multifd_x86_64_v3.so (AVX2 and AES-NI CPUs; ffi/library_path.ts picks) with the pinned Zig.
 //
 // The Zig version is pinned in one place: package.json "config.zigVersion". A `zig` on
 // PATH of exactly that version is used; otherwise PyPI's official `ziglang` package is

@@ -31,58 +31,83 @@ describe("multifd between runtimes", () => {
       const received = await receiver.exited;
       assert.equal(received.code, 0, received.stderr);
       assert.deepEqual(lastJson(sender.stdout), { runtime, verified: true, bytes: Number(SIZE) });
-      assert.deepEqual(lastJson(received.stdout), { runtime: other, verified: true, equal: true, bytes: Number(SIZE) });
+      assert.deepEqual(lastJson(received.stdout), {
+        runtime: other,
+        verified: true,
+        equal: true,
+        bytes: Number(SIZE),
+        encryption: "none",
+      });
     } finally {
       await receiver.kill();
     }
   });
 
-  test(`${other} sender -> ${runtime} receiver`, async () => {
-    const receiver = startReceiver(runtimeArgv(peer, ["recv", SIZE, "7"]));
-    try {
-      const port = await receiver.port;
-      const sender = await run(scriptArgv(other, peer, ["send", String(port), SIZE, "7", "2", "0"]), 60_000);
-      assert.equal(sender.code, 0, sender.stderr);
-      const received = await receiver.exited;
-      assert.equal(received.code, 0, received.stderr);
-      assert.equal(lastJson(sender.stdout).verified, true);
-      assert.deepEqual(lastJson(received.stdout), { runtime, verified: true, equal: true, bytes: Number(SIZE) });
-    } finally {
-      await receiver.kill();
-    }
-  });
+  for (const cipher of ["aegis-128l", "aes-256-gcm"]) {
+    test(`${other} sender -> ${runtime} receiver, encrypted (${cipher}), zero-copy`, async () => {
+      const receiver = startReceiver(runtimeArgv(peer, ["recv", SIZE, "7"]));
+      try {
+        const port = await receiver.port;
+        const argv = ["send", String(port), SIZE, "7", "2", "1", cipher];
+        const sender = await run(scriptArgv(other, peer, argv), 60_000);
+        assert.equal(sender.code, 0, sender.stderr);
+        const received = await receiver.exited;
+        assert.equal(received.code, 0, received.stderr);
+        assert.equal(lastJson(sender.stdout).verified, true);
+        assert.deepEqual(lastJson(received.stdout), {
+          runtime,
+          verified: true,
+          equal: true,
+          bytes: Number(SIZE),
+          encryption: cipher,
+        });
+      } finally {
+        await receiver.kill();
+      }
+    });
+  }
 });
 
 describe("multifd between the two builds of the native library", () => {
-  // The region checksum must be the same whichever build computes it: a sender on an old CPU
-  // (baseline x86-64) and a receiver on a new one (x86-64-v3) verify each other.
+  // The region checksum and the ciphers must be the same whichever build computes them: a
+  // sender on an old CPU (baseline x86-64, software AES) and a receiver on a new one (x86-64-v3
+  // with AES-NI) verify each other, plain and encrypted.
   const lib = (file: string) => fileURLToPath(new URL(`../zig-out/lib/${file}`, import.meta.url));
   const baseline = `${LIBRARY_ENV}=${lib("libzerocopy_multifd.so")}`;
   const v3 = `${LIBRARY_ENV}=${lib("libzerocopy_multifd_x86_64_v3.so")}`;
-  for (const [senderLib, receiverLib] of [[baseline, v3], [v3, baseline]]) {
+  const pairs = [[baseline, v3, "plain"], [v3, baseline, "plain"], [baseline, v3, "aegis-128l"], [
+    v3,
+    baseline,
+    "aes-256-gcm",
+  ]];
+  for (const [senderLib, receiverLib, cipher] of pairs) {
     const name = (env: string) => env.includes("v3") ? "x86-64-v3" : "baseline";
-    test(`${name(senderLib)} sender -> ${name(receiverLib)} receiver: verified`, {
+    test(`${name(senderLib)} sender -> ${name(receiverLib)} receiver, ${cipher}: verified`, {
       skip: !cpuIsX86_64V3() && "this CPU cannot run the x86-64-v3 build",
     }, async () => {
       const receiver = startReceiver(["env", receiverLib, ...runtimeArgv(peer, ["recv", SIZE, "5"])]);
       try {
         const port = await receiver.port;
-        const sender = await run(["env", senderLib, ...runtimeArgv(peer, ["send", String(port), SIZE, "5", "2", "0"])]);
+        const encrypt = cipher === "plain" ? [] : [cipher];
+        const argv = ["send", String(port), SIZE, "5", "2", "0", ...encrypt];
+        const sender = await run(["env", senderLib, ...runtimeArgv(peer, argv)]);
         assert.equal(sender.code, 0, sender.stderr);
         const received = await receiver.exited;
         assert.equal(received.code, 0, received.stderr);
         assert.equal(lastJson(sender.stdout).verified, true);
         assert.equal(lastJson(received.stdout).verified, true);
+        assert.equal(lastJson(received.stdout).encryption, cipher === "plain" ? "none" : cipher);
       } finally {
         await receiver.kill();
       }
     });
   }
 
-  test("cpuIsX86_64V3 reads every v3 flag from /proc/cpuinfo", () => {
-    const v3Flags = "fpu sse2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave aes";
+  test("cpuIsX86_64V3 reads every v3 flag, and AES-NI and PCLMULQDQ, from /proc/cpuinfo", () => {
+    const v3Flags = "fpu sse2 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave aes pclmulqdq";
     assert.equal(cpuIsX86_64V3(`processor : 0\nflags\t\t: ${v3Flags}\n`), true);
     assert.equal(cpuIsX86_64V3(`flags : ${v3Flags.replace("avx2 ", "")}\n`), false);
+    assert.equal(cpuIsX86_64V3(`flags : ${v3Flags.replace(" aes", "")}\n`), false);
     assert.equal(cpuIsX86_64V3("processor : 0\n"), false);
   });
 });

@@ -1,5 +1,6 @@
-//! libzerocopy_multifd: thin syscall wrappers for the TypeScript layers above. No policy:
-//! each export does one kernel operation and returns its result, -errno on failure.
+//! libzerocopy_multifd: thin syscall wrappers for the TypeScript layers above, and the loops
+//! that must run at memory speed (zero pages, the region checksum, sealing and opening
+//! packets). No policy: each export does one operation and returns its result, -errno on failure.
 comptime {
     _ = @import("socket.zig");
     _ = @import("transfer.zig");

@@ -1,10 +1,11 @@
 /**
  * One end of a multifd transfer in its own process, for cross-runtime tests.
  *   recv SIZE SEED           prints "PORT <n>", receives, checks the bytes, prints a JSON line
- *   send PORT SIZE SEED CHANNELS ZEROCOPY(0|1)   sends the pattern, prints a JSON line
+ *   send PORT SIZE SEED CHANNELS ZEROCOPY(0|1) [CIPHER]   sends the pattern (encrypted with
+ *                            CIPHER when given), prints a JSON line
  */
 import process from "node:process";
-import { MultifdReceiver, MultifdSender, Region, runtime } from "../../mod.ts";
+import { type Cipher, MultifdReceiver, MultifdSender, Region, runtime } from "../../mod.ts";
 import { fillPattern, SECRET } from "./multifd.ts";
 
 const [mode, ...args] = process.argv.slice(2);
@@ -17,12 +18,19 @@ if (mode === "recv") {
   const expected = Region.allocate(size);
   fillPattern(expected, seed);
   console.log(
-    JSON.stringify({ runtime, verified: result.verified, equal: destination.equals(expected), bytes: result.bytes }),
+    JSON.stringify({
+      runtime,
+      verified: result.verified,
+      equal: destination.equals(expected),
+      bytes: result.bytes,
+      encryption: result.encryption,
+    }),
   );
   await destination.close();
   await expected.close();
 } else if (mode === "send") {
   const [port, size, seed, channels, zerocopy] = args.map(Number);
+  const cipher = args[5] as Cipher | undefined;
   const source = Region.allocate(size);
   fillPattern(source, seed);
   const sender = await MultifdSender.connect(source, {
@@ -31,6 +39,7 @@ if (mode === "recv") {
     secret: SECRET,
     channels,
     zerocopy: zerocopy === 1,
+    encrypt: cipher ?? false,
     ioTimeoutMs: 20_000,
   });
   await sender.sendRound();
@@ -38,6 +47,6 @@ if (mode === "recv") {
   console.log(JSON.stringify({ runtime, verified: result.verified, bytes: result.bytes }));
   await source.close();
 } else {
-  console.error("usage: multifd_peer.ts recv SIZE SEED | send PORT SIZE SEED CHANNELS ZEROCOPY");
+  console.error("usage: multifd_peer.ts recv SIZE SEED | send PORT SIZE SEED CHANNELS ZEROCOPY [CIPHER]");
   process.exit(2);
 }
