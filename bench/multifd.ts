@@ -12,6 +12,11 @@
  *   bun bench/multifd.ts --with-qemu
  *   deno run -A bench/multifd.ts --with-qemu --qemu-versions 10.0 --channels 4
  *   deno run -A bench/multifd.ts --channels 4 --zerocopy on --huge on,off --reps 5
+ *   deno run -A bench/multifd.ts --with-qemu --channels 4 --zerocopy off,on --encrypt off,aegis-128l --reps 5
+ *
+ * Encrypted cases (`--encrypt`) are paired with QEMU multifd + TLS (zero-copy or not: QEMU
+ * has no zero-copy with TLS), and with our own plain case of the same round (same channels,
+ * zero-copy and pages): "encrypted/plain" in the report.
  *
  * Default matrix: channels 1,2,4,8 × zero-copy off,on with 2 MiB pages, plus 4 channels ×
  * zero-copy off,on with 4 KiB pages, plus 4 channels zero-copy with the sender's
@@ -34,12 +39,14 @@ import {
   versionedConfig,
 } from "./qemu.ts";
 import { LineChild } from "../dev/child.ts";
+import type { Cipher } from "../mod.ts";
 import { type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round, toHex } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { runMain } from "./lib/proc.ts";
 import {
   type BenchRecord,
+  encryptionSummaries,
   environment,
   markdownReport,
   multifdSummaries,
@@ -58,6 +65,8 @@ export interface MultifdConfig {
   hugePages: boolean;
   /** The sender's `sendBufferBytes` (SO_SNDBUF); undefined: the kernel's autotuning. */
   sendBufferBytes?: number;
+  /** Encrypted channels with this cipher; undefined: plain. */
+  encrypt?: Cipher;
 }
 
 /** The same-host setting of `sendBufferBytes` the suite measures beside the default. */
@@ -133,6 +142,7 @@ export async function runMultifdCase(
         ...(config.zerocopy ? ["--zerocopy"] : []),
         ...(config.zerocopyAlways ? ["--zerocopy-always"] : []),
         ...(config.sendBufferBytes ? ["--send-buffer", String(config.sendBufferBytes)] : []),
+        ...(config.encrypt ? ["--encrypt", config.encrypt] : []),
       ]),
       { env, label: `${runtime} sender` },
     );
@@ -172,7 +182,7 @@ export async function runMultifdCase(
 export const configLabel = (c: MultifdConfig) =>
   `${c.channels}ch ${c.zerocopy ? c.zerocopyAlways ? "zc-always" : "zc" : "plain"} ${c.hugePages ? "2M" : "4K"}${
     c.sendBufferBytes ? ` sndbuf ${c.sendBufferBytes / 1024} KiB` : ""
-  }`;
+  }${c.encrypt ? ` ${c.encrypt}` : ""}`;
 
 /**
  * Runs the whole multifd matrix (and QEMU, if asked), interleaved: per repetition, every
@@ -226,8 +236,9 @@ export async function runMultifdSuite(
       const paired = new Set<string>();
       for (const config of options.configs) {
         // The QEMU runs to compare with, right after ours (this VM drifts within minutes:
-        // only a ratio taken inside one round compares): same channels and zero-copy, 2 MiB pages.
-        const partner = `multifd${config.channels}${config.zerocopy ? "+zc" : ""}`;
+        // only a ratio taken inside one round compares): same channels and zero-copy, 2 MiB
+        // pages; encrypted against TLS (which QEMU runs without zero-copy only).
+        const partner = `multifd${config.channels}${config.encrypt ? "+tls" : config.zerocopy ? "+zc" : ""}`;
         const pairs = qemu && config.hugePages && !config.sendBufferBytes && options.qemuConfigs.includes(partner);
         for (const runtime of options.runtimes) {
           note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} ${runtime}`);
@@ -261,7 +272,7 @@ export async function runMultifdSuite(
 
 const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--qemu-versions 7.2,10.0] [--size-mib N] [--reps N]
                   [--runtimes deno,bun] [--channels 1,2,4,8] [--zerocopy off,on,always] [--huge on,off]
-                  [--send-buffer auto,262144] [--no-save]`;
+                  [--send-buffer auto,262144] [--encrypt off,aegis-128l,aes-256-gcm] [--no-save]`;
 
 function list(text: string | undefined, parse: (item: string) => unknown): unknown[] | undefined {
   return text === undefined ? undefined : text.split(",").map((item) => parse(item.trim()));
@@ -276,6 +287,13 @@ function onOff(item: string): boolean {
 function zerocopySetting(item: string): { zerocopy: boolean; zerocopyAlways?: boolean } {
   if (item === "always") return { zerocopy: true, zerocopyAlways: true };
   return { zerocopy: onOff(item) };
+}
+
+/** --encrypt values: off (plain), or a cipher. */
+function cipherSetting(item: string): Cipher | undefined {
+  if (item === "off") return undefined;
+  if (item !== "aegis-128l" && item !== "aes-256-gcm") throw new Error(`expected off or a cipher, got "${item}"`);
+  return item;
 }
 
 class HelpRequested extends Error {}
@@ -294,6 +312,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
       zerocopy: { type: "string" },
       huge: { type: "string" },
       "send-buffer": { type: "string" },
+      encrypt: { type: "string" },
       "no-save": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -308,7 +327,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     return r;
   });
   if (runtimes) options.runtimes = runtimes as Runtime[];
-  const matrix = ["channels", "zerocopy", "huge", "send-buffer"] as const;
+  const matrix = ["channels", "zerocopy", "huge", "send-buffer", "encrypt"] as const;
   if (matrix.some((name) => values[name] !== undefined)) {
     const channels = (list(values.channels, Number) ?? [1, 2, 4, 8]) as number[];
     const zerocopy =
@@ -318,9 +337,14 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     const huge = (list(values.huge, onOff) ?? [true]) as boolean[];
     const sendBuffers = (list(values["send-buffer"], (b) => b === "auto" ? undefined : Number(b)) ??
       [undefined]) as (number | undefined)[];
-    options.configs = sendBuffers.flatMap((sendBufferBytes) =>
-      huge.flatMap((h) =>
-        zerocopy.flatMap((z) => channels.map((c) => ({ channels: c, ...z, hugePages: h, sendBufferBytes })))
+    const ciphers = (list(values.encrypt, cipherSetting) ?? [undefined]) as (Cipher | undefined)[];
+    options.configs = ciphers.flatMap((encrypt) =>
+      sendBuffers.flatMap((sendBufferBytes) =>
+        huge.flatMap((h) =>
+          zerocopy.flatMap((z) =>
+            channels.map((c) => ({ channels: c, ...z, hugePages: h, sendBufferBytes, ...(encrypt && { encrypt }) }))
+          )
+        )
       )
     );
   }
@@ -356,7 +380,12 @@ async function main(): Promise<number> {
     out(JSON.stringify(record));
   };
   const notes = await runMultifdSuite(options, emit);
-  const sums = withQemuRatios([...multifdSummaries(records), ...qemuSummaries(records), ...pairSummaries(records)]);
+  const sums = withQemuRatios([
+    ...multifdSummaries(records),
+    ...qemuSummaries(records),
+    ...pairSummaries(records),
+    ...encryptionSummaries(records),
+  ]);
   for (const s of sums) emit(s);
   Object.assign(env, notes);
   const report = markdownReport("Multifd benchmark", env, sums);

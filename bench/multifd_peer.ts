@@ -5,7 +5,7 @@
  *   recv --size BYTES [--huge] [--host H] [--port P]
  *       allocates the destination (pre-faulted), listens, prints {"port", "pid"}, receives
  *       one transfer, prints the receiver's result and its peak RSS.
- *   send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--huge] [--send-buffer BYTES] [--host H] [--peer-pid PID]
+ *   send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES] [--host H] [--peer-pid PID]
  *       allocates the source (pre-faulted), fills it with random data, connects, waits until
  *       both processes are idle, then sends one round (every page, then a sync) and reads the
  *       CPU time of both processes (/proc/PID/stat) around it; then finish() (checksums).
@@ -15,7 +15,7 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { MultifdReceiver, MultifdSender, Region } from "../mod.ts";
+import { type Cipher, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
 import { cpuSecondsOf, peakRssKiB, runMain, settle } from "./lib/proc.ts";
@@ -62,6 +62,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
     channels: Number(values.channels),
     zerocopy: values.zerocopy === true,
     zerocopyFallback: values["zerocopy-always"] !== true,
+    encrypt: (values.encrypt as Cipher | undefined) ?? false,
     sendBufferBytes: values["send-buffer"] === undefined ? undefined : Number(values["send-buffer"]),
   });
   // Worker start-up (both sides) is set-up, not transfer: wait until both processes idle.
@@ -86,7 +87,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
 }
 
 const USAGE = `usage: multifd_peer.ts recv --size BYTES [--huge] [--host H] [--port P]
-       multifd_peer.ts send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--huge] [--send-buffer BYTES]
+       multifd_peer.ts send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES]
                             [--host H] [--peer-pid PID]
 (secret: $BENCH_SECRET, hex)`;
 
@@ -103,6 +104,7 @@ async function main(): Promise<number> {
         channels: { type: "string", default: "2" },
         zerocopy: { type: "boolean", default: false },
         "zerocopy-always": { type: "boolean", default: false },
+        encrypt: { type: "string" },
         "send-buffer": { type: "string" },
         "peer-pid": { type: "string" },
       },

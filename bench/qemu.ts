@@ -26,7 +26,10 @@
  * (7.2 emits "completed" before it computes it). GB/s = RAM bytes / total-time; CPU = user+sys
  * of each QEMU process (/proc/PID/stat) from `migrate` to completion; the destination file is
  * compared with the source after every run. Both versions share the tmpfs and the images.
- * A config is "<version> multifdN[+zc]", e.g. "10.0 multifd4+zc".
+ * A config is "<version> multifdN[+zc|+tls]", e.g. "10.0 multifd4+zc". TLS: a CA and a server
+ * certificate for "localhost" made with openssl once per run of the bench; the destination
+ * has `tls-creds-x509,endpoint=server,verify-peer=off`, the source `endpoint=client`, and
+ * both the `tls-creds` parameter (the source also `tls-hostname` localhost).
  * @module
  */
 import { spawnSync } from "node:child_process";
@@ -38,6 +41,7 @@ import {
   openSync,
   readFileSync,
   rmSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
 import net from "node:net";
@@ -59,7 +63,14 @@ import {
 import { type BenchRecord, qemuSummaries, qemuTable } from "./lib/report.ts";
 
 export { QEMU_VERSIONS, type QemuVersion };
-export const QEMU_CONFIGS = ["multifd1", "multifd2", "multifd4", "multifd2+zc", "multifd4+zc"] as const;
+export const QEMU_CONFIGS = [
+  "multifd1",
+  "multifd2",
+  "multifd4",
+  "multifd2+zc",
+  "multifd4+zc",
+  "multifd4+tls",
+] as const;
 export type QemuConfig = typeof QEMU_CONFIGS[number];
 
 const MIGRATION_TIMEOUT_MS = 600_000;
@@ -69,21 +80,30 @@ const QMP_TIMEOUT_MS = 60_000;
  * "multifd4+zc" or "10.0 multifd4+zc" (the version is undefined in the first form). A
  * "+fresh" suffix gives the destination new RAM, as a newly started destination VM has
  * (QEMU's default, prealloc=off): its pages are allocated and zeroed during the migration,
- * as the CLI's freshly created output file is, instead of before the clock.
+ * as the CLI's freshly created output file is, instead of before the clock. "+tls": every
+ * channel over TLS (tls-creds-x509; QEMU refuses TLS with zero-copy-send).
  */
-export function parseQemuConfig(
-  config: string,
-): { version: QemuVersion | undefined; base: string; channels: number; zerocopy: boolean; fresh: boolean } {
-  const match = /^(?:(\S+) )?(multifd(\d+)(\+zc)?(\+fresh)?)$/.exec(config);
-  if (!match || (match[1] !== undefined && !isQemuVersion(match[1]))) {
-    throw new Error(`unknown QEMU config "${config}" ([${QEMU_VERSIONS.join("|")} ]multifdN[+zc][+fresh])`);
+export function parseQemuConfig(config: string): {
+  version: QemuVersion | undefined;
+  base: string;
+  channels: number;
+  zerocopy: boolean;
+  tls: boolean;
+  fresh: boolean;
+} {
+  const match = /^(?:(\S+) )?(multifd(\d+)(\+zc)?(\+tls)?(\+fresh)?)$/.exec(config);
+  if (!match || (match[1] !== undefined && !isQemuVersion(match[1])) || (match[4] && match[5])) {
+    throw new Error(
+      `unknown QEMU config "${config}" ([${QEMU_VERSIONS.join("|")} ]multifdN[+zc|+tls][+fresh])`,
+    );
   }
   return {
     version: match[1] as QemuVersion | undefined,
     base: match[2],
     channels: Number(match[3]),
     zerocopy: match[4] !== undefined,
-    fresh: match[5] !== undefined,
+    tls: match[5] !== undefined,
+    fresh: match[6] !== undefined,
   };
 }
 
@@ -256,6 +276,8 @@ export class QemuBench {
   readonly #binaries: Map<QemuVersion, QemuBinary>;
   readonly #work: string;
   readonly #ram: string;
+  /** Directory of the TLS credentials (made on first use). */
+  #tls: string | undefined;
   readonly #size: number;
   readonly #pids = new Set<number>();
   #mounted = false;
@@ -354,7 +376,67 @@ export class QemuBench {
     return `${this.#ram}/${name}.img`;
   }
 
-  #argv(binary: QemuBinary, name: "src" | "dst", fresh = false): string[] {
+  /** A CA and a server certificate for localhost, as tls-creds-x509 reads them from a directory. */
+  #tlsCredentials(): string {
+    if (this.#tls) return this.#tls;
+    const dir = `${this.#work}/tls`;
+    mkdirSync(dir, { recursive: true });
+    const openssl = (...args: string[]) => {
+      const r = run(["openssl", ...args]);
+      if (!r.ok) throw new Error(`openssl ${args[0]} failed: ${r.output}`);
+    };
+    const days = ["-days", "2"];
+    openssl(
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      `${dir}/ca-key.pem`,
+      "-out",
+      `${dir}/ca-cert.pem`,
+      ...days,
+      "-subj",
+      "/CN=zc-bench CA",
+    );
+    openssl(
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      `${dir}/server-key.pem`,
+      "-out",
+      `${dir}/server.csr`,
+      "-subj",
+      "/CN=localhost",
+    );
+    writeFileSync(
+      `${dir}/server.ext`,
+      "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n" +
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    );
+    openssl(
+      "x509",
+      "-req",
+      "-in",
+      `${dir}/server.csr`,
+      "-CA",
+      `${dir}/ca-cert.pem`,
+      "-CAkey",
+      `${dir}/ca-key.pem`,
+      "-CAcreateserial",
+      "-out",
+      `${dir}/server-cert.pem`,
+      ...days,
+      "-extfile",
+      `${dir}/server.ext`,
+    );
+    return (this.#tls = dir);
+  }
+
+  #argv(binary: QemuBinary, name: "src" | "dst", fresh = false, tls = false): string[] {
     const backend = `memory-backend-file,id=ram,size=${this.#size},mem-path=${this.#file(name)},share=on,align=2M` +
       (name === "dst" && !fresh ? ",prealloc=on" : "");
     return [
@@ -374,6 +456,13 @@ export class QemuBench {
       "-qmp",
       `unix:${this.#work}/${name}.qmp,server=on,wait=off`,
       ...(name === "src" ? ["-overcommit", "mem-lock=on"] : ["-incoming", "defer"]),
+      ...(tls
+        ? [
+          "-object",
+          `tls-creds-x509,id=tls0,dir=${this.#tlsCredentials()},` +
+          (name === "src" ? "endpoint=client" : "endpoint=server,verify-peer=off"),
+        ]
+        : []),
     ];
   }
 
@@ -386,15 +475,15 @@ export class QemuBench {
 
   /** One migration of a versioned config ("10.0 multifd4+zc"); resolves with its record. */
   async run(config: string, rep = 0): Promise<BenchRecord> {
-    const { version, channels, zerocopy, fresh } = parseQemuConfig(config);
+    const { version, channels, zerocopy, tls, fresh } = parseQemuConfig(config);
     if (version === undefined) throw new Error(`QEMU config "${config}" names no version`);
     const binary = this.#binary(version);
     const runStarted = performance.now();
     if (fresh) rmSync(this.#file("dst"), { force: true });
     else zeroInPlace(this.#file("dst"), this.#size);
     for (const name of ["src", "dst"]) rmSync(`${this.#work}/${name}.qmp`, { force: true });
-    const dst = new LineChild(this.#argv(binary, "dst", fresh), { label: `qemu ${version} dst`, env: binary.env });
-    const src = new LineChild(this.#argv(binary, "src"), { label: `qemu ${version} src`, env: binary.env });
+    const dst = new LineChild(this.#argv(binary, "dst", fresh, tls), { label: `qemu ${version} dst`, env: binary.env });
+    const src = new LineChild(this.#argv(binary, "src", false, tls), { label: `qemu ${version} src`, env: binary.env });
     this.#pids.add(dst.pid).add(src.pid);
     const qmps: Qmp[] = [];
     try {
@@ -412,6 +501,8 @@ export class QemuBench {
         await qmp.command("migrate-set-parameters", {
           "multifd-channels": channels,
           ...(isSource && { "max-bandwidth": 100e9, "downtime-limit": 300_000 }),
+          ...(tls && { "tls-creds": "tls0" }),
+          ...(tls && isSource && { "tls-hostname": "localhost" }),
         });
       }
       const enabled = (await qs.command<{ capability: string; state: boolean }[]>("query-migrate-capabilities"))
@@ -451,6 +542,7 @@ export class QemuBench {
         rep,
         channels,
         zerocopy,
+        tls,
         bytes: this.#size,
         totalTimeMs: totalMs,
         GBps: round(gb / (totalMs / 1000)),

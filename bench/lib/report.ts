@@ -171,7 +171,9 @@ export function callTable(summaries: BenchRecord[]): string {
 export const zerocopyMode = (r: BenchRecord) => !r.zerocopy ? "off" : r.zerocopyAlways ? "always" : "on";
 
 export const multifdKey = (r: BenchRecord) =>
-  `${r.hugePages ? "huge" : "4k"}/${zerocopyMode(r)}/${r.channels}/${r.runtime}/${r.sendBufferBytes ?? "auto"}`;
+  `${r.hugePages ? "huge" : "4k"}/${zerocopyMode(r)}/${r.channels}/${r.runtime}/${r.sendBufferBytes ?? "auto"}/${
+    r.encrypt ?? "plain"
+  }`;
 
 export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
@@ -184,6 +186,7 @@ export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
     zerocopyAlways: rs[0].zerocopyAlways,
     hugePages: rs[0].hugePages,
     sendBufferBytes: rs[0].sendBufferBytes,
+    encrypt: rs[0].encrypt,
     bytes: rs[0].bytes,
     GBps: spread(values(rs, "GBps")),
     senderCpuSecondsPerGB: spread(values(rs, "senderCpuSecondsPerGB")),
@@ -200,6 +203,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
     zerocopyMode(s),
     s.hugePages ? "2 MiB" : "4 KiB",
     s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "auto",
+    String(s.encrypt ?? "none"),
     String(s.runtime),
     formatSpread(s.GBps as Spread, 2),
     formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
@@ -215,6 +219,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
       "zero-copy",
       "pages",
       "send buffer",
+      "encryption",
       "runtime",
       "GB/s",
       "sender CPU s/GB",
@@ -237,6 +242,7 @@ export function qemuSummaries(records: BenchRecord[]): BenchRecord[] {
     qemuVersion: rs[0].qemuVersion,
     channels: rs[0].channels,
     zerocopy: rs[0].zerocopy,
+    tls: rs[0].tls,
     bytes: rs[0].bytes,
     GBps: spread(values(rs, "GBps")),
     srcCpuSecondsPerGB: spread(values(rs, "srcCpuSecondsPerGB")),
@@ -260,7 +266,10 @@ export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
   );
   return summaries.filter((s) => s.bench === "qemu" && s.summary).flatMap((q) =>
     RUNTIMES.flatMap((runtime) => {
-      const o = ours.find((o) => o.runtime === runtime && o.channels === q.channels && o.zerocopy === q.zerocopy);
+      const o = ours.find((o) =>
+        o.runtime === runtime && o.channels === q.channels && o.zerocopy === q.zerocopy &&
+        (o.encrypt !== undefined) === (q.tls === true)
+      );
       return o
         ? [{
           bench: "qemu-ratio",
@@ -287,7 +296,8 @@ export function pairRecords(ours: BenchRecord, theirs: BenchRecord[]): BenchReco
   const pair = (against: string, config: string, q: BenchRecord, extra: BenchRecord = {}) => ({
     bench: "qemu-pair",
     runtime: ours.runtime,
-    ours: ours.zerocopyAlways ? "zero-copy always" : undefined,
+    ours: [ours.zerocopyAlways && "zero-copy always", ours.encrypt, ours.encrypt && ours.zerocopy && "zero-copy"]
+      .filter(Boolean).join(", ") || undefined,
     rep: ours.rep,
     channels: ours.channels,
     zerocopy: ours.zerocopy,
@@ -346,6 +356,50 @@ export function pairSummaries(records: BenchRecord[]): BenchRecord[] {
       ...(Object.keys(wins).length > 0 && { betterVersions: wins }),
     };
   });
+}
+
+/**
+ * Encrypted against plain, ours, in the same round: each encrypted run over the plain run of
+ * the same round, runtime, channels, zero-copy setting and pages; the median per case.
+ */
+export function encryptionSummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "multifd" && isRun(r) && !r.sendBufferBytes);
+  const same = (a: BenchRecord, b: BenchRecord) =>
+    a.rep === b.rep && a.runtime === b.runtime && a.channels === b.channels && a.hugePages === b.hugePages &&
+    zerocopyMode(a) === zerocopyMode(b);
+  const ratios = runs.filter((r) => r.encrypt !== undefined).flatMap((e) => {
+    const plain = runs.find((p) => p.encrypt === undefined && same(p, e));
+    return plain ? [{ e, ratio: Number(e.GBps) / Number(plain.GBps) }] : [];
+  });
+  return [...groupBy(ratios, ({ e }) => multifdKey(e)).values()].map((group) => {
+    const { e } = group[0];
+    return {
+      bench: "encryption-ratio",
+      summary: true,
+      runtime: e.runtime,
+      channels: e.channels,
+      zerocopy: e.zerocopy,
+      zerocopyAlways: e.zerocopyAlways,
+      hugePages: e.hugePages,
+      encrypt: e.encrypt,
+      GBps: spread(group.map(({ ratio }) => ratio)),
+    };
+  });
+}
+
+export function encryptionTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "encryption-ratio").map((s) => [
+    String(s.runtime),
+    String(s.encrypt),
+    String(s.channels),
+    zerocopyMode(s),
+    s.hugePages ? "2 MiB" : "4 KiB",
+    formatSpread(s.GBps as Spread, 2),
+    String((s.GBps as Spread | undefined)?.n ?? 0),
+  ]);
+  return rows.length === 0
+    ? ""
+    : markdownTable(["runtime", "cipher", "channels", "zero-copy", "pages", "GB/s encrypted/plain", "rounds"], rows);
 }
 
 /** The interleaved comparison: per-round ours/QEMU, median (min–max) over the rounds. */
@@ -530,6 +584,13 @@ export function markdownReport(title: string, environment: Record<string, string
       "ratios compare. `better`: against the faster QEMU version of each round (max of their GB/s; receiver CPU " +
       "against that run), the last column says which version it was. > 1: ours faster (GB/s) or more CPU per GB. " +
       "QEMU's time includes its channel set-up; ours excludes set-up and Worker start-up.",
+  );
+  section(
+    "Encrypted channels against our own plain ones, interleaved",
+    encryptionTable(sums),
+    "Each encrypted run over the plain run of the same round, runtime, channels, zero-copy setting and pages " +
+      "(the ratio inside the round, then the median over the rounds). Encrypted cases are also in the table " +
+      "against QEMU above, paired with QEMU multifd + TLS (no zero-copy: QEMU refuses it with TLS).",
   );
   section(
     "QEMU multifd (7.2, 10.0) on the same machine, and ours/QEMU",
