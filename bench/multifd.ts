@@ -338,11 +338,18 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     const sendBuffers = (list(values["send-buffer"], (b) => b === "auto" ? undefined : Number(b)) ??
       [undefined]) as (number | undefined)[];
     const ciphers = (list(values.encrypt, cipherSetting) ?? [undefined]) as (Cipher | undefined)[];
-    options.configs = ciphers.flatMap((encrypt) =>
-      sendBuffers.flatMap((sendBufferBytes) =>
-        huge.flatMap((h) =>
-          zerocopy.flatMap((z) =>
-            channels.map((c) => ({ channels: c, ...z, hugePages: h, sendBufferBytes, ...(encrypt && { encrypt }) }))
+    // Ciphers innermost: an encrypted case runs right after the plain one it is compared with.
+    options.configs = sendBuffers.flatMap((sendBufferBytes) =>
+      huge.flatMap((h) =>
+        zerocopy.flatMap((z) =>
+          channels.flatMap((c) =>
+            ciphers.map((encrypt) => ({
+              channels: c,
+              ...z,
+              hugePages: h,
+              sendBufferBytes,
+              ...(encrypt && { encrypt }),
+            }))
           )
         )
       )

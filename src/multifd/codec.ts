@@ -11,6 +11,7 @@
  */
 import type { RegionDescriptor } from "../region.ts";
 import type { Ranges } from "./packet.ts";
+import { type PacketHeader, PacketType, ProtocolError } from "./wire.ts";
 
 /** What a channel's codec is made for. */
 export interface CodecConfig {
@@ -85,6 +86,30 @@ export type Incoming =
   | { kind: "sync"; syncNumber: number }
   | { kind: "end" }
   | { kind: "verdict"; matched: boolean };
+
+/**
+ * What a receiving channel makes of the control packets of the module's packet format
+ * (plain or sealed, the same headers): SYNC numbers must run 0, 1, 2, … on each channel.
+ */
+export class ControlPackets {
+  #syncNumber = 0;
+
+  /** The meaning of a validated header that is not DATA. */
+  incoming(header: PacketHeader): Incoming {
+    switch (header.type) {
+      case PacketType.SYNC:
+        if (header.argument !== this.#syncNumber) {
+          throw new ProtocolError("packet.argument", `SYNC ${header.argument}, expected ${this.#syncNumber}`);
+        }
+        this.#syncNumber++;
+        return { kind: "sync", syncNumber: header.argument };
+      case PacketType.END:
+        return { kind: "end" };
+      default:
+        return { kind: "verdict", matched: header.argument === 1 };
+    }
+  }
+}
 
 /** The receiving half of a wire format, one per channel. */
 export interface ReceiveCodec {

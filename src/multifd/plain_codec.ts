@@ -7,36 +7,36 @@
  */
 import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
-import type {
-  CodecConfig,
-  ControlKind,
-  Incoming,
-  Outgoing,
-  Populate,
-  ReadRanges,
-  ReceiveCodec,
-  SendCodec,
-  WireFormat,
+import {
+  type CodecConfig,
+  type ControlKind,
+  ControlPackets,
+  type Incoming,
+  type Outgoing,
+  type Populate,
+  type ReadRanges,
+  type ReceiveCodec,
+  type SendCodec,
+  type WireFormat,
 } from "./codec.ts";
 import { CHECKSUM_BYTES } from "./checksum.ts";
 import { pageRanges, PageScan, Ranges } from "./packet.ts";
 import {
+  checkSyncAck,
+  CONTROL_PACKET_TYPE,
   encodePacketHeader,
-  encodeReply,
+  encodeResult,
+  encodeSyncAck,
   OFFSET_BYTES,
   PACKET_HEADER_BYTES,
   type PacketLimits,
   PacketType,
   parseOffsets,
   parsePacketHeader,
-  parseReply,
-  ProtocolError,
+  parseResult,
   REPLY_BYTES,
-  ReplyType,
   writeOffset,
 } from "./wire.ts";
-
-const CONTROL_TYPE = { sync: PacketType.SYNC, end: PacketType.END, verdict: PacketType.VERDICT } as const;
 
 class PlainSendCodec implements SendCodec {
   readonly stagingBytes = 0;
@@ -84,7 +84,7 @@ class PlainSendCodec implements SendCodec {
 
   control(kind: ControlKind, argument: number): Outgoing {
     encodePacketHeader(this.#view, {
-      type: CONTROL_TYPE[kind],
+      type: CONTROL_PACKET_TYPE[kind],
       packetNumber: this.#packetNumber++,
       normalPages: 0,
       zeroPages: 0,
@@ -99,15 +99,11 @@ class PlainSendCodec implements SendCodec {
   }
 
   parseSyncAck(reply: Uint8Array, syncNumber: number): void {
-    const { value } = parseReply(reply, ReplyType.SYNC_ACK);
-    if (value !== BigInt(syncNumber)) {
-      throw new ProtocolError("reply.value", `SYNC_ACK ${value}, expected ${syncNumber}`);
-    }
+    checkSyncAck(reply, syncNumber);
   }
 
   parseResult(reply: Uint8Array): { checksum: Uint8Array; bytes: number } {
-    const { bytes } = parseReply(reply, ReplyType.RESULT);
-    return { checksum: reply.slice(REPLY_BYTES, REPLY_BYTES + CHECKSUM_BYTES), bytes };
+    return parseResult(reply, this.resultBytes);
   }
 }
 
@@ -123,7 +119,7 @@ class PlainReceiveCodec implements ReceiveCodec {
   readonly #limits: PacketLimits;
   readonly #ranges = new Ranges();
   readonly #scan: PageScan;
-  #syncNumber = 0;
+  readonly #control = new ControlPackets();
 
   constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
     this.#region = region;
@@ -156,29 +152,17 @@ class PlainReceiveCodec implements ReceiveCodec {
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
         return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
       }
-      case PacketType.SYNC:
-        if (header.argument !== this.#syncNumber) {
-          throw new ProtocolError("packet.argument", `SYNC ${header.argument}, expected ${this.#syncNumber}`);
-        }
-        this.#syncNumber++;
-        return { kind: "sync", syncNumber: header.argument };
-      case PacketType.END:
-        return { kind: "end" };
       default:
-        return { kind: "verdict", matched: header.argument === 1 };
+        return this.#control.incoming(header);
     }
   }
 
   syncAck(syncNumber: number): Uint8Array {
-    return encodeReply({ type: ReplyType.SYNC_ACK, value: BigInt(syncNumber), bytes: 0, status: 0 });
+    return encodeSyncAck(syncNumber);
   }
 
-  /** RESULT: the reply (its value 0), then the 32-byte region checksum. */
   result(checksum: Uint8Array, bytes: number): Uint8Array {
-    const out = new Uint8Array(REPLY_BYTES + CHECKSUM_BYTES);
-    out.set(encodeReply({ type: ReplyType.RESULT, value: 0n, bytes, status: 0 }));
-    out.set(checksum, REPLY_BYTES);
-    return out;
+    return encodeResult(checksum, bytes);
   }
 }
 

@@ -19,35 +19,36 @@ import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { MessageList, SealingDirection, TAG_BYTES } from "./aead.ts";
 import { CHECKSUM_BYTES } from "./checksum.ts";
-import type {
-  CodecConfig,
-  ControlKind,
-  Incoming,
-  Outgoing,
-  Populate,
-  ReadRanges,
-  ReceiveCodec,
-  SendCodec,
-  WireFormat,
+import {
+  type CodecConfig,
+  type ControlKind,
+  ControlPackets,
+  type Incoming,
+  type Outgoing,
+  type Populate,
+  type ReadRanges,
+  type ReceiveCodec,
+  type SendCodec,
+  type WireFormat,
 } from "./codec.ts";
 import { pageRanges, PageScan, Ranges } from "./packet.ts";
 import {
+  checkSyncAck,
+  CONTROL_PACKET_TYPE,
   encodePacketHeader,
-  encodeReply,
+  encodeResult,
+  encodeSyncAck,
   OFFSET_BYTES,
   PACKET_HEADER_BYTES,
   type PacketLimits,
   PacketType,
   parseOffsets,
   parsePacketHeader,
-  parseReply,
-  ProtocolError,
+  parseResult,
   REPLY_BYTES,
-  ReplyType,
   writeOffset,
 } from "./wire.ts";
 
-const CONTROL_TYPE = { sync: PacketType.SYNC, end: PacketType.END, verdict: PacketType.VERDICT } as const;
 const SEALED_HEADER_BYTES = PACKET_HEADER_BYTES + TAG_BYTES;
 const RESULT_PLAIN_BYTES = REPLY_BYTES + CHECKSUM_BYTES;
 
@@ -153,7 +154,7 @@ class SealedSendCodec implements SendCodec {
   control(kind: ControlKind, argument: number): Outgoing {
     const plain = this.#plain;
     encodePacketHeader(plain.view, {
-      type: CONTROL_TYPE[kind],
+      type: CONTROL_PACKET_TYPE[kind],
       packetNumber: this.#packetNumber++,
       normalPages: 0,
       zeroPages: 0,
@@ -173,16 +174,11 @@ class SealedSendCodec implements SendCodec {
   }
 
   parseSyncAck(reply: Uint8Array, syncNumber: number): void {
-    const { value } = parseReply(this.#open(reply, REPLY_BYTES, "SYNC_ACK"), ReplyType.SYNC_ACK);
-    if (value !== BigInt(syncNumber)) {
-      throw new ProtocolError("reply.value", `SYNC_ACK ${value}, expected ${syncNumber}`);
-    }
+    checkSyncAck(this.#open(reply, REPLY_BYTES, "SYNC_ACK"), syncNumber);
   }
 
   parseResult(reply: Uint8Array): { checksum: Uint8Array; bytes: number } {
-    const opened = this.#open(reply, RESULT_PLAIN_BYTES, "RESULT");
-    const { bytes } = parseReply(opened, ReplyType.RESULT);
-    return { checksum: opened.slice(REPLY_BYTES, RESULT_PLAIN_BYTES), bytes };
+    return parseResult(this.#open(reply, RESULT_PLAIN_BYTES, "RESULT"), RESULT_PLAIN_BYTES);
   }
 
   /** Opens a sealed reply of `length` plaintext bytes into this codec's reply buffer. */
@@ -215,7 +211,7 @@ class SealedReceiveCodec implements ReceiveCodec {
   readonly #messages: MessageList;
   readonly #pages = new Ranges();
   readonly #scan: PageScan;
-  #syncNumber = 0;
+  readonly #control = new ControlPackets();
 
   constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
     this.#region = region;
@@ -263,29 +259,18 @@ class SealedReceiveCodec implements ReceiveCodec {
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
         return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
       }
-      case PacketType.SYNC:
-        if (header.argument !== this.#syncNumber) {
-          throw new ProtocolError("packet.argument", `SYNC ${header.argument}, expected ${this.#syncNumber}`);
-        }
-        this.#syncNumber++;
-        return { kind: "sync", syncNumber: header.argument };
-      case PacketType.END:
-        return { kind: "end" };
       default:
-        return { kind: "verdict", matched: header.argument === 1 };
+        return this.#control.incoming(header);
     }
   }
 
   syncAck(syncNumber: number): Uint8Array {
-    return this.#seal(encodeReply({ type: ReplyType.SYNC_ACK, value: BigInt(syncNumber), bytes: 0, status: 0 }));
+    return this.#seal(encodeSyncAck(syncNumber));
   }
 
-  /** RESULT: the reply (its value 0) and the 32-byte region checksum, sealed as one message. */
+  /** RESULT: the reply and the region checksum, sealed as one message. */
   result(checksum: Uint8Array, bytes: number): Uint8Array {
-    const plain = new Uint8Array(RESULT_PLAIN_BYTES);
-    plain.set(encodeReply({ type: ReplyType.RESULT, value: 0n, bytes, status: 0 }));
-    plain.set(checksum, REPLY_BYTES);
-    return this.#seal(plain);
+    return this.#seal(encodeResult(checksum, bytes));
   }
 
   #seal(plain: Uint8Array): Uint8Array {

@@ -317,6 +317,34 @@ export function encodeReply(reply: Reply): Uint8Array {
   return bytes;
 }
 
+/** The packet type of each control packet (codec.ts ControlKind). */
+export const CONTROL_PACKET_TYPE = { sync: PacketType.SYNC, end: PacketType.END, verdict: PacketType.VERDICT } as const;
+
+export function encodeSyncAck(syncNumber: number): Uint8Array {
+  return encodeReply({ type: ReplyType.SYNC_ACK, value: BigInt(syncNumber), bytes: 0, status: 0 });
+}
+
+/** Checks a SYNC_ACK acknowledges SYNC `syncNumber`. */
+export function checkSyncAck(bytes: Uint8Array, syncNumber: number): void {
+  const { value } = parseReply(bytes, ReplyType.SYNC_ACK);
+  expect(value === BigInt(syncNumber), "reply.value", () => `SYNC_ACK ${value}, expected ${syncNumber}`);
+}
+
+/** RESULT: the reply (its value 0, `bytes` the payload received), then the region checksum. */
+export function encodeResult(checksum: Uint8Array, bytes: number): Uint8Array {
+  const out = new Uint8Array(REPLY_BYTES + checksum.length);
+  out.set(encodeReply({ type: ReplyType.RESULT, value: 0n, bytes, status: 0 }));
+  out.set(checksum, REPLY_BYTES);
+  return out;
+}
+
+/** Reads a RESULT of `length` bytes: the receiver's checksum (after the reply) and payload bytes. */
+export function parseResult(result: Uint8Array, length: number): { checksum: Uint8Array; bytes: number } {
+  const { bytes } = parseReply(result, ReplyType.RESULT);
+  expect(result.length >= length, "result.length", () => `${result.length} bytes, expected ${length}`);
+  return { checksum: result.slice(REPLY_BYTES, length), bytes };
+}
+
 /** Parses a reply and checks it is of `expected` type (an ERROR reply throws TransferRefusedError). */
 export function parseReply(bytes: Uint8Array, expected: number): Reply {
   const view = viewOf(bytes, REPLY_BYTES, "reply");
