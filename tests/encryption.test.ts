@@ -40,6 +40,25 @@ for (const cipher of ["aegis-128l", "aes-256-gcm"] as const) {
   });
 }
 
+describe("encrypted zero-copy: the staging ring", () => {
+  test("one channel, 512 small packets with MSG_ZEROCOPY on every one: each slot is reused only after its completion", async () => {
+    // 8 slots per channel: each is reused 64 times. Were a slot refilled before the kernel
+    // had sent it, the receiver would open another packet's bytes: AuthenticationError.
+    const source = Region.allocate(512 * 4 * 4096);
+    fillPattern(source, 11);
+    const { sent, received, destination } = await transfer(source, {
+      sender: { channels: 1, encrypt: true, zerocopy: true, zerocopyFallback: false, pagesPerPacket: 4 },
+      rounds: [[5, 6, 7]],
+    });
+    assert.equal(sent.verified && received.verified, true);
+    assert.equal(sent.zerocopyFallbacks, 0);
+    assert.ok(sent.zerocopySends >= 512, `${sent.zerocopySends} zero-copy sends`);
+    assert.ok(destination.equals(source));
+    await destination.close();
+    await source.close();
+  });
+});
+
 describe("encryption options", () => {
   test("a receiver with encrypt: true refuses a plain sender: TransferRefusedError on both sides", async () => {
     const source = Region.allocate(64 * 1024);

@@ -33,6 +33,7 @@ import {
 } from "../src/multifd/wire.ts";
 import { CHECKSUM_BYTES } from "../src/multifd/checksum.ts";
 import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
+import { awaitPeerEnd, openRaw, readHello, writeIgnoringHangup } from "./helpers/hostile_client.ts";
 
 const PAGES_PER_PACKET = 16;
 const SIZE = 64 * PAGE_SIZE; // 4 packets
@@ -62,6 +63,8 @@ const flip = (direction: Direction, offset: number): Edit => ({
 /** A TCP proxy to `port` that applies `edit` (on every connection: here there is one channel). */
 async function tamperingProxy(port: number, edit: Edit) {
   const sockets = new Set<net.Socket>();
+  /** What the sender sent, as it sent it (before the edit). */
+  const fromSender: Uint8Array[] = [];
   const server = net.createServer((client) => {
     const upstream = net.connect(port, "127.0.0.1");
     for (const s of [client, upstream]) {
@@ -75,6 +78,7 @@ async function tamperingProxy(port: number, edit: Edit) {
       const send = (bytes: Uint8Array) => bytes.length > 0 && to.write(bytes);
       from.on("data", (chunk: Uint8Array) => {
         const bytes = new Uint8Array(chunk);
+        if (direction === "toReceiver") fromSender.push(bytes.slice());
         const from = seen;
         seen += bytes.length;
         if (direction !== edit.direction || seen <= edit.start || from >= edit.end) return send(bytes);
@@ -93,6 +97,7 @@ async function tamperingProxy(port: number, edit: Edit) {
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   return {
     port: (server.address() as net.AddressInfo).port,
+    recorded: () => concatBytes(...fromSender),
     close: () => {
       for (const s of sockets) s.destroy();
       return new Promise<void>((resolve) => server.close(() => resolve()));
@@ -132,7 +137,7 @@ async function throughProxy(edit: Edit, encrypt: boolean = false) {
       }
     })());
     const [sent, received] = await Promise.all([sending, receiving]);
-    return { sent, received };
+    return { sent, received, recorded: proxy.recorded() };
   } finally {
     await receiver.abort();
     await proxy.close();
@@ -325,6 +330,28 @@ describe("an attacker on the path (encrypted)", () => {
       }
     });
   }
+
+  test("a whole channel recorded and replayed to a new receiver: refused at INIT, nothing lands", async () => {
+    const { sent, recorded } = await throughProxy(flip("toSender", Number.MAX_SAFE_INTEGER), true);
+    assert.deepEqual(sent, { ok: true, verified: true });
+    const receiver = await MultifdReceiver.listen({ secret: SECRET });
+    const destination = Region.allocate(SIZE);
+    const receiving = settle(receiver.receive(destination));
+    try {
+      const replay = await openRaw(receiver.port);
+      await readHello(replay);
+      // Its INIT was signed for the old receiver's nonce: the new receiver closes at once.
+      await writeIgnoringHangup(replay, recorded);
+      assert.match(await awaitPeerEnd(replay), /^(eof|reset)$/);
+      replay.close();
+    } finally {
+      await receiver.abort();
+    }
+    const outcome = await receiving;
+    assert.equal(outcome.ok, false);
+    assert.equal(destination.view().some((b) => b !== 0), false, "nothing of the replay landed");
+    await destination.close();
+  });
 
   test("a bit of the VERDICT: the receiver fails with AuthenticationError, never verified", async () => {
     const { sent, received } = await throughProxy(flip("toReceiver", sealed.verdict + 5), true);

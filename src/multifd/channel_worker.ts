@@ -129,7 +129,7 @@ class SendEnd extends ChannelEnd {
       packetOffsets(pages, first, count, pageSize, this.#offsets);
       const zeroCount = zeroPages ? this.#scan.splitZero(this.#offsets, count, this.#normal, this.#zero) : 0;
       const normal = zeroPages ? this.#normal : this.#offsets;
-      const slot = this.#staging.next(this.channel);
+      const slot = this.#staging.next(this.channel, this.#zerocopyPages !== "no");
       this.#send(this.#codec.data(normal, count - zeroCount, this.#zero, zeroCount, slot));
       this.#staging.sent(this.channel);
       this.add("packets", 1);
@@ -306,10 +306,14 @@ class StagingRing {
     this.#marks = new Float64Array(slots);
   }
 
-  /** The next slot's address, once the kernel is done with it (0 for a format without staging). */
-  next(channel: SocketChannel): number {
+  /**
+   * The next slot's address, once the kernel is done with it (0 for a format without
+   * staging). `advance` false (the packet goes with a copying send): the current slot again,
+   * still warm in the cache.
+   */
+  next(channel: SocketChannel, advance: boolean): number {
     if (this.#slotBytes === 0) return 0;
-    this.#current = (this.#current + 1) % this.#marks.length;
+    if (advance || this.#current < 0) this.#current = (this.#current + 1) % this.#marks.length;
     const mark = this.#marks[this.#current];
     if (mark > 0) channel.awaitZerocopySendsSync(mark);
     return this.#address + this.#current * this.#slotBytes;
