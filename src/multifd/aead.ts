@@ -11,8 +11,8 @@ import { AuthenticationError, EncryptionLimitError, InvalidArgumentError, ZeroCo
 
 /**
  * The ciphers of encrypted channels. "aegis-128l" (the default): AEGIS-128L, fastest where
- * the CPU has AES instructions (13 GB/s per core here on cached data, `bench/aead.ts`);
- * "aes-256-gcm": the conservative alternative, NIST-standard (0.8 GB/s per core here).
+ * the CPU has AES instructions (8.6 GB/s per core here streaming from memory, 15 in cache: `bench/aead.ts`);
+ * "aes-256-gcm": the conservative alternative, NIST-standard (0.8–0.9 GB/s per core here).
  */
 export type Cipher = "aegis-128l" | "aes-256-gcm";
 
