@@ -7,9 +7,10 @@
 // VERDICT (the receiver fails with AuthenticationError; the sender rightly reports verified:
 // the receiver had proven it holds what was sent). Plus: the checksum is keyed per session
 // (the same bytes give another checksum in every session). Encrypted channels: one bit
-// changed in any record of either direction, or a packet dropped, repeated or reordered,
-// fails the side that reads it with AuthenticationError naming the record, and the other
-// side with a typed error; never "verified".
+// changed in any record of either direction, or a packet dropped, repeated, reordered or
+// moved to another channel, fails the side that reads it with AuthenticationError naming the
+// record, and the other side with a typed error; never "verified". A whole recorded channel
+// replayed to a new receiver is refused at its INIT.
 import { describe, test } from "node:test";
 import { concatBytes } from "../util/bytes.ts";
 import assert from "node:assert/strict";
@@ -351,6 +352,87 @@ describe("an attacker on the path (encrypted)", () => {
     assert.equal(outcome.ok, false);
     assert.equal(destination.view().some((b) => b !== 0), false, "nothing of the replay landed");
     await destination.close();
+  });
+
+  test("a packet moved from channel 0 to channel 1 (2 channels): channel 1 cannot open it, AuthenticationError", async () => {
+    // A proxy that learns each connection's channel from its INIT (bytes 24..25), keeps
+    // channel 0's first sealed data packet, and puts it on channel 1 in place of channel 1's
+    // own first one (same size: both carry 16 full pages).
+    const source = Region.allocate(32 * PAGES_PER_PACKET * PAGE_SIZE);
+    fillPattern(source, 78);
+    const destination = Region.allocate(source.size);
+    const receiver = await MultifdReceiver.listen({ secret: SECRET, ioTimeoutMs: 5_000 });
+    const receiving = settle(receiver.receive(destination));
+    const first = { start: INIT_BYTES, end: INIT_BYTES + SEALED_PACKET_BYTES };
+    let channel0Packet: ((bytes: Uint8Array) => void) | undefined;
+    const channel0 = new Promise<Uint8Array>((resolve) => (channel0Packet = resolve));
+    const sockets = new Set<net.Socket>();
+    const server = net.createServer((client) => {
+      const upstream = net.connect(receiver.port, "127.0.0.1");
+      for (const socket of [client, upstream]) {
+        sockets.add(socket);
+        socket.on("error", () => {});
+      }
+      upstream.pipe(client);
+      let seen = new Uint8Array(0);
+      let forwarded = 0;
+      let spliced = false;
+      client.on("data", async (chunk: Uint8Array) => {
+        client.pause();
+        seen = concatBytes(seen, new Uint8Array(chunk));
+        const channelId = seen.length >= 26 ? new DataView(seen.buffer).getUint16(24) : -1;
+        if (channelId === 0 && seen.length >= first.end) channel0Packet!(seen.slice(first.start, first.end));
+        let upTo = seen.length;
+        if (channelId !== 0 && !spliced) {
+          if (seen.length < first.end) upTo = Math.min(upTo, first.start);
+          else {
+            // Channel 1's first packet is swapped for channel 0's.
+            upstream.write(seen.subarray(forwarded, first.start));
+            upstream.write(await channel0);
+            forwarded = first.end;
+            spliced = true;
+          }
+        }
+        if (upTo > forwarded) upstream.write(seen.subarray(forwarded, upTo));
+        forwarded = Math.max(forwarded, upTo);
+        client.resume();
+      });
+      client.on("end", () => upstream.end());
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const sent = await settle((async () => {
+        const sender = await MultifdSender.connect(source, {
+          hostname: "127.0.0.1",
+          port: (server.address() as net.AddressInfo).port,
+          secret: SECRET,
+          channels: 2,
+          pagesPerPacket: PAGES_PER_PACKET,
+          ioTimeoutMs: 5_000,
+          encrypt: true,
+        });
+        try {
+          await sender.sendRound();
+          return await sender.finish();
+        } catch (error) {
+          await sender.abort();
+          throw error;
+        }
+      })());
+      const received = await receiving;
+      assert.equal(sent.ok, false, JSON.stringify(sent));
+      assert.equal(received.ok, false, JSON.stringify(received));
+      if (!received.ok) {
+        assert.equal(errorName(received.error), "AuthenticationError", received.error.message);
+        assert.match(received.error.message, /page data|header|offsets/);
+      }
+    } finally {
+      await receiver.abort();
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await source.close();
+      await destination.close();
+    }
   });
 
   test("a bit of the VERDICT: the receiver fails with AuthenticationError, never verified", async () => {
