@@ -80,3 +80,10 @@ export {
   TransferRefusedError,
 } from "./src/multifd/wire.ts";
 export { LIBRARY_ENV, NativeLibraryNotFoundError, runtime } from "./ffi/mod.ts";
+export {
+  MAX_QEMU_CHANNELS,
+  QemuMigrationReceiver,
+  type QemuRamBlock,
+  type QemuReceiveResult,
+  type QemuReceiverOptions,
+} from "./src/qemu/receiver.ts";

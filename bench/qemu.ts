@@ -1,6 +1,6 @@
 /**
  * The reference system: real QEMU 7.2 (Debian bookworm's qemu-system-x86) and QEMU 10.0
- * (bookworm-backports, unpacked beside 7.2: bench/lib/qemu_binaries.ts) migrating the same
+ * (bookworm-backports, unpacked beside 7.2: dev/qemu_binaries.ts) migrating the same
  * amount of random RAM over loopback with multifd, on the same machine, in the same run as
  * ours; each version migrates to itself (7.2 → 7.2, 10.0 → 10.0). Used by
  * `bench/multifd.ts --with-qemu`; runs alone too:
@@ -49,6 +49,7 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { Region } from "../mod.ts";
 import { LineChild } from "../dev/child.ts";
+import { Qmp } from "../dev/qmp.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
@@ -59,7 +60,7 @@ import {
   QEMU_VERSIONS,
   type QemuBinary,
   type QemuVersion,
-} from "./lib/qemu_binaries.ts";
+} from "../dev/qemu_binaries.ts";
 import { type BenchRecord, qemuSummaries, qemuTable } from "./lib/report.ts";
 
 export { QEMU_VERSIONS, type QemuVersion };
@@ -73,8 +74,6 @@ export const QEMU_CONFIGS = [
 ] as const;
 export type QemuConfig = typeof QEMU_CONFIGS[number];
 
-const MIGRATION_TIMEOUT_MS = 600_000;
-const QMP_TIMEOUT_MS = 60_000;
 
 /**
  * "multifd4+zc" or "10.0 multifd4+zc" (the version is undefined in the first form). A
@@ -117,111 +116,6 @@ export function parseQemuVersions(text: string): QemuVersion[] {
     throw new Error(`unknown QEMU version(s) ${bad.join(", ")} (${QEMU_VERSIONS.join(", ")})`);
   }
   return [...new Set(versions)] as QemuVersion[];
-}
-
-/** A minimal QMP client over the QEMU's unix socket: one command at a time, events queued. */
-class Qmp {
-  readonly events: Record<string, unknown>[] = [];
-  #socket: net.Socket;
-  #buffer = "";
-  #pending: { resolve: (value: unknown) => void; reject: (error: Error) => void } | undefined;
-  #eventWaiter: (() => void) | undefined;
-  #closed = false;
-
-  private constructor(socket: net.Socket) {
-    this.#socket = socket;
-    socket.setEncoding("utf8");
-    socket.on("data", (chunk: string) => {
-      const lines = (this.#buffer + chunk).split("\n");
-      this.#buffer = lines.pop()!;
-      for (const line of lines) if (line.trim()) this.#message(JSON.parse(line));
-    });
-    const closed = () => {
-      this.#closed = true;
-      this.#pending?.reject(new Error("QMP connection closed"));
-      this.#pending = undefined;
-      this.#eventWaiter?.();
-    };
-    socket.on("close", closed);
-    socket.on("error", closed);
-  }
-
-  /** Connects (retrying while QEMU starts) and leaves capabilities negotiation mode. */
-  static async connect(path: string, child: LineChild): Promise<Qmp> {
-    const started = performance.now();
-    for (;;) {
-      const socket = await new Promise<net.Socket | undefined>((resolve) => {
-        const s = net.createConnection({ path });
-        s.once("connect", () => resolve(s));
-        s.once("error", () => (s.destroy(), resolve(undefined)));
-      });
-      if (socket) {
-        const qmp = new Qmp(socket);
-        await qmp.#greeting();
-        await qmp.command("qmp_capabilities");
-        return qmp;
-      }
-      const exited = await Promise.race([child.exited, new Promise((r) => setTimeout(() => r(undefined), 50))]);
-      if (exited) throw new Error(`QEMU exited before its QMP socket came up: ${child.stderr.slice(-400)}`);
-      if (performance.now() - started > QMP_TIMEOUT_MS) throw new Error(`QMP socket ${path} did not come up`);
-    }
-  }
-
-  #greetingSeen: (() => void) | undefined;
-  #greeting(): Promise<void> {
-    return new Promise((resolve) => (this.#greetingSeen = resolve));
-  }
-
-  #message(message: Record<string, unknown>): void {
-    if ("QMP" in message) return this.#greetingSeen?.();
-    if ("event" in message) {
-      this.events.push(message);
-      this.#eventWaiter?.();
-      return;
-    }
-    const pending = this.#pending;
-    this.#pending = undefined;
-    if (!pending) return;
-    if ("error" in message) pending.reject(new Error(`QMP error: ${JSON.stringify(message.error)}`));
-    else pending.resolve(message.return);
-  }
-
-  command<T = unknown>(execute: string, args?: Record<string, unknown>): Promise<T> {
-    if (this.#closed) return Promise.reject(new Error("QMP connection closed"));
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`QMP ${execute}: no answer`)), QMP_TIMEOUT_MS);
-      this.#pending = {
-        resolve: (v) => (clearTimeout(timer), resolve(v as T)),
-        reject: (e) => (clearTimeout(timer), reject(e)),
-      };
-      this.#socket.write(JSON.stringify(args ? { execute, arguments: args } : { execute }) + "\n");
-    });
-  }
-
-  /** Waits for MIGRATION status "completed" (rejects on failed/cancelled). */
-  async migrationCompleted(timeoutMs = MIGRATION_TIMEOUT_MS): Promise<void> {
-    const deadline = performance.now() + timeoutMs;
-    for (;;) {
-      while (this.events.length > 0) {
-        const event = this.events.shift()!;
-        if (event.event !== "MIGRATION") continue;
-        const status = (event.data as { status: string }).status;
-        if (status === "completed") return;
-        if (status === "failed" || status === "cancelled") throw new Error(`migration ${status}`);
-      }
-      if (this.#closed) throw new Error("QMP connection closed during the migration");
-      const left = deadline - performance.now();
-      if (left <= 0) throw new Error("migration did not complete in time");
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 1000));
-        this.#eventWaiter = () => (clearTimeout(timer), resolve());
-      });
-    }
-  }
-
-  close(): void {
-    this.#socket.destroy();
-  }
 }
 
 function run(argv: string[]): { ok: boolean; output: string } {

@@ -282,6 +282,14 @@ export class SocketChannel {
     return this.#runAsync("read", this.#read(() => this.#readIov.load([checkView(buf)])));
   }
 
+  /**
+   * Reads what has arrived into `buf`, waiting for at least one byte (QIOChannel's
+   * `qio_channel_read`). Resolves with the number of bytes read, 0 at EOF.
+   */
+  read(buf: Uint8Array): Promise<number> {
+    return this.#runAsync("read", this.#read(() => this.#readIov.load([checkView(buf)]), true));
+  }
+
   /** {@link readFull}, blocking the calling thread (for Workers). */
   readFullSync(buf: Uint8Array): number {
     return this.#runSync("read", this.#read(() => this.#readIov.load([checkView(buf)])));
@@ -461,7 +469,8 @@ export class SocketChannel {
     }
   }
 
-  *#read(load: () => IovecArray): Operation<number> {
+  /** `some`: return after the first bytes arrived, not only when every range is full. */
+  *#read(load: () => IovecArray, some = false): Operation<number> {
     const iov = load();
     const total = iov.remaining;
     while (iov.remaining > 0) {
@@ -470,6 +479,7 @@ export class SocketChannel {
       if (rc > 0) {
         iov.advance(rc);
         this.#bytesRead += rc;
+        if (some) break;
         continue;
       }
       if (rc === 0) break;

@@ -22,6 +22,7 @@ import { serveChannelWorker, ZEROCOPY_FALLBACK_COMPLETIONS } from "./messages.ts
 import { packetOffsets, PageScan, Ranges } from "./packet.ts";
 import { plainFormat } from "./plain_codec.ts";
 import { sealedFormat } from "./sealed_codec.ts";
+import { qemuFormat } from "../qemu/qemu_codec.ts";
 import { checkAbort, Control, counterIndex, type CounterName, type SharedState } from "./shared_state.ts";
 import { MAC_BYTES, ProtocolError } from "./wire.ts";
 
@@ -44,12 +45,13 @@ class ChannelEnd {
   }
 
   /** Reads exactly the given ranges; the peer ending the stream here is an error. */
-  readonly read: ReadRanges = (addresses, lengths) => {
+  readonly read: ReadRanges = (addresses, lengths, endAllowed = false) => {
     let total = 0;
     for (let i = 0; i < lengths.length; i++) total += lengths[i];
-    if (this.channel.readRangesSync(addresses, lengths) < total) {
-      throw new ChannelClosedError("the peer closed the connection before the end of the stream");
-    }
+    const got = this.channel.readRangesSync(addresses, lengths);
+    if (got === 0 && endAllowed) return false;
+    if (got < total) throw new ChannelClosedError("the peer closed the connection before the end of the stream");
+    return true;
   };
 
   /**
@@ -66,7 +68,7 @@ class ChannelEnd {
 
   /** The wire format this channel speaks: sealed when the session is encrypted. */
   static formatOf(config: ChannelConfig): WireFormat {
-    return config.encryption ? sealedFormat : plainFormat;
+    return config.qemu ? qemuFormat : config.encryption ? sealedFormat : plainFormat;
   }
 
   add(name: CounterName, amount: number): void {
@@ -236,6 +238,11 @@ class ReceiveEnd extends ChannelEnd {
         this.add("pagesNormal", packet.normalPages);
         this.add("pagesZero", packet.zeroPages);
       } else if (packet.kind === "sync") {
+        if (packet.payloadBytes) {
+          this.add("bytes", packet.payloadBytes);
+          this.add("packets", 1);
+          this.add("pagesNormal", packet.normalPages ?? 0);
+        }
         this.#sync(packet.syncNumber);
       } else if (packet.kind === "end") {
         return;
@@ -275,7 +282,8 @@ class ReceiveEnd extends ChannelEnd {
     if (waited === "timed-out") {
       throw new TimeoutError("sync barrier", timeoutMs, "another channel never reached the sync");
     }
-    this.channel.writevSync([this.#codec.syncAck(syncNumber)]);
+    const ack = this.#codec.syncAck(syncNumber);
+    if (ack.length > 0) this.channel.writevSync([ack]);
     this.add("syncs", 1);
   }
 }

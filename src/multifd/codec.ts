@@ -20,6 +20,8 @@ export interface CodecConfig {
   pagesPerPacket: number;
   /** Encrypted channels only: the cipher (aead.ts CIPHER_IDS) and this end's traffic keys (auth.ts). */
   encryption?: ChannelEncryption;
+  /** QEMU's multifd format (src/qemu/): the RAM blocks its packets name, each a region. */
+  qemu?: { ramBlocks: { name: string; region: RegionDescriptor }[] };
 }
 
 /** An encrypted channel's cipher and keys, as seen from one end. */
@@ -77,13 +79,18 @@ export interface SendCodec {
   parseResult(reply: Uint8Array): { checksum: Uint8Array; bytes: number };
 }
 
-/** Reads exactly the given native ranges from the channel's socket (throws on EOF or error). */
-export type ReadRanges = (addresses: readonly number[], lengths: readonly number[]) => void;
+/**
+ * Reads exactly the given native ranges from the channel's socket (throws on error, and on
+ * EOF: except, with `endAllowed`, an EOF before the first byte, which returns false: a format
+ * whose peer ends a channel by closing it, as QEMU's).
+ */
+export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], endAllowed?: boolean) => boolean;
 
 /** What the receiving half found in one packet. */
 export type Incoming =
   | { kind: "data"; normalPages: number; zeroPages: number; payloadBytes: number }
-  | { kind: "sync"; syncNumber: number }
+  /** A SYNC (in QEMU's format a packet may carry pages and the sync flag: then counted here). */
+  | { kind: "sync"; syncNumber: number; normalPages?: number; payloadBytes?: number }
   | { kind: "end" }
   | { kind: "verdict"; matched: boolean };
 
@@ -118,7 +125,7 @@ export interface ReceiveCodec {
    * lands a data packet's pages in the region — only inside it, only at validated offsets.
    */
   next(read: ReadRanges): Incoming;
-  /** The reply acknowledging SYNC `syncNumber`. */
+  /** The reply acknowledging SYNC `syncNumber` (empty: the format sends none). */
   syncAck(syncNumber: number): Uint8Array;
   /** The reply carrying this side's region checksum (CHECKSUM_BYTES) and the payload bytes it received. */
   result(checksum: Uint8Array, bytes: number): Uint8Array;

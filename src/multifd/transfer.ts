@@ -30,7 +30,8 @@ type AnyPool = WorkerPool<any, any>;
 export class Transfer {
   readonly state: SharedState;
   #fds: number[] = [];
-  #region: Region | undefined;
+  /** The regions held (one for the module's own transfers; one per RAM block for QEMU's). */
+  #regions: Region[] = [];
   #pool: AnyPool | undefined;
   #failure: Error | undefined;
   #closing: Promise<void> | undefined;
@@ -116,7 +117,7 @@ export class Transfer {
   holdRegion(region: Region): void {
     this.#throwIfEnding();
     region.retain();
-    this.#region = region;
+    this.#regions.push(region);
   }
 
   /** Takes ownership of the channels' fds; if the transfer has already ended they are closed now. */
@@ -165,13 +166,13 @@ export class Transfer {
     if (stuck.length > 0) {
       // A Worker that never confirmed may still be inside a native call on an fd or the
       // region: leaking both is safe, closing or unmapping them under it is not.
-      this.#region?.abandon();
+      for (const region of this.#regions) region.abandon();
     } else {
       for (const fd of this.#fds) native.zc_close(fd);
-      this.#region?.release();
+      for (const region of this.#regions) region.release();
     }
     this.#fds = [];
-    this.#region = undefined;
+    this.#regions = [];
   }
 
   #throwIfEnding(): void {

@@ -15,7 +15,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import process from "node:process";
-import { err as note } from "../../util/output.ts";
+import { err as note } from "../util/output.ts";
 
 export const QEMU_VERSIONS = ["7.2", "10.0"] as const;
 export type QemuVersion = typeof QEMU_VERSIONS[number];
