@@ -31,10 +31,13 @@ import {
   type Cipher,
   DEFAULT_CIPHER,
   MAX_CHANNELS,
+  MAX_QEMU_CHANNELS,
   MIN_SECRET_BYTES,
   MultifdReceiver,
   MultifdSender,
   PAGE_SIZE,
+  QemuMigrationReceiver,
+  type QemuReceiveResult,
   type ReceiverResult,
   Region,
   runtime,
@@ -65,8 +68,9 @@ Copies a file to another host over several parallel TCP channels (multifd), opti
 with MSG_ZEROCOPY, authenticated by a shared secret and verified by checksum.
 
 commands:
-  recv    listen and receive into a file (start this first, on the destination)
-  send    send a file to a listening receiver
+  recv       listen and receive into a file (start this first, on the destination)
+  send       send a file to a listening receiver
+  qemu-recv  be the destination of a real QEMU's multifd migration: RAM blocks to files
 
 Run "migrate.ts <command> --help" for the options of a command.
 Exit status: 0 success (verified), 1 transfer failed, 2 usage error, 130 interrupted.`;
@@ -157,10 +161,34 @@ interface SendOptions {
   progress: boolean;
 }
 
-type Command = { kind: "help"; text: string } | { kind: "recv"; options: RecvOptions } | {
-  kind: "send";
-  options: SendOptions;
-};
+const QEMU_RECV_USAGE = `usage: migrate.ts qemu-recv --listen HOST:PORT --out DIR [--channels N] [--json]
+
+Receives a migration from QEMU (7.2's stream format; capability multifd on, multifd-channels N,
+zero-copy-send on or off), as QEMU's "-incoming defer" + "migrate-incoming tcp:HOST:PORT" would:
+
+  --listen HOST:PORT   where QEMU's "migrate" connects (uri tcp:HOST:PORT); PORT 0 picks one (printed)
+  --out DIR            each RAM block to DIR/<block id>.ram, the device state verbatim to
+                       DIR/state.bin, what came to DIR/manifest.json
+  --channels N         QEMU's multifd-channels (default 2, as QEMU's); both sides must agree
+  --json               print one JSON object with the result as the last line of stdout
+  -h, --help           this help
+
+Not supported (a clear error, never a wrong image): QEMU >= 8.1's stream, compression, TLS,
+postcopy, xbzrle, other iterable sections. QEMU's stream is not authenticated: use it on one
+host or a network you trust.`;
+
+interface QemuRecvOptions {
+  listen: HostPort;
+  out: string;
+  channels: number;
+  json: boolean;
+}
+
+type Command =
+  | { kind: "help"; text: string }
+  | { kind: "recv"; options: RecvOptions }
+  | { kind: "send"; options: SendOptions }
+  | { kind: "qemu-recv"; options: QemuRecvOptions };
 
 function parseCommandLine(argv: string[]): Command {
   const [command, ...rest] = argv;
@@ -168,6 +196,7 @@ function parseCommandLine(argv: string[]): Command {
   if (command === "-h" || command === "--help" || command === "help") return { kind: "help", text: USAGE };
   if (command === "recv") return parseRecv(rest);
   if (command === "send") return parseSend(rest);
+  if (command === "qemu-recv") return parseQemuRecv(rest);
   throw new UsageError(`unknown command "${command}"`, USAGE);
 }
 
@@ -187,6 +216,31 @@ function withUsage<T>(usage: string, parse: () => T): T {
     if (error instanceof UsageError) throw error;
     throw new UsageError((error as Error).message, usage);
   }
+}
+
+function parseQemuRecv(args: string[]): Command {
+  const values = parseFlags(args, {
+    listen: { type: "string" },
+    out: { type: "string" },
+    channels: { type: "string" },
+    json: { type: "boolean" },
+  }, QEMU_RECV_USAGE);
+  if (values.help) return { kind: "help", text: QEMU_RECV_USAGE };
+  return withUsage(QEMU_RECV_USAGE, () => {
+    if (typeof values.listen !== "string") throw new Error("--listen HOST:PORT is required");
+    if (typeof values.out !== "string" || values.out === "") throw new Error("--out DIR is required");
+    return {
+      kind: "qemu-recv" as const,
+      options: {
+        listen: parseHostPort(values.listen, "--listen"),
+        out: values.out,
+        channels: typeof values.channels === "string"
+          ? parseInteger(values.channels, "--channels", 1, MAX_QEMU_CHANNELS)
+          : 2,
+        json: values.json === true,
+      },
+    };
+  });
 }
 
 function parseRecv(args: string[]): Command {
@@ -628,6 +682,38 @@ function report(role: "send" | "recv", json: boolean, result: Record<string, unk
 
 // ---------------------------------------------------------------------------------------
 
+/** qemu-recv: the destination of a real QEMU's migration. */
+async function qemuRecv(options: QemuRecvOptions): Promise<number> {
+  const receiver = await QemuMigrationReceiver.listen({
+    hostname: options.listen.hostname,
+    port: options.listen.port,
+    channels: options.channels,
+  }).catch((error) => {
+    throw new Failure(`cannot listen on ${options.listen.display}: ${oneLine(error)}`);
+  });
+  const listening = formatHostPort(options.listen.hostname, receiver.port);
+  err(`listening on ${listening}: in QEMU, migrate uri tcp:${listening} (multifd, ${options.channels} channels)`);
+  abortTransfer = () => receiver.abort("interrupted");
+  let result: QemuReceiveResult;
+  try {
+    result = await receiver.receive(options.out);
+  } catch (error) {
+    throw new Failure(interrupted ? "interrupted: migration aborted" : `receive failed: ${oneLine(error)}`);
+  } finally {
+    abortTransfer = undefined;
+  }
+  reported = true;
+  if (options.json) {
+    out(JSON.stringify({ role: "qemu-recv", runtime, ok: true, status: "completed", out: options.out, ...result }));
+  } else {
+    const blocks = result.blocks.map((b) => `${b.name} (${formatBytes(b.bytes)})`).join(", ");
+    out(
+      `done: QEMU's RAM in ${options.out}: ${blocks}; ${formatBytes(result.bytes)} over multifd at ${result.GBps} GB/s`,
+    );
+  }
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   let command: Command;
   try {
@@ -646,6 +732,7 @@ async function main(argv: string[]): Promise<number> {
   const json = command.options.json;
   installSignalHandlers();
   try {
+    if (command.kind === "qemu-recv") return await qemuRecv(command.options);
     return command.kind === "recv" ? await recv(command.options) : await send(command.options);
   } catch (error) {
     removeFiles(cleanupOnFailure);

@@ -9,6 +9,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { QemuMigrationReceiver } from "../mod.ts";
+import { fileURLToPath } from "node:url";
+import { lastJson, LineChild } from "../dev/child.ts";
+import { runtimeArgv } from "../dev/runtime.ts";
 import { qemuAvailable, startQemuSource } from "./helpers/qemu.ts";
 import { requirement } from "./helpers/preconditions.ts";
 
@@ -57,4 +60,51 @@ describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
       },
     );
   }
+});
+
+describe("migrate.ts qemu-recv", () => {
+  const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
+  test("QEMU 7.2 (4 channels) into the CLI: exit 0, one JSON line, the RAM file byte-identical", {
+    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-recv-cli-"));
+    const source = await startQemuSource("7.2", SIZE, 9, { channels: 4 });
+    const child = new LineChild(
+      runtimeArgv(cli, ["qemu-recv", "--listen", "127.0.0.1:0", "--out", dir, "--channels", "4", "--json"]),
+    );
+    try {
+      const port = Number((await child.waitFor(/listening on 127\.0\.0\.1:(\d+)/, "stderr"))[1]);
+      assert.equal((await source.migrate(port)).status, "completed");
+      const { code } = await child.exited;
+      assert.equal(code, 0, child.stderr);
+      const result = lastJson(child.stdout);
+      assert.equal(result.status, "completed");
+      assert.equal(result.channels, 4);
+      assert.deepEqual(result.blocks.map((b: { name: string }) => b.name), ["mem"]);
+      assert.ok(readFileSync(join(dir, "mem.ram")).equals(readFileSync(source.ram)));
+    } finally {
+      await child.kill();
+      await source.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("bad command lines exit 2 with the usage", {}, async () => {
+    for (
+      const args of [["qemu-recv"], ["qemu-recv", "--listen", "127.0.0.1:0"], [
+        "qemu-recv",
+        "--out",
+        "x",
+        "--listen",
+        "127.0.0.1:0",
+        "--channels",
+        "0",
+      ]]
+    ) {
+      const child = new LineChild(runtimeArgv(cli, args));
+      const { code } = await child.exited;
+      assert.equal(code, 2, args.join(" "));
+      assert.match(child.stderr, /usage: migrate.ts qemu-recv/);
+    }
+  });
 });

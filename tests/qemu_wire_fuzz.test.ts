@@ -1,0 +1,93 @@
+// QEMU's multifd packets and channel openings from a hostile peer: 100,000 mutations of
+// valid `MultiFDPacket_t` headers and 20,000 of `MultiFDInit_t`s. Every input is either
+// refused with a ProtocolError or accepted with offsets that are page-aligned pages inside
+// the named RAM block (so nothing is ever written outside a block). The seed is printed;
+// reproduce a run with ZCMF_FUZZ_SEED=<seed>.
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import process from "node:process";
+import { ProtocolError } from "../mod.ts";
+import {
+  encodeMultifdInit,
+  encodeMultifdPacket,
+  MULTIFD_PAGES_PER_PACKET,
+  parseMultifdInit,
+  parseMultifdPacket,
+  QEMU_PAGE_SIZE,
+} from "../src/qemu/wire.ts";
+import { Rng } from "./helpers/rng.ts";
+
+const seed = Number(process.env.ZCMF_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
+const BLOCKS: Record<string, number> = {
+  mem: 64 * QEMU_PAGE_SIZE,
+  "pc.ram": 3 * QEMU_PAGE_SIZE,
+  "vga.vram": 16 * QEMU_PAGE_SIZE,
+};
+const blockSize = (name: string) => BLOCKS[name];
+
+function validPacket(rng: Rng): Uint8Array {
+  const names = Object.keys(BLOCKS);
+  const name = names[rng.below(names.length)];
+  const pages = BLOCKS[name] / QEMU_PAGE_SIZE;
+  const count = rng.below(Math.min(MULTIFD_PAGES_PER_PACKET, pages) + 1);
+  const offsets = Array.from({ length: count }, () => rng.below(pages) * QEMU_PAGE_SIZE);
+  return encodeMultifdPacket(name, offsets, count, rng.below(1000), rng.chance(0.3));
+}
+
+function mutate(rng: Rng, message: Uint8Array): Uint8Array {
+  const bytes = message.slice();
+  const choice = rng.below(10);
+  if (choice === 0) return bytes;
+  if (choice === 1) return bytes.slice(0, rng.below(bytes.length));
+  // Fields and offsets are where the meaning is: aim there more often.
+  const hot = [0, 4, 8, 12, 16, 20, 32, 64, 65, 66, 320, 328, 336];
+  for (let m = rng.range(1, 4); m > 0; m--) {
+    const at = rng.chance(0.5) ? hot[rng.below(hot.length)] + rng.below(8) : rng.below(bytes.length);
+    bytes[at] = rng.chance(0.5) ? rng.below(256) : bytes[at] ^ (1 << rng.below(8));
+  }
+  return bytes;
+}
+
+describe(`QEMU multifd parsers against mutated input (seed ${seed})`, () => {
+  test("100,000 packets: a ProtocolError, or only aligned pages inside the named block", () => {
+    const rng = new Rng(seed);
+    const offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
+    let accepted = 0;
+    for (let i = 0; i < 100_000; i++) {
+      const input = mutate(rng, validPacket(rng));
+      let header;
+      try {
+        header = parseMultifdPacket(input, blockSize, offsets);
+      } catch (error) {
+        assert.ok(error instanceof ProtocolError, `seed ${seed} input ${i}: ${error}`);
+        continue;
+      }
+      accepted++;
+      assert.ok(header.normalPages <= MULTIFD_PAGES_PER_PACKET);
+      if (header.normalPages > 0) {
+        const size = BLOCKS[header.ramBlock];
+        assert.ok(size !== undefined, `seed ${seed} input ${i}: block ${header.ramBlock}`);
+        for (let p = 0; p < header.normalPages; p++) {
+          assert.ok(
+            offsets[p] % QEMU_PAGE_SIZE === 0 && offsets[p] + QEMU_PAGE_SIZE <= size,
+            `seed ${seed} input ${i}`,
+          );
+        }
+      }
+    }
+    assert.ok(accepted > 10_000, `only ${accepted} accepted: the mutations are not exploring`);
+  });
+
+  test("20,000 channel openings: a ProtocolError, or a channel id below the channel count", () => {
+    const rng = new Rng(seed + 1);
+    for (let i = 0; i < 20_000; i++) {
+      const channels = rng.range(1, 8);
+      const input = mutate(rng, encodeMultifdInit(rng.below(channels)));
+      try {
+        assert.ok(parseMultifdInit(input, channels).channelId < channels);
+      } catch (error) {
+        assert.ok(error instanceof ProtocolError, `seed ${seed} input ${i}: ${error}`);
+      }
+    }
+  });
+});
