@@ -1,7 +1,7 @@
 /**
- * QEMU's multifd channel format (QEMU 7.2; src/qemu/wire.ts) behind the codec seam: each
- * packet is a 1344-byte header naming a RAM block and up to 128 page offsets, then those
- * pages; a packet with the SYNC flag ends a section's part of that channel (after its pages,
+ * QEMU's multifd channel format (QEMU 7.2 to 10.0; src/qemu/wire.ts) behind the codec seam:
+ * each packet is a 1344-byte header naming a RAM block and up to 128 page offsets, then
+ * those pages (pages listed as zero, QEMU ≥ 9.0, are zero-filled in place); a packet with the SYNC flag ends a section's part of that channel (after its pages,
  * if it has any). QEMU sends nothing but packets after the channel's opening, expects no
  * reply, and ends a channel by closing it. Receiving only (the sending half is the next
  * step of QEMU interop).
@@ -19,7 +19,7 @@ import type {
   SendCodec,
   WireFormat,
 } from "../multifd/codec.ts";
-import { Ranges } from "../multifd/packet.ts";
+import { PageScan, Ranges } from "../multifd/packet.ts";
 import {
   MULTIFD_FLAG_SYNC,
   MULTIFD_PACKET_HEADER_BYTES,
@@ -30,6 +30,8 @@ import {
 
 class QemuReceiveCodec implements ReceiveCodec {
   readonly #blocks = new Map<string, RegionDescriptor>();
+  /** Per block, the native zero-fill of zero pages listed in packets (QEMU ≥ 9.0). */
+  readonly #zeroFill = new Map<string, PageScan>();
   readonly #populate: Populate;
   readonly #header = new Uint8Array(MULTIFD_PACKET_HEADER_BYTES);
   readonly #headerAddress = addressOf(this.#header);
@@ -39,14 +41,17 @@ class QemuReceiveCodec implements ReceiveCodec {
   #syncs = 0;
 
   constructor(config: CodecConfig, populate: Populate) {
-    for (const block of config.qemu?.ramBlocks ?? []) this.#blocks.set(block.name, block.region);
+    for (const block of config.qemu?.ramBlocks ?? []) {
+      this.#blocks.set(block.name, block.region);
+      this.#zeroFill.set(block.name, new PageScan(block.region, QEMU_PAGE_SIZE, MULTIFD_PAGES_PER_PACKET));
+    }
     this.#populate = populate;
   }
 
   next(read: ReadRanges): Incoming {
     if (!read([this.#headerAddress], [MULTIFD_PACKET_HEADER_BYTES], true)) return { kind: "end" };
     const header = parseMultifdPacket(this.#header, this.#blockSize, this.#offsets);
-    const { normalPages } = header;
+    const { normalPages, zeroPages } = header;
     if (normalPages > 0) {
       const region = this.#blocks.get(header.ramBlock)!;
       const ranges = this.#ranges;
@@ -55,9 +60,10 @@ class QemuReceiveCodec implements ReceiveCodec {
       this.#populate(ranges.addresses, ranges.lengths, true);
       read(ranges.addresses, ranges.lengths);
     }
+    if (zeroPages > 0) this.#zeroFill.get(header.ramBlock)!.zeroFill(this.#offsets, normalPages, zeroPages);
     const payloadBytes = normalPages * QEMU_PAGE_SIZE;
     if (header.flags & MULTIFD_FLAG_SYNC) return { kind: "sync", syncNumber: this.#syncs++, normalPages, payloadBytes };
-    return { kind: "data", normalPages, zeroPages: 0, payloadBytes };
+    return { kind: "data", normalPages, zeroPages, payloadBytes };
   }
 
   /** QEMU's destination answers nothing. */

@@ -68,8 +68,11 @@ export interface QemuRamBlock {
 
 /** What {@link QemuMigrationReceiver.receive} resolves with; the same facts are in `manifest.json`. */
 export interface QemuReceiveResult extends TransferStats {
-  /** "7.2": the stream format this module speaks (no `RAM_SAVE_FLAG_MULTIFD_FLUSH`, zero pages on main). */
-  streamFormat: "7.2";
+  /**
+   * The stream format seen: "7.2" (a multifd sync at the end of every RAM section) or "8.1+"
+   * (`RAM_SAVE_FLAG_MULTIFD_FLUSH` records: one sync per pass over RAM; QEMU 8.1 to 10.0).
+   */
+  streamFormat: "7.2" | "8.1+";
   /** The machine type QEMU's configuration section names (e.g. "none"). */
   machine: string;
   blocks: QemuRamBlock[];
@@ -77,14 +80,27 @@ export interface QemuReceiveResult extends TransferStats {
   zeroPageRecords: number;
   /** Pages that came on the main channel (RAM_SAVE_FLAG_PAGE). */
   mainChannelPages: number;
-  /** RAM sections read (START, PARTs, END): one sync barrier each. */
+  /** RAM sections read (START, PARTs, END). */
   sections: number;
+  /** QEMU_VM_COMMANDs met between RAM sections, by id (QEMU ≥ 9.2 sends SWITCHOVER_START, 11). */
+  commands: number[];
   /** Bytes of `state.bin`: the stream header and configuration, then everything after the last RAM section. */
   stateBytes: number;
 }
 
 // Section types and RAM record flags of QEMU's main stream (savevm.h, ram.c).
-const Section = { EOF: 0x00, START: 0x01, PART: 0x02, END: 0x03, FULL: 0x04, SUBSECTION: 0x05, CONFIGURATION: 0x07 };
+const Section = {
+  EOF: 0x00,
+  START: 0x01,
+  PART: 0x02,
+  END: 0x03,
+  FULL: 0x04,
+  SUBSECTION: 0x05,
+  CONFIGURATION: 0x07,
+  COMMAND: 0x08,
+};
+/** QEMU_VM_COMMAND commands understood: SWITCHOVER_START (QEMU ≥ 9.2: "the source is about to stop the VM"). */
+const Command = { SWITCHOVER_START: 11 };
 const SECTION_FOOTER = 0x7e;
 const Ram = {
   ZERO: 0x02,
@@ -266,6 +282,10 @@ export class QemuMigrationReceiver {
     let mainChannelPages = 0;
     let pool: WorkerPool<ToReceiver, FromReceiver> | undefined;
     let lastBlock: Region | undefined;
+    /** Whether the stream syncs once per pass (MULTIFD_FLUSH records, QEMU ≥ 8.1) rather than per section (7.2). */
+    let syncPerPass = false;
+    /** QEMU_VM_COMMANDs read between RAM sections (ids). */
+    const commands: number[] = [];
 
     const startWorkers = async () => {
       pool = await WorkerPool.start<ToReceiver, FromReceiver>(
@@ -345,7 +365,18 @@ export class QemuMigrationReceiver {
           await startWorkers();
           continue;
         }
-        if (flags === Ram.EOS) return;
+        if (flags === Ram.MULTIFD_FLUSH) {
+          // QEMU ≥ 8.1 (without the 8.0 machine compat): one sync per pass over RAM, marked
+          // here, instead of one per section; its EOS is then no barrier.
+          if (!pool) throw new ProtocolError("qemu.ram.record", "MULTIFD_FLUSH before MEM_SIZE");
+          syncPerPass = true;
+          await barrier();
+          continue;
+        }
+        if (flags === Ram.EOS) {
+          if (!syncPerPass) await barrier();
+          return;
+        }
         const kind = flags & ~Ram.CONTINUE;
         if (kind === Ram.ZERO || kind === Ram.PAGE) {
           const region = await blockOf(flags);
@@ -363,12 +394,6 @@ export class QemuMigrationReceiver {
             mainChannelPages++;
           }
           continue;
-        }
-        if (flags & Ram.MULTIFD_FLUSH) {
-          throw new ProtocolError(
-            "qemu.ram.record",
-            "RAM_SAVE_FLAG_MULTIFD_FLUSH: a QEMU ≥ 8.1 stream, not supported yet",
-          );
         }
         if (flags & (Ram.XBZRLE | Ram.COMPRESS_PAGE | Ram.HOOK)) {
           throw new ProtocolError(
@@ -409,13 +434,25 @@ export class QemuMigrationReceiver {
         if (sectionId !== ramSection) throw new ProtocolError("qemu.section", `section ${sectionId} is not ram's`);
         await ramRecords(false);
         ended = type === Section.END;
+      } else if (type === Section.COMMAND) {
+        const command = await stream.u16("qemu.command");
+        const length = await stream.u16("qemu.command");
+        const data = await stream.bytes(length, "qemu.command");
+        if (command !== Command.SWITCHOVER_START) {
+          throw new ProtocolError(
+            "qemu.command",
+            `command ${command} (postcopy, return path and COLO are not supported)`,
+          );
+        }
+        void data;
+        commands.push(command);
+        continue;
       } else {
         throw new ProtocolError(
           "qemu.section",
           `section type ${type} before the end of RAM (postcopy, commands and other sections are not supported)`,
         );
       }
-      await barrier();
       sections++;
       await footer(ramSection);
     }
@@ -435,12 +472,13 @@ export class QemuMigrationReceiver {
     writeFileSync(join(dir, "state.bin"), state);
     const result: QemuReceiveResult = {
       ...stats,
-      streamFormat: "7.2",
+      streamFormat: syncPerPass ? "8.1+" : "7.2",
       machine,
       blocks: order,
       zeroPageRecords,
       mainChannelPages,
       sections,
+      commands,
       stateBytes: state.length,
     };
     writeFileSync(

@@ -51,6 +51,8 @@ export function parseMultifdInit(bytes: Uint8Array, channels: number): MultifdIn
 export interface MultifdPacketHeader {
   flags: number;
   normalPages: number;
+  /** All-zero pages listed after the normal ones (QEMU ≥ 9.0's multifd zero-page detection; 0 in 7.2). */
+  zeroPages: number;
   packetNumber: bigint;
   /** The RAM block's id (empty when the packet carries no page: QEMU leaves it stale). */
   ramBlock: string;
@@ -59,10 +61,11 @@ export interface MultifdPacketHeader {
 const decoder = new TextDecoder();
 
 /**
- * Validates a packet header (1344 bytes) and writes the byte offsets of its normal pages to
- * `offsets`: magic, version, no compression, at most 128 pages; with pages, a named RAM
- * block whose size `blockSize` returns (undefined: unknown block) and every offset page
- * aligned and inside it. Fields past `normalPages` are stale in QEMU's packets: ignored.
+ * Validates a packet header (1344 bytes) and writes the byte offsets of its pages to
+ * `offsets`, normal pages first, then zero pages (QEMU ≥ 9.0: `zero_pages` at byte 32, 0 in
+ * 7.2): magic, version, no compression, at most 128 pages; with pages, a named RAM block
+ * whose size `blockSize` returns (undefined: unknown block) and every offset page aligned
+ * and inside it. Entries past the pages are stale in QEMU's packets: ignored.
  */
 export function parseMultifdPacket(
   bytes: Uint8Array,
@@ -85,18 +88,21 @@ export function parseMultifdPacket(
   const pagesAlloc = view.getUint32(12);
   const normalPages = view.getUint32(16);
   expect(pagesAlloc <= MULTIFD_PAGES_PER_PACKET, "qemu.packet.pagesAlloc", () => `${pagesAlloc}`);
-  expect(normalPages <= pagesAlloc, "qemu.packet.normalPages", () => `${normalPages} of ${pagesAlloc}`);
   const zeroPages = view.getUint32(32);
-  expect(zeroPages === 0, "qemu.packet.zeroPages", () => `${zeroPages}: zero pages in packets (QEMU ≥ 9.0)`);
+  expect(
+    normalPages + zeroPages <= pagesAlloc,
+    "qemu.packet.normalPages",
+    () => `${normalPages} + ${zeroPages} zero of ${pagesAlloc}`,
+  );
   const packetNumber = view.getBigUint64(24);
   let ramBlock = "";
-  if (normalPages > 0) {
+  if (normalPages + zeroPages > 0) {
     const name = bytes.subarray(RAMBLOCK_OFFSET, RAMBLOCK_OFFSET + RAMBLOCK_BYTES - 1);
     const end = name.indexOf(0);
     ramBlock = decoder.decode(end < 0 ? name : name.subarray(0, end));
     const size = blockSize(ramBlock);
     expect(size !== undefined, "qemu.packet.ramBlock", () => `unknown RAM block "${ramBlock}"`);
-    for (let i = 0; i < normalPages; i++) {
+    for (let i = 0; i < normalPages + zeroPages; i++) {
       const at = MULTIFD_PACKET_FIXED_BYTES + 8 * i;
       const high = view.getUint32(at);
       const offset = high * 0x1_0000_0000 + view.getUint32(at + 4);
@@ -106,7 +112,7 @@ export function parseMultifdPacket(
       offsets[i] = offset;
     }
   }
-  return { flags, normalPages, packetNumber, ramBlock };
+  return { flags, normalPages, zeroPages, packetNumber, ramBlock };
 }
 
 /** Encodes a `MultiFDInit_t` (for tests and the source side). */
