@@ -74,7 +74,6 @@ export const QEMU_CONFIGS = [
 ] as const;
 export type QemuConfig = typeof QEMU_CONFIGS[number];
 
-
 /**
  * "multifd4+zc" or "10.0 multifd4+zc" (the version is undefined in the first form). A
  * "+fresh" suffix gives the destination new RAM, as a newly started destination VM has

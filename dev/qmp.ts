@@ -113,4 +113,3 @@ export class Qmp {
     this.#socket.destroy();
   }
 }
-
