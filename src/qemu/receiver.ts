@@ -61,8 +61,11 @@ export interface QemuReceiverOptions {
 
 /** One RAM block received: its id (QEMU's RAMBlock idstr), size, and file. */
 export interface QemuRamBlock {
+  /** The block's id in QEMU (e.g. "mem", "pc.ram"). */
   name: string;
+  /** Its size in bytes. */
   bytes: number;
+  /** The file it was written to (`<dir>/<id>.ram`). */
   file: string;
 }
 
@@ -75,6 +78,7 @@ export interface QemuReceiveResult extends TransferStats {
   streamFormat: "7.2" | "8.1+";
   /** The machine type QEMU's configuration section names (e.g. "none"). */
   machine: string;
+  /** The RAM blocks, in the order QEMU listed them. */
   blocks: QemuRamBlock[];
   /** Zero-page records of the main channel applied. */
   zeroPageRecords: number;

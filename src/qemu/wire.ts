@@ -1,5 +1,5 @@
 /**
- * QEMU's multifd migration format, as QEMU 7.2 speaks it (../docs/QEMU.md): the constants,
+ * QEMU's multifd migration format, as QEMU 7.2 speaks it (docs/QEMU.md): the constants,
  * the 64-byte `MultiFDInit_t` a multifd channel opens with, and the 1344-byte header of a
  * `MultiFDPacket_t`. Pure parsing (bytes in, value or ProtocolError out), so it can be fuzzed
  * alone. Every integer is big-endian.
