@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { QemuMigrationReceiver } from "../mod.ts";
+import { QemuMigrationReceiver, type QemuReceiveResult } from "../mod.ts";
+import type { QemuVersion } from "../dev/qemu_binaries.ts";
 import { fileURLToPath } from "node:url";
 import { lastJson, LineChild } from "../dev/child.ts";
 import { runtimeArgv } from "../dev/runtime.ts";
@@ -17,6 +18,34 @@ import { requirement } from "./helpers/preconditions.ts";
 
 const SIZE = 64 * 2 ** 20;
 const available = qemuAvailable("7.2");
+
+/**
+ * QEMU `version` (a `-machine none` guest of SIZE bytes from `seed`) migrates into a
+ * QemuMigrationReceiver; `check` gets our result, the output directory and QEMU's RAM.
+ */
+async function migrateIntoUs(
+  version: QemuVersion,
+  seed: number,
+  options: { channels: number; zerocopy: boolean },
+  check: (result: QemuReceiveResult, dir: string, ram: Uint8Array) => void,
+): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), `qemu-recv-${version}-`));
+  const source = await startQemuSource(version, SIZE, seed, options);
+  try {
+    const receiver = await QemuMigrationReceiver.listen({ channels: options.channels });
+    const receiving = receiver.receive(dir);
+    receiving.catch(() => {});
+    const status = await source.migrate(receiver.port).catch(async (error) => {
+      const ours = await receiving.then(() => "ours ok", (e) => `ours: ${e}`);
+      throw new Error(`${error.message} | ${ours}`);
+    });
+    assert.equal(status.status, "completed");
+    check(await receiving, dir, readFileSync(source.ram));
+  } finally {
+    await source.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
 describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
   for (const [channels, zerocopy] of [[1, false], [2, false], [4, false], [2, true], [4, true]] as const) {
@@ -28,24 +57,12 @@ describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
         skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
       },
       async () => {
-        const dir = mkdtempSync(join(tmpdir(), "qemu-recv-"));
-        const source = await startQemuSource("7.2", SIZE, 40 + channels, { channels, zerocopy });
-        try {
-          const receiver = await QemuMigrationReceiver.listen({ channels });
-          const receiving = receiver.receive(dir);
-          receiving.catch(() => {});
-          const status = await source.migrate(receiver.port).catch(async (error) => {
-            const ours = await receiving.then(() => "ours ok", (e) => `ours: ${e}`);
-            throw new Error(`${error.message} | ${ours}`);
-          });
-          assert.equal(status.status, "completed");
-          const result = await receiving;
+        await migrateIntoUs("7.2", 40 + channels, { channels, zerocopy }, (result, dir, ram) => {
           assert.deepEqual(result.blocks.map((b) => [b.name, b.bytes]), [["mem", SIZE]]);
           assert.equal(result.machine, "none");
           assert.equal(result.channels, channels);
           assert.ok(result.zeroPageRecords > 0, "zero pages came as ZERO records on the main channel");
           assert.ok(result.sections >= 2);
-          const ram = readFileSync(source.ram);
           assert.ok(readFileSync(join(dir, "mem.ram")).equals(ram), "the RAM file differs from QEMU's");
           const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
           assert.equal(manifest.streamFormat, "7.2");
@@ -53,10 +70,7 @@ describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
           assert.equal(state.length, manifest.stateBytes);
           assert.equal(state.subarray(0, 4).toString("latin1"), "QEVM");
           assert.ok(state.includes("globalstate"), "the device sections are kept");
-        } finally {
-          await source.close();
-          rmSync(dir, { recursive: true, force: true });
-        }
+        });
       },
     );
   }
@@ -69,28 +83,11 @@ describe("QEMU 10.0 migrates into us (its per-pass sync, zero pages in multifd p
     test(`${channels} channels${zerocopy ? ", zero-copy-send" : ""}: completed, RAM byte-identical`, {
       skip: requirement(available10 === true, `QEMU 10.0 is not available: ${available10}`),
     }, async () => {
-      const dir = mkdtempSync(join(tmpdir(), "qemu-recv-10-"));
-      const source = await startQemuSource("10.0", SIZE, 60 + channels, { channels, zerocopy });
-      try {
-        const receiver = await QemuMigrationReceiver.listen({ channels });
-        const receiving = receiver.receive(dir);
-        receiving.catch(() => {});
-        const status = await source.migrate(receiver.port).catch(async (error) => {
-          const ours = await receiving.then(() => "ours ok", (e) => `ours: ${e}`);
-          throw new Error(`${error.message} | ${ours}`);
-        });
-        assert.equal(status.status, "completed");
-        const result = await receiving;
+      await migrateIntoUs("10.0", 60 + channels, { channels, zerocopy }, (result, dir, ram) => {
         assert.equal(result.streamFormat, "8.1+");
         assert.ok(result.pagesZero > 0, "zero pages came in multifd packets");
-        assert.ok(
-          readFileSync(join(dir, "mem.ram")).equals(readFileSync(source.ram)),
-          "the RAM file differs from QEMU's",
-        );
-      } finally {
-        await source.close();
-        rmSync(dir, { recursive: true, force: true });
-      }
+        assert.ok(readFileSync(join(dir, "mem.ram")).equals(ram), "the RAM file differs from QEMU's");
+      });
     });
   }
 });

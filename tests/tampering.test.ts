@@ -110,6 +110,28 @@ type Outcome = { ok: true; verified: boolean } | { ok: false; error: Error };
 const settle = (p: Promise<{ verified: boolean }>): Promise<Outcome> =>
   p.then((r) => ({ ok: true as const, verified: r.verified }), (error) => ({ ok: false as const, error }));
 
+/** One round and the end, from `source` to `port` (a proxy), with the tests' packet size and limits. */
+function sendTo(port: number, source: Region, channels: number, encrypt: boolean): Promise<Outcome> {
+  return settle((async () => {
+    const sender = await MultifdSender.connect(source, {
+      hostname: "127.0.0.1",
+      port,
+      secret: SECRET,
+      channels,
+      pagesPerPacket: PAGES_PER_PACKET,
+      ioTimeoutMs: 5_000,
+      encrypt,
+    });
+    try {
+      await sender.sendRound();
+      return await sender.finish();
+    } catch (error) {
+      await sender.abort();
+      throw error;
+    }
+  })());
+}
+
 /** One 1-channel transfer through a proxy that applies `edit`, with plain or encrypted packets. */
 async function throughProxy(edit: Edit, encrypt: boolean = false) {
   const source = Region.allocate(SIZE);
@@ -119,25 +141,7 @@ async function throughProxy(edit: Edit, encrypt: boolean = false) {
   const receiving = settle(receiver.receive(destination));
   const proxy = await tamperingProxy(receiver.port, edit);
   try {
-    const sending = settle((async () => {
-      const sender = await MultifdSender.connect(source, {
-        hostname: "127.0.0.1",
-        port: proxy.port,
-        secret: SECRET,
-        channels: 1,
-        pagesPerPacket: PAGES_PER_PACKET,
-        ioTimeoutMs: 5_000,
-        encrypt,
-      });
-      try {
-        await sender.sendRound();
-        return await sender.finish();
-      } catch (error) {
-        await sender.abort();
-        throw error;
-      }
-    })());
-    const [sent, received] = await Promise.all([sending, receiving]);
+    const [sent, received] = await Promise.all([sendTo(proxy.port, source, 1, encrypt), receiving]);
     return { sent, received, recorded: proxy.recorded() };
   } finally {
     await receiver.abort();
@@ -401,24 +405,7 @@ describe("an attacker on the path (encrypted)", () => {
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     try {
-      const sent = await settle((async () => {
-        const sender = await MultifdSender.connect(source, {
-          hostname: "127.0.0.1",
-          port: (server.address() as net.AddressInfo).port,
-          secret: SECRET,
-          channels: 2,
-          pagesPerPacket: PAGES_PER_PACKET,
-          ioTimeoutMs: 5_000,
-          encrypt: true,
-        });
-        try {
-          await sender.sendRound();
-          return await sender.finish();
-        } catch (error) {
-          await sender.abort();
-          throw error;
-        }
-      })());
+      const sent = await sendTo((server.address() as net.AddressInfo).port, source, 2, true);
       const received = await receiving;
       assert.equal(sent.ok, false, JSON.stringify(sent));
       assert.equal(received.ok, false, JSON.stringify(received));
