@@ -55,6 +55,7 @@ import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
 import { cpuSecondsOf, runMain } from "./lib/proc.ts";
 import {
+  bareGuestArgv,
   ensureQemuBinary,
   isQemuVersion,
   QEMU_VERSIONS,
@@ -330,24 +331,11 @@ export class QemuBench {
   }
 
   #argv(binary: QemuBinary, name: "src" | "dst", fresh = false, tls = false): string[] {
-    const backend = `memory-backend-file,id=ram,size=${this.#size},mem-path=${this.#file(name)},share=on,align=2M` +
-      (name === "dst" && !fresh ? ",prealloc=on" : "");
+    const backend = ",align=2M" + (name === "dst" && !fresh ? ",prealloc=on" : "");
     return [
-      ...binary.argv,
+      ...bareGuestArgv(binary, this.#file(name), this.#size, `${this.#work}/${name}.qmp`, backend),
       "-name",
       `zc-bench-${name}`,
-      "-machine",
-      "none,memory-backend=ram",
-      "-object",
-      backend,
-      "-nodefaults",
-      "-display",
-      "none",
-      "-S",
-      "-accel",
-      "tcg,tb-size=16",
-      "-qmp",
-      `unix:${this.#work}/${name}.qmp,server=on,wait=off`,
       ...(name === "src" ? ["-overcommit", "mem-lock=on"] : ["-incoming", "defer"]),
       ...(tls
         ? [

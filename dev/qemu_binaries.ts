@@ -243,3 +243,32 @@ function installLibraries(prefix: string, missing: string[]): string | undefined
   if (!ok || still.length > 0) return `libraries still missing after apt-get satisfy: ${still.join(", ") || "?"}`;
   return undefined;
 }
+
+/**
+ * The command line of a guest with no devices and no vCPU running (`-machine none`, paused
+ * with `-S`): its RAM is the file `ram` of `size` bytes (`backendOptions`: more options of
+ * the memory-backend-file, e.g. ",align=2M"), controlled over QMP at the unix socket `qmp`.
+ */
+export function bareGuestArgv(
+  binary: QemuBinary,
+  ram: string,
+  size: number,
+  qmp: string,
+  backendOptions = "",
+): string[] {
+  return [
+    ...binary.argv,
+    "-machine",
+    "none,memory-backend=mem",
+    "-object",
+    `memory-backend-file,id=mem,size=${size},mem-path=${ram},share=on${backendOptions}`,
+    "-nodefaults",
+    "-display",
+    "none",
+    "-S",
+    "-accel",
+    "tcg,tb-size=16",
+    "-qmp",
+    `unix:${qmp},server=on,wait=off`,
+  ];
+}

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { LineChild } from "../../dev/child.ts";
 import { Qmp } from "../../dev/qmp.ts";
-import { ensureQemuBinary, type QemuVersion } from "../../dev/qemu_binaries.ts";
+import { bareGuestArgv, ensureQemuBinary, type QemuVersion } from "../../dev/qemu_binaries.ts";
 import { Region } from "../../mod.ts";
 import { fillPattern } from "./multifd.ts";
 
@@ -49,19 +49,7 @@ export async function startQemuSource(
   await guestRam(ram, size, seed);
   const qmpPath = join(work, "qmp.sock");
   const child = new LineChild([
-    ...binary.argv,
-    "-machine",
-    "none,memory-backend=mem",
-    "-object",
-    `memory-backend-file,id=mem,size=${size},mem-path=${ram},share=on`,
-    "-nodefaults",
-    "-display",
-    "none",
-    "-S",
-    "-accel",
-    "tcg,tb-size=16",
-    "-qmp",
-    `unix:${qmpPath},server=on,wait=off`,
+    ...bareGuestArgv(binary, ram, size, qmpPath),
     ...(options.zerocopy ? ["-overcommit", "mem-lock=on"] : []),
   ], { label: `qemu ${version} source`, env: binary.env });
   let qmp: Qmp | undefined;
