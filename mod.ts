@@ -87,3 +87,4 @@ export {
   type QemuReceiveResult,
   type QemuReceiverOptions,
 } from "./src/qemu/receiver.ts";
+export { QemuMigrationSender, type QemuSenderOptions, type QemuSendResult } from "./src/qemu/sender.ts";

@@ -5,15 +5,15 @@
 // and these tests must run (tests/helpers/preconditions.ts).
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { QemuMigrationReceiver, type QemuReceiveResult } from "../mod.ts";
+import { QemuMigrationReceiver, QemuMigrationSender, type QemuReceiveResult } from "../mod.ts";
 import type { QemuVersion } from "../dev/qemu_binaries.ts";
 import { fileURLToPath } from "node:url";
 import { lastJson, LineChild } from "../dev/child.ts";
 import { runtimeArgv } from "../dev/runtime.ts";
-import { qemuAvailable, startQemuSource } from "./helpers/qemu.ts";
+import { qemuAvailable, startQemuDestination, startQemuSource } from "./helpers/qemu.ts";
 import { requirement } from "./helpers/preconditions.ts";
 
 const SIZE = 64 * 2 ** 20;
@@ -89,6 +89,56 @@ describe("QEMU 10.0 migrates into us (its per-pass sync, zero pages in multifd p
         assert.ok(readFileSync(join(dir, "mem.ram")).equals(ram), "the RAM file differs from QEMU's");
       });
     });
+  }
+});
+
+describe("we migrate into QEMU (QemuMigrationSender): a directory received from one QEMU into another", () => {
+  const cases: [QemuVersion, QemuVersion, "7.2" | "8.1+", number, boolean][] = [
+    ["7.2", "7.2", "7.2", 2, false],
+    ["7.2", "7.2", "7.2", 4, true],
+    ["7.2", "10.0", "8.1+", 4, false],
+    ["10.0", "7.2", "7.2", 2, false],
+  ];
+  for (const [from, to, format, channels, zerocopy] of cases) {
+    test(
+      `${from} → ours → ${to}, ${channels} channels${zerocopy ? ", zero-copy" : ""}: completed, RAM byte-identical`,
+      {
+        skip: requirement(
+          available === true && available10 === true,
+          `QEMU 7.2 and 10.0 are needed: ${available}, ${available10}`,
+        ),
+      },
+      async () => {
+        let ram: Uint8Array | undefined;
+        const dir = mkdtempSync(join(tmpdir(), "qemu-send-"));
+        try {
+          await migrateIntoUs(from, 80 + channels, { channels, zerocopy: false }, (_result, received, sourceRam) => {
+            ram = sourceRam;
+            for (const file of ["mem.ram", "state.bin", "manifest.json"]) cpSync(join(received, file), join(dir, file));
+          });
+          const destination = await startQemuDestination(to, SIZE, channels);
+          try {
+            const sending = QemuMigrationSender.send(dir, {
+              hostname: "127.0.0.1",
+              port: destination.port,
+              channels,
+              zerocopy,
+              format,
+            });
+            sending.catch(() => {});
+            const runState = await destination.completed();
+            const sent = await sending;
+            assert.equal(sent.bytes, SIZE);
+            assert.match(runState, /^(paused|prelaunch)$/);
+            assert.ok(readFileSync(destination.ram).equals(ram!), "the destination's RAM differs from the source's");
+          } finally {
+            await destination.close();
+          }
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      },
+    );
   }
 });
 

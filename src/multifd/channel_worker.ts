@@ -201,7 +201,9 @@ class SendEnd extends ChannelEnd {
     if (this.#zerocopyPages === "no") this.add("zerocopyFallbacks", 1);
   }
 
+  /** The receiver's reply to a SYNC (none in a format whose receiver answers nothing: QEMU's). */
   #readReply(): Uint8Array {
+    if (this.#reply.length === 0) return this.#reply;
     if (this.channel.readFullSync(this.#reply) < this.#reply.length) {
       throw new ChannelClosedError("the receiver closed the connection");
     }

@@ -3,8 +3,7 @@
  * each packet is a 1344-byte header naming a RAM block and up to 128 page offsets, then
  * those pages (pages listed as zero, QEMU ≥ 9.0, are zero-filled in place); a packet with the SYNC flag ends a section's part of that channel (after its pages,
  * if it has any). QEMU sends nothing but packets after the channel's opening, expects no
- * reply, and ends a channel by closing it. Receiving only (the sending half is the next
- * step of QEMU interop).
+ * reply, and ends a channel by closing it.
  * @module
  */
 import { addressOf } from "../../ffi/mod.ts";
@@ -12,7 +11,9 @@ import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 import type {
   CodecConfig,
+  ControlKind,
   Incoming,
+  Outgoing,
   Populate,
   ReadRanges,
   ReceiveCodec,
@@ -21,6 +22,7 @@ import type {
 } from "../multifd/codec.ts";
 import { PageScan, Ranges } from "../multifd/packet.ts";
 import {
+  encodeMultifdPacket,
   MULTIFD_FLAG_SYNC,
   MULTIFD_PACKET_HEADER_BYTES,
   MULTIFD_PAGES_PER_PACKET,
@@ -76,10 +78,75 @@ class QemuReceiveCodec implements ReceiveCodec {
   }
 }
 
-/** QEMU 7.2's multifd channels (receiving). */
+/**
+ * The sending half: the channel's pages (of the one RAM block its region is) as QEMU
+ * packets; SYNC as a packet with the sync flag and no pages. QEMU's destination answers
+ * nothing, so there is no reply to read.
+ */
+class QemuSendCodec implements SendCodec {
+  readonly stagingBytes = 0;
+  readonly replyBytes = 0;
+  readonly resultBytes = 0;
+  readonly #block: string;
+  readonly #region: RegionDescriptor;
+  readonly #populate: Populate;
+  readonly #offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
+  readonly #out: Outgoing = {
+    headAddress: 0,
+    headLength: MULTIFD_PACKET_HEADER_BYTES,
+    payload: new Ranges(),
+    payloadBytes: 0,
+  };
+  /** The header being sent: kept referenced until the next one (the kernel copies it). */
+  #header: Uint8Array = new Uint8Array(0);
+  #packetNumber = 0;
+
+  constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
+    const blocks = config.qemu?.ramBlocks ?? [];
+    if (blocks.length !== 1) throw new InvalidArgumentError("a QEMU sending channel sends one RAM block");
+    if (config.pagesPerPacket > MULTIFD_PAGES_PER_PACKET) {
+      throw new InvalidArgumentError(`QEMU packets hold at most ${MULTIFD_PAGES_PER_PACKET} pages`);
+    }
+    this.#block = blocks[0].name;
+    this.#region = region;
+    this.#populate = populate;
+  }
+
+  data(normal: Float64Array, normalCount: number, _zero: Float64Array, zeroCount: number): Outgoing {
+    if (zeroCount > 0) throw new InvalidArgumentError("QEMU 7.2's packets carry no zero pages");
+    const out = this.#out;
+    out.payload.clear();
+    for (let i = 0; i < normalCount; i++) {
+      this.#offsets[i] = normal[i];
+      out.payload.push(this.#region.address + normal[i], QEMU_PAGE_SIZE);
+    }
+    this.#populate(out.payload.addresses, out.payload.lengths, false);
+    out.payloadBytes = normalCount * QEMU_PAGE_SIZE;
+    return this.#head(encodeMultifdPacket(this.#block, this.#offsets, normalCount, this.#packetNumber++, false));
+  }
+
+  control(kind: ControlKind): Outgoing {
+    if (kind !== "sync") throw new InvalidArgumentError(`QEMU's format has no ${kind} packet`);
+    this.#out.payload.clear();
+    this.#out.payloadBytes = 0;
+    return this.#head(encodeMultifdPacket("", this.#offsets, 0, this.#packetNumber++, true));
+  }
+
+  #head(header: Uint8Array): Outgoing {
+    this.#header = header;
+    this.#out.headAddress = addressOf(this.#header);
+    return this.#out;
+  }
+
+  parseSyncAck(): void {}
+
+  parseResult(): { checksum: Uint8Array; bytes: number } {
+    throw new InvalidArgumentError("QEMU's format has no end-of-stream result");
+  }
+}
+
+/** QEMU's multifd channels: receiving from QEMU 7.2 to 10.0; sending 7.2's packets (10.0 reads them too). */
 export const qemuFormat: WireFormat = {
-  sender: (): SendCodec => {
-    throw new InvalidArgumentError("sending in QEMU's format is not implemented yet");
-  },
+  sender: (config, region, populate) => new QemuSendCodec(config, region, populate),
   receiver: (config, _region, populate) => new QemuReceiveCodec(config, populate),
 };

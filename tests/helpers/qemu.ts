@@ -6,6 +6,7 @@
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import net from "node:net";
 import { LineChild } from "../../dev/child.ts";
 import { Qmp } from "../../dev/qmp.ts";
 import { bareGuestArgv, ensureQemuBinary, type QemuVersion } from "../../dev/qemu_binaries.ts";
@@ -91,4 +92,75 @@ export async function startQemuSource(
       rmSync(work, { recursive: true, force: true });
     },
   };
+}
+
+export interface QemuDestination {
+  /** The port its `migrate-incoming` listens on. */
+  port: number;
+  ram: string;
+  /** Waits for `completed` and returns `query-status`'s run state. */
+  completed(): Promise<string>;
+  close(): Promise<void>;
+}
+
+/** Starts QEMU `version` as a migration destination (`-incoming defer`) whose RAM file holds garbage first. */
+export async function startQemuDestination(
+  version: QemuVersion,
+  size: number,
+  channels: number,
+): Promise<QemuDestination> {
+  const binary = ensureQemuBinary(version);
+  if (typeof binary === "string") throw new Error(`QEMU ${version}: ${binary}`);
+  const work = mkdtempSync("/dev/shm/zc-qemu-dst-");
+  const ram = join(work, "ram.img");
+  await guestRam(ram, size, 999); // not the source's: every page must be overwritten
+  const qmpPath = join(work, "qmp.sock");
+  const child = new LineChild([...bareGuestArgv(binary, ram, size, qmpPath), "-incoming", "defer"], {
+    label: `qemu ${version} destination`,
+    env: binary.env,
+  });
+  let qmp: Qmp | undefined;
+  try {
+    qmp = await Qmp.connect(qmpPath, child);
+    await qmp.command("migrate-set-capabilities", {
+      capabilities: [{ capability: "events", state: true }, { capability: "multifd", state: true }],
+    });
+    await qmp.command("migrate-set-parameters", { "multifd-channels": channels });
+    const port = await freePort();
+    await qmp.command("migrate-incoming", { uri: `tcp:127.0.0.1:${port}` });
+    const control = qmp;
+    return {
+      port,
+      ram,
+      async completed() {
+        try {
+          await control.migrationCompleted(120_000);
+        } catch (error) {
+          throw new Error(`${(error as Error).message}; ${child.stderr.slice(-400)}`);
+        }
+        return (await control.command<{ status: string }>("query-status")).status;
+      },
+      async close() {
+        control.close();
+        await child.kill();
+        rmSync(work, { recursive: true, force: true });
+      },
+    };
+  } catch (error) {
+    qmp?.close();
+    await child.kill();
+    rmSync(work, { recursive: true, force: true });
+    throw error;
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const port = (server.address() as net.AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
 }
