@@ -37,7 +37,9 @@ import {
   MultifdSender,
   PAGE_SIZE,
   QemuMigrationReceiver,
+  QemuMigrationSender,
   type QemuReceiveResult,
+  type QemuSendResult,
   type ReceiverResult,
   Region,
   runtime,
@@ -71,6 +73,7 @@ commands:
   recv       listen and receive into a file (start this first, on the destination)
   send       send a file to a listening receiver
   qemu-recv  be the destination of a real QEMU's multifd migration: RAM blocks to files
+  qemu-send  migrate what qemu-recv received into a real QEMU destination
 
 Run "migrate.ts <command> --help" for the options of a command.
 Exit status: 0 success (verified), 1 transfer failed, 2 usage error, 130 interrupted.`;
@@ -177,6 +180,31 @@ Not supported (a clear error, never a wrong image): QEMU >= 8.1's stream, compre
 postcopy, xbzrle, other iterable sections. QEMU's stream is not authenticated: use it on one
 host or a network you trust.`;
 
+const QEMU_SEND_USAGE = `usage: migrate.ts qemu-send --to HOST:PORT --from DIR [--channels N] [--zerocopy]
+                          [--format 7.2|8.1+] [--json]
+
+Migrates a directory written by qemu-recv into a real QEMU started with "-incoming defer"
+(capability multifd on and multifd-channels N set, then "migrate-incoming tcp:HOST:PORT"):
+
+  --to HOST:PORT       the destination's migrate-incoming address
+  --from DIR           a directory written by qemu-recv (one RAM block)
+  --channels N         the destination's multifd-channels (default 2)
+  --zerocopy           page data with MSG_ZEROCOPY (as QEMU's zero-copy-send)
+  --format F           the destination's stream format: 7.2 (QEMU 7.2) or 8.1+ (QEMU 8.1 to 10.0
+                       with a machine type without 8.0 compat, e.g. -machine none). Default: the
+                       format the directory was received in
+  --json               print one JSON object with the result as the last line of stdout
+  -h, --help           this help`;
+
+interface QemuSendOptions {
+  to: HostPort;
+  from: string;
+  channels: number;
+  zerocopy: boolean;
+  format?: "7.2" | "8.1+";
+  json: boolean;
+}
+
 interface QemuRecvOptions {
   listen: HostPort;
   out: string;
@@ -188,7 +216,8 @@ type Command =
   | { kind: "help"; text: string }
   | { kind: "recv"; options: RecvOptions }
   | { kind: "send"; options: SendOptions }
-  | { kind: "qemu-recv"; options: QemuRecvOptions };
+  | { kind: "qemu-recv"; options: QemuRecvOptions }
+  | { kind: "qemu-send"; options: QemuSendOptions };
 
 function parseCommandLine(argv: string[]): Command {
   const [command, ...rest] = argv;
@@ -197,6 +226,7 @@ function parseCommandLine(argv: string[]): Command {
   if (command === "recv") return parseRecv(rest);
   if (command === "send") return parseSend(rest);
   if (command === "qemu-recv") return parseQemuRecv(rest);
+  if (command === "qemu-send") return parseQemuSend(rest);
   throw new UsageError(`unknown command "${command}"`, USAGE);
 }
 
@@ -237,6 +267,39 @@ function parseQemuRecv(args: string[]): Command {
         channels: typeof values.channels === "string"
           ? parseInteger(values.channels, "--channels", 1, MAX_QEMU_CHANNELS)
           : 2,
+        json: values.json === true,
+      },
+    };
+  });
+}
+
+function parseQemuSend(args: string[]): Command {
+  const values = parseFlags(args, {
+    to: { type: "string" },
+    from: { type: "string" },
+    channels: { type: "string" },
+    zerocopy: { type: "boolean" },
+    format: { type: "string" },
+    json: { type: "boolean" },
+  }, QEMU_SEND_USAGE);
+  if (values.help) return { kind: "help", text: QEMU_SEND_USAGE };
+  return withUsage(QEMU_SEND_USAGE, () => {
+    if (typeof values.to !== "string") throw new Error("--to HOST:PORT is required");
+    if (typeof values.from !== "string" || values.from === "") throw new Error("--from DIR is required");
+    const to = parseHostPort(values.to, "--to");
+    if (to.port === 0) throw new Error("--to: port 0 is not a destination's port");
+    const format = values.format;
+    if (format !== undefined && format !== "7.2" && format !== "8.1+") throw new Error(`--format must be 7.2 or 8.1+`);
+    return {
+      kind: "qemu-send" as const,
+      options: {
+        to,
+        from: values.from,
+        channels: typeof values.channels === "string"
+          ? parseInteger(values.channels, "--channels", 1, MAX_QEMU_CHANNELS)
+          : 2,
+        zerocopy: values.zerocopy === true,
+        format: format as "7.2" | "8.1+" | undefined,
         json: values.json === true,
       },
     };
@@ -714,6 +777,29 @@ async function qemuRecv(options: QemuRecvOptions): Promise<number> {
   return 0;
 }
 
+/** qemu-send: a received directory into a real QEMU destination. */
+async function qemuSend(options: QemuSendOptions): Promise<number> {
+  let result: QemuSendResult;
+  try {
+    result = await QemuMigrationSender.send(options.from, {
+      hostname: options.to.hostname,
+      port: options.to.port,
+      channels: options.channels,
+      zerocopy: options.zerocopy,
+      format: options.format,
+    });
+  } catch (error) {
+    throw new Failure(`send failed: ${oneLine(error)}`);
+  }
+  reported = true;
+  if (options.json) {
+    out(JSON.stringify({ role: "qemu-send", runtime, ok: true, status: "sent", from: options.from, ...result }));
+  } else {
+    out(`done: ${options.from} sent to ${options.to.display}: ${formatBytes(result.bytes)} at ${result.GBps} GB/s`);
+  }
+  return 0;
+}
+
 async function main(argv: string[]): Promise<number> {
   let command: Command;
   try {
@@ -733,6 +819,7 @@ async function main(argv: string[]): Promise<number> {
   installSignalHandlers();
   try {
     if (command.kind === "qemu-recv") return await qemuRecv(command.options);
+    if (command.kind === "qemu-send") return await qemuSend(command.options);
     return command.kind === "recv" ? await recv(command.options) : await send(command.options);
   } catch (error) {
     removeFiles(cleanupOnFailure);

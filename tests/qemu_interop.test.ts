@@ -142,7 +142,7 @@ describe("we migrate into QEMU (QemuMigrationSender): a directory received from 
   }
 });
 
-describe("migrate.ts qemu-recv", () => {
+describe("migrate.ts qemu-recv and qemu-send", () => {
   const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
   test("QEMU 7.2 (4 channels) into the CLI: exit 0, one JSON line, the RAM file byte-identical", {
     skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
@@ -169,6 +169,34 @@ describe("migrate.ts qemu-recv", () => {
     }
   });
 
+  test("qemu-send: a received directory into QEMU 7.2 (2 channels): exit 0, one JSON line, completed", {
+    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-"));
+    let ram: Uint8Array | undefined;
+    try {
+      await migrateIntoUs("7.2", 11, { channels: 2, zerocopy: false }, (_result, received, sourceRam) => {
+        ram = sourceRam;
+        for (const file of ["mem.ram", "state.bin", "manifest.json"]) cpSync(join(received, file), join(dir, file));
+      });
+      const destination = await startQemuDestination("7.2", SIZE, 2);
+      try {
+        const child = new LineChild(
+          runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${destination.port}`, "--from", dir, "--json"]),
+        );
+        const { code } = await child.exited;
+        assert.equal(code, 0, child.stderr);
+        assert.equal(lastJson(child.stdout).status, "sent");
+        await destination.completed();
+        assert.ok(readFileSync(destination.ram).equals(ram!));
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("bad command lines exit 2 with the usage", {}, async () => {
     for (
       const args of [["qemu-recv"], ["qemu-recv", "--listen", "127.0.0.1:0"], [
@@ -184,7 +212,7 @@ describe("migrate.ts qemu-recv", () => {
       const child = new LineChild(runtimeArgv(cli, args));
       const { code } = await child.exited;
       assert.equal(code, 2, args.join(" "));
-      assert.match(child.stderr, /usage: migrate.ts qemu-recv/);
+      assert.match(child.stderr, new RegExp(`usage: migrate.ts ${args[0]}`));
     }
   });
 });
