@@ -199,15 +199,13 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
 
   test("bad command lines exit 2 with the usage", {}, async () => {
     for (
-      const args of [["qemu-recv"], ["qemu-recv", "--listen", "127.0.0.1:0"], [
-        "qemu-recv",
-        "--out",
-        "x",
-        "--listen",
-        "127.0.0.1:0",
-        "--channels",
-        "0",
-      ]]
+      const args of [
+        ["qemu-recv"],
+        ["qemu-recv", "--listen", "127.0.0.1:0"],
+        ["qemu-recv", "--out", "x", "--listen", "127.0.0.1:0", "--channels", "0"],
+        ["qemu-send", "--to", "127.0.0.1:1"],
+        ["qemu-send", "--to", "127.0.0.1:1", "--from", "d", "--format", "9"],
+      ]
     ) {
       const child = new LineChild(runtimeArgv(cli, args));
       const { code } = await child.exited;

@@ -26,8 +26,9 @@ import { encodeMultifdInit, MULTIFD_PAGES_PER_PACKET, QEMU_PAGE_SIZE } from "./w
 
 /** Where a {@link QemuMigrationSender} sends and how. */
 export interface QemuSenderOptions {
-  /** The QEMU destination's `migrate-incoming` address. */
+  /** The QEMU destination's `migrate-incoming` host. */
   hostname: string;
+  /** Its `migrate-incoming` port. */
   port: number;
   /** Its `multifd-channels`. Default 2. */
   channels?: number;
