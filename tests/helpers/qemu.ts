@@ -63,7 +63,12 @@ export async function startQemuSource(
         ...(options.zerocopy ? [{ capability: "zero-copy-send", state: true }] : []),
       ],
     });
-    await qmp.command("migrate-set-parameters", { "multifd-channels": options.channels });
+    // QEMU throttles to 128 MiB/s unless told otherwise (max-bandwidth), as bench/qemu.ts does.
+    await qmp.command("migrate-set-parameters", {
+      "multifd-channels": options.channels,
+      "max-bandwidth": 100e9,
+      "downtime-limit": 300_000,
+    });
   } catch (error) {
     qmp?.close();
     await child.kill();
