@@ -244,10 +244,18 @@ function installLibraries(prefix: string, missing: string[]): string | undefined
   return undefined;
 }
 
+/** What kind of guest {@link bareGuestArgv} starts. */
+export interface GuestKind {
+  /** "none" (default): no devices, no vCPU; "pc": an i440FX PC running SeaBIOS without a disk (several RAM blocks). */
+  machine?: "none" | "pc";
+  /** Started paused (`-S`; default true), or running. */
+  paused?: boolean;
+}
+
 /**
- * The command line of a guest with no devices and no vCPU running (`-machine none`, paused
- * with `-S`): its RAM is the file `ram` of `size` bytes (`backendOptions`: more options of
- * the memory-backend-file, e.g. ",align=2M"), controlled over QMP at the unix socket `qmp`.
+ * The command line of a guest (`-machine none` by default, paused with `-S`): its main RAM
+ * is the file `ram` of `size` bytes (`backendOptions`: more options of the
+ * memory-backend-file, e.g. ",align=2M"), controlled over QMP at the unix socket `qmp`.
  */
 export function bareGuestArgv(
   binary: QemuBinary,
@@ -255,17 +263,20 @@ export function bareGuestArgv(
   size: number,
   qmp: string,
   backendOptions = "",
+  kind: GuestKind = {},
 ): string[] {
+  const machine = kind.machine ?? "none";
   return [
     ...binary.argv,
     "-machine",
-    "none,memory-backend=mem",
+    `${machine},memory-backend=mem`,
+    ...(machine === "pc" ? ["-m", `${size / 2 ** 20}M`] : []),
     "-object",
     `memory-backend-file,id=mem,size=${size},mem-path=${ram},share=on${backendOptions}`,
     "-nodefaults",
     "-display",
     "none",
-    "-S",
+    ...(kind.paused === false ? [] : ["-S"]),
     "-accel",
     "tcg,tb-size=16",
     "-qmp",

@@ -142,6 +142,41 @@ describe("we migrate into QEMU (QemuMigrationSender): a directory received from 
   }
 });
 
+describe("a -machine pc guest with a running vCPU (SeaBIOS, no disk): several RAM blocks, device state", () => {
+  test("7.2 → ours → 7.2: every block received, the destination runs", {
+    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
+  }, async () => {
+    const size = 128 * 2 ** 20;
+    const pc = { machine: "pc", paused: false } as const;
+    const dir = mkdtempSync(join(tmpdir(), "qemu-pc-"));
+    const source = await startQemuSource("7.2", size, 21, { channels: 2, kind: pc });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 300)); // SeaBIOS is up and running
+      const receiver = await QemuMigrationReceiver.listen({ channels: 2 });
+      const receiving = receiver.receive(dir);
+      receiving.catch(() => {});
+      assert.equal((await source.migrate(receiver.port)).status, "completed");
+      const result = await receiving;
+      assert.ok(result.blocks.length > 1, JSON.stringify(result.blocks));
+      assert.ok(result.blocks.some((b) => b.name === "mem" && b.bytes === size));
+      assert.ok(result.blocks.some((b) => b.name === "pc.bios"), "SeaBIOS's block");
+      assert.match(result.machine, /^pc-i440fx-/);
+      // The source stopped at completion: its RAM is what we must hold.
+      assert.ok(readFileSync(join(dir, "mem.ram")).equals(readFileSync(source.ram)), "main RAM differs");
+      const destination = await startQemuDestination("7.2", size, 2, pc);
+      try {
+        await QemuMigrationSender.send(dir, { hostname: "127.0.0.1", port: destination.port, channels: 2 });
+        assert.equal(await destination.completed(), "running");
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      await source.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("migrate.ts qemu-recv and qemu-send", () => {
   const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
   test("QEMU 7.2 (4 channels) into the CLI: exit 0, one JSON line, the RAM file byte-identical", {

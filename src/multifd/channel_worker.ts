@@ -119,7 +119,8 @@ class SendEnd extends ChannelEnd {
   }
 
   /** Sends packets until the round's cursor runs out, then SYNC, flush, and the ack. */
-  round(pages: Uint32Array | null, pageCount: number, syncNumber: number): boolean {
+  round(pages: Uint32Array | null, pageCount: number, syncNumber: number, block?: number): boolean {
+    if (block !== undefined) this.#codec.selectBlock?.(block);
     const { pagesPerPacket, pageSize, zeroPages } = this.#config;
     const packets = Math.ceil(pageCount / pagesPerPacket);
     for (;;) {
@@ -350,7 +351,7 @@ function handle(message: ToSender | ToReceiver): void {
       }
       return;
     case "round": {
-      const allCopied = sending!.round(message.pages, message.pageCount, message.syncNumber);
+      const allCopied = sending!.round(message.pages, message.pageCount, message.syncNumber, message.block);
       self.postMessage({ kind: "synced", syncNumber: message.syncNumber, allCopied });
       return;
     }

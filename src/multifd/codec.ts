@@ -69,6 +69,8 @@ export interface SendCodec {
   data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number, staging: number): Outgoing;
   /** A control packet: SYNC (argument: the sync's number), END, VERDICT (1: checksums matched). */
   control(kind: ControlKind, argument: number): Outgoing;
+  /** A format whose packets name one of several memory blocks (QEMU's): the next round's pages are in block `index`. */
+  selectBlock?(index: number): void;
   /** Size of the receiver's SYNC acknowledgement. */
   readonly replyBytes: number;
   /** Size of the receiver's result. */

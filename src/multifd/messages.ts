@@ -29,7 +29,14 @@ export interface SenderConfig extends ChannelConfig {
 export type ToSender =
   | { kind: "start"; role: "send"; fd: number; region: RegionDescriptor; state: SharedState; config: SenderConfig }
   /** Send the round's pages (`pages` null: every page of the region), then SYNC and flush. */
-  | { kind: "round"; pages: Uint32Array<SharedArrayBuffer> | null; pageCount: number; syncNumber: number }
+  /** `block`: QEMU's format, the RAM block (index in `config.qemu.ramBlocks`) the round's pages are in. */
+  | {
+    kind: "round";
+    pages: Uint32Array<SharedArrayBuffer> | null;
+    pageCount: number;
+    syncNumber: number;
+    block?: number;
+  }
   | { kind: "checksum"; blocks: number[]; key: Uint8Array }
   /** Send END (answered "endSent"), so the receiver hashes its region while this side hashes its own. */
   | { kind: "end" }

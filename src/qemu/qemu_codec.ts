@@ -79,16 +79,15 @@ class QemuReceiveCodec implements ReceiveCodec {
 }
 
 /**
- * The sending half: the channel's pages (of the one RAM block its region is) as QEMU
- * packets; SYNC as a packet with the sync flag and no pages. QEMU's destination answers
+ * The sending half: a round's pages (of the RAM block selected for it) as QEMU packets; SYNC as a packet with the sync flag and no pages. QEMU's destination answers
  * nothing, so there is no reply to read.
  */
 class QemuSendCodec implements SendCodec {
   readonly stagingBytes = 0;
   readonly replyBytes = 0;
   readonly resultBytes = 0;
-  readonly #block: string;
-  readonly #region: RegionDescriptor;
+  readonly #blocks: { name: string; region: RegionDescriptor }[];
+  #block: { name: string; region: RegionDescriptor };
   readonly #populate: Populate;
   readonly #offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
   readonly #out: Outgoing = {
@@ -101,15 +100,20 @@ class QemuSendCodec implements SendCodec {
   #header: Uint8Array = new Uint8Array(0);
   #packetNumber = 0;
 
-  constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
-    const blocks = config.qemu?.ramBlocks ?? [];
-    if (blocks.length !== 1) throw new InvalidArgumentError("a QEMU sending channel sends one RAM block");
+  constructor(config: CodecConfig, populate: Populate) {
+    this.#blocks = config.qemu?.ramBlocks ?? [];
+    if (this.#blocks.length === 0) throw new InvalidArgumentError("a QEMU sending channel needs its RAM blocks");
     if (config.pagesPerPacket > MULTIFD_PAGES_PER_PACKET) {
       throw new InvalidArgumentError(`QEMU packets hold at most ${MULTIFD_PAGES_PER_PACKET} pages`);
     }
-    this.#block = blocks[0].name;
-    this.#region = region;
+    this.#block = this.#blocks[0];
     this.#populate = populate;
+  }
+
+  selectBlock(index: number): void {
+    const block = this.#blocks[index];
+    if (!block) throw new InvalidArgumentError(`no RAM block ${index}`);
+    this.#block = block;
   }
 
   data(normal: Float64Array, normalCount: number, _zero: Float64Array, zeroCount: number): Outgoing {
@@ -118,11 +122,11 @@ class QemuSendCodec implements SendCodec {
     out.payload.clear();
     for (let i = 0; i < normalCount; i++) {
       this.#offsets[i] = normal[i];
-      out.payload.push(this.#region.address + normal[i], QEMU_PAGE_SIZE);
+      out.payload.push(this.#block.region.address + normal[i], QEMU_PAGE_SIZE);
     }
     this.#populate(out.payload.addresses, out.payload.lengths, false);
     out.payloadBytes = normalCount * QEMU_PAGE_SIZE;
-    return this.#head(encodeMultifdPacket(this.#block, this.#offsets, normalCount, this.#packetNumber++, false));
+    return this.#head(encodeMultifdPacket(this.#block.name, this.#offsets, normalCount, this.#packetNumber++, false));
   }
 
   control(kind: ControlKind): Outgoing {
@@ -147,6 +151,6 @@ class QemuSendCodec implements SendCodec {
 
 /** QEMU's multifd channels: receiving from QEMU 7.2 to 10.0; sending 7.2's packets (10.0 reads them too). */
 export const qemuFormat: WireFormat = {
-  sender: (config, region, populate) => new QemuSendCodec(config, region, populate),
+  sender: (config, _region, populate) => new QemuSendCodec(config, populate),
   receiver: (config, _region, populate) => new QemuReceiveCodec(config, populate),
 };

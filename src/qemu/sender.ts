@@ -1,7 +1,7 @@
 /**
  * The source of a migration into a real QEMU destination (`-incoming defer`, capability
  * multifd on, the same `multifd-channels`, then `migrate-incoming tcp:HOST:PORT`): replays a
- * directory that {@link QemuMigrationReceiver} wrote. The main channel carries the stream
+ * directory that {@link QemuMigrationReceiver} wrote (every RAM block of it). The main channel carries the stream
  * header and configuration and the device state as they were received (state.bin), and the
  * RAM sections around them; every page goes over the N multifd channels (the module's
  * channel Workers, QEMU's packets behind the codec seam, zero-copy if asked), one SYNC per
@@ -84,21 +84,21 @@ export class QemuMigrationSender {
       throw new InvalidArgumentError(`format must be "7.2" or "8.1+", got ${format}`);
     }
     const blocks = manifest.blocks as QemuRamBlock[];
-    if (!Array.isArray(blocks) || blocks.length !== 1) {
-      throw new InvalidArgumentError(
-        `${dir}: ${blocks?.length} RAM blocks; sending more than one is not supported yet`,
-      );
-    }
+    if (!Array.isArray(blocks) || blocks.length === 0) throw new InvalidArgumentError(`${dir}: no RAM blocks`);
     const state = readFileSync(join(dir, "state.bin"));
     const headBytes = Number(manifest.stateHeaderBytes);
     if (!(headBytes >= 8 && headBytes <= state.length)) throw new InvalidArgumentError(`${dir}: bad stateHeaderBytes`);
-    const block = blocks[0];
-    const region = Region.openFile(join(dir, basename(block.file)));
+    const regions: Region[] = [];
     const transfer = new Transfer(channels, "none");
     let main: SocketChannel | undefined;
     try {
-      transfer.holdRegion(region);
-      if (region.size !== block.bytes) throw new InvalidArgumentError(`${block.file} is not ${block.bytes} bytes`);
+      for (const block of blocks) {
+        const region = Region.openFile(join(dir, basename(block.file)));
+        regions.push(region);
+        transfer.holdRegion(region);
+        if (region.size !== block.bytes) throw new InvalidArgumentError(`${block.file} is not ${block.bytes} bytes`);
+      }
+      const ramBlocks = blocks.map((block, i) => ({ name: block.name, region: regions[i].descriptor }));
       const connectOptions = {
         hostname: options.hostname,
         port: options.port,
@@ -131,13 +131,13 @@ export class QemuMigrationSender {
           zeroPages: false,
           zerocopyFallback: true,
           zerocopyBudgetBytes: -1,
-          qemu: { ramBlocks: [{ name: block.name, region: region.descriptor }] },
+          qemu: { ramBlocks },
         };
         pool.post(channelId, {
           kind: "start",
           role: "send",
           fd,
-          region: region.descriptor,
+          region: ramBlocks[0].region,
           state: transfer.state,
           config,
         });
@@ -147,11 +147,16 @@ export class QemuMigrationSender {
       const out = main;
       const none = new Uint32Array(new SharedArrayBuffer(0));
       /** One RAM section: its header, the pages (every channel ends with SYNC), then the end of section. */
-      const section = async (header: Uint8Array, pages: Uint32Array<SharedArrayBuffer> | null, pageCount: number) => {
+      const section = async (
+        header: Uint8Array,
+        pages: Uint32Array<SharedArrayBuffer> | null,
+        pageCount: number,
+        block = 0,
+      ) => {
         await out.writev([header]);
         Atomics.store(transfer.state.control, Control.CURSOR, 0);
         for (let id = 0; id < channels; id++) {
-          pool.post(id, { kind: "round", pages, pageCount, syncNumber: transfer.rounds });
+          pool.post(id, { kind: "round", pages, pageCount, syncNumber: transfer.rounds, block });
         }
         await pool.all("synced");
         transfer.rounds++;
@@ -160,10 +165,16 @@ export class QemuMigrationSender {
         end.u64(Ram.EOS).u8(SECTION_FOOTER).u32(RAM_SECTION_ID);
         await out.writev([end.bytes()]);
       };
+      const total = blocks.reduce((sum, block) => sum + block.bytes, 0);
       const start = new StreamBytes().u8(Section.START).u32(RAM_SECTION_ID).idstr("ram").u32(0).u32(RAM_SECTION_VERSION)
-        .u64(block.bytes + Ram.MEM_SIZE).idstr(block.name).u64(block.bytes);
+        .u64(total + Ram.MEM_SIZE);
+      for (const block of blocks) start.idstr(block.name).u64(block.bytes);
       await section(start.bytes(), none, 0);
-      await section(new StreamBytes().u8(Section.PART).u32(RAM_SECTION_ID).bytes(), null, region.size / QEMU_PAGE_SIZE);
+      // One PART per block: a packet names one block, and every sync needs its end of section.
+      for (let i = 0; i < blocks.length; i++) {
+        const part = new StreamBytes().u8(Section.PART).u32(RAM_SECTION_ID).bytes();
+        await section(part, null, Math.ceil(regions[i].size / QEMU_PAGE_SIZE), i);
+      }
       await section(new StreamBytes().u8(Section.END).u32(RAM_SECTION_ID).bytes(), none, 0);
       // Device sections, EOF and vmdesc, as received.
       await out.writev([state.subarray(headBytes)]);
@@ -177,7 +188,7 @@ export class QemuMigrationSender {
       throw error;
     } finally {
       main?.close();
-      await region.close();
+      for (const region of regions) await region.close();
     }
   }
 }

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import net from "node:net";
 import { LineChild } from "../../dev/child.ts";
 import { Qmp } from "../../dev/qmp.ts";
-import { bareGuestArgv, ensureQemuBinary, type QemuVersion } from "../../dev/qemu_binaries.ts";
+import { bareGuestArgv, ensureQemuBinary, type GuestKind, type QemuVersion } from "../../dev/qemu_binaries.ts";
 import { Region } from "../../mod.ts";
 import { fillPattern } from "./multifd.ts";
 
@@ -41,7 +41,7 @@ export async function startQemuSource(
   version: QemuVersion,
   size: number,
   seed: number,
-  options: { channels: number; zerocopy?: boolean },
+  options: { channels: number; zerocopy?: boolean; kind?: GuestKind },
 ): Promise<QemuSource> {
   const binary = ensureQemuBinary(version);
   if (typeof binary === "string") throw new Error(`QEMU ${version}: ${binary}`);
@@ -50,7 +50,7 @@ export async function startQemuSource(
   await guestRam(ram, size, seed);
   const qmpPath = join(work, "qmp.sock");
   const child = new LineChild([
-    ...bareGuestArgv(binary, ram, size, qmpPath),
+    ...bareGuestArgv(binary, ram, size, qmpPath, "", options.kind),
     ...(options.zerocopy ? ["-overcommit", "mem-lock=on"] : []),
   ], { label: `qemu ${version} source`, env: binary.env });
   let qmp: Qmp | undefined;
@@ -113,6 +113,7 @@ export async function startQemuDestination(
   version: QemuVersion,
   size: number,
   channels: number,
+  kind: GuestKind = {},
 ): Promise<QemuDestination> {
   const binary = ensureQemuBinary(version);
   if (typeof binary === "string") throw new Error(`QEMU ${version}: ${binary}`);
@@ -120,7 +121,7 @@ export async function startQemuDestination(
   const ram = join(work, "ram.img");
   await guestRam(ram, size, 999); // not the source's: every page must be overwritten
   const qmpPath = join(work, "qmp.sock");
-  const child = new LineChild([...bareGuestArgv(binary, ram, size, qmpPath), "-incoming", "defer"], {
+  const child = new LineChild([...bareGuestArgv(binary, ram, size, qmpPath, "", kind), "-incoming", "defer"], {
     label: `qemu ${version} destination`,
     env: binary.env,
   });
