@@ -173,6 +173,7 @@ zero-copy-send on or off), as QEMU's "-incoming defer" + "migrate-incoming tcp:H
   --out DIR            each RAM block to DIR/<block id>.ram, the device state verbatim to
                        DIR/state.bin, what came to DIR/manifest.json
   --channels N         QEMU's multifd-channels (default 2, as QEMU's); both sides must agree
+  --max-size BYTES     most guest RAM accepted, all blocks together, e.g. 64G (default 64 GiB)
   --json               print one JSON object with the result as the last line of stdout
   -h, --help           this help
 
@@ -209,6 +210,7 @@ interface QemuRecvOptions {
   listen: HostPort;
   out: string;
   channels: number;
+  maxSize?: number;
   json: boolean;
 }
 
@@ -253,6 +255,7 @@ function parseQemuRecv(args: string[]): Command {
     listen: { type: "string" },
     out: { type: "string" },
     channels: { type: "string" },
+    "max-size": { type: "string" },
     json: { type: "boolean" },
   }, QEMU_RECV_USAGE);
   if (values.help) return { kind: "help", text: QEMU_RECV_USAGE };
@@ -267,6 +270,7 @@ function parseQemuRecv(args: string[]): Command {
         channels: typeof values.channels === "string"
           ? parseInteger(values.channels, "--channels", 1, MAX_QEMU_CHANNELS)
           : 2,
+        maxSize: typeof values["max-size"] === "string" ? parseSize(values["max-size"], "--max-size") : undefined,
         json: values.json === true,
       },
     };
@@ -751,6 +755,7 @@ async function qemuRecv(options: QemuRecvOptions): Promise<number> {
     hostname: options.listen.hostname,
     port: options.listen.port,
     channels: options.channels,
+    maxSize: options.maxSize,
   }).catch((error) => {
     throw new Failure(`cannot listen on ${options.listen.display}: ${oneLine(error)}`);
   });

@@ -30,6 +30,8 @@ import { Transfer } from "../multifd/transfer.ts";
 import { ProtocolError } from "../multifd/wire.ts";
 import { WorkerPool } from "../multifd/worker_pool.ts";
 import { StreamReader } from "./stream_reader.ts";
+import { DEFAULT_MAX_REGION_BYTES } from "../multifd/receiver.ts";
+import { type MainStreamHandler, readMainStream } from "./main_stream.ts";
 import {
   MULTIFD_INIT_BYTES,
   MULTIFD_MAGIC,
@@ -37,7 +39,6 @@ import {
   parseMultifdInit,
   QEMU_PAGE_SIZE,
   QEMU_VM_FILE_MAGIC,
-  QEMU_VM_FILE_VERSION,
 } from "./wire.ts";
 
 /** Most multifd channels QEMU allows (`multifd-channels` is a uint8). */
@@ -57,6 +58,8 @@ export interface QemuReceiverOptions {
   connectTimeoutMs?: number;
   /** Longest a channel may go without data in the migration, in ms (-1: no limit). Default 60 s. */
   ioTimeoutMs?: number;
+  /** Most guest RAM accepted (all blocks), in bytes: a larger stream is refused before any file is made. Default 64 GiB. */
+  maxSize?: number;
 }
 
 /** One RAM block received: its id (QEMU's RAMBlock idstr), size, and file. */
@@ -92,34 +95,6 @@ export interface QemuReceiveResult extends TransferStats {
   stateBytes: number;
 }
 
-// Section types and RAM record flags of QEMU's main stream (savevm.h, ram.c).
-const Section = {
-  EOF: 0x00,
-  START: 0x01,
-  PART: 0x02,
-  END: 0x03,
-  FULL: 0x04,
-  SUBSECTION: 0x05,
-  CONFIGURATION: 0x07,
-  COMMAND: 0x08,
-};
-/** QEMU_VM_COMMAND commands understood: SWITCHOVER_START (QEMU ≥ 9.2: "the source is about to stop the VM"). */
-const Command = { SWITCHOVER_START: 11 };
-const SECTION_FOOTER = 0x7e;
-const Ram = {
-  ZERO: 0x02,
-  MEM_SIZE: 0x04,
-  PAGE: 0x08,
-  EOS: 0x10,
-  CONTINUE: 0x20,
-  XBZRLE: 0x40,
-  HOOK: 0x80,
-  COMPRESS_PAGE: 0x100,
-  MULTIFD_FLUSH: 0x200,
-};
-const RAM_SECTION_VERSION = 4;
-const PAGE_MASK = BigInt(QEMU_PAGE_SIZE - 1);
-
 /**
  * A QEMU-compatible multifd migration destination: what `-incoming` is to QEMU, with RAM
  * blocks going to files.
@@ -138,12 +113,20 @@ export class QemuMigrationReceiver {
   readonly #channels: number;
   readonly #connectTimeoutMs: number;
   readonly #ioTimeoutMs: number;
+  readonly #maxSize: number;
   #transfer: Transfer | undefined;
   #accepted: SocketChannel[] = [];
   /** Starts the limit on QEMU connecting all its channels (at the first connection). */
   #startDeadline: () => void = () => {};
 
-  private constructor(listener: Listener, channels: number, connectTimeoutMs: number, ioTimeoutMs: number) {
+  private constructor(
+    listener: Listener,
+    channels: number,
+    connectTimeoutMs: number,
+    ioTimeoutMs: number,
+    maxSize: number,
+  ) {
+    this.#maxSize = maxSize;
     this.#listener = listener;
     this.#channels = channels;
     this.#connectTimeoutMs = connectTimeoutMs;
@@ -155,8 +138,9 @@ export class QemuMigrationReceiver {
     const channels = integerOption("channels", options.channels, 2, 1, MAX_QEMU_CHANNELS);
     const connect = timeoutMs("connectTimeoutMs", options.connectTimeoutMs, 30_000, false);
     const io = timeoutMs("ioTimeoutMs", options.ioTimeoutMs, 60_000);
+    const maxSize = integerOption("maxSize", options.maxSize, DEFAULT_MAX_REGION_BYTES, 0, Number.MAX_SAFE_INTEGER);
     const listener = await listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
-    return new QemuMigrationReceiver(listener, channels, connect, io);
+    return new QemuMigrationReceiver(listener, channels, connect, io, maxSize);
   }
 
   /** The port to give QEMU's `migrate` (`tcp:HOST:PORT`). */
@@ -257,212 +241,33 @@ export class QemuMigrationReceiver {
     regions: Region[],
     started: number,
   ): Promise<QemuReceiveResult> {
-    // Header and configuration: kept verbatim (the start of state.bin).
-    const head: number[] = [];
-    // The magic ("QEVM") was read when the channel was told apart from the multifd ones.
-    const version = await stream.u32("qemu.header");
-    if (version !== QEMU_VM_FILE_VERSION) throw new ProtocolError("qemu.header", `file version ${version}`);
-    pushU32(head, QEMU_VM_FILE_MAGIC), pushU32(head, version);
-    let machine = "";
-    if (await stream.peek() === Section.CONFIGURATION) {
-      head.push(await stream.u8("qemu.configuration"));
-      const length = await stream.u32("qemu.configuration");
-      const name = await stream.bytes(length, "qemu.configuration");
-      pushU32(head, length), head.push(...name);
-      machine = new TextDecoder().decode(name);
-      if (await stream.peek() === Section.SUBSECTION) {
-        throw new ProtocolError(
-          "qemu.configuration",
-          "configuration subsections (-uuid with validate-uuid, x-ignore-shared) are not supported",
-        );
-      }
-    }
-
-    const blocks = new Map<string, Region>();
     const order: QemuRamBlock[] = [];
-    let ramSection = -1;
-    let sections = 0;
-    let zeroPageRecords = 0;
-    let mainChannelPages = 0;
     let pool: WorkerPool<ToReceiver, FromReceiver> | undefined;
-    let lastBlock: Region | undefined;
-    /** Whether the stream syncs once per pass (MULTIFD_FLUSH records, QEMU ≥ 8.1) rather than per section (7.2). */
-    let syncPerPass = false;
-    /** QEMU_VM_COMMANDs read between RAM sections (ids). */
-    const commands: number[] = [];
-
-    const startWorkers = async () => {
-      pool = await WorkerPool.start<ToReceiver, FromReceiver>(
-        new URL("../multifd/channel_worker.ts", import.meta.url),
-        this.#channels,
-        (error) => void transfer.abort(error),
-      );
-      transfer.adoptPool(pool);
-      transfer.startClock(started);
-      const ramBlocks = order.map((b) => ({ name: b.name, region: blocks.get(b.name)!.descriptor }));
-      const options = resolveChannelOptions({ ioTimeoutMs: this.#ioTimeoutMs });
-      transfer.fds.forEach((fd, channelId) => {
-        const config: ChannelConfig = {
-          ...options,
-          channelId,
-          pageSize: QEMU_PAGE_SIZE,
-          pagesPerPacket: MULTIFD_PAGES_PER_PACKET,
-          qemu: { ramBlocks },
-        };
-        pool!.post(channelId, {
-          kind: "start",
-          role: "receive",
-          fd,
-          region: ramBlocks[0].region,
-          state: transfer.state,
-          config,
-        });
-      });
+    const handler: MainStreamHandler = {
+      blocks: async (list) => {
+        for (const { name, bytes } of list) {
+          const file = join(dir, `${name.replaceAll("/", "_")}.ram`);
+          rmSync(file, { force: true });
+          const region = Region.createFile(file, bytes);
+          regions.push(region);
+          transfer.holdRegion(region);
+          order.push({ name, bytes, file });
+        }
+        pool = await this.#startWorkers(transfer, order, regions, started);
+        return regions;
+      },
+      // QEMU's multifd_recv_sync_main: every channel has read its SYNC; then all go on.
+      barrier: async () => {
+        await pool!.all("sync");
+        transfer.rounds++;
+        Atomics.add(transfer.state.control, Control.BARRIER, 1);
+        Atomics.notify(transfer.state.control, Control.BARRIER);
+      },
     };
-
-    /** QEMU's multifd_recv_sync_main: every channel has read its SYNC; then all go on. */
-    const barrier = async () => {
-      await pool!.all("sync");
-      transfer.rounds++;
-      Atomics.add(transfer.state.control, Control.BARRIER, 1);
-      Atomics.notify(transfer.state.control, Control.BARRIER);
-    };
-
-    const blockOf = async (flags: number): Promise<Region> => {
-      if (flags & Ram.CONTINUE) {
-        if (!lastBlock) throw new ProtocolError("qemu.ram.block", "CONTINUE without a block before it");
-        return lastBlock;
-      }
-      const name = await stream.idstr("qemu.ram.block");
-      const region = blocks.get(name);
-      if (!region) throw new ProtocolError("qemu.ram.block", `unknown RAM block "${name}"`);
-      return (lastBlock = region);
-    };
-
-    /** One RAM section's records, up to and including its EOS. */
-    const ramRecords = async (start: boolean) => {
-      for (;;) {
-        const word = await stream.u64("qemu.ram.record");
-        const flags = Number(word & PAGE_MASK);
-        const offset = Number(word & ~PAGE_MASK);
-        if (flags & Ram.MEM_SIZE) {
-          if (!start || blocks.size > 0) {
-            throw new ProtocolError("qemu.ram.record", "MEM_SIZE outside the first section");
-          }
-          let total = offset;
-          while (total > 0) {
-            const name = await stream.idstr("qemu.ram.block");
-            const bytes = Number(await stream.u64("qemu.ram.block"));
-            if (bytes <= 0 || bytes > total || bytes % QEMU_PAGE_SIZE !== 0 || blocks.has(name)) {
-              throw new ProtocolError("qemu.ram.block", `block "${name}" of ${bytes} bytes (of ${total} left)`);
-            }
-            if (!/^[\w.:/@-]+$/.test(name)) throw new ProtocolError("qemu.ram.block", `block id "${name}"`);
-            const file = join(dir, `${name.replaceAll("/", "_")}.ram`);
-            rmSync(file, { force: true });
-            const region = Region.createFile(file, bytes);
-            regions.push(region);
-            transfer.holdRegion(region);
-            blocks.set(name, region);
-            order.push({ name, bytes, file });
-            total -= bytes;
-          }
-          await startWorkers();
-          continue;
-        }
-        if (flags === Ram.MULTIFD_FLUSH) {
-          // QEMU ≥ 8.1 (without the 8.0 machine compat): one sync per pass over RAM, marked
-          // here, instead of one per section; its EOS is then no barrier.
-          if (!pool) throw new ProtocolError("qemu.ram.record", "MULTIFD_FLUSH before MEM_SIZE");
-          syncPerPass = true;
-          await barrier();
-          continue;
-        }
-        if (flags === Ram.EOS) {
-          if (!syncPerPass) await barrier();
-          return;
-        }
-        const kind = flags & ~Ram.CONTINUE;
-        if (kind === Ram.ZERO || kind === Ram.PAGE) {
-          const region = await blockOf(flags);
-          if (offset + QEMU_PAGE_SIZE > region.size) {
-            throw new ProtocolError("qemu.ram.offset", `${offset} is outside a block of ${region.size} bytes`);
-          }
-          const page = region.view(offset, QEMU_PAGE_SIZE);
-          if (kind === Ram.ZERO) {
-            const fill = await stream.u8("qemu.ram.zero");
-            // As QEMU's ram_handle_compressed: a page already zero is not touched.
-            if (fill !== 0 || page.some((b) => b !== 0)) page.fill(fill);
-            zeroPageRecords++;
-          } else {
-            await stream.into(page, "qemu.ram.page");
-            mainChannelPages++;
-          }
-          continue;
-        }
-        if (flags & (Ram.XBZRLE | Ram.COMPRESS_PAGE | Ram.HOOK)) {
-          throw new ProtocolError(
-            "qemu.ram.record",
-            `flags 0x${flags.toString(16)}: xbzrle, compress or RDMA are not supported`,
-          );
-        }
-        throw new ProtocolError("qemu.ram.record", `unknown flags 0x${flags.toString(16)}`);
-      }
-    };
-
-    const footer = async (sectionId: number) => {
-      const mark = await stream.u8("qemu.section.footer");
-      const id = await stream.u32("qemu.section.footer");
-      if (mark !== SECTION_FOOTER || id !== sectionId) {
-        throw new ProtocolError("qemu.section.footer", `0x${mark.toString(16)} ${id}, expected 0x7e ${sectionId}`);
-      }
-    };
-
-    // RAM sections until the END of "ram": each ends with an EOS, the barrier of its SYNCs.
-    for (let ended = false; !ended;) {
-      const type = await stream.u8("qemu.section");
-      if (type === Section.START) {
-        const sectionId = await stream.u32("qemu.section");
-        const name = await stream.idstr("qemu.section");
-        await stream.u32("qemu.section"); // instance id
-        const version = await stream.u32("qemu.section");
-        if (name !== "ram") {
-          throw new ProtocolError("qemu.section", `iterable section "${name}": only "ram" is supported`);
-        }
-        if (ramSection >= 0) throw new ProtocolError("qemu.section", "a second START of ram");
-        if (version !== RAM_SECTION_VERSION) throw new ProtocolError("qemu.section", `ram version ${version}`);
-        ramSection = sectionId;
-        await ramRecords(true);
-        if (!pool) throw new ProtocolError("qemu.ram.record", "no MEM_SIZE in the first RAM section");
-      } else if (type === Section.PART || type === Section.END) {
-        const sectionId = await stream.u32("qemu.section");
-        if (sectionId !== ramSection) throw new ProtocolError("qemu.section", `section ${sectionId} is not ram's`);
-        await ramRecords(false);
-        ended = type === Section.END;
-      } else if (type === Section.COMMAND) {
-        const command = await stream.u16("qemu.command");
-        const length = await stream.u16("qemu.command");
-        const data = await stream.bytes(length, "qemu.command");
-        if (command !== Command.SWITCHOVER_START) {
-          throw new ProtocolError(
-            "qemu.command",
-            `command ${command} (postcopy, return path and COLO are not supported)`,
-          );
-        }
-        void data;
-        commands.push(command);
-        continue;
-      } else {
-        throw new ProtocolError(
-          "qemu.section",
-          `section type ${type} before the end of RAM (postcopy, commands and other sections are not supported)`,
-        );
-      }
-      sections++;
-      await footer(ramSection);
-    }
-
-    // Device sections, EOF and vmdesc: verbatim, until QEMU closes the main channel.
-    const tail = await stream.rest(MAX_DEVICE_STATE_BYTES, "qemu.state");
+    const facts = await readMainStream(stream, handler, {
+      maxRamBytes: this.#maxSize,
+      maxStateBytes: MAX_DEVICE_STATE_BYTES,
+    });
     await pool!.all("ended");
     transfer.stopClock();
     for (const region of regions) region.sync();
@@ -470,29 +275,59 @@ export class QemuMigrationReceiver {
     await transfer.close();
     if (transfer.failure) throw transfer.failure;
 
-    const state = new Uint8Array(head.length + tail.length);
-    state.set(head);
-    state.set(tail, head.length);
+    const state = new Uint8Array(facts.head.length + facts.tail.length);
+    state.set(facts.head);
+    state.set(facts.tail, facts.head.length);
     writeFileSync(join(dir, "state.bin"), state);
     const result: QemuReceiveResult = {
       ...stats,
-      streamFormat: syncPerPass ? "8.1+" : "7.2",
-      machine,
+      streamFormat: facts.syncPerPass ? "8.1+" : "7.2",
+      machine: facts.machine,
       blocks: order,
-      zeroPageRecords,
-      mainChannelPages,
-      sections,
-      commands,
+      zeroPageRecords: facts.zeroPageRecords,
+      mainChannelPages: facts.mainChannelPages,
+      sections: facts.sections,
+      commands: facts.commands,
       stateBytes: state.length,
     };
-    writeFileSync(
-      join(dir, "manifest.json"),
-      JSON.stringify({ ...result, stateHeaderBytes: head.length }, null, 2) + "\n",
-    );
+    const manifest = { ...result, stateHeaderBytes: facts.head.length };
+    writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
     return result;
   }
-}
 
-function pushU32(out: number[], value: number): void {
-  out.push(value >>> 24, (value >>> 16) & 0xff, (value >>> 8) & 0xff, value & 0xff);
+  /** The channel Workers, each receiving into the blocks (QEMU's packets name theirs). */
+  async #startWorkers(
+    transfer: Transfer,
+    order: QemuRamBlock[],
+    regions: Region[],
+    started: number,
+  ): Promise<WorkerPool<ToReceiver, FromReceiver>> {
+    const pool = await WorkerPool.start<ToReceiver, FromReceiver>(
+      new URL("../multifd/channel_worker.ts", import.meta.url),
+      this.#channels,
+      (error) => void transfer.abort(error),
+    );
+    transfer.adoptPool(pool);
+    transfer.startClock(started);
+    const ramBlocks = order.map((block, i) => ({ name: block.name, region: regions[i].descriptor }));
+    const options = resolveChannelOptions({ ioTimeoutMs: this.#ioTimeoutMs });
+    transfer.fds.forEach((fd, channelId) => {
+      const config: ChannelConfig = {
+        ...options,
+        channelId,
+        pageSize: QEMU_PAGE_SIZE,
+        pagesPerPacket: MULTIFD_PAGES_PER_PACKET,
+        qemu: { ramBlocks },
+      };
+      pool.post(channelId, {
+        kind: "start",
+        role: "receive",
+        fd,
+        region: ramBlocks[0].region,
+        state: transfer.state,
+        config,
+      });
+    });
+    return pool;
+  }
 }

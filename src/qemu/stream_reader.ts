@@ -1,27 +1,34 @@
 /**
  * Buffered reading of QEMU's main migration channel (a QEMUFile stream: big-endian
- * integers, length-prefixed ids, raw pages) from a {@link SocketChannel}, with the stream
- * position for error messages. EOF where bytes are due is a ProtocolError naming `what`.
+ * integers, length-prefixed ids, raw pages) from a {@link ByteSource} (a SocketChannel, or
+ * bytes in memory for the fuzz tests), with the stream position for error messages. EOF where bytes are due is a ProtocolError naming `what`.
  * @module
  */
-import type { SocketChannel } from "../socket_channel.ts";
 import { ProtocolError } from "../multifd/wire.ts";
 
 const BUFFER_BYTES = 256 * 1024;
 const decoder = new TextDecoder();
 
+/** Where the bytes come from: `read` fills some of `buf` and says how much, 0 at EOF (SocketChannel.read). */
+export interface ByteSource {
+  read(buf: Uint8Array): Promise<number>;
+}
+
 export class StreamReader {
-  readonly #channel: SocketChannel;
-  #buffer = new Uint8Array(BUFFER_BYTES);
-  #view = new DataView(this.#buffer.buffer);
+  readonly #channel: ByteSource;
+  readonly #buffer: Uint8Array;
+  readonly #view: DataView;
   #start = 0;
   #end = 0;
   #eof = false;
   /** Bytes consumed before the buffer's start. */
   #base = 0;
 
-  constructor(channel: SocketChannel) {
+  /** `bufferBytes`: how much is read ahead (at least a page; 256 KiB by default). */
+  constructor(channel: ByteSource, bufferBytes = BUFFER_BYTES) {
     this.#channel = channel;
+    this.#buffer = new Uint8Array(Math.max(bufferBytes, 4096));
+    this.#view = new DataView(this.#buffer.buffer);
   }
 
   /** Stream position of the next byte. */
@@ -29,7 +36,7 @@ export class StreamReader {
     return this.#base + this.#start;
   }
 
-  /** Makes `n` bytes available (n ≤ the buffer); false at EOF with fewer. */
+  /** Makes `n` bytes available (n ≤ the buffer: every caller asks for at most a page); false at EOF with fewer. */
   async #fill(n: number): Promise<boolean> {
     while (this.#end - this.#start < n) {
       if (this.#eof) return false;
@@ -88,7 +95,7 @@ export class StreamReader {
   async into(out: Uint8Array, what: string): Promise<void> {
     let done = 0;
     while (done < out.length) {
-      const step = Math.min(out.length - done, BUFFER_BYTES);
+      const step = Math.min(out.length - done, this.#buffer.length);
       const at = await this.#need(step, what);
       out.set(this.#buffer.subarray(at, at + step), done);
       done += step;
