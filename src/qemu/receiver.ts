@@ -17,7 +17,7 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ChannelClosedError, TimeoutError } from "../errors.ts";
+import { ChannelClosedError, TimeoutError, TransferAbortedError } from "../errors.ts";
 import { listen, type Listener } from "../listener.ts";
 import { integerOption, timeoutMs } from "../options.ts";
 import { Region } from "../region.ts";
@@ -151,7 +151,8 @@ export class QemuMigrationReceiver {
   /**
    * Receives one migration into directory `dir` (created if missing; its `*.ram`,
    * `state.bin` and `manifest.json` replaced). Resolves once QEMU has closed every channel,
-   * every page is in place and the files are synced.
+   * every page is in place and the files are synced. A failed receive writes no manifest;
+   * the block files it made stay, partly written.
    */
   async receive(dir: string): Promise<QemuReceiveResult> {
     const started = performance.now();
@@ -178,7 +179,7 @@ export class QemuMigrationReceiver {
 
   /** Aborts a receive: every channel is shut down, the Workers exit, `receive` rejects. */
   async abort(reason = "aborted by the receiver"): Promise<void> {
-    const error = new ChannelClosedError(reason);
+    const error = new TransferAbortedError(reason);
     for (const channel of this.#accepted) channel.close();
     this.#listener.close();
     await this.#transfer?.abort(error);
@@ -212,7 +213,8 @@ export class QemuMigrationReceiver {
           continue;
         }
         const magic = new DataView(opening.buffer).getUint32(0);
-        if (magic === QEMU_VM_FILE_MAGIC && !mainChannel) {
+        if (magic === QEMU_VM_FILE_MAGIC) {
+          if (mainChannel) throw new ProtocolError("qemu.channel", "a second main channel");
           mainChannel = channel;
           continue;
         }
