@@ -244,6 +244,14 @@ export class QemuMigrationReceiver {
     started: number,
   ): Promise<QemuReceiveResult> {
     const order: QemuRamBlock[] = [];
+    // The channel Workers start now, while the main channel's header and block list arrive
+    // (QEMU's clock runs meanwhile); they get their blocks once START has named them.
+    const starting = WorkerPool.start<ToReceiver, FromReceiver>(
+      new URL("../multifd/channel_worker.ts", import.meta.url),
+      this.#channels,
+      (error) => void transfer.abort(error),
+    ).then((pool) => (transfer.adoptPool(pool), pool));
+    starting.catch(() => {});
     let pool: WorkerPool<ToReceiver, FromReceiver> | undefined;
     const handler: MainStreamHandler = {
       blocks: async (list) => {
@@ -255,7 +263,8 @@ export class QemuMigrationReceiver {
           transfer.holdRegion(region);
           order.push({ name, bytes, file });
         }
-        pool = await this.#startWorkers(transfer, order, regions, started);
+        pool = await starting;
+        this.#startChannels(pool, transfer, order, regions, started);
         return regions;
       },
       // QEMU's multifd_recv_sync_main: every channel has read its SYNC; then all go on.
@@ -297,19 +306,14 @@ export class QemuMigrationReceiver {
     return result;
   }
 
-  /** The channel Workers, each receiving into the blocks (QEMU's packets name theirs). */
-  async #startWorkers(
+  /** Starts every channel Worker receiving into the blocks (QEMU's packets name theirs). */
+  #startChannels(
+    pool: WorkerPool<ToReceiver, FromReceiver>,
     transfer: Transfer,
     order: QemuRamBlock[],
     regions: Region[],
     started: number,
-  ): Promise<WorkerPool<ToReceiver, FromReceiver>> {
-    const pool = await WorkerPool.start<ToReceiver, FromReceiver>(
-      new URL("../multifd/channel_worker.ts", import.meta.url),
-      this.#channels,
-      (error) => void transfer.abort(error),
-    );
-    transfer.adoptPool(pool);
+  ): void {
     transfer.startClock(started);
     const ramBlocks = order.map((block, i) => ({ name: block.name, region: regions[i].descriptor }));
     const options = resolveChannelOptions({ ioTimeoutMs: this.#ioTimeoutMs });
@@ -330,6 +334,5 @@ export class QemuMigrationReceiver {
         config,
       });
     });
-    return pool;
   }
 }
