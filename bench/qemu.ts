@@ -44,12 +44,12 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import net from "node:net";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { Region } from "../mod.ts";
 import { LineChild } from "../dev/child.ts";
 import { Qmp } from "../dev/qmp.ts";
+import { freePort } from "../dev/ports.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
@@ -135,17 +135,6 @@ function shmemPmdMappedKiB(pid: number): number {
   } catch {
     return -1;
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Zeroes a file in place (its tmpfs pages stay allocated, so every run starts alike). */

@@ -6,9 +6,9 @@
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import net from "node:net";
 import { LineChild } from "../../dev/child.ts";
 import { Qmp } from "../../dev/qmp.ts";
+import { freePort } from "../../dev/ports.ts";
 import { bareGuestArgv, ensureQemuBinary, type GuestKind, type QemuVersion } from "../../dev/qemu_binaries.ts";
 import { Region } from "../../mod.ts";
 import { fillPattern } from "./multifd.ts";
@@ -158,15 +158,4 @@ export async function startQemuDestination(
     rmSync(work, { recursive: true, force: true });
     throw error;
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-  });
 }
