@@ -123,6 +123,9 @@ function block(size: number): RamBlockTarget {
       }
       return bytes.subarray(offset, offset + length);
     },
+    zeroPage(offset) {
+      this.view(offset, QEMU_PAGE_SIZE).fill(0);
+    },
   };
 }
 

@@ -11,10 +11,15 @@ import { ProtocolError } from "../multifd/wire.ts";
 import type { StreamReader } from "./stream_reader.ts";
 import { QEMU_PAGE_SIZE, QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION } from "./wire.ts";
 
-/** Where a RAM block's pages land: its size, and a window onto its bytes. */
+/** Where a RAM block's pages land: its size, a window onto its bytes, and a zero-fill. */
 export interface RamBlockTarget {
   readonly size: number;
   view(offset: number, length: number): Uint8Array;
+  /**
+   * Makes the page at `offset` read as zeros, writing it only if it is not zero already (as
+   * QEMU's ram_handle_compressed: a page never touched stays untouched).
+   */
+  zeroPage(offset: number): void;
 }
 
 /** What the stream asks of its destination. */
@@ -177,14 +182,13 @@ export async function readMainStream(
         if (offset + QEMU_PAGE_SIZE > region.size) {
           throw new ProtocolError("qemu.ram.offset", `${offset} is outside a block of ${region.size} bytes`);
         }
-        const page = region.view(offset, QEMU_PAGE_SIZE);
         if (kind === Ram.ZERO) {
           const fill = await stream.u8("qemu.ram.zero");
-          // As QEMU's ram_handle_compressed: a page already zero is not touched.
-          if (fill !== 0 || page.some((b) => b !== 0)) page.fill(fill);
+          if (fill === 0) region.zeroPage(offset);
+          else region.view(offset, QEMU_PAGE_SIZE).fill(fill);
           zeroPageRecords++;
         } else {
-          await stream.into(page, "qemu.ram.page");
+          await stream.into(region.view(offset, QEMU_PAGE_SIZE), "qemu.ram.page");
           mainChannelPages++;
         }
         continue;

@@ -22,13 +22,16 @@ import type {
 } from "../multifd/codec.ts";
 import { PageScan, Ranges } from "../multifd/packet.ts";
 import {
-  encodeMultifdPacket,
   MULTIFD_FLAG_SYNC,
   MULTIFD_PACKET_HEADER_BYTES,
   MULTIFD_PAGES_PER_PACKET,
   parseMultifdPacket,
   QEMU_PAGE_SIZE,
+  writeMultifdPacket,
 } from "./wire.ts";
+
+/** The block id of a packet without pages (QEMU leaves its own stale; an empty one is as good). */
+const NO_BLOCK = new Uint8Array(0);
 
 class QemuReceiveCodec implements ReceiveCodec {
   readonly #blocks = new Map<string, RegionDescriptor>();
@@ -86,22 +89,23 @@ class QemuSendCodec implements SendCodec {
   readonly stagingBytes = 0;
   readonly replyBytes = 0;
   readonly resultBytes = 0;
-  readonly #blocks: { name: string; region: RegionDescriptor }[];
-  #block: { name: string; region: RegionDescriptor };
+  /** Each block's region and id, the id as the bytes a packet carries. */
+  readonly #blocks: { id: Uint8Array; region: RegionDescriptor }[];
+  #block: { id: Uint8Array; region: RegionDescriptor };
   readonly #populate: Populate;
-  readonly #offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
+  /** The packet header, rewritten for every packet at a stable address (the kernel copies it). */
+  readonly #header = new DataView(new ArrayBuffer(MULTIFD_PACKET_HEADER_BYTES));
   readonly #out: Outgoing = {
-    headAddress: 0,
+    headAddress: addressOf(new Uint8Array(this.#header.buffer)),
     headLength: MULTIFD_PACKET_HEADER_BYTES,
     payload: new Ranges(),
     payloadBytes: 0,
   };
-  /** The header being sent: kept referenced until the next one (the kernel copies it). */
-  #header: Uint8Array = new Uint8Array(0);
   #packetNumber = 0;
 
   constructor(config: CodecConfig, populate: Populate) {
-    this.#blocks = config.qemu?.ramBlocks ?? [];
+    const encoder = new TextEncoder();
+    this.#blocks = (config.qemu?.ramBlocks ?? []).map((b) => ({ id: encoder.encode(b.name), region: b.region }));
     if (this.#blocks.length === 0) throw new InvalidArgumentError("a QEMU sending channel needs its RAM blocks");
     if (config.pagesPerPacket > MULTIFD_PAGES_PER_PACKET) {
       throw new InvalidArgumentError(`QEMU packets hold at most ${MULTIFD_PAGES_PER_PACKET} pages`);
@@ -120,25 +124,18 @@ class QemuSendCodec implements SendCodec {
     if (zeroCount > 0) throw new InvalidArgumentError("QEMU 7.2's packets carry no zero pages");
     const out = this.#out;
     out.payload.clear();
-    for (let i = 0; i < normalCount; i++) {
-      this.#offsets[i] = normal[i];
-      out.payload.push(this.#block.region.address + normal[i], QEMU_PAGE_SIZE);
-    }
+    for (let i = 0; i < normalCount; i++) out.payload.push(this.#block.region.address + normal[i], QEMU_PAGE_SIZE);
     this.#populate(out.payload.addresses, out.payload.lengths, false);
     out.payloadBytes = normalCount * QEMU_PAGE_SIZE;
-    return this.#head(encodeMultifdPacket(this.#block.name, this.#offsets, normalCount, this.#packetNumber++, false));
+    writeMultifdPacket(this.#header, this.#block.id, normal, normalCount, this.#packetNumber++, false);
+    return out;
   }
 
   control(kind: ControlKind): Outgoing {
     if (kind !== "sync") throw new InvalidArgumentError(`QEMU's format has no ${kind} packet`);
     this.#out.payload.clear();
     this.#out.payloadBytes = 0;
-    return this.#head(encodeMultifdPacket("", this.#offsets, 0, this.#packetNumber++, true));
-  }
-
-  #head(header: Uint8Array): Outgoing {
-    this.#header = header;
-    this.#out.headAddress = addressOf(this.#header);
+    writeMultifdPacket(this.#header, NO_BLOCK, [], 0, this.#packetNumber++, true);
     return this.#out;
   }
 

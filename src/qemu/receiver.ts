@@ -31,7 +31,8 @@ import { ProtocolError } from "../multifd/wire.ts";
 import { WorkerPool } from "../multifd/worker_pool.ts";
 import { StreamReader } from "./stream_reader.ts";
 import { DEFAULT_MAX_REGION_BYTES } from "../multifd/receiver.ts";
-import { type MainStreamHandler, readMainStream } from "./main_stream.ts";
+import { type MainStreamHandler, type RamBlockTarget, readMainStream } from "./main_stream.ts";
+import { PageScan } from "../multifd/packet.ts";
 import {
   MULTIFD_INIT_BYTES,
   MULTIFD_MAGIC,
@@ -265,7 +266,7 @@ export class QemuMigrationReceiver {
         }
         pool = await starting;
         this.#startChannels(pool, transfer, order, regions, started);
-        return regions;
+        return regions.map(zeroFillable);
       },
       // QEMU's multifd_recv_sync_main: every channel has read its SYNC; then all go on.
       barrier: async () => {
@@ -335,4 +336,18 @@ export class QemuMigrationReceiver {
       });
     });
   }
+}
+
+/** A region as the main-stream parser writes it: zero pages through the native zero-fill (packet.ts). */
+function zeroFillable(region: Region): RamBlockTarget {
+  const scan = new PageScan(region.descriptor, QEMU_PAGE_SIZE, 1);
+  const offset = new Float64Array(1);
+  return {
+    size: region.size,
+    view: (at, length) => region.view(at, length),
+    zeroPage: (at) => {
+      offset[0] = at;
+      scan.zeroFill(offset, 0, 1);
+    },
+  };
 }

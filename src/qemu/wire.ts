@@ -134,17 +134,45 @@ export function encodeMultifdPacket(
   sync: boolean,
 ): Uint8Array {
   const bytes = new Uint8Array(MULTIFD_PACKET_HEADER_BYTES);
-  const view = new DataView(bytes.buffer);
+  writeMultifdPacket(
+    new DataView(bytes.buffer),
+    new TextEncoder().encode(ramBlock),
+    offsets,
+    count,
+    packetNumber,
+    sync,
+  );
+  return bytes;
+}
+
+/**
+ * {@link encodeMultifdPacket} into a header of MULTIFD_PACKET_HEADER_BYTES reused packet
+ * after packet (`ramBlock`: the block id's bytes); entries past `count` are left as they are.
+ */
+export function writeMultifdPacket(
+  view: DataView,
+  ramBlock: Uint8Array,
+  offsets: ArrayLike<number>,
+  count: number,
+  packetNumber: number,
+  sync: boolean,
+): void {
+  const bytes = new Uint8Array(view.buffer, view.byteOffset, MULTIFD_PACKET_HEADER_BYTES);
   view.setUint32(0, MULTIFD_MAGIC);
   view.setUint32(4, MULTIFD_VERSION);
   view.setUint32(8, sync ? MULTIFD_FLAG_SYNC : 0);
   view.setUint32(12, MULTIFD_PAGES_PER_PACKET);
   view.setUint32(16, count);
   view.setUint32(20, count * QEMU_PAGE_SIZE);
-  view.setBigUint64(24, BigInt(packetNumber));
-  bytes.set(new TextEncoder().encode(ramBlock).subarray(0, RAMBLOCK_BYTES - 1), RAMBLOCK_OFFSET);
-  for (let i = 0; i < count; i++) view.setBigUint64(MULTIFD_PACKET_FIXED_BYTES + 8 * i, BigInt(offsets[i]));
-  return bytes;
+  view.setUint32(24, Math.floor(packetNumber / 0x1_0000_0000));
+  view.setUint32(28, packetNumber >>> 0);
+  bytes.fill(0, RAMBLOCK_OFFSET, RAMBLOCK_OFFSET + RAMBLOCK_BYTES);
+  bytes.set(ramBlock.subarray(0, RAMBLOCK_BYTES - 1), RAMBLOCK_OFFSET);
+  for (let i = 0; i < count; i++) {
+    const at = MULTIFD_PACKET_FIXED_BYTES + 8 * i;
+    view.setUint32(at, Math.floor(offsets[i] / 0x1_0000_0000));
+    view.setUint32(at + 4, offsets[i] >>> 0);
+  }
 }
 
 function expect(condition: boolean, field: string, message: string | (() => string)): asserts condition {
