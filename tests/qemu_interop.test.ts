@@ -8,7 +8,14 @@ import assert from "node:assert/strict";
 import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { QemuMigrationReceiver, QemuMigrationSender, type QemuReceiveResult } from "../mod.ts";
+import {
+  ProtocolError,
+  QemuMigrationReceiver,
+  QemuMigrationSender,
+  type QemuReceiveResult,
+  TimeoutError,
+} from "../mod.ts";
+import net from "node:net";
 import type { QemuVersion } from "../dev/qemu_binaries.ts";
 import { fileURLToPath } from "node:url";
 import { lastJson, LineChild } from "../dev/child.ts";
@@ -247,5 +254,33 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
       assert.equal(code, 2, args.join(" "));
       assert.match(child.stderr, new RegExp(`usage: migrate.ts ${args[0]}`));
     }
+  });
+});
+
+describe("qemu-recv against strangers (no QEMU needed)", () => {
+  test("a connection that is neither QEMU channel fails the receive with a ProtocolError", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-recv-stranger-"));
+    const receiver = await QemuMigrationReceiver.listen({ channels: 2 });
+    const receiving = receiver.receive(dir);
+    receiving.catch(() => {});
+    const socket = net.connect(receiver.port, "127.0.0.1", () => socket.write("GET / HTTP/1.0\r\n\r\n"));
+    socket.on("error", () => {});
+    await assert.rejects(receiving, (e: Error) => e instanceof ProtocolError && /qemu\.channel/.test(e.message));
+    socket.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test("a connection that says nothing holds the receiver for connectTimeoutMs at most (TimeoutError)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-recv-silent-"));
+    const receiver = await QemuMigrationReceiver.listen({ channels: 2, connectTimeoutMs: 300 });
+    const receiving = receiver.receive(dir);
+    receiving.catch(() => {});
+    const socket = net.connect(receiver.port, "127.0.0.1");
+    socket.on("error", () => {});
+    const started = performance.now();
+    await assert.rejects(receiving, TimeoutError);
+    assert.ok(performance.now() - started < 5_000);
+    socket.destroy();
+    rmSync(dir, { recursive: true, force: true });
   });
 });
