@@ -33,21 +33,25 @@ const available = qemuAvailable("7.2");
 async function migrateIntoUs(
   version: QemuVersion,
   seed: number,
-  options: { channels: number; zerocopy: boolean },
-  check: (result: QemuReceiveResult, dir: string, ram: Uint8Array) => void,
+  options: { channels: number; zerocopy: boolean; idleMs?: number },
+  check: (result: QemuReceiveResult, dir: string, ram: Uint8Array, receiveSeconds: number) => void,
 ): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), `qemu-recv-${version}-`));
   const source = await startQemuSource(version, SIZE, seed, options);
   try {
     const receiver = await QemuMigrationReceiver.listen({ channels: options.channels });
+    const called = performance.now();
     const receiving = receiver.receive(dir);
     receiving.catch(() => {});
+    // A receiver waits for QEMU for as long as it takes (idleMs: how long this one does).
+    await new Promise((resolve) => setTimeout(resolve, options.idleMs ?? 0));
     const status = await source.migrate(receiver.port).catch(async (error) => {
       const ours = await receiving.then(() => "ours ok", (e) => `ours: ${e}`);
       throw new Error(`${error.message} | ${ours}`);
     });
     assert.equal(status.status, "completed");
-    check(await receiving, dir, readFileSync(source.ram));
+    const result = await receiving;
+    check(result, dir, readFileSync(source.ram), (performance.now() - called) / 1000);
   } finally {
     await source.close();
     rmSync(dir, { recursive: true, force: true });
@@ -84,6 +88,24 @@ describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
 });
 
 const available10 = qemuAvailable("10.0");
+
+describe("the receiver's clock", () => {
+  test("starts at QEMU's first connection: the wait before it is not in seconds or GB/s", {
+    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
+  }, async () => {
+    const idleMs = 1500;
+    await migrateIntoUs("7.2", 47, { channels: 2, zerocopy: false, idleMs }, (result, _dir, _ram, receiveSeconds) => {
+      assert.ok(receiveSeconds > idleMs / 1000, "receive() waited for QEMU");
+      assert.ok(
+        result.seconds < receiveSeconds - idleMs / 1000 + 0.05,
+        `seconds ${result.seconds} counts the ${idleMs} ms before QEMU connected (receive took ${receiveSeconds} s)`,
+      );
+      assert.ok(result.seconds > 0);
+      const rate = result.bytes / result.seconds / 1e9; // seconds is rounded to ms: within 1%
+      assert.ok(Math.abs(result.GBps - rate) < 0.01 * rate, `GB/s ${result.GBps} is not bytes / seconds (${rate})`);
+    });
+  });
+});
 
 describe("QEMU 10.0 migrates into us (its per-pass sync, zero pages in multifd packets)", () => {
   for (const [channels, zerocopy] of [[2, false], [4, true]] as const) {

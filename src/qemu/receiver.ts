@@ -156,17 +156,23 @@ export class QemuMigrationReceiver {
    * the block files it made stay, partly written.
    */
   async receive(dir: string): Promise<QemuReceiveResult> {
-    const started = performance.now();
     mkdirSync(dir, { recursive: true });
     let main: SocketChannel | undefined;
     const regions: Region[] = [];
+    const transfer = (this.#transfer = new Transfer(this.#channels, "none"));
+    // The channel Workers start now, while QEMU has yet to connect: ready when the pages come
+    // (as a QEMU destination is). They get their blocks once START has named them.
+    const starting = WorkerPool.start<ToReceiver, FromReceiver>(
+      new URL("../multifd/channel_worker.ts", import.meta.url),
+      this.#channels,
+      (error) => void transfer.abort(error),
+    ).then((pool) => (transfer.adoptPool(pool), pool));
+    starting.catch(() => {});
     try {
-      const { mainChannel, fds } = await this.#accept();
+      const { mainChannel, fds, firstConnectionAt } = await this.#accept();
       main = mainChannel;
-      const transfer = (this.#transfer = new Transfer(this.#channels, "none"));
       transfer.adoptFds(fds);
-      const result = await this.#run(new StreamReader(main), transfer, dir, regions, started);
-      return result;
+      return await this.#run(new StreamReader(main), transfer, starting, dir, regions, firstConnectionAt);
     } catch (error) {
       await this.#transfer?.abort(error as Error);
       throw error;
@@ -191,8 +197,9 @@ export class QemuMigrationReceiver {
    * main; MULTIFD_MAGIC: a multifd channel, whose 64-byte opening names its id), in any
    * order. Anything else is closed.
    */
-  async #accept(): Promise<{ mainChannel: SocketChannel; fds: number[] }> {
+  async #accept(): Promise<{ mainChannel: SocketChannel; fds: number[]; firstConnectionAt: number }> {
     let mainChannel: SocketChannel | undefined;
+    let firstConnectionAt: number | undefined;
     const multifd: SocketChannel[] = [];
     let deadline: ReturnType<typeof setTimeout> | undefined;
     const timedOut = new Promise<never>((_, reject) => {
@@ -207,6 +214,7 @@ export class QemuMigrationReceiver {
       while (!mainChannel || multifd.filter(Boolean).length < this.#channels) {
         const channel = await Promise.race([this.#listener.accept(), timedOut]);
         this.#accepted.push(channel);
+        firstConnectionAt ??= performance.now();
         this.#startDeadline();
         const opening = new Uint8Array(MULTIFD_INIT_BYTES);
         if (await Promise.race([channel.readFull(opening.subarray(0, 4)), timedOut]) < 4) {
@@ -234,25 +242,19 @@ export class QemuMigrationReceiver {
     }
     this.#listener.close();
     const fds = multifd.map((channel) => channel.detach());
-    return { mainChannel: mainChannel!, fds };
+    return { mainChannel: mainChannel!, fds, firstConnectionAt: firstConnectionAt! };
   }
 
+  /** Reads the main stream (`started`: QEMU's first connection, the clock's start) while the Workers receive the pages. */
   async #run(
     stream: StreamReader,
     transfer: Transfer,
+    starting: Promise<WorkerPool<ToReceiver, FromReceiver>>,
     dir: string,
     regions: Region[],
     started: number,
   ): Promise<QemuReceiveResult> {
     const order: QemuRamBlock[] = [];
-    // The channel Workers start now, while the main channel's header and block list arrive
-    // (QEMU's clock runs meanwhile); they get their blocks once START has named them.
-    const starting = WorkerPool.start<ToReceiver, FromReceiver>(
-      new URL("../multifd/channel_worker.ts", import.meta.url),
-      this.#channels,
-      (error) => void transfer.abort(error),
-    ).then((pool) => (transfer.adoptPool(pool), pool));
-    starting.catch(() => {});
     let pool: WorkerPool<ToReceiver, FromReceiver> | undefined;
     const handler: MainStreamHandler = {
       blocks: async (list) => {
