@@ -53,7 +53,10 @@ export async function connect(options: ConnectOptions): Promise<SocketChannel> {
     const rc = native.zc_connect(fd, address.family, address.bytes, port, address.scopeId);
     if (rc < 0 && -rc !== Errno.EINPROGRESS) throw new SocketError("connect", -rc, `${hostname}:${port}`);
     if (rc < 0) {
-      const revents = await waits.wait(Poll.OUT, connectTimeoutMs);
+      // On one host the handshake is often over already: no round trip to the reactor (whose
+      // Worker, started by the first wait, costs about 0.1 s under Deno).
+      let revents = native.zc_poll_one(fd, Poll.OUT, 0);
+      if (revents <= 0) revents = await waits.wait(Poll.OUT, connectTimeoutMs);
       if (revents === 0) throw new TimeoutError("connect", connectTimeoutMs, `${hostname}:${port}`);
       const error = native.zc_get_option(fd, SocketOption.pendingError);
       if (error !== 0) throw new SocketError("connect", error < 0 ? -error : error, `${hostname}:${port}`);

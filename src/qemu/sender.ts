@@ -90,6 +90,13 @@ export class QemuMigrationSender {
     if (!(headBytes >= 8 && headBytes <= state.length)) throw new InvalidArgumentError(`${dir}: bad stateHeaderBytes`);
     const regions: Region[] = [];
     const transfer = new Transfer(channels, "none");
+    // The channel Workers start while the files are mapped and the channels connect.
+    const starting = WorkerPool.start<ToSender, FromSender>(
+      new URL("../multifd/channel_worker.ts", import.meta.url),
+      channels,
+      (error) => void transfer.abort(error),
+    ).then((pool) => (transfer.adoptPool(pool), pool));
+    starting.catch(() => {});
     let main: SocketChannel | undefined;
     try {
       for (const block of blocks) {
@@ -115,12 +122,7 @@ export class QemuMigrationSender {
         fds.push(channel.detach());
       }
       transfer.adoptFds(fds);
-      const pool = await WorkerPool.start<ToSender, FromSender>(
-        new URL("../multifd/channel_worker.ts", import.meta.url),
-        channels,
-        (error) => void transfer.abort(error),
-      );
-      transfer.adoptPool(pool);
+      const pool = await starting;
       const channelOptions = resolveChannelOptions({ zerocopy: options.zerocopy, ioTimeoutMs: options.ioTimeoutMs });
       fds.forEach((fd, channelId) => {
         const config: SenderConfig = {
