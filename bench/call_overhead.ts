@@ -27,7 +27,8 @@ import { runJson } from "../dev/child.ts";
 import { currentRuntime } from "../dev/runtime.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
-import { processCpuSeconds, runMain } from "./lib/proc.ts";
+import { processCpuSeconds } from "../util/cpu.ts";
+import { runMain } from "./lib/proc.ts";
 
 export const CALL_METHODS = [
   "native-empty",

@@ -30,7 +30,8 @@ import { currentRuntime } from "../dev/runtime.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { type ReadyMessage, WorkerInbox } from "../util/worker.ts";
-import { processCpuSeconds, runMain } from "./lib/proc.ts";
+import { processCpuSeconds } from "../util/cpu.ts";
+import { runMain } from "./lib/proc.ts";
 import { DEFAULT_WRITE_BYTES, makeSource, sliceAt } from "./lib/source.ts";
 import type { WorkerJob, WorkerOutcome } from "./stream_worker.ts";
 

@@ -5,7 +5,7 @@
  * @module
  */
 import { SocketChannel } from "../mod.ts";
-import { processCpuSeconds } from "./lib/proc.ts";
+import { processCpuSeconds } from "../util/cpu.ts";
 import { makeSource, sliceAt } from "./lib/source.ts";
 
 export interface WorkerJob {

@@ -58,7 +58,8 @@ import {
   statsRows,
   table,
 } from "./cli_util.ts";
-import { toHex } from "../util/format.ts";
+import { processCpuSeconds } from "../util/cpu.ts";
+import { round, toHex } from "../util/format.ts";
 import { err, out } from "../util/output.ts";
 
 const SECRET_ENV = "ZEROCOPY_MULTIFD_SECRET";
@@ -166,8 +167,9 @@ interface SendOptions {
 
 const QEMU_RECV_USAGE = `usage: migrate.ts qemu-recv --listen HOST:PORT --out DIR [--channels N] [--json]
 
-Receives a migration from QEMU (7.2's stream format; capability multifd on, multifd-channels N,
-zero-copy-send on or off), as QEMU's "-incoming defer" + "migrate-incoming tcp:HOST:PORT" would:
+Receives a migration from QEMU (7.2's stream format, and 8.1's to 10.0's; capability multifd on,
+multifd-channels N, zero-copy-send on or off), as QEMU's "-incoming defer" +
+"migrate-incoming tcp:HOST:PORT" would:
 
   --listen HOST:PORT   where QEMU's "migrate" connects (uri tcp:HOST:PORT); PORT 0 picks one (printed)
   --out DIR            each RAM block to DIR/<block id>.ram, the device state verbatim to
@@ -177,8 +179,8 @@ zero-copy-send on or off), as QEMU's "-incoming defer" + "migrate-incoming tcp:H
   --json               print one JSON object with the result as the last line of stdout
   -h, --help           this help
 
-Not supported (a clear error, never a wrong image): QEMU >= 8.1's stream, compression, TLS,
-postcopy, xbzrle, other iterable sections. QEMU's stream is not authenticated: use it on one
+Not supported (a clear error, never a wrong image): compression, TLS, postcopy, xbzrle,
+mapped-ram, other iterable sections. QEMU's stream is not authenticated: use it on one
 host or a network you trust.`;
 
 const QEMU_SEND_USAGE = `usage: migrate.ts qemu-send --to HOST:PORT --from DIR [--channels N] [--zerocopy]
@@ -738,10 +740,14 @@ function progressBytes(payload: number, stats: { pagesZero: number }, total: num
 /** Whether the stats went out already (a --json caller then gets no second JSON line). */
 let reported = false;
 
+/** CPU seconds this process (every thread) spent since the command began: what a transfer cost, for --json. */
+let cpuAtStart = 0;
+const cpuSpent = () => round(processCpuSeconds() - cpuAtStart);
+
 function report(role: "send" | "recv", json: boolean, result: Record<string, unknown>, ok: boolean): void {
   reported = true;
   if (json) {
-    out(JSON.stringify({ role, runtime, ok, ...result }));
+    out(JSON.stringify({ role, runtime, ok, ...result, cpuSeconds: cpuSpent() }));
     return;
   }
   out(table(["", role === "send" ? "sender" : "receiver"], statsRows([result])));
@@ -772,7 +778,15 @@ async function qemuRecv(options: QemuRecvOptions): Promise<number> {
   }
   reported = true;
   if (options.json) {
-    out(JSON.stringify({ role: "qemu-recv", runtime, ok: true, status: "completed", out: options.out, ...result }));
+    out(JSON.stringify({
+      role: "qemu-recv",
+      runtime,
+      ok: true,
+      status: "completed",
+      out: options.out,
+      ...result,
+      cpuSeconds: cpuSpent(),
+    }));
   } else {
     const blocks = result.blocks.map((b) => `${b.name} (${formatBytes(b.bytes)})`).join(", ");
     out(
@@ -798,7 +812,15 @@ async function qemuSend(options: QemuSendOptions): Promise<number> {
   }
   reported = true;
   if (options.json) {
-    out(JSON.stringify({ role: "qemu-send", runtime, ok: true, status: "sent", from: options.from, ...result }));
+    out(JSON.stringify({
+      role: "qemu-send",
+      runtime,
+      ok: true,
+      status: "sent",
+      from: options.from,
+      ...result,
+      cpuSeconds: cpuSpent(),
+    }));
   } else {
     out(`done: ${options.from} sent to ${options.to.display}: ${formatBytes(result.bytes)} at ${result.GBps} GB/s`);
   }
@@ -822,6 +844,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const json = command.options.json;
   installSignalHandlers();
+  cpuAtStart = processCpuSeconds();
   try {
     if (command.kind === "qemu-recv") return await qemuRecv(command.options);
     if (command.kind === "qemu-send") return await qemuSend(command.options);

@@ -27,12 +27,6 @@ export function peakRssKiB(pid: number | "self" = "self"): number {
   }
 }
 
-/** This process's CPU seconds (all threads), µs resolution. */
-export function processCpuSeconds(): number {
-  const usage = process.cpuUsage();
-  return (usage.user + usage.system) / 1e6;
-}
-
 /**
  * Runs a bench script's `main` and exits with its status. An uncaught error exits 1 with
  * its stack on stderr and, given `errorRecord`, also as an `{"error"}` JSON line on stdout,
