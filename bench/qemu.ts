@@ -39,6 +39,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -183,12 +184,15 @@ export class QemuBench {
   }
 
   /**
-   * Gets the QEMU versions ready (apt), mounts the tmpfs, writes the random source image.
+   * Gets the QEMU versions ready (apt), mounts the tmpfs (room for the source and
+   * destination images, and `extraImages` more of the same size: {@link scratch}), writes
+   * the random source image.
    * A string = skipped, why (no version could be made ready, or no root, or not enough memory).
    */
   static async prepare(
     sizeBytes: number,
     versions: readonly QemuVersion[] = QEMU_VERSIONS,
+    extraImages = 0,
   ): Promise<QemuBench | string> {
     if (process.getuid?.() !== 0) return "needs root (mounts a tmpfs, locks guest memory, installs QEMU)";
     const binaries = new Map<QemuVersion, QemuBinary>();
@@ -201,9 +205,10 @@ export class QemuBench {
       } else binaries.set(version, binary);
     }
     if (binaries.size === 0) return Object.entries(skipped).map(([v, why]) => `QEMU ${v}: ${why}`).join("; ");
-    const needed = 2 * sizeBytes + 2 ** 30;
+    const images = 2 + extraImages;
+    const needed = images * sizeBytes + 2 ** 30;
     if (memAvailableBytes() < needed) {
-      return `needs ${(needed / 2 ** 30).toFixed(1)} GiB available memory for two guest RAM images`;
+      return `needs ${(needed / 2 ** 30).toFixed(1)} GiB available memory for ${images} guest RAM images`;
     }
     const bench = new QemuBench(`/tmp/zc-bench-qemu-${process.pid}`, sizeBytes, binaries, skipped);
     mkdirSync(bench.#ram, { recursive: true });
@@ -215,7 +220,7 @@ export class QemuBench {
       "-t",
       "tmpfs",
       "-o",
-      `size=${2 * sizeBytes + (64 << 20)},huge=always,mode=0700`,
+      `size=${images * sizeBytes + (64 << 20)},huge=always,mode=0700`,
       "zc-bench-qemu",
       bench.#ram,
     ]);
@@ -343,65 +348,98 @@ export class QemuBench {
     return [`${env}${this.#argv(binary, "src").join(" ")}`, `${env}${this.#argv(binary, "dst").join(" ")}`];
   }
 
-  /** One migration of a versioned config ("10.0 multifd4+zc"); resolves with its record. */
-  async run(config: string, rep = 0): Promise<BenchRecord> {
+  /**
+   * Starts one QEMU of a versioned config ("10.0 multifd4+zc"), configured for it: the
+   * source with its RAM from the random image, or the destination (RAM zeroed in place, or
+   * new with "+fresh") already listening (`migrate-incoming`) on {@link QemuSide.uri}.
+   * {@link run} pairs two; an interop bench pairs one with ours.
+   */
+  async start(role: "src" | "dst", config: string): Promise<QemuSide> {
     const { version, channels, zerocopy, tls, fresh } = parseQemuConfig(config);
     if (version === undefined) throw new Error(`QEMU config "${config}" names no version`);
     const binary = this.#binary(version);
-    const runStarted = performance.now();
-    if (fresh) rmSync(this.#file("dst"), { force: true });
-    else zeroInPlace(this.#file("dst"), this.#size);
-    for (const name of ["src", "dst"]) rmSync(`${this.#work}/${name}.qmp`, { force: true });
-    const dst = new LineChild(this.#argv(binary, "dst", fresh, tls), { label: `qemu ${version} dst`, env: binary.env });
-    const src = new LineChild(this.#argv(binary, "src", false, tls), { label: `qemu ${version} src`, env: binary.env });
-    this.#pids.add(dst.pid).add(src.pid);
-    const qmps: Qmp[] = [];
+    if (role === "dst") {
+      if (fresh) rmSync(this.#file("dst"), { force: true });
+      else zeroInPlace(this.#file("dst"), this.#size);
+    }
+    const qmpPath = `${this.#work}/${role}.qmp`;
+    rmSync(qmpPath, { force: true });
+    const child = new LineChild(this.#argv(binary, role, fresh, tls), {
+      label: `qemu ${version} ${role}`,
+      env: binary.env,
+    });
+    this.#pids.add(child.pid);
+    const side = new QemuSide(child, () => this.#pids.delete(child.pid));
     try {
-      const qd = await Qmp.connect(`${this.#work}/dst.qmp`, dst);
-      qmps.push(qd);
-      const qs = await Qmp.connect(`${this.#work}/src.qmp`, src);
-      qmps.push(qs);
-      for (const [qmp, isSource] of [[qs, true], [qd, false]] as const) {
-        const capabilities = [
-          { capability: "events", state: true },
-          { capability: "multifd", state: true },
-          ...(zerocopy && isSource ? [{ capability: "zero-copy-send", state: true }] : []),
-        ];
-        await qmp.command("migrate-set-capabilities", { capabilities });
-        await qmp.command("migrate-set-parameters", {
-          "multifd-channels": channels,
-          ...(isSource && { "max-bandwidth": 100e9, "downtime-limit": 300_000 }),
-          ...(tls && { "tls-creds": "tls0" }),
-          ...(tls && isSource && { "tls-hostname": "localhost" }),
-        });
+      const qmp = side.qmp = await Qmp.connect(qmpPath, child);
+      const capabilities = [
+        { capability: "events", state: true },
+        { capability: "multifd", state: true },
+        ...(zerocopy && role === "src" ? [{ capability: "zero-copy-send", state: true }] : []),
+      ];
+      await qmp.command("migrate-set-capabilities", { capabilities });
+      await qmp.command("migrate-set-parameters", {
+        "multifd-channels": channels,
+        ...(role === "src" && { "max-bandwidth": 100e9, "downtime-limit": 300_000 }),
+        ...(tls && { "tls-creds": "tls0" }),
+        ...(tls && role === "src" && { "tls-hostname": "localhost" }),
+      });
+      if (role === "src") {
+        const enabled = (await qmp.command<{ capability: string; state: boolean }[]>("query-migrate-capabilities"))
+          .filter((c) => c.state).map((c) => c.capability);
+        if (enabled.includes("zero-copy-send") !== zerocopy || !enabled.includes("multifd")) {
+          throw new Error(`QEMU capabilities not as asked: ${enabled.join(", ")}`);
+        }
+      } else {
+        side.uri = `tcp:127.0.0.1:${await freePort()}`;
+        await qmp.command("migrate-incoming", { uri: side.uri });
       }
-      const enabled = (await qs.command<{ capability: string; state: boolean }[]>("query-migrate-capabilities"))
-        .filter((c) => c.state).map((c) => c.capability);
-      if (enabled.includes("zero-copy-send") !== zerocopy || !enabled.includes("multifd")) {
-        throw new Error(`QEMU capabilities not as asked: ${enabled.join(", ")}`);
-      }
-      const uri = `tcp:127.0.0.1:${await freePort()}`;
-      await qd.command("migrate-incoming", { uri });
+      return side;
+    } catch (error) {
+      await side.kill();
+      throw error;
+    }
+  }
+
+  /**
+   * Makes the next allocation of `size` bytes of fresh RAM cost what it costs on an ordinary
+   * host: this VM reports free memory to its hypervisor (`page_reporting.page_reporting_order`
+   * on the kernel command line), which takes the pages away, so the first touch of memory
+   * freed a few seconds ago faults into the hypervisor and varies 5-fold from run to run.
+   * Writing and deleting an image's worth of pages on the tmpfs leaves that much freshly
+   * freed, not yet reported. Needs room for one more image on the tmpfs. Called right
+   * before the clock of every run whose destination allocates its RAM during the migration.
+   */
+  warmFreeMemory(): void {
+    const path = this.scratch("warm.img");
+    zeroInPlace(path, this.#size);
+    rmSync(path, { force: true });
+  }
+
+  /**
+   * One migration of a versioned config ("10.0 multifd4+zc"), QEMU to QEMU; resolves with
+   * its record. `beforeMigrate` runs right before the clock starts.
+   */
+  async run(config: string, rep = 0, beforeMigrate?: () => void): Promise<BenchRecord> {
+    const { version, channels, zerocopy, tls } = parseQemuConfig(config);
+    const runStarted = performance.now();
+    const sides: QemuSide[] = [];
+    try {
+      const dst = await this.start("dst", config);
+      sides.push(dst);
+      const src = await this.start("src", config);
+      sides.push(src);
       const pmd = [shmemPmdMappedKiB(src.pid), shmemPmdMappedKiB(dst.pid)];
-      const cpu0 = [cpuSecondsOf(src.pid), cpuSecondsOf(dst.pid)];
+      beforeMigrate?.();
+      const cpu0 = [src.cpuSeconds(), dst.cpuSeconds()];
       const started = performance.now();
-      await qs.command("migrate", { uri });
-      await qs.migrationCompleted();
-      await qd.migrationCompleted();
+      await src.qmp.command("migrate", { uri: dst.uri });
+      await src.qmp.migrationCompleted();
+      await dst.qmp.migrationCompleted();
       const e2eSeconds = (performance.now() - started) / 1000;
-      const cpu1 = [cpuSecondsOf(src.pid), cpuSecondsOf(dst.pid)];
-      // 7.2 sends "completed" before it fills in total-time: poll until it is there.
-      let info: Record<string, unknown> = {};
-      for (const deadline = performance.now() + 10_000; performance.now() < deadline;) {
-        info = await qs.command<Record<string, unknown>>("query-migrate");
-        if (Number(info["total-time"]) > 0) break;
-        await new Promise((resolve) => setTimeout(resolve, 10));
-      }
-      for (const qmp of qmps) await qmp.command("quit").catch(() => {});
-      await Promise.race([
-        Promise.all([src.exited, dst.exited]),
-        new Promise((resolve) => setTimeout(resolve, 30_000)),
-      ]);
+      const cpu1 = [src.cpuSeconds(), dst.cpuSeconds()];
+      const info = await src.migrationInfo();
+      await Promise.all(sides.map((side) => side.quit()));
       const totalMs = Number(info["total-time"]);
       const ram = (info.ram ?? {}) as Record<string, number>;
       const gb = this.#size / 1e9;
@@ -425,20 +463,33 @@ export class QemuBench {
         zerocopyMissed: ram["dirty-sync-missed-zero-copy"],
         srcPmdMappedKiB: pmd[0],
         dstPmdMappedKiB: pmd[1],
-        verified: await this.#verify(),
+        verified: await this.matchesSource(this.#file("dst")),
         wallSeconds: Math.round(performance.now() - runStarted) / 1000,
       };
     } finally {
-      for (const qmp of qmps) qmp.close();
-      await Promise.all([src.kill(), dst.kill()]);
-      this.#pids.delete(src.pid);
-      this.#pids.delete(dst.pid);
+      await Promise.all(sides.map((side) => side.kill()));
     }
   }
 
-  async #verify(): Promise<boolean> {
+  /** The random RAM image every source migrates (a file on the huge tmpfs). */
+  get sourceImage(): string {
+    return this.#file("src");
+  }
+
+  /** The destination QEMU's RAM file. */
+  get destinationImage(): string {
+    return this.#file("dst");
+  }
+
+  /** A path on the bench's huge tmpfs for files of its own (room: `extraImages` of prepare). */
+  scratch(name: string): string {
+    return `${this.#ram}/${name}`;
+  }
+
+  /** Whether file `path` holds the same bytes as the source image. */
+  async matchesSource(path: string): Promise<boolean> {
     const a = Region.openFile(this.#file("src"));
-    const b = Region.openFile(this.#file("dst"));
+    const b = Region.openFile(path);
     try {
       return a.equals(b);
     } finally {
@@ -470,11 +521,64 @@ export class QemuBench {
     }
     this.#pids.clear();
     if (this.#mounted) {
-      for (const name of ["src", "dst"] as const) rmSync(this.#file(name), { force: true });
+      for (const name of readdirSync(this.#ram)) rmSync(`${this.#ram}/${name}`, { recursive: true, force: true });
       // A lazy unmount as the fallback: detached now, freed when the last user is gone.
       this.#mounted = !run(["umount", this.#ram]).ok && !run(["umount", "-l", this.#ram]).ok;
     }
     if (!this.#mounted && existsSync(this.#work)) rmSync(this.#work, { recursive: true, force: true });
+  }
+}
+
+/** One running QEMU of a bench run: its process, its QMP, and (a destination) where it listens. */
+export class QemuSide {
+  /** Set once QMP is connected. */
+  qmp!: Qmp;
+  /** A destination's `migrate-incoming` URI ("tcp:127.0.0.1:PORT"). */
+  uri = "";
+  readonly #child: LineChild;
+  readonly #forget: () => void;
+
+  constructor(child: LineChild, forget: () => void) {
+    this.#child = child;
+    this.#forget = forget;
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** The destination's port. */
+  get port(): number {
+    return Number(this.uri.slice(this.uri.lastIndexOf(":") + 1));
+  }
+
+  /** User + system CPU seconds of the QEMU process so far. */
+  cpuSeconds(): number {
+    return cpuSecondsOf(this.#child.pid);
+  }
+
+  /** The source's `query-migrate` once `total-time` is filled in (7.2 emits "completed" before it computes it). */
+  async migrationInfo(): Promise<Record<string, unknown>> {
+    let info: Record<string, unknown> = {};
+    for (const deadline = performance.now() + 10_000; performance.now() < deadline;) {
+      info = await this.qmp.command<Record<string, unknown>>("query-migrate");
+      if (Number(info["total-time"]) > 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    return info;
+  }
+
+  /** Asks QEMU to quit and waits for it (at most 30 s). */
+  async quit(): Promise<void> {
+    await this.qmp?.command("quit").catch(() => {});
+    await Promise.race([this.#child.exited, new Promise((resolve) => setTimeout(resolve, 30_000))]);
+  }
+
+  /** Closes QMP and kills the process (if still there). */
+  async kill(): Promise<void> {
+    this.qmp?.close();
+    await this.#child.kill();
+    this.#forget();
   }
 }
 

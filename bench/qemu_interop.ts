@@ -1,0 +1,441 @@
+/**
+ * Ours on either end of a real QEMU migration against QEMU on that end, interleaved round
+ * by round (this VM drifts, so only ratios inside a round compare; the README quotes the
+ * medians of those ratios).
+ *
+ *   deno run -A bench/qemu_interop.ts [--rounds 5] [--size-mib 2048] [--channels 4]
+ *       [--runtimes deno,bun] [--versions 7.2,10.0] [--directions recv,send] [--zerocopy off,on]
+ *
+ * Set-up: bench/qemu.ts's (guest RAM = a random image on a private `huge=always` tmpfs,
+ * `-machine none`, paused, the source's RAM locked, multifd with N channels, no bandwidth
+ * limit); our output directories are on the same tmpfs.
+ * - **recv** — ours as the destination. A QEMU source migrates into
+ *   `migrate.ts qemu-recv --out DIR` (new files: pages allocated and zeroed as they arrive),
+ *   and in the same round into a QEMU destination of the same version, twice: "fresh" (a
+ *   newly started destination's RAM, QEMU's default prealloc=off — the same work as our new
+ *   files) and "prealloc" (RAM allocated and zeroed before the clock, bench/qemu.ts's
+ *   default). Clock: `migrate` to the later of the source's `completed` and the
+ *   destination's end (QEMU: its `completed` event; ours: its JSON result line).
+ * - **send** — ours as the source. `migrate.ts qemu-send --from DIR` (DIR = what qemu-recv
+ *   received from this QEMU version in the warm-up) into a QEMU destination (prealloc),
+ *   against a QEMU source into the same kind of destination. Clock: ours from spawning the
+ *   command (the runtime's start-up counts: that is what a user runs; `ownSeconds` is the
+ *   library's clock without it), QEMU from `migrate` (its VM is running already), to the
+ *   destination's `completed`.
+ * - `--zerocopy on`: the source sends with zero-copy (QEMU `zero-copy-send`, ours
+ *   `--zerocopy`); in recv it is the QEMU source's setting for both destinations.
+ * GB/s = RAM bytes / that time. CPU s/GB: our process during its command (its `--json`
+ * `cpuSeconds`: every thread, runtime start-up excluded) against the QEMU process on the same
+ * end, `migrate` to completion. Every run is verified: the RAM that arrived is byte-identical
+ * to the source image. The order of the cases rotates from round to round; one warm-up
+ * receive per version first (not counted: it also makes the send direction's directory).
+ * Needs root (tmpfs, mem-lock, apt). Results: bench/results/<timestamp>-qemu-interop.{jsonl,md}.
+ * @module
+ */
+import { rmSync } from "node:fs";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { LineChild } from "../dev/child.ts";
+import { ROOT } from "../dev/root.ts";
+import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
+import { round } from "../util/format.ts";
+import { err as note, out } from "../util/output.ts";
+import { runMain } from "./lib/proc.ts";
+import { type BenchRecord, environment, formatSpread, markdownTable, ResultsFiles, spread } from "./lib/report.ts";
+import {
+  parseQemuConfig,
+  parseQemuVersions,
+  QEMU_VERSIONS,
+  QemuBench,
+  type QemuSide,
+  type QemuVersion,
+} from "./qemu.ts";
+
+const CLI = `${ROOT}examples/migrate.ts`;
+type Direction = "recv" | "send";
+
+interface Settings {
+  size: number;
+  channels: number;
+}
+
+/** One case of a round: ours under a runtime, or QEMU on our end. */
+interface Case {
+  label: string;
+  run(): Promise<BenchRecord>;
+}
+
+const seconds = (from: number) => (performance.now() - from) / 1000;
+
+/** QEMU → `qemu-recv` into `out` (removed afterwards unless `keep`): the record of one receive. */
+async function oursReceive(
+  qemu: QemuBench,
+  version: QemuVersion,
+  runtime: Runtime,
+  zerocopy: boolean,
+  out: string,
+  { size, channels }: Settings,
+  keep = false,
+): Promise<BenchRecord> {
+  rmSync(out, { recursive: true, force: true });
+  const recv = new LineChild(
+    scriptArgv(runtime, CLI, [
+      "qemu-recv",
+      "--listen",
+      "127.0.0.1:0",
+      "--out",
+      out,
+      "--channels",
+      String(channels),
+      "--json",
+    ]),
+    { label: `qemu-recv (${runtime})` },
+  );
+  let src: QemuSide | undefined;
+  try {
+    const port = Number((await recv.waitFor(/listening on \S+:(\d+):/, "stderr"))[1]);
+    src = await qemu.start("src", `${version} multifd${channels}${zerocopy ? "+zc" : ""}`);
+    const source = src;
+    qemu.warmFreeMemory(); // as before a fresh QEMU destination (qemuToQemu)
+    const cpu0 = source.cpuSeconds();
+    const started = performance.now();
+    await source.qmp.command("migrate", { uri: `tcp:127.0.0.1:${port}` });
+    const [sourceSeconds, [ours, oursSeconds]] = await Promise.all([
+      source.qmp.migrationCompleted().then(() => seconds(started)),
+      recv.nextJson().then((result) => [result, seconds(started)] as const),
+    ]);
+    const e2eSeconds = Math.max(sourceSeconds, oursSeconds);
+    const srcCpu = source.cpuSeconds() - cpu0;
+    await source.quit();
+    const blocks = ours.blocks as { file: string }[];
+    const gb = size / 1e9;
+    return {
+      bench: "qemu-interop",
+      direction: "recv",
+      side: "ours",
+      runtime,
+      qemuVersion: version,
+      zerocopy,
+      channels,
+      bytes: size,
+      e2eSeconds: round(e2eSeconds),
+      GBps: round(gb / e2eSeconds),
+      ownSeconds: ours.seconds,
+      cpuSeconds: ours.cpuSeconds,
+      cpuSecondsPerGB: round(Number(ours.cpuSeconds) / gb),
+      peerCpuSecondsPerGB: round(srcCpu / gb),
+      verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
+    };
+  } finally {
+    await src?.kill();
+    await recv.kill();
+    if (!keep) rmSync(out, { recursive: true, force: true });
+  }
+}
+
+/** `qemu-send --from dir` → a QEMU destination: the record of one send. */
+async function oursSend(
+  qemu: QemuBench,
+  version: QemuVersion,
+  runtime: Runtime,
+  zerocopy: boolean,
+  dir: string,
+  { size, channels }: Settings,
+): Promise<BenchRecord> {
+  const dst = await qemu.start("dst", `${version} multifd${channels}`);
+  let send: LineChild | undefined;
+  try {
+    const cpu0 = dst.cpuSeconds();
+    const started = performance.now();
+    send = new LineChild(
+      scriptArgv(runtime, CLI, [
+        "qemu-send",
+        "--to",
+        `127.0.0.1:${dst.port}`,
+        "--from",
+        dir,
+        "--channels",
+        String(channels),
+        ...(zerocopy ? ["--zerocopy"] : []),
+        "--json",
+      ]),
+      { label: `qemu-send (${runtime})` },
+    );
+    const [e2eSeconds, ours] = await Promise.all([
+      dst.qmp.migrationCompleted().then(() => seconds(started)),
+      send.nextJson(),
+    ]);
+    const dstCpu = dst.cpuSeconds() - cpu0;
+    const status = (await dst.qmp.command<{ status: string }>("query-status")).status;
+    await dst.quit();
+    const gb = size / 1e9;
+    return {
+      bench: "qemu-interop",
+      direction: "send",
+      side: "ours",
+      runtime,
+      qemuVersion: version,
+      zerocopy,
+      channels,
+      bytes: size,
+      e2eSeconds: round(e2eSeconds),
+      GBps: round(gb / e2eSeconds),
+      ownSeconds: ours.seconds,
+      cpuSeconds: ours.cpuSeconds,
+      cpuSecondsPerGB: round(Number(ours.cpuSeconds) / gb),
+      peerCpuSecondsPerGB: round(dstCpu / gb),
+      destinationStatus: status,
+      verified: ours.ok === true && await qemu.matchesSource(qemu.destinationImage),
+    };
+  } finally {
+    await send?.kill();
+    await dst.kill();
+  }
+}
+
+/** QEMU → QEMU, as the reference of `direction`: the same fields as ours, from QEMU's side on our end. */
+async function qemuToQemu(
+  qemu: QemuBench,
+  version: QemuVersion,
+  direction: Direction,
+  config: string,
+  { size }: Settings,
+): Promise<BenchRecord> {
+  const fresh = parseQemuConfig(config).fresh;
+  const r = await qemu.run(`${version} ${config}`, 0, fresh ? () => qemu.warmFreeMemory() : undefined);
+  const ourEnd = direction === "recv" ? "dst" : "src";
+  const peerEnd = direction === "recv" ? "src" : "dst";
+  const e2eSeconds = Number(r.e2eSeconds);
+  return {
+    bench: "qemu-interop",
+    direction,
+    side: "qemu",
+    config,
+    qemuVersion: version,
+    zerocopy: r.zerocopy,
+    channels: r.channels,
+    bytes: size,
+    e2eSeconds,
+    GBps: round(size / 1e9 / e2eSeconds),
+    totalTimeGBps: r.GBps,
+    cpuSeconds: r[`${ourEnd}CpuSeconds`],
+    cpuSecondsPerGB: r[`${ourEnd}CpuSecondsPerGB`],
+    peerCpuSecondsPerGB: r[`${peerEnd}CpuSecondsPerGB`],
+    verified: r.verified,
+  };
+}
+
+/** The cases of a round for one version, direction and zero-copy setting. */
+function casesOf(
+  qemu: QemuBench,
+  version: QemuVersion,
+  direction: Direction,
+  zerocopy: boolean,
+  runtimes: Runtime[],
+  archive: string,
+  settings: Settings,
+): Case[] {
+  const base = `multifd${settings.channels}${zerocopy ? "+zc" : ""}`;
+  const ours = runtimes.map((runtime) => ({
+    label: runtime,
+    run: () =>
+      direction === "recv"
+        ? oursReceive(qemu, version, runtime, zerocopy, qemu.scratch("received"), settings)
+        : oursSend(qemu, version, runtime, zerocopy, archive, settings),
+  }));
+  const references = direction === "recv"
+    ? [
+      { label: "qemu fresh", run: () => qemuToQemu(qemu, version, direction, `${base}+fresh`, settings) },
+      { label: "qemu prealloc", run: () => qemuToQemu(qemu, version, direction, base, settings) },
+    ]
+    : [{ label: "qemu", run: () => qemuToQemu(qemu, version, direction, base, settings) }];
+  return [...ours, ...references];
+}
+
+const rotate = <T>(items: T[], by: number) => items.map((_, i) => items[(i + by) % items.length]);
+
+function report(records: BenchRecord[], settings: Settings, rounds: number, env: Record<string, string>): string {
+  const results = records.filter((r) => r.bench === "qemu-interop");
+  const ratios = records.filter((r) => r.bench === "qemu-interop-round");
+  const cell = (values: unknown[], digits = 2) =>
+    formatSpread(spread(values.filter((v): v is number => typeof v === "number")), digits);
+  const groups = new Map<string, BenchRecord[]>();
+  for (const r of results) {
+    const key = `${r.direction}|${r.qemuVersion}|${r.zerocopy}`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  const rows = (direction: Direction) => {
+    const lines: string[][] = [];
+    for (const [key, group] of groups) {
+      if (!key.startsWith(`${direction}|`)) continue;
+      const [, version, zerocopy] = key.split("|");
+      const qemuRuns = (label: string) => group.filter((r) => r.side === "qemu" && r.label === label);
+      const references = direction === "recv" ? ["qemu fresh", "qemu prealloc"] : ["qemu"];
+      for (const runtime of new Set(group.filter((r) => r.side === "ours").map((r) => r.runtime as string))) {
+        const mine = group.filter((r) => r.side === "ours" && r.runtime === runtime);
+        const roundRatios = ratios.filter((r) =>
+          r.direction === direction && r.qemuVersion === version && String(r.zerocopy) === zerocopy &&
+          r.runtime === runtime
+        );
+        lines.push([
+          version,
+          zerocopy === "true" ? "zero-copy" : "plain",
+          runtime,
+          cell(mine.map((r) => r.GBps)),
+          ...references.map((label) => cell(qemuRuns(label).map((r) => r.GBps))),
+          ...references.map((label) => `**${cell(roundRatios.map((r) => r[`vs ${label}`]))}**`),
+          cell(mine.map((r) => r.cpuSecondsPerGB), 3),
+          ...references.map((label) => cell(qemuRuns(label).map((r) => r.cpuSecondsPerGB), 3)),
+        ]);
+      }
+    }
+    return lines;
+  };
+  const failed = results.filter((r) => r.verified !== true).length;
+  return [
+    `# QEMU interop: ours against QEMU on the same end of a real QEMU migration`,
+    "",
+    ...Object.entries(env).map(([k, v]) => `- ${k}: ${v}`),
+    "",
+    `${settings.size / 2 ** 20} MiB of random guest RAM on 2 MiB pages, multifd ${settings.channels} channels, ` +
+    `${rounds} interleaved rounds; median (min–max); ratios taken inside each round (> 1: ours is faster).`,
+    "",
+    "## Ours as the destination (QEMU → qemu-recv against QEMU → QEMU)",
+    "",
+    markdownTable(
+      [
+        "QEMU",
+        "source",
+        "ours",
+        "ours GB/s",
+        "QEMU fresh dst GB/s",
+        "QEMU prealloc dst GB/s",
+        "ours / fresh",
+        "ours / prealloc",
+        "ours CPU s/GB",
+        "fresh dst CPU s/GB",
+        "prealloc dst CPU s/GB",
+      ],
+      rows("recv"),
+    ),
+    "",
+    "Clock: `migrate` → source completed and destination done (ours: its JSON result). Fresh: a newly " +
+    "started destination (prealloc off) allocates and zeroes its RAM during the migration, as qemu-recv's new " +
+    "files are; prealloc: bench/qemu.ts's default, RAM ready before the clock.",
+    "",
+    "## Ours as the source (qemu-send → QEMU against QEMU → QEMU)",
+    "",
+    markdownTable(
+      ["QEMU", "source", "ours", "ours GB/s", "QEMU src GB/s", "ours / QEMU", "ours CPU s/GB", "QEMU src CPU s/GB"],
+      rows("send"),
+    ),
+    "",
+    "Clock: ours from spawning `qemu-send` (runtime start-up included), QEMU from `migrate`, to the " +
+    "destination's `completed`; the destination is QEMU (prealloc) in both.",
+    ...(failed ? ["", `${failed} run(s) failed or not verified (see the .jsonl).`] : []),
+  ].join("\n");
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      rounds: { type: "string", default: "5" },
+      "size-mib": { type: "string", default: "2048" },
+      channels: { type: "string", default: "4" },
+      runtimes: { type: "string", default: currentRuntime },
+      versions: { type: "string", default: QEMU_VERSIONS.join(",") },
+      directions: { type: "string", default: "recv,send" },
+      zerocopy: { type: "string", default: "off" },
+    },
+    strict: true,
+  });
+  const list = (text: string) => text.split(",").map((v) => v.trim()).filter(Boolean);
+  const rounds = Number(values.rounds);
+  const settings: Settings = { size: Number(values["size-mib"]) * 2 ** 20, channels: Number(values.channels) };
+  const runtimes = list(values.runtimes) as Runtime[];
+  if (runtimes.length === 0 || runtimes.some((r) => !RUNTIMES.includes(r))) {
+    throw new Error(`--runtimes: ${RUNTIMES.join(",")}`);
+  }
+  const directions = list(values.directions) as Direction[];
+  if (directions.length === 0 || directions.some((d) => d !== "recv" && d !== "send")) {
+    throw new Error("--directions: recv,send");
+  }
+  const zerocopyModes = list(values.zerocopy).map((z) => {
+    if (z !== "off" && z !== "on") throw new Error("--zerocopy: off,on");
+    return z === "on";
+  });
+  const versions = parseQemuVersions(values.versions);
+  if (!(rounds >= 1) || !(settings.size > 0) || !(settings.channels >= 1)) {
+    throw new Error("--rounds, --size-mib, --channels: positive numbers");
+  }
+
+  // Room on the tmpfs: a received directory per run, one kept per version for sending, and
+  // the memory warmed before each fresh destination (QemuBench.warmFreeMemory).
+  const qemu = await QemuBench.prepare(settings.size, versions, 2 + versions.length);
+  if (typeof qemu === "string") {
+    note(`qemu_interop: QEMU skipped: ${qemu}`);
+    return 1;
+  }
+  const files = new ResultsFiles("qemu-interop");
+  const records: BenchRecord[] = [];
+  const emit = (record: BenchRecord) => {
+    records.push(record);
+    files.append(record);
+    out(JSON.stringify(record));
+  };
+  const env = environment({
+    command: `deno run -A bench/qemu_interop.ts ${process.argv.slice(2).join(" ")}`.trim(),
+    qemu: qemu.versions.map((v) => qemu.versionLine(v)).join("; "),
+  });
+  try {
+    const archives = new Map<QemuVersion, string>();
+    for (const version of qemu.versions) {
+      const dir = qemu.scratch(`archive-${version}`);
+      const warmUp = await oursReceive(qemu, version, runtimes[0], false, dir, settings, true);
+      if (warmUp.verified !== true) throw new Error(`the warm-up receive from QEMU ${version} failed`);
+      note(`qemu_interop: ${version} warm-up receive ${warmUp.GBps} GB/s (not counted; kept for sending)`);
+      archives.set(version, dir);
+    }
+    for (let round_ = 0; round_ < rounds; round_++) {
+      for (const version of qemu.versions) {
+        for (const direction of directions) {
+          for (const zerocopy of zerocopyModes) {
+            const cases = casesOf(qemu, version, direction, zerocopy, runtimes, archives.get(version)!, settings);
+            const got = new Map<string, BenchRecord>();
+            for (const c of rotate(cases, round_)) {
+              const record = { round: round_, label: c.label, ...(await c.run()) };
+              got.set(c.label, record);
+              emit(record);
+            }
+            for (const runtime of runtimes) {
+              const mine = got.get(runtime)!;
+              const vs: Record<string, number> = {};
+              for (const [label, theirs] of got) {
+                if (theirs.side !== "qemu" || !mine.verified || !theirs.verified) continue;
+                vs[`vs ${label}`] = round(Number(mine.GBps) / Number(theirs.GBps));
+              }
+              emit({
+                bench: "qemu-interop-round",
+                round: round_,
+                direction,
+                qemuVersion: version,
+                zerocopy,
+                runtime,
+                ...vs,
+              });
+            }
+          }
+        }
+      }
+    }
+  } finally {
+    qemu.close();
+  }
+  const md = report(records, settings, rounds, env);
+  files.writeMarkdown(md);
+  out("\n" + md);
+  note(`qemu_interop: results in ${files.jsonlPath}, ${files.markdownPath}`);
+  return records.some((r) => r.bench === "qemu-interop" && r.verified !== true) ? 1 : 0;
+}
+
+if (import.meta.main) await runMain("qemu_interop.ts", main);
