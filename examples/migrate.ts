@@ -184,7 +184,7 @@ mapped-ram, other iterable sections. QEMU's stream is not authenticated: use it 
 host or a network you trust.`;
 
 const QEMU_SEND_USAGE = `usage: migrate.ts qemu-send --to HOST:PORT --from DIR [--channels N] [--zerocopy]
-                          [--format 7.2|8.1+] [--json]
+                          [--format 7.2|8.1+] [--send-buffer SIZE] [--json]
 
 Migrates a directory written by qemu-recv into a real QEMU started with "-incoming defer"
 (capability multifd on and multifd-channels N set, then "migrate-incoming tcp:HOST:PORT"):
@@ -193,6 +193,8 @@ Migrates a directory written by qemu-recv into a real QEMU started with "-incomi
   --from DIR           a directory written by qemu-recv (one RAM block)
   --channels N         the destination's multifd-channels (default 2)
   --zerocopy           page data with MSG_ZEROCOPY (as QEMU's zero-copy-send)
+  --send-buffer SIZE   SO_SNDBUF of each multifd channel, e.g. 256K. Default: 256K when the
+                       destination is on this host, else the kernel's autotuning
   --format F           the destination's stream format: 7.2 (QEMU 7.2) or 8.1+ (QEMU 8.1 to 10.0
                        with a machine type without 8.0 compat, e.g. -machine none). Default: the
                        format the directory was received in
@@ -205,6 +207,7 @@ interface QemuSendOptions {
   channels: number;
   zerocopy: boolean;
   format?: "7.2" | "8.1+";
+  sendBufferBytes?: number;
   json: boolean;
 }
 
@@ -286,6 +289,7 @@ function parseQemuSend(args: string[]): Command {
     channels: { type: "string" },
     zerocopy: { type: "boolean" },
     format: { type: "string" },
+    "send-buffer": { type: "string" },
     json: { type: "boolean" },
   }, QEMU_SEND_USAGE);
   if (values.help) return { kind: "help", text: QEMU_SEND_USAGE };
@@ -306,6 +310,9 @@ function parseQemuSend(args: string[]): Command {
           : 2,
         zerocopy: values.zerocopy === true,
         format: format as "7.2" | "8.1+" | undefined,
+        sendBufferBytes: typeof values["send-buffer"] === "string"
+          ? sendBuffer(parseSize(values["send-buffer"], "--send-buffer"))
+          : undefined,
         json: values.json === true,
       },
     };
@@ -806,6 +813,7 @@ async function qemuSend(options: QemuSendOptions): Promise<number> {
       channels: options.channels,
       zerocopy: options.zerocopy,
       format: options.format,
+      sendBufferBytes: options.sendBufferBytes,
     });
   } catch (error) {
     throw new Failure(`send failed: ${oneLine(error)}`);

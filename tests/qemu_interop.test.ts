@@ -13,6 +13,7 @@ import {
   QemuMigrationReceiver,
   QemuMigrationSender,
   type QemuReceiveResult,
+  SAME_HOST_SEND_BUFFER_BYTES,
   TimeoutError,
 } from "../mod.ts";
 import net from "node:net";
@@ -158,6 +159,7 @@ describe("we migrate into QEMU (QemuMigrationSender): a directory received from 
             const runState = await destination.completed();
             const sent = await sending;
             assert.equal(sent.bytes, SIZE);
+            assert.equal(sent.sendBufferBytes, SAME_HOST_SEND_BUFFER_BYTES, "the destination is on this host");
             assert.match(runState, /^(paused|prelaunch)$/);
             assert.ok(readFileSync(destination.ram).equals(ram!), "the destination's RAM differs from the source's");
           } finally {
@@ -246,11 +248,23 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
       const destination = await startQemuDestination("7.2", SIZE, 2);
       try {
         const child = new LineChild(
-          runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${destination.port}`, "--from", dir, "--json"]),
+          runtimeArgv(cli, [
+            "qemu-send",
+            "--to",
+            `127.0.0.1:${destination.port}`,
+            "--from",
+            dir,
+            "--send-buffer",
+            "512K",
+            "--json",
+          ]),
         );
         const { code } = await child.exited;
         assert.equal(code, 0, child.stderr);
-        assert.equal(lastJson(child.stdout).status, "sent");
+        const result = lastJson(child.stdout);
+        assert.equal(result.status, "sent");
+        assert.equal(result.sendBufferBytes, 512 * 1024);
+        assert.ok(result.cpuSeconds > 0, "the JSON says what the send cost");
         await destination.completed();
         assert.ok(readFileSync(destination.ram).equals(ram!));
       } finally {

@@ -14,7 +14,7 @@ import { InvalidArgumentError } from "../errors.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { integerOption } from "../options.ts";
 import { Region } from "../region.ts";
-import { resolveChannelOptions } from "../channel_options.ts";
+import { resolveChannelOptions, SAME_HOST_SEND_BUFFER_BYTES } from "../channel_options.ts";
 import type { SocketChannel } from "../socket_channel.ts";
 import type { FromSender, SenderConfig, ToSender } from "../multifd/messages.ts";
 import { Control } from "../multifd/shared_state.ts";
@@ -40,6 +40,12 @@ export interface QemuSenderOptions {
    * per sync). Default: the format the directory was received in.
    */
   format?: "7.2" | "8.1+";
+  /**
+   * SO_SNDBUF of every multifd channel, in bytes. Default: {@link SAME_HOST_SEND_BUFFER_BYTES}
+   * (256 KiB) when the destination is on this host — a short send queue keeps the kernel's
+   * copy on the sending side, as for {@link MultifdSender} — else the kernel's autotuning.
+   */
+  sendBufferBytes?: number;
   /** Limit for each TCP connect, in ms. Default 10 s. */
   connectTimeoutMs?: number;
   /** Longest a channel may go without progress, in ms (-1: no limit). Default 60 s. */
@@ -52,6 +58,8 @@ export interface QemuSendResult extends TransferStats {
   streamFormat: "7.2" | "8.1+";
   /** The RAM blocks sent. */
   blocks: QemuRamBlock[];
+  /** SO_SNDBUF of every multifd channel as set (undefined: the kernel's autotuning). See {@link QemuSenderOptions.sendBufferBytes}. */
+  sendBufferBytes: number | undefined;
 }
 
 const Section = { START: 0x01, PART: 0x02, END: 0x03 };
@@ -121,9 +129,15 @@ export class QemuMigrationSender {
         await channel.writev([encodeMultifdInit(id)]);
         fds.push(channel.detach());
       }
+      const sendBufferBytes = options.sendBufferBytes ??
+        (main.peerOnThisHost ? SAME_HOST_SEND_BUFFER_BYTES : undefined);
       transfer.adoptFds(fds);
       const pool = await starting;
-      const channelOptions = resolveChannelOptions({ zerocopy: options.zerocopy, ioTimeoutMs: options.ioTimeoutMs });
+      const channelOptions = resolveChannelOptions({
+        zerocopy: options.zerocopy,
+        ioTimeoutMs: options.ioTimeoutMs,
+        sendBufferBytes,
+      });
       fds.forEach((fd, channelId) => {
         const config: SenderConfig = {
           ...channelOptions,
@@ -184,7 +198,7 @@ export class QemuMigrationSender {
       const stats = transfer.stats(options.zerocopy === true);
       await transfer.close();
       if (transfer.failure) throw transfer.failure;
-      return { ...stats, streamFormat: format, blocks };
+      return { ...stats, streamFormat: format, blocks, sendBufferBytes };
     } catch (error) {
       await transfer.abort(error as Error);
       throw error;
