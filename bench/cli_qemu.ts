@@ -16,7 +16,10 @@
  * QEMU destinations: "prealloc" is bench/qemu.ts's set-up (RAM allocated and zeroed before
  * the clock); "fresh" is a newly started destination (QEMU's default, prealloc=off), whose
  * RAM is allocated and zeroed during the migration, as the CLI's new output file is.
- * "best QEMU" is the better prealloc version; "best fresh QEMU" the better fresh one.
+ * "best QEMU" is the better prealloc version; "best fresh QEMU" the better fresh one. Before
+ * every CLI run and every fresh QEMU run, an image's worth of memory is written and freed
+ * (QemuBench.warmFreeMemory): this VM hands free memory back to its hypervisor after a few
+ * seconds, and first touches of such memory cost several times more, at random.
  *
  * Needs root (mounts tmpfs). CLI GB/s is the sender's own figure (first byte to verified);
  * `wallSeconds` is end to end: sender process start to both processes exited (the receiver
@@ -114,7 +117,14 @@ class Tmpfs {
   }
 }
 
-async function cliRun(fs: Tmpfs, runtime: Runtime, mode: Mode, size: number): Promise<BenchRecord> {
+/** One CLI transfer; `beforeStart` runs right before the clock starts (the receiver is listening by then). */
+async function cliRun(
+  fs: Tmpfs,
+  runtime: Runtime,
+  mode: Mode,
+  size: number,
+  beforeStart?: () => void,
+): Promise<BenchRecord> {
   const input = `${fs.dir}/in.bin`, output = `${fs.dir}/out.bin`, key = `${fs.dir}/secret.key`;
   rmSync(output, { force: true });
   const recv = start(
@@ -127,6 +137,7 @@ async function cliRun(fs: Tmpfs, runtime: Runtime, mode: Mode, size: number): Pr
       throw new Error(`receiver exited early: ${e.stderr.slice(-400)}`);
     }),
   ]);
+  beforeStart?.();
   const started = performance.now();
   const send = start(scriptArgv(runtime, CLI, [
     "send",
@@ -215,7 +226,8 @@ async function main(): Promise<number> {
   const haveSocat = spawnSync("socat", ["-V"]).status === 0;
   if (!haveSocat) note("cli_qemu: socat not found: no single-stream row (apt-get install socat)");
 
-  const qemu = await QemuBench.prepare(size, parseQemuVersions(values.versions));
+  // One image of room more: the memory warmed before every run that allocates fresh pages.
+  const qemu = await QemuBench.prepare(size, parseQemuVersions(values.versions), 1);
   if (typeof qemu === "string") {
     note(`cli_qemu: QEMU skipped: ${qemu}`);
     return 1;
@@ -252,6 +264,9 @@ async function main(): Promise<number> {
     );
     // Not recorded: the first transfer after the mount pays for compacting memory into 2 MiB
     // pages (measured 3-5x slower than the next ones), whichever runs first.
+    // The CLI's output file and a fresh QEMU destination allocate their pages during the
+    // transfer: the same amount of freshly freed memory first (QemuBench.warmFreeMemory).
+    const warm = () => qemu.warmFreeMemory();
     const warmUp = await cliRun(fs, runtimes[0], modes[0], size);
     note(`cli_qemu: warm-up transfer (not counted): ${warmUp.GBps} GB/s`);
     for (let rep = 0; rep < rounds; rep++) {
@@ -260,7 +275,7 @@ async function main(): Promise<number> {
         // The runtimes' order alternates too: the first run after QEMU's or socat's is not
         // always alike.
         for (const runtime of rep % 2 ? [...runtimes].reverse() : runtimes) {
-          const r = { round: rep, ...(await cliRun(fs, runtime, mode, size)) };
+          const r = { round: rep, ...(await cliRun(fs, runtime, mode, size, warm)) };
           cli.push(r);
           emit(r);
         }
@@ -268,7 +283,8 @@ async function main(): Promise<number> {
         const q: Record<string, number | undefined> = {};
         for (const variant of order) {
           const fresh = variant.destination === "fresh" ? "+fresh" : "";
-          const r = await qemu.run(`${variant.version} multifd4${mode === "zc" ? "+zc" : ""}${fresh}`, rep);
+          const config = `${variant.version} multifd4${mode === "zc" ? "+zc" : ""}${fresh}`;
+          const r = await qemu.run(config, rep, fresh ? warm : undefined);
           q[variant.label] = r.verified ? r.GBps as number : undefined;
           emit({ round: rep, mode, destination: variant.destination, ...r });
         }
