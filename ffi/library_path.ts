@@ -11,10 +11,55 @@
  *
  * @module
  */
-import { existsSync, readFileSync } from "node:fs";
-import process from "node:process";
-import { fileURLToPath } from "node:url";
 import { ZeroCopyMultifdError } from "../src/errors.ts";
+import { runtime } from "./runtime.ts";
+
+/**
+ * What the lookup needs of the system. Every channel Worker loads the library, so under Deno
+ * this avoids `node:*`: the first `node:` import of a Worker sets up Deno's Node layer, about
+ * 20 ms of a Worker's start, paid per channel at the start of every transfer. Bun's
+ * `node:*` modules are its own and cheap.
+ */
+interface Host {
+  platform: string;
+  arch: string;
+  env(name: string): string | undefined;
+  exists(path: string): boolean;
+  readText(path: string): string;
+}
+
+const host: Host = runtime === "deno"
+  ? {
+    platform: Deno.build.os,
+    arch: Deno.build.arch === "x86_64" ? "x64" : Deno.build.arch,
+    env: (name) => Deno.env.get(name),
+    exists: (path) => {
+      try {
+        Deno.statSync(path);
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    readText: (path) => Deno.readTextFileSync(path),
+  }
+  : await (async () => {
+    const { existsSync, readFileSync } = await import("node:fs");
+    const { default: process } = await import("node:process");
+    return {
+      platform: process.platform,
+      arch: process.arch,
+      env: (name: string) => process.env[name],
+      exists: existsSync,
+      readText: (path: string) => readFileSync(path, "utf8"),
+    };
+  })();
+
+/** A file: URL as a path (what node:url's fileURLToPath does for the URLs made here). */
+function pathOf(url: URL): string {
+  if (url.protocol !== "file:") throw new ZeroCopyMultifdError(`the native library must be a local file, not ${url}`);
+  return decodeURIComponent(url.pathname);
+}
 
 /**
  * Name of the environment variable that points the module at a specific
@@ -30,7 +75,7 @@ const X86_64_V3_FLAGS = ["avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "m
 export function cpuIsX86_64V3(cpuinfo?: string): boolean {
   let text = cpuinfo;
   try {
-    text ??= readFileSync("/proc/cpuinfo", "utf8");
+    text ??= host.readText("/proc/cpuinfo");
   } catch {
     return false;
   }
@@ -53,24 +98,24 @@ export class NativeLibraryNotFoundError extends ZeroCopyMultifdError {
 }
 
 function candidates(): string[] {
-  if (process.platform !== "linux" || process.arch !== "x64") {
+  if (host.platform !== "linux" || host.arch !== "x64") {
     throw new ZeroCopyMultifdError(
-      `zerocopy-multifd supports linux-x64 only (this is ${process.platform}-${process.arch})`,
+      `zerocopy-multifd supports linux-x64 only (this is ${host.platform}-${host.arch})`,
     );
   }
-  const explicit = process.env[LIBRARY_ENV];
+  const explicit = host.env(LIBRARY_ENV);
   if (explicit) return [explicit];
   const root = new URL("../", import.meta.url);
   const files = cpuIsX86_64V3() ? [V3_LIBRARY_FILE, LIBRARY_FILE] : [LIBRARY_FILE];
   return ["zig-out/lib/", "prebuilt/linux-x64/"].flatMap((dir) =>
-    files.map((file) => fileURLToPath(new URL(dir + file, root)))
+    files.map((file) => pathOf(new URL(dir + file, root)))
   );
 }
 
 /** The first existing candidate path; throws NativeLibraryNotFoundError when none exists. */
 export function findLibrary(): string {
   const tried = candidates();
-  const found = tried.find((path) => existsSync(path));
+  const found = tried.find((path) => host.exists(path));
   if (!found) throw new NativeLibraryNotFoundError(tried);
   return found;
 }
