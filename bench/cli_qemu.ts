@@ -123,7 +123,7 @@ async function cliRun(
   runtime: Runtime,
   mode: Mode,
   size: number,
-  beforeStart?: () => void,
+  beforeStart?: () => Promise<void>,
 ): Promise<BenchRecord> {
   const input = `${fs.dir}/in.bin`, output = `${fs.dir}/out.bin`, key = `${fs.dir}/secret.key`;
   rmSync(output, { force: true });
@@ -137,7 +137,7 @@ async function cliRun(
       throw new Error(`receiver exited early: ${e.stderr.slice(-400)}`);
     }),
   ]);
-  beforeStart?.();
+  await beforeStart?.();
   const started = performance.now();
   const send = start(scriptArgv(runtime, CLI, [
     "send",

@@ -138,6 +138,9 @@ function shmemPmdMappedKiB(pid: number): number {
   }
 }
 
+/** The kernel's page-reporting delay (2 s) and some time for the report itself. */
+const PAGE_REPORTING_SETTLE_MS = 2500;
+
 /** Zeroes a file in place (its tmpfs pages stay allocated, so every run starts alike). */
 function zeroInPlace(path: string, size: number): void {
   const zeros = new Uint8Array(8 << 20);
@@ -403,14 +406,17 @@ export class QemuBench {
 
   /**
    * Makes the next allocation of `size` bytes of fresh RAM cost what it costs on an ordinary
-   * host: this VM reports free memory to its hypervisor (`page_reporting.page_reporting_order`
-   * on the kernel command line), which takes the pages away, so the first touch of memory
-   * freed a few seconds ago faults into the hypervisor and varies 5-fold from run to run.
-   * Writing and deleting an image's worth of pages on the tmpfs leaves that much freshly
-   * freed, not yet reported. Needs room for one more image on the tmpfs. Called right
-   * before the clock of every run whose destination allocates its RAM during the migration.
+   * host. This VM's kernel reports free memory to the hypervisor (`page_reporting`: 2 s
+   * after memory is freed it reports every free 2 MiB block, and the hypervisor takes those
+   * pages away), so a first touch of reported memory faults into the hypervisor: a transfer
+   * that allocates its destination while a report runs spends most of its time in
+   * `clear_page_erms` (seen with `perf`). So: wait until the report that earlier frees (the
+   * previous run's output) scheduled is over, then write and delete an image's worth of
+   * pages on the tmpfs, leaving that much freshly freed, not to be reported for 2 s, for
+   * the run that starts right after. Needs room for one more image on the tmpfs.
    */
-  warmFreeMemory(): void {
+  async warmFreeMemory(): Promise<void> {
+    await new Promise((resolve) => setTimeout(resolve, PAGE_REPORTING_SETTLE_MS));
     const path = this.scratch("warm.img");
     zeroInPlace(path, this.#size);
     rmSync(path, { force: true });
@@ -420,7 +426,7 @@ export class QemuBench {
    * One migration of a versioned config ("10.0 multifd4+zc"), QEMU to QEMU; resolves with
    * its record. `beforeMigrate` runs right before the clock starts.
    */
-  async run(config: string, rep = 0, beforeMigrate?: () => void): Promise<BenchRecord> {
+  async run(config: string, rep = 0, beforeMigrate?: () => Promise<void>): Promise<BenchRecord> {
     const { version, channels, zerocopy, tls } = parseQemuConfig(config);
     const runStarted = performance.now();
     const sides: QemuSide[] = [];
@@ -430,7 +436,7 @@ export class QemuBench {
       const src = await this.start("src", config);
       sides.push(src);
       const pmd = [shmemPmdMappedKiB(src.pid), shmemPmdMappedKiB(dst.pid)];
-      beforeMigrate?.();
+      await beforeMigrate?.();
       const cpu0 = [src.cpuSeconds(), dst.cpuSeconds()];
       const started = performance.now();
       await src.qmp.command("migrate", { uri: dst.uri });
