@@ -223,7 +223,19 @@ async function main(): Promise<number> {
   if (destinations.length === 0 || destinations.some((d) => d !== "prealloc" && d !== "fresh")) {
     throw new Error("--qemu-destinations: prealloc,fresh");
   }
-  const haveSocat = spawnSync("socat", ["-V"]).status === 0;
+  // The single-stream row for scale: Debian's socat, installed as QEMU is when missing (root).
+  let haveSocat = spawnSync("socat", ["-V"]).status === 0;
+  if (!haveSocat && process.getuid?.() === 0) {
+    note("cli_qemu: installing socat (apt-get) for the single-stream row");
+    const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
+    const install = () =>
+      spawnSync("apt-get", ["install", "-y", "-q", "--no-install-recommends", "socat"], { stdio: "ignore", env });
+    if (install().status !== 0) {
+      spawnSync("apt-get", ["update", "-q"], { stdio: "ignore", env });
+      install();
+    }
+    haveSocat = spawnSync("socat", ["-V"]).status === 0;
+  }
   if (!haveSocat) note("cli_qemu: socat not found: no single-stream row (apt-get install socat)");
 
   // One image of room more: the memory warmed before every run that allocates fresh pages.
