@@ -84,7 +84,12 @@ class ChannelEnd {
 class SendEnd extends ChannelEnd {
   readonly #codec: SendCodec;
   readonly #config: SenderConfig;
-  readonly #scan: PageScan;
+  /** The zero-page scan of each block (one: the region; QEMU's format: every RAM block), and the round's. */
+  readonly #scans: PageScan[];
+  #scan: PageScan;
+  /** All-zero pages waiting to go to the main thread (codec.zeroPagesElsewhere), page indices. */
+  readonly #zeroPages = new Uint32Array(ZERO_PAGES_PER_MESSAGE);
+  #zeroPageCount = 0;
   readonly #reply: Uint8Array;
   /** One packet's offsets: all of them, then split into data and zero pages. */
   readonly #offsets: Float64Array;
@@ -110,7 +115,9 @@ class SendEnd extends ChannelEnd {
     this.#codec = ChannelEnd.formatOf(config).sender(config, region, this.populate);
     const slots = config.zerocopy ? ZEROCOPY_STAGING_SLOTS : 1;
     this.#staging = new StagingRing(this.#codec.stagingBytes, slots);
-    this.#scan = new PageScan(region, config.pageSize, config.pagesPerPacket);
+    const blocks = config.qemu?.ramBlocks.map((block) => block.region) ?? [region];
+    this.#scans = blocks.map((block) => new PageScan(block, config.pageSize, config.pagesPerPacket));
+    this.#scan = this.#scans[0];
     this.#reply = new Uint8Array(this.#codec.replyBytes);
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#normal = new Float64Array(config.pagesPerPacket);
@@ -120,8 +127,12 @@ class SendEnd extends ChannelEnd {
 
   /** Sends packets until the round's cursor runs out, then SYNC, flush, and the ack. */
   round(pages: Uint32Array | null, pageCount: number, syncNumber: number, block?: number): boolean {
-    if (block !== undefined) this.#codec.selectBlock?.(block);
+    if (block !== undefined) {
+      this.#codec.selectBlock?.(block);
+      this.#scan = this.#scans[block] ?? this.#scan;
+    }
     const { pagesPerPacket, pageSize, zeroPages } = this.#config;
+    const zeroElsewhere = this.#codec.zeroPagesElsewhere === true;
     const packets = Math.ceil(pageCount / pagesPerPacket);
     for (;;) {
       checkAbort(this.state);
@@ -132,13 +143,19 @@ class SendEnd extends ChannelEnd {
       packetOffsets(pages, first, count, pageSize, this.#offsets);
       const zeroCount = zeroPages ? this.#scan.splitZero(this.#offsets, count, this.#normal, this.#zero) : 0;
       const normal = zeroPages ? this.#normal : this.#offsets;
-      const slot = this.#staging.next(this.channel, this.#zerocopyPages !== "no");
-      this.#send(this.#codec.data(normal, count - zeroCount, this.#zero, zeroCount, slot));
-      this.#staging.sent(this.channel);
-      this.add("packets", 1);
       this.add("pagesNormal", count - zeroCount);
       this.add("pagesZero", zeroCount);
+      if (zeroElsewhere) {
+        for (let i = 0; i < zeroCount; i++) this.#queueZeroPage(this.#zero[i] / pageSize);
+        if (count === zeroCount) continue; // nothing for a packet
+      }
+      const slot = this.#staging.next(this.channel, this.#zerocopyPages !== "no");
+      this.#send(this.#codec.data(normal, count - zeroCount, this.#zero, zeroElsewhere ? 0 : zeroCount, slot));
+      this.#staging.sent(this.channel);
+      this.add("packets", 1);
     }
+    // Before SYNC: the main thread sends them before the end of section that follows it.
+    this.#postZeroPages();
     this.#send(this.#codec.control("sync", syncNumber));
     const allCopied = this.channel.flushZerocopySync() === 1;
     this.#codec.parseSyncAck(this.#readReply(), syncNumber);
@@ -146,6 +163,17 @@ class SendEnd extends ChannelEnd {
     this.add("syncs", 1);
     if (allCopied) this.add("zerocopyFlushesAllCopied", 1);
     return allCopied;
+  }
+
+  #queueZeroPage(page: number): void {
+    this.#zeroPages[this.#zeroPageCount++] = page;
+    if (this.#zeroPageCount === this.#zeroPages.length) this.#postZeroPages();
+  }
+
+  #postZeroPages(): void {
+    if (this.#zeroPageCount === 0) return;
+    self.postMessage({ kind: "zeroPages", pages: this.#zeroPages.slice(0, this.#zeroPageCount) });
+    this.#zeroPageCount = 0;
   }
 
   /** Ends the stream. */
@@ -297,6 +325,9 @@ class ReceiveEnd extends ChannelEnd {
  * reuses one only after its completion. 8 slots of a 512 KiB packet: 4 MiB per channel.
  */
 const ZEROCOPY_STAGING_SLOTS = 8;
+
+/** All-zero pages per "zeroPages" message (codec.zeroPagesElsewhere): 64 KiB of page indices. */
+const ZERO_PAGES_PER_MESSAGE = 16384;
 
 /**
  * The send side's staging: slots handed out in turn, each reused only once the zero-copy

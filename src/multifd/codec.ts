@@ -71,6 +71,13 @@ export interface SendCodec {
   control(kind: ControlKind, argument: number): Outgoing;
   /** A format whose packets name one of several memory blocks (QEMU's): the next round's pages are in block `index`. */
   selectBlock?(index: number): void;
+  /**
+   * True for a format whose packets carry no all-zero pages (QEMU 7.2's): the channel loop
+   * hands them to the main thread instead ("zeroPages" messages, page indices of the
+   * round's block), which sends them its own way (QEMU: ZERO records on the main channel),
+   * and {@link data} gets no zero pages.
+   */
+  readonly zeroPagesElsewhere?: boolean;
   /** Size of the receiver's SYNC acknowledgement. */
   readonly replyBytes: number;
   /** Size of the receiver's result. */

@@ -87,6 +87,8 @@ class QemuReceiveCodec implements ReceiveCodec {
  */
 class QemuSendCodec implements SendCodec {
   readonly stagingBytes = 0;
+  /** 7.2's packets list no zero pages (9.0's may, but every version reads ZERO records on the main channel). */
+  readonly zeroPagesElsewhere = true;
   readonly replyBytes = 0;
   readonly resultBytes = 0;
   /** Each block's region and id, the id as the bytes a packet carries. */

@@ -41,6 +41,11 @@ export interface QemuSenderOptions {
    */
   format?: "7.2" | "8.1+";
   /**
+   * Send all-zero pages as ZERO records on the main channel (9 bytes each), as QEMU's own
+   * source does, instead of as pages. Default true.
+   */
+  zeroPages?: boolean;
+  /**
    * SO_SNDBUF of every multifd channel, in bytes. Default: {@link SAME_HOST_SEND_BUFFER_BYTES}
    * (256 KiB) when the destination is on this host — a short send queue keeps the kernel's
    * copy on the sending side, as for {@link MultifdSender} — else the kernel's autotuning.
@@ -63,8 +68,10 @@ export interface QemuSendResult extends TransferStats {
 }
 
 const Section = { START: 0x01, PART: 0x02, END: 0x03 };
-const Ram = { MEM_SIZE: 0x04, EOS: 0x10, MULTIFD_FLUSH: 0x200 };
+const Ram = { ZERO: 0x02, MEM_SIZE: 0x04, EOS: 0x10, CONTINUE: 0x20, MULTIFD_FLUSH: 0x200 };
 const SECTION_FOOTER = 0x7e;
+/** A ZERO record: the page's offset with its flags (8 bytes), then the fill byte. */
+const ZERO_RECORD_BYTES = 9;
 const RAM_SECTION_ID = 2;
 const RAM_SECTION_VERSION = 4;
 
@@ -144,7 +151,7 @@ export class QemuMigrationSender {
           channelId,
           pageSize: QEMU_PAGE_SIZE,
           pagesPerPacket: MULTIFD_PAGES_PER_PACKET,
-          zeroPages: false,
+          zeroPages: options.zeroPages !== false,
           zerocopyFallback: true,
           zerocopyBudgetBytes: -1,
           qemu: { ramBlocks },
@@ -174,7 +181,18 @@ export class QemuMigrationSender {
         for (let id = 0; id < channels; id++) {
           pool.post(id, { kind: "round", pages, pageCount, syncNumber: transfer.rounds, block });
         }
-        await pool.all("synced");
+        // The channels' zero pages go as ZERO records, one write after another, all before
+        // the end of section (each channel posts its last ones before "synced").
+        let records = Promise.resolve();
+        await Promise.all(Array.from({ length: channels }, async (_, id) => {
+          for (;;) {
+            const message = await pool.next(id, "zeroPages", "synced");
+            if (message.kind === "synced") return;
+            const bytes = zeroRecords(blocks[block].name, message.pages);
+            records = records.then(() => out.writev([bytes]).then(() => {}));
+          }
+        }));
+        await records;
         transfer.rounds++;
         const end = new StreamBytes();
         if (format === "8.1+") end.u64(Ram.MULTIFD_FLUSH);
@@ -207,6 +225,30 @@ export class QemuMigrationSender {
       for (const region of regions) await region.close();
     }
   }
+}
+
+/**
+ * ZERO records for `pages` (page indices) of block `name`: the first names the block, the
+ * others CONTINUE it; each is the page's offset with the flags, then the fill byte 0.
+ */
+function zeroRecords(name: string, pages: Uint32Array): Uint8Array {
+  if (pages.length === 0) return new Uint8Array(0);
+  const id = new StreamBytes().idstr(name).bytes();
+  const bytes = new Uint8Array(pages.length * ZERO_RECORD_BYTES + id.length);
+  const view = new DataView(bytes.buffer);
+  let at = 0;
+  for (let i = 0; i < pages.length; i++) {
+    const offset = pages[i] * QEMU_PAGE_SIZE + Ram.ZERO + (i > 0 ? Ram.CONTINUE : 0);
+    view.setUint32(at, Math.floor(offset / 0x1_0000_0000));
+    view.setUint32(at + 4, offset >>> 0);
+    at += 8;
+    if (i === 0) {
+      bytes.set(id, at); // the first record names the block
+      at += id.length;
+    }
+    bytes[at++] = 0; // the fill byte
+  }
+  return bytes;
 }
 
 /** Builds main-channel bytes (QEMUFile's big-endian puts). */
