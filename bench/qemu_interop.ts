@@ -67,6 +67,36 @@ interface Case {
 
 const seconds = (from: number) => (performance.now() - from) / 1000;
 
+/** What a run of ours records: `ours` is the CLI's JSON result, `peerCpu` the QEMU process's CPU seconds on the other end. */
+function oursRecord(
+  direction: Direction,
+  runtime: Runtime,
+  version: QemuVersion,
+  zerocopy: boolean,
+  { size, channels }: Settings,
+  e2eSeconds: number,
+  ours: Record<string, unknown>,
+  peerCpu: number,
+): BenchRecord {
+  const gb = size / 1e9;
+  return {
+    bench: "qemu-interop",
+    direction,
+    side: "ours",
+    runtime,
+    qemuVersion: version,
+    zerocopy,
+    channels,
+    bytes: size,
+    e2eSeconds: round(e2eSeconds),
+    GBps: round(gb / e2eSeconds),
+    ownSeconds: ours.seconds,
+    cpuSeconds: ours.cpuSeconds,
+    cpuSecondsPerGB: round(Number(ours.cpuSeconds) / gb),
+    peerCpuSecondsPerGB: round(peerCpu / gb),
+  };
+}
+
 /** QEMU → `qemu-recv` into `out` (removed afterwards unless `keep`): the record of one receive. */
 async function oursReceive(
   qemu: QemuBench,
@@ -108,22 +138,8 @@ async function oursReceive(
     const srcCpu = source.cpuSeconds() - cpu0;
     await source.quit();
     const blocks = ours.blocks as { file: string }[];
-    const gb = size / 1e9;
     return {
-      bench: "qemu-interop",
-      direction: "recv",
-      side: "ours",
-      runtime,
-      qemuVersion: version,
-      zerocopy,
-      channels,
-      bytes: size,
-      e2eSeconds: round(e2eSeconds),
-      GBps: round(gb / e2eSeconds),
-      ownSeconds: ours.seconds,
-      cpuSeconds: ours.cpuSeconds,
-      cpuSecondsPerGB: round(Number(ours.cpuSeconds) / gb),
-      peerCpuSecondsPerGB: round(srcCpu / gb),
+      ...oursRecord("recv", runtime, version, zerocopy, { size, channels }, e2eSeconds, ours, srcCpu),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
   } finally {
@@ -168,23 +184,9 @@ async function oursSend(
     const dstCpu = dst.cpuSeconds() - cpu0;
     const status = (await dst.qmp.command<{ status: string }>("query-status")).status;
     await dst.quit();
-    const gb = size / 1e9;
     return {
-      bench: "qemu-interop",
-      direction: "send",
-      side: "ours",
-      runtime,
-      qemuVersion: version,
-      zerocopy,
-      channels,
-      bytes: size,
-      e2eSeconds: round(e2eSeconds),
-      GBps: round(gb / e2eSeconds),
-      ownSeconds: ours.seconds,
+      ...oursRecord("send", runtime, version, zerocopy, { size, channels }, e2eSeconds, ours, dstCpu),
       ownGBps: ours.GBps,
-      cpuSeconds: ours.cpuSeconds,
-      cpuSecondsPerGB: round(Number(ours.cpuSeconds) / gb),
-      peerCpuSecondsPerGB: round(dstCpu / gb),
       destinationStatus: status,
       verified: ours.ok === true && await qemu.matchesSource(qemu.destinationImage),
     };
