@@ -190,6 +190,7 @@ export class QemuMigrationSender {
             if (message.kind === "synced") return;
             const bytes = zeroRecords(blocks[block].name, message.pages);
             records = records.then(() => out.writev([bytes]).then(() => {}));
+            records.catch(() => {}); // awaited below, unless a failed channel ends the loop first
           }
         }));
         await records;
