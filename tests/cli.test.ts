@@ -162,6 +162,8 @@ describe("migrate.ts", () => {
         for (const field of [...fields, "checksumSeconds"]) {
           assert.equal(typeof result[field], "number", field);
         }
+        // What the command cost: at least the Workers' start and the checksum's pass over the file.
+        assert.ok(result.cpuSeconds > 0, `cpuSeconds ${result.cpuSeconds}`);
       }
       assert.equal(sent.zerocopy, true);
       assert.ok(sent.zerocopySends > 0);
