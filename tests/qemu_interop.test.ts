@@ -297,6 +297,8 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
         ["qemu-recv", "--out", "x", "--listen", "127.0.0.1:0", "--channels", "0"],
         ["qemu-send", "--to", "127.0.0.1:1"],
         ["qemu-send", "--to", "127.0.0.1:1", "--from", "d", "--format", "9"],
+        ["qemu-send", "--to", "127.0.0.1:1", "--from", "d", "--send-buffer", "1"],
+        ["qemu-send", "--to", "127.0.0.1:1", "--from", "d", "--send-buffer", "lots"],
       ]
     ) {
       const child = new LineChild(runtimeArgv(cli, args));
