@@ -67,6 +67,8 @@ export interface MultifdConfig {
   sendBufferBytes?: number;
   /** Encrypted channels with this cipher; undefined: plain. */
   encrypt?: Cipher;
+  /** The sender's `pagesPerPacket`; undefined: the default (128, 512 KiB). */
+  pagesPerPacket?: number;
 }
 
 /** The same-host setting of `sendBufferBytes` the suite measures beside the default. */
@@ -143,6 +145,7 @@ export async function runMultifdCase(
         ...(config.zerocopyAlways ? ["--zerocopy-always"] : []),
         ...(config.sendBufferBytes ? ["--send-buffer", String(config.sendBufferBytes)] : []),
         ...(config.encrypt ? ["--encrypt", config.encrypt] : []),
+        ...(config.pagesPerPacket ? ["--pages-per-packet", String(config.pagesPerPacket)] : []),
       ]),
       { env, label: `${runtime} sender` },
     );
@@ -272,7 +275,8 @@ export async function runMultifdSuite(
 
 const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--qemu-versions 7.2,10.0] [--size-mib N] [--reps N]
                   [--runtimes deno,bun] [--channels 1,2,4,8] [--zerocopy off,on,always] [--huge on,off]
-                  [--send-buffer auto,262144] [--encrypt off,aegis-128l,aes-256-gcm] [--no-save]`;
+                  [--send-buffer auto,262144] [--encrypt off,aegis-128l,aes-256-gcm]
+                  [--pages-per-packet default,512] [--no-save]`;
 
 function list(text: string | undefined, parse: (item: string) => unknown): unknown[] | undefined {
   return text === undefined ? undefined : text.split(",").map((item) => parse(item.trim()));
@@ -312,6 +316,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
       zerocopy: { type: "string" },
       huge: { type: "string" },
       "send-buffer": { type: "string" },
+      "pages-per-packet": { type: "string" },
       encrypt: { type: "string" },
       "no-save": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -327,7 +332,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     return r;
   });
   if (runtimes) options.runtimes = runtimes as Runtime[];
-  const matrix = ["channels", "zerocopy", "huge", "send-buffer", "encrypt"] as const;
+  const matrix = ["channels", "zerocopy", "huge", "send-buffer", "encrypt", "pages-per-packet"] as const;
   if (matrix.some((name) => values[name] !== undefined)) {
     const channels = (list(values.channels, Number) ?? [1, 2, 4, 8]) as number[];
     const zerocopy =
@@ -338,18 +343,23 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     const sendBuffers = (list(values["send-buffer"], (b) => b === "auto" ? undefined : Number(b)) ??
       [undefined]) as (number | undefined)[];
     const ciphers = (list(values.encrypt, cipherSetting) ?? [undefined]) as (Cipher | undefined)[];
-    // Ciphers innermost: an encrypted case runs right after the plain one it is compared with.
+    const packetSizes = (list(values["pages-per-packet"], (p) => p === "default" ? undefined : Number(p)) ??
+      [undefined]) as (number | undefined)[];
+    // Ciphers and packet sizes innermost: a variant runs right after the case it is compared with.
     options.configs = sendBuffers.flatMap((sendBufferBytes) =>
       huge.flatMap((h) =>
         zerocopy.flatMap((z) =>
           channels.flatMap((c) =>
-            ciphers.map((encrypt) => ({
-              channels: c,
-              ...z,
-              hugePages: h,
-              sendBufferBytes,
-              ...(encrypt && { encrypt }),
-            }))
+            ciphers.flatMap((encrypt) =>
+              packetSizes.map((pagesPerPacket) => ({
+                channels: c,
+                ...z,
+                hugePages: h,
+                sendBufferBytes,
+                ...(encrypt && { encrypt }),
+                ...(pagesPerPacket && { pagesPerPacket }),
+              }))
+            )
           )
         )
       )

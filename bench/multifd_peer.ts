@@ -5,7 +5,7 @@
  *   recv --size BYTES [--huge] [--host H] [--port P]
  *       allocates the destination (pre-faulted), listens, prints {"port", "pid"}, receives
  *       one transfer, prints the receiver's result and its peak RSS.
- *   send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES] [--host H] [--peer-pid PID]
+ *   send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES] [--pages-per-packet N] [--host H] [--peer-pid PID]
  *       allocates the source (pre-faulted), fills it with random data, connects, waits until
  *       both processes are idle, then sends one round (every page, then a sync) and reads the
  *       CPU time of both processes (/proc/PID/stat) around it; then finish() (checksums).
@@ -64,6 +64,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
     zerocopyFallback: values["zerocopy-always"] !== true,
     encrypt: (values.encrypt as Cipher | undefined) ?? false,
     sendBufferBytes: values["send-buffer"] === undefined ? undefined : Number(values["send-buffer"]),
+    pagesPerPacket: values["pages-per-packet"] === undefined ? undefined : Number(values["pages-per-packet"]),
   });
   // Worker start-up (both sides) is set-up, not transfer: wait until both processes idle.
   await settle(peer === undefined ? [process.pid] : [process.pid, peer]);
@@ -87,7 +88,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
 }
 
 const USAGE = `usage: multifd_peer.ts recv --size BYTES [--huge] [--host H] [--port P]
-       multifd_peer.ts send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES]
+       multifd_peer.ts send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES] [--pages-per-packet N]
                             [--host H] [--peer-pid PID]
 (secret: $BENCH_SECRET, hex)`;
 
@@ -106,6 +107,7 @@ async function main(): Promise<number> {
         "zerocopy-always": { type: "boolean", default: false },
         encrypt: { type: "string" },
         "send-buffer": { type: "string" },
+        "pages-per-packet": { type: "string" },
         "peer-pid": { type: "string" },
       },
       strict: true,

@@ -173,7 +173,7 @@ export const zerocopyMode = (r: BenchRecord) => !r.zerocopy ? "off" : r.zerocopy
 export const multifdKey = (r: BenchRecord) =>
   `${r.hugePages ? "huge" : "4k"}/${zerocopyMode(r)}/${r.channels}/${r.runtime}/${r.sendBufferBytes ?? "auto"}/${
     r.encrypt ?? "plain"
-  }`;
+  }/${r.pagesPerPacket ?? "default"}`;
 
 export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
@@ -187,6 +187,7 @@ export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
     hugePages: rs[0].hugePages,
     sendBufferBytes: rs[0].sendBufferBytes,
     encrypt: rs[0].encrypt,
+    pagesPerPacket: rs[0].pagesPerPacket,
     bytes: rs[0].bytes,
     GBps: spread(values(rs, "GBps")),
     senderCpuSecondsPerGB: spread(values(rs, "senderCpuSecondsPerGB")),
@@ -204,6 +205,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
     s.hugePages ? "2 MiB" : "4 KiB",
     s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "auto",
     String(s.encrypt ?? "none"),
+    s.pagesPerPacket ? `${Number(s.pagesPerPacket) * 4} KiB` : "512 KiB",
     String(s.runtime),
     formatSpread(s.GBps as Spread, 2),
     formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
@@ -220,6 +222,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
       "pages",
       "send buffer",
       "encryption",
+      "packet",
       "runtime",
       "GB/s",
       "sender CPU s/GB",
