@@ -138,7 +138,7 @@ async function main(): Promise<number> {
           `data locally, and reports it (here ${sent.zerocopyCopied} of ${sent.zerocopySends} sends copied${
             allCopied ? "" : ": not all, unusual on loopback"
           }). So ${sent.zerocopyFallbacks} of ${sent.channels}\n` +
-          `channels went on with ordinary sends after their first 64 zero-copy sends came back copied\n` +
+          `channels went on with ordinary sends after their first 32 MiB of zero-copy sends came back copied\n` +
           `(zerocopyFallback; the CLI's --zerocopy-always keeps the flag, as QEMU does). The gain of\n` +
           `zero-copy (no copy into the kernel, less sender CPU) needs a real NIC between two hosts;\n` +
           `loopback throughput says nothing about it.`,

@@ -8,6 +8,8 @@ import { dirname, join } from "node:path";
 import { InvalidArgumentError, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
 import { fillPattern, openTcpSockets, SECRET, transfer } from "./helpers/multifd.ts";
 import { sameBytes } from "./helpers/pattern.ts";
+import { DEFAULT_PAGES_PER_PACKET } from "../src/multifd/wire.ts";
+import { zerocopyFallbackSends } from "../src/multifd/messages.ts";
 
 const PAGE = 4096;
 /** A directory on a disk (not tmpfs): files there take page faults rather than a populate per packet. */
@@ -193,11 +195,12 @@ describe("multifd transfers", () => {
     rmSync(dirname(path), { recursive: true });
   });
 
-  test("zero-copy on loopback: each channel drops the flag once the kernel copied its first 64 sends; zerocopyFallback: false keeps it", async () => {
+  test("zero-copy on loopback: each channel drops the flag once the kernel copied its first 32 MiB; zerocopyFallback: false keeps it", async () => {
     const size = 160 * 2 ** 20;
     const source = Region.allocate(size);
     fillPattern(source, 5);
-    const packets = size / (128 * PAGE);
+    const packets = size / (DEFAULT_PAGES_PER_PACKET * PAGE);
+    const judged = zerocopyFallbackSends(DEFAULT_PAGES_PER_PACKET * PAGE);
     for (const zerocopyFallback of [true, false]) {
       const { sent, destination } = await transfer(source, {
         sender: { channels: 2, zerocopy: true, zerocopyFallback },
@@ -208,7 +211,10 @@ describe("multifd transfers", () => {
         assert.equal(sent.zerocopyCopied, sent.zerocopySends, "loopback copies every zero-copy send");
         if (zerocopyFallback) {
           assert.equal(sent.zerocopyFallbacks, 2, "both channels fell back");
-          assert.ok(sent.zerocopySends >= 2 * 64, `judged on 64 completions per channel (${sent.zerocopySends} sends)`);
+          assert.ok(
+            sent.zerocopySends >= 2 * judged,
+            `judged on ${judged} completions per channel (${sent.zerocopySends} sends)`,
+          );
           assert.ok(sent.zerocopySends < packets, `then sent without the flag (${sent.zerocopySends} of ${packets})`);
         } else {
           assert.equal(sent.zerocopyFallbacks, 0);

@@ -18,7 +18,7 @@ import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
 import type { Outgoing, Populate, ReadRanges, ReceiveCodec, SendCodec, WireFormat } from "./codec.ts";
 import type { ChannelConfig, FromReceiver, FromSender, SenderConfig, ToReceiver, ToSender } from "./messages.ts";
-import { serveChannelWorker, ZEROCOPY_FALLBACK_COMPLETIONS } from "./messages.ts";
+import { serveChannelWorker, zerocopyFallbackSends } from "./messages.ts";
 import { packetOffsets, PageScan, Ranges } from "./packet.ts";
 import { plainFormat } from "./plain_codec.ts";
 import { sealedFormat } from "./sealed_codec.ts";
@@ -104,6 +104,8 @@ class SendEnd extends ChannelEnd {
    * tell whether the kernel copies them all (SenderOptions.zerocopyFallback).
    */
   #zerocopyPages: "judging" | "yes" | "no";
+  /** Completions to judge on (zerocopyFallbackSends: 32 MiB of packets). */
+  readonly #fallbackSends: number;
 
   constructor(fd: number, region: RegionDescriptor, state: SharedState, config: SenderConfig) {
     super(fd, region, state, config);
@@ -113,8 +115,9 @@ class SendEnd extends ChannelEnd {
     }
     this.#config = config;
     this.#codec = ChannelEnd.formatOf(config).sender(config, region, this.populate);
-    const slots = config.zerocopy ? ZEROCOPY_STAGING_SLOTS : 1;
+    const slots = config.zerocopy ? zerocopyStagingSlots(this.#codec.stagingBytes) : 1;
     this.#staging = new StagingRing(this.#codec.stagingBytes, slots);
+    this.#fallbackSends = zerocopyFallbackSends(config.pagesPerPacket * config.pageSize);
     const blocks = config.qemu?.ramBlocks.map((block) => block.region) ?? [region];
     this.#scans = blocks.map((block) => new PageScan(block, config.pageSize, config.pagesPerPacket));
     this.#scan = this.#scans[0];
@@ -225,7 +228,7 @@ class SendEnd extends ChannelEnd {
    */
   #judgeZerocopy(): void {
     const { zerocopyCompletions, zerocopyCopied } = this.channel.stats;
-    if (zerocopyCompletions < ZEROCOPY_FALLBACK_COMPLETIONS) return;
+    if (zerocopyCompletions < this.#fallbackSends) return;
     this.#zerocopyPages = zerocopyCopied === zerocopyCompletions ? "no" : "yes";
     if (this.#zerocopyPages === "no") this.add("zerocopyFallbacks", 1);
   }
@@ -320,11 +323,18 @@ class ReceiveEnd extends ChannelEnd {
 }
 
 /**
- * Staging slots per channel of a format that seals packets, with zero-copy: the kernel may
- * still read a slot after sendmsg returns, so the sender fills the next slots meanwhile and
- * reuses one only after its completion. 8 slots of a 512 KiB packet: 4 MiB per channel.
+ * Staging per channel of a format that seals packets, with zero-copy: the kernel may still
+ * read a slot after sendmsg returns, so the sender fills the next slots meanwhile and
+ * reuses one only after its completion. Up to 8 slots within 4 MiB per channel: 8 of a 512
+ * KiB packet, 2 of a 2 MiB one (never fewer than 2).
  */
+const ZEROCOPY_STAGING_BYTES = 4 * 2 ** 20;
 const ZEROCOPY_STAGING_SLOTS = 8;
+
+function zerocopyStagingSlots(slotBytes: number): number {
+  if (slotBytes === 0) return 1;
+  return Math.min(ZEROCOPY_STAGING_SLOTS, Math.max(2, Math.floor(ZEROCOPY_STAGING_BYTES / slotBytes)));
+}
 
 /** All-zero pages per "zeroPages" message (codec.zeroPagesElsewhere): 64 KiB of page indices. */
 const ZERO_PAGES_PER_MESSAGE = 16384;

@@ -13,11 +13,19 @@ export interface ChannelConfig extends ResolvedChannelOptions, CodecConfig {}
 
 /** A send channel's: also whether to send zero pages as offsets, and its locked-memory share. */
 /**
- * Zero-copy completions a sending channel waits for before it judges whether the kernel
- * copies all of them (SenderOptions.zerocopyFallback): enough that one copied send (say, a
- * retransmission) does not decide, few enough that a loopback transfer falls back early.
+ * Zero-copy page data a sending channel sends before it judges whether the kernel copies
+ * all of it (SenderOptions.zerocopyFallback): 32 MiB, 64 packets of 512 KiB or 16 of 2 MiB.
  */
-export const ZEROCOPY_FALLBACK_COMPLETIONS = 64;
+export const ZEROCOPY_FALLBACK_BYTES = 32 * 2 ** 20;
+
+/**
+ * Completions a sending channel waits for before that judgement: its packets in
+ * {@link ZEROCOPY_FALLBACK_BYTES} (at least 8, so that one copied send, say a
+ * retransmission, does not decide).
+ */
+export function zerocopyFallbackSends(packetBytes: number): number {
+  return Math.max(8, Math.ceil(ZEROCOPY_FALLBACK_BYTES / packetBytes));
+}
 
 export interface SenderConfig extends ChannelConfig {
   zeroPages: boolean;

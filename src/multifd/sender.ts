@@ -99,7 +99,7 @@ export interface SenderOptions extends ChannelOptions {
   /** Send all-zero pages as offsets only. Default false. */
   zeroPages?: boolean;
   /**
-   * With `zerocopy`: a channel whose first 64 zero-copy sends the kernel all reports as
+   * With `zerocopy`: a channel whose first 32 MiB of zero-copy sends the kernel all reports as
    * copied (loopback, veth, a device without scatter-gather) goes on with ordinary sends,
    * as the kernel's MSG_ZEROCOPY documentation advises: there the flag only adds page
    * pinning and notifications to a copy that happens anyway (`zerocopyFallbacks` counts

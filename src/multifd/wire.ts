@@ -9,8 +9,11 @@ import { ZeroCopyMultifdError } from "../errors.ts";
 export const PROTOCOL_VERSION = 2;
 /** Bytes per page: the unit of multifd transfers (the page indices of `sendRound` count these). */
 export const PAGE_SIZE = 4096;
-/** Default and largest number of pages in one data packet (128 x 4 KiB = 512 KiB). */
-export const DEFAULT_PAGES_PER_PACKET = 128;
+/**
+ * Default number of pages in one data packet (512 x 4 KiB = 2 MiB): fewer, larger packets
+ * cost less per byte on both ends than QEMU's 512 KiB (bench/RESULTS.md, "Larger packets").
+ */
+export const DEFAULT_PAGES_PER_PACKET = 512;
 /** Largest `pagesPerPacket` a sender may use (1024 x 4 KiB = 4 MiB per packet). */
 export const MAX_PAGES_PER_PACKET = 1024;
 /** Most channels one transfer may use (the largest `channels` option). */

@@ -124,7 +124,7 @@ const senderOptions = (port: number, zerocopy: boolean, signal: AbortSignal) => 
   channels: CHANNELS,
   zerocopy,
   // Every page zero-copy, so that aborts meet zero-copy sends outstanding in every phase
-  // (loopback copies them all, which would otherwise end zero-copy after 64 sends).
+  // (loopback copies them all, which would otherwise end zero-copy after 32 MiB).
   zerocopyFallback: false,
   signal,
   ...LIMITS,
