@@ -9,6 +9,7 @@ import os from "node:os";
 import { ROOT } from "../../dev/root.ts";
 import { runtimeBinary, RUNTIMES } from "../../dev/runtime.ts";
 import { round } from "../../util/format.ts";
+import { DEFAULT_PAGES_PER_PACKET, PAGE_SIZE } from "../../src/multifd/wire.ts";
 
 /** One JSON line: a run of a case, or a summary. */
 export type BenchRecord = Record<string, unknown>;
@@ -205,7 +206,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
     s.hugePages ? "2 MiB" : "4 KiB",
     s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "auto",
     String(s.encrypt ?? "none"),
-    s.pagesPerPacket ? `${Number(s.pagesPerPacket) * 4} KiB` : "512 KiB",
+    `${Number(s.pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET) * PAGE_SIZE / 1024} KiB`,
     String(s.runtime),
     formatSpread(s.GBps as Spread, 2),
     formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
