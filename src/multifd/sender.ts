@@ -107,7 +107,7 @@ export interface SenderOptions extends ChannelOptions {
    * page goes with MSG_ZEROCOPY however the kernel treats it (QEMU's behaviour). Default true.
    */
   zerocopyFallback?: boolean;
-  /** Pages per data packet, 1..1024. Default 128 (512 KiB). */
+  /** Pages per data packet, 1..1024. Default 512 (2 MiB). */
   pagesPerPacket?: number;
   /**
    * Encrypt every channel: all packets, the offsets and page data as well as the control
