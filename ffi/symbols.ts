@@ -36,6 +36,9 @@ export const symbols = {
   // zig/transfer.zig
   zc_sendv: { parameters: ["i32", "buffer", "u32", "u32"], result: "i32" },
   zc_recvv: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  // fd, iovecs (consumed in place), count, timeout ms, out: BigUint64Array(1) bytes moved
+  zc_recv_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
+  zc_send_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
   // zig/errqueue.zig
   zc_drain_errqueue: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   // zig/poll.zig

@@ -19,6 +19,16 @@ export class IovecArray {
   /** Bytes not yet consumed. */
   remaining = 0;
 
+  /** The loaded iovecs, all of them (for a native call that consumes them itself). */
+  get words(): Uint32Array {
+    return this.#words;
+  }
+
+  /** How many iovecs are loaded. */
+  get count(): number {
+    return this.#count;
+  }
+
   /** Points the array at `views` (empty views are skipped). */
   load(views: readonly ArrayBufferView[]): this {
     this.#cut = -1;

@@ -67,6 +67,8 @@ interface Wait {
 type Operation<T> = Generator<Wait, T, number>;
 
 const RECORDS_PER_DRAIN = 64;
+/** zc_recv_full / zc_send_full's results besides -errno (zig/transfer.zig `Full`). */
+const FullResult = { done: 0, timedOut: 1 } as const;
 const AF_INET = 2;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
 
@@ -100,6 +102,8 @@ export class SocketChannel {
   readonly #readIov = new IovecArray();
   readonly #records = new Uint32Array(RECORDS_PER_DRAIN * 4);
   readonly #fd: number;
+  /** Bytes moved by the last zc_recv_full / zc_send_full. */
+  readonly #moved = new BigUint64Array(1);
   readonly #waits: FdWaits;
   #closed = false;
   #writeTail: Promise<unknown> = Promise.resolve();
@@ -214,7 +218,9 @@ export class SocketChannel {
 
   /** {@link writev}, blocking the calling thread (for Workers). */
   writevSync(bufs: readonly Uint8Array[]): number {
-    return this.#runSync("write", this.#write(checkViews(bufs), false));
+    checkViews(bufs);
+    if (this.#completions.outstanding === 0) return this.#moveFullSync("write", () => this.#writeIov.load(bufs));
+    return this.#runSync("write", this.#write(bufs, false));
   }
 
   /**
@@ -244,7 +250,9 @@ export class SocketChannel {
    */
   writeRangesSync(addresses: readonly number[], lengths: readonly number[], zerocopy: boolean): number {
     if (zerocopy) this.#requireZerocopy();
-    return this.#runSync("write", this.#send(zerocopy, () => this.#writeIov.loadRanges(addresses, lengths)));
+    const load = () => this.#writeIov.loadRanges(addresses, lengths);
+    if (!zerocopy && this.#completions.outstanding === 0) return this.#moveFullSync("write", load);
+    return this.#runSync("write", this.#send(zerocopy, load));
   }
 
   /**
@@ -292,12 +300,16 @@ export class SocketChannel {
 
   /** {@link readFull}, blocking the calling thread (for Workers). */
   readFullSync(buf: Uint8Array): number {
-    return this.#runSync("read", this.#read(() => this.#readIov.load([checkView(buf)])));
+    const load = () => this.#readIov.load([checkView(buf)]);
+    if (this.#completions.outstanding === 0) return this.#moveFullSync("read", load);
+    return this.#runSync("read", this.#read(load));
   }
 
   /** Fills native memory ranges (address, length pairs) the caller owns; see readFull. */
   readRangesSync(addresses: readonly number[], lengths: readonly number[]): number {
-    return this.#runSync("read", this.#read(() => this.#readIov.loadRanges(addresses, lengths)));
+    const load = () => this.#readIov.loadRanges(addresses, lengths);
+    if (this.#completions.outstanding === 0) return this.#moveFullSync("read", load);
+    return this.#runSync("read", this.#read(load));
   }
 
   /**
@@ -545,6 +557,40 @@ export class SocketChannel {
   #end(side: "write" | "read"): void {
     if (side === "write") this.#writing = false;
     else this.#reading = false;
+  }
+
+  /**
+   * A whole blocking read (every byte, or up to EOF) or write as one native call that waits
+   * in poll(2) itself (zc_recv_full / zc_send_full): a channel Worker's hot path, with no JS
+   * per syscall. Only while no zero-copy send is outstanding, so nothing on the error queue
+   * raises POLLERR (the JS loop drains it: #read, #send). Errors as that loop's.
+   */
+  #moveFullSync(side: "write" | "read", load: () => IovecArray): number {
+    this.#begin(side);
+    try {
+      if (side === "write") this.#throwDeferred();
+      const iov = load();
+      const total = iov.remaining;
+      const moved = this.#moved;
+      const rc = side === "read"
+        ? native.zc_recv_full(this.#fd, iov.words, iov.count, this.#ioTimeoutMs, moved)
+        : native.zc_send_full(this.#fd, iov.words, iov.count, this.#ioTimeoutMs, moved);
+      const bytes = Number(moved[0]);
+      if (side === "read") this.#bytesRead += bytes;
+      else this.#bytesWritten += bytes;
+      if (rc === FullResult.timedOut) {
+        throw new TimeoutError(
+          side,
+          this.#ioTimeoutMs,
+          `${total - bytes} bytes ${side === "read" ? "missing" : "unsent"}`,
+        );
+      }
+      if (rc < 0 && side === "read") throw new SocketError("recvmsg", -rc);
+      if (rc < 0) throw new SocketError("sendmsg", -rc, `${bytes} of ${total} bytes written`);
+      return bytes;
+    } finally {
+      this.#end(side);
+    }
   }
 
   #runSync<T>(side: "write" | "read", operation: Operation<T>): T {

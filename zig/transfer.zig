@@ -1,5 +1,7 @@
 //! Data movement: sendmsg/recvmsg over caller-built iovec arrays. Always non-blocking
-//! (MSG_DONTWAIT) and never raising SIGPIPE; waiting is the caller's choice (zc_poll).
+//! (MSG_DONTWAIT) and never raising SIGPIPE; waiting is the caller's choice: zc_poll, or
+//! the `_full` variants, which wait in poll(2) themselves (for a thread that has nothing
+//! else to do, e.g. a multifd channel Worker: its whole read or write is one FFI call).
 const sys = @import("sys.zig");
 const linux = sys.linux;
 
@@ -33,4 +35,72 @@ export fn zc_recvv(fd: i32, iov: [*]const Iovec, count: u32) i32 {
         .flags = 0,
     };
     return sys.result32(linux.recvmsg(fd, &msg, linux.MSG.DONTWAIT));
+}
+
+/// The kernel's per-call limit on iovecs (UIO_MAXIOV).
+const iov_max = 1024;
+
+/// What the `_full` variants return besides -errno: every byte moved (or, reading, the
+/// peer ended the stream first), or a wait without progress outlasted `timeout_ms`.
+const Full = enum(i32) { done = 0, timed_out = 1 };
+
+/// Moves every byte of `count` iovecs: sendmsg (`send`) or recvmsg until done, waiting in
+/// poll(2) for up to `timeout_ms` (-1: no limit) whenever the socket has no room or no
+/// data. Consumes `iov` in place (the caller reloads it for the next call). Returns a
+/// `Full` or -errno; `moved.*` gets the bytes moved either way. A read stops at EOF
+/// (`done` with fewer bytes); a shutdown(2) from another thread ends a wait at once.
+fn moveFull(comptime send: bool, fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, moved: *u64) i32 {
+    var first: usize = 0;
+    var total: u64 = 0;
+    defer moved.* = total;
+    while (first < count and iov[first].len == 0) first += 1;
+    while (first < count) {
+        var msg = linux.msghdr{
+            .name = null,
+            .namelen = 0,
+            .iov = @ptrCast(iov + first),
+            .iovlen = @min(count - first, iov_max),
+            .control = null,
+            .controllen = 0,
+            .flags = 0,
+        };
+        const rc = sys.result(if (send)
+            linux.sendmsg(fd, @ptrCast(&msg), linux.MSG.NOSIGNAL | linux.MSG.DONTWAIT)
+        else
+            linux.recvmsg(fd, &msg, linux.MSG.DONTWAIT));
+        if (rc > 0) {
+            var left: usize = @intCast(rc);
+            total += left;
+            while (first < count and left >= iov[first].len) : (first += 1) left -= iov[first].len;
+            if (left > 0) {
+                iov[first].base += left;
+                iov[first].len -= left;
+            }
+            continue;
+        }
+        if (rc == 0 and !send) return @intFromEnum(Full.done); // EOF
+        const errno: linux.E = @enumFromInt(-rc);
+        switch (errno) {
+            .INTR => continue,
+            .AGAIN => {},
+            else => return @intCast(rc),
+        }
+        const events: i16 = if (send) linux.POLL.OUT else linux.POLL.IN;
+        var pfd = [1]linux.pollfd{.{ .fd = fd, .events = events, .revents = 0 }};
+        const ready = sys.result(linux.poll(&pfd, 1, timeout_ms));
+        if (ready == 0) return @intFromEnum(Full.timed_out);
+        if (ready < 0 and ready != -@as(isize, @intFromEnum(linux.E.INTR))) return @intCast(ready);
+        // Ready, or POLLERR/POLLHUP: the next call reports the error or the end.
+    }
+    return @intFromEnum(Full.done);
+}
+
+/// Receives until `count` iovecs are full or the peer ends the stream; see moveFull.
+export fn zc_recv_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, moved: *u64) i32 {
+    return moveFull(false, fd, iov, count, timeout_ms, moved);
+}
+
+/// Sends every byte of `count` iovecs (never MSG_ZEROCOPY); see moveFull.
+export fn zc_send_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, moved: *u64) i32 {
+    return moveFull(true, fd, iov, count, timeout_ms, moved);
 }
