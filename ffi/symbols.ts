@@ -58,8 +58,19 @@ export const symbols = {
   zc_socket_addresses: { parameters: ["i32", "buffer"], result: "i32" },
   zc_allocate_file: { parameters: ["i32", "address"], result: "i32" },
   zc_sync_file: { parameters: ["i32"], result: "i32" },
-  zc_find_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32", "buffer"], result: "i32" },
-  zc_zero_pages: { parameters: ["address", "address", "u32", "buffer", "u32"], result: "i32" },
+  // zig/pages.zig (offsets: Float64Array; wire: big-endian u64; ranges: (address, length) f64 pairs)
+  zc_offsets_decode: { parameters: ["buffer", "u32", "u32", "address", "address", "buffer"], result: "i32" },
+  zc_offsets_encode: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
+  zc_round_offsets: { parameters: ["buffer", "u32", "u32", "u32", "address", "buffer"], result: "i32" },
+  zc_page_ranges: {
+    parameters: ["address", "address", "address", "buffer", "u32", "buffer", "buffer"],
+    result: "i32",
+  },
+  zc_split_zero_pages: {
+    parameters: ["address", "address", "address", "buffer", "u32", "buffer", "buffer"],
+    result: "i32",
+  },
+  zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32"], result: "i32" },
   // key: 32 bytes; out: 32 bytes (keyed BLAKE3)
   zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer"], result: "i32" },
   zc_address_of: { parameters: ["buffer"], result: "f64" },

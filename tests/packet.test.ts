@@ -74,7 +74,7 @@ describe("packet.ts", () => {
     const region = Region.allocate(8 * PAGE);
     region.write(2 * PAGE + 7, new Uint8Array([1]));
     region.write(5 * PAGE, new Uint8Array([1]));
-    const scan = new PageScan(region.descriptor, PAGE, 8);
+    const scan = new PageScan(region.descriptor, PAGE);
     const all = new Float64Array(Array.from({ length: 8 }, (_, i) => i * PAGE));
     const normal = new Float64Array(8);
     const zero = new Float64Array(8);

@@ -81,46 +81,6 @@ export fn zc_sync_file(fd: i32) i32 {
     return sys.result32(linux.fsync(fd));
 }
 
-/// Length of the page at `offset` in a region of `region_size` bytes (the last may be short).
-inline fn pageLength(offset: u64, page_size: u64, region_size: u64) usize {
-    return @intCast(@min(page_size, region_size - offset));
-}
-
-fn isZero(bytes: []const u8) bool {
-    const V = @Vector(64, u8);
-    var i: usize = 0;
-    var acc: V = @splat(0);
-    while (i + 64 <= bytes.len) : (i += 64) acc |= @as(V, bytes[i..][0..64].*);
-    if (@reduce(.Or, acc) != 0) return false;
-    for (bytes[i..]) |b| if (b != 0) return false;
-    return true;
-}
-
-/// For `count` page offsets (u64, little-endian, caller-validated to lie inside the
-/// region), writes 1 to `is_zero[i]` when that page is all zero bytes, else 0. Returns
-/// the number of zero pages.
-export fn zc_find_zero_pages(base: usize, region_size: u64, page_size: u32, offsets: [*]const u64, count: u32, is_zero: [*]u8) i32 {
-    var zeros: i32 = 0;
-    for (0..count) |i| {
-        const page: [*]const u8 = @ptrFromInt(base + offsets[i]);
-        const zero = isZero(page[0..pageLength(offsets[i], page_size, region_size)]);
-        is_zero[i] = @intFromBool(zero);
-        zeros += @intFromBool(zero);
-    }
-    return zeros;
-}
-
-/// Makes `count` pages (offsets as above) read as zeros. Pages that already are zero are
-/// left untouched, so an untouched destination page is never faulted in.
-export fn zc_zero_pages(base: usize, region_size: u64, page_size: u32, offsets: [*]const u64, count: u32) i32 {
-    for (0..count) |i| {
-        const page: [*]u8 = @ptrFromInt(base + offsets[i]);
-        const bytes = page[0..pageLength(offsets[i], page_size, region_size)];
-        if (!isZero(bytes)) @memset(bytes, 0);
-    }
-    return 0;
-}
-
 /// Keyed MAC of [address, address + length): BLAKE3 in keyed mode (std.crypto) under the
 /// 32-byte `key`, over `domain` (u32 LE) ‖ 0 (u32) ‖ `index` (u64 LE) ‖ the bytes, 32 bytes
 /// written to `out`. The region checksum (src/multifd/checksum.ts): one per 64 MiB block

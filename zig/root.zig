@@ -7,5 +7,6 @@ comptime {
     _ = @import("errqueue.zig");
     _ = @import("poll.zig");
     _ = @import("memory.zig");
+    _ = @import("pages.zig");
     _ = @import("aead.zig");
 }

@@ -119,7 +119,7 @@ class SendEnd extends ChannelEnd {
     this.#staging = new StagingRing(this.#codec.stagingBytes, slots);
     this.#fallbackSends = zerocopyFallbackSends(config.pagesPerPacket * config.pageSize);
     const blocks = config.qemu?.ramBlocks.map((block) => block.region) ?? [region];
-    this.#scans = blocks.map((block) => new PageScan(block, config.pageSize, config.pagesPerPacket));
+    this.#scans = blocks.map((block) => new PageScan(block, config.pageSize));
     this.#scan = this.#scans[0];
     this.#reply = new Uint8Array(this.#codec.replyBytes);
     this.#offsets = new Float64Array(config.pagesPerPacket);

@@ -2,13 +2,12 @@
  * The page arithmetic every wire format shares, as plain functions over reusable buffers
  * (no socket, no allocation per packet): which region offsets a packet of a round
  * carries, where their bytes are (contiguous pages merged into one range, the last page
- * of the region possibly short), and the native zero-page scan and zero-fill.
+ * of the region possibly short), and the zero-page scan and zero-fill. The loops over a
+ * packet's pages are native (zig/pages.zig); JS does per-packet work only.
  * @module
  */
 import { native } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
-
-const TWO_32 = 0x1_0000_0000;
 
 /** (address, length) pairs for one vectored syscall, refilled packet after packet. */
 export class Ranges {
@@ -37,6 +36,9 @@ export function pageLength(offset: number, pageSize: number, regionSize: number)
   return Math.min(pageSize, regionSize - offset);
 }
 
+/** Stands in for a round's page list when it has none (the region's pages in order). */
+const NO_PAGES = new Uint32Array(1);
+
 /**
  * Writes the region offsets of pages [first, first + count) of a round to `out`: page
  * indices from `pages`, or with `pages` null, the region's pages in order.
@@ -48,10 +50,19 @@ export function packetOffsets(
   pageSize: number,
   out: Float64Array,
 ): void {
-  for (let i = 0; i < count; i++) out[i] = (pages ? pages[first + i] : first + i) * pageSize;
+  native.zc_round_offsets(pages ?? NO_PAGES, pages ? 1 : 0, first, count, pageSize, out);
 }
 
-/** Adds the bytes of the pages at `offsets[0..count)` to `out`; returns how many bytes that is. */
+/** Where zc_page_ranges puts (address, length) pairs and their total, grown as needed (one per Worker). */
+let rangePairs = new Float64Array(2 * 512);
+const rangeBytes = new Float64Array(1);
+
+/**
+ * Adds the bytes of the pages at `offsets[0..count)` to `out`, pages that follow each
+ * other as one range; returns how many bytes that is. The per-page loop is native
+ * (zig/pages.zig): in JS it was the hottest code of a channel Worker, compiled anew in
+ * each Worker's isolate during the transfer.
+ */
 export function pageRanges(
   region: RegionDescriptor,
   pageSize: number,
@@ -59,59 +70,29 @@ export function pageRanges(
   count: number,
   out: Ranges,
 ): number {
-  let bytes = 0;
-  for (let i = 0; i < count; i++) {
-    const length = pageLength(offsets[i], pageSize, region.size);
-    out.push(region.address + offsets[i], length);
-    bytes += length;
-  }
-  return bytes;
+  if (rangePairs.length < 2 * count) rangePairs = new Float64Array(2 * count);
+  const pairs = rangePairs;
+  const ranges = native.zc_page_ranges(region.address, region.size, pageSize, offsets, count, pairs, rangeBytes);
+  for (let i = 0; i < ranges; i++) out.push(pairs[2 * i], pairs[2 * i + 1]);
+  return rangeBytes[0];
 }
 
-/**
- * Native helpers over a packet's offsets: the zero-page scan (sender) and zero-fill
- * (receiver) read offsets as little-endian u64, kept here in one buffer per channel.
- */
+/** Native page loops over one block's pages (the region, or a QEMU RAM block): zero-page scan and zero-fill. */
 export class PageScan {
-  readonly #offsets: BigUint64Array;
-  readonly #words: Uint32Array;
-  readonly #isZero: Uint8Array;
-
-  constructor(readonly region: RegionDescriptor, readonly pageSize: number, pagesPerPacket: number) {
-    this.#offsets = new BigUint64Array(pagesPerPacket);
-    this.#words = new Uint32Array(this.#offsets.buffer);
-    this.#isZero = new Uint8Array(pagesPerPacket);
-  }
+  constructor(readonly region: RegionDescriptor, readonly pageSize: number) {}
 
   /**
    * Splits `offsets[0..count)` into the pages holding data (to `normal`) and the all-zero
    * ones (to `zero`), both in order; returns how many are zero.
    */
   splitZero(offsets: Float64Array, count: number, normal: Float64Array, zero: Float64Array): number {
-    this.#load(offsets, 0, count);
     const { address, size } = this.region;
-    const zeros = native.zc_find_zero_pages(address, size, this.pageSize, this.#offsets, count, this.#isZero);
-    let n = 0;
-    let z = 0;
-    for (let i = 0; i < count; i++) {
-      if (this.#isZero[i]) zero[z++] = offsets[i];
-      else normal[n++] = offsets[i];
-    }
-    return zeros;
+    return native.zc_split_zero_pages(address, size, this.pageSize, offsets, count, normal, zero);
   }
 
   /** Makes the pages at `offsets[from..from + count)` read as zeros (untouched zero pages stay untouched). */
   zeroFill(offsets: Float64Array, from: number, count: number): void {
-    this.#load(offsets, from, count);
-    native.zc_zero_pages(this.region.address, this.region.size, this.pageSize, this.#offsets, count);
-  }
-
-  #load(offsets: Float64Array, from: number, count: number): void {
-    const words = this.#words;
-    for (let i = 0; i < count; i++) {
-      const offset = offsets[from + i];
-      words[i * 2] = offset >>> 0;
-      words[i * 2 + 1] = Math.floor(offset / TWO_32);
-    }
+    const list = from === 0 ? offsets : offsets.subarray(from, from + count);
+    native.zc_zero_pages(this.region.address, this.region.size, this.pageSize, list, count);
   }
 }

@@ -24,6 +24,7 @@ import { pageRanges, PageScan, Ranges } from "./packet.ts";
 import {
   checkSyncAck,
   CONTROL_PACKET_TYPE,
+  encodeOffsets,
   encodePacketHeader,
   encodeResult,
   encodeSyncAck,
@@ -35,7 +36,6 @@ import {
   parsePacketHeader,
   parseResult,
   REPLY_BYTES,
-  writeOffset,
 } from "./wire.ts";
 
 class PlainSendCodec implements SendCodec {
@@ -63,9 +63,12 @@ class PlainSendCodec implements SendCodec {
 
   data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number): Outgoing {
     const view = this.#view;
-    let at = PACKET_HEADER_BYTES;
-    for (let i = 0; i < normalCount; i++, at += OFFSET_BYTES) writeOffset(view, at, normal[i]);
-    for (let i = 0; i < zeroCount; i++, at += OFFSET_BYTES) writeOffset(view, at, zero[i]);
+    const at = encodeOffsets(
+      this.#head,
+      encodeOffsets(this.#head, PACKET_HEADER_BYTES, normal, normalCount),
+      zero,
+      zeroCount,
+    );
     const out = this.#out;
     out.payload.clear();
     out.payloadBytes = pageRanges(this.#region, this.#pageSize, normal, normalCount, out.payload);
@@ -114,7 +117,7 @@ class PlainReceiveCodec implements ReceiveCodec {
   /** Header, then the offsets: one buffer whose address is taken once (not per read). */
   readonly #packetAddress: number;
   readonly #headerView: DataView;
-  readonly #offsetsView: DataView;
+  readonly #offsetBytes: Uint8Array;
   readonly #offsets: Float64Array;
   readonly #limits: PacketLimits;
   readonly #ranges = new Ranges();
@@ -128,10 +131,10 @@ class PlainReceiveCodec implements ReceiveCodec {
     const packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#packetAddress = addressOf(packet);
     this.#headerView = new DataView(packet.buffer, 0, PACKET_HEADER_BYTES);
-    this.#offsetsView = new DataView(packet.buffer, PACKET_HEADER_BYTES);
+    this.#offsetBytes = new Uint8Array(packet.buffer, PACKET_HEADER_BYTES);
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#limits = { expectedPacketNumber: 0, pagesPerPacket: config.pagesPerPacket, pageSize: config.pageSize };
-    this.#scan = new PageScan(region, config.pageSize, config.pagesPerPacket);
+    this.#scan = new PageScan(region, config.pageSize);
   }
 
   next(read: ReadRanges): Incoming {
@@ -142,7 +145,7 @@ class PlainReceiveCodec implements ReceiveCodec {
       case PacketType.DATA: {
         const { normalPages, zeroPages } = header;
         read([this.#packetAddress + PACKET_HEADER_BYTES], [(normalPages + zeroPages) * OFFSET_BYTES]);
-        parseOffsets(this.#offsetsView, header, this.#region.size, this.#pageSize, this.#offsets);
+        parseOffsets(this.#offsetBytes, header, this.#region.size, this.#pageSize, this.#offsets);
         if (normalPages > 0) {
           this.#ranges.clear();
           pageRanges(this.#region, this.#pageSize, this.#offsets, normalPages, this.#ranges);

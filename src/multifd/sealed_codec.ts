@@ -35,6 +35,7 @@ import { pageRanges, PageScan, Ranges } from "./packet.ts";
 import {
   checkSyncAck,
   CONTROL_PACKET_TYPE,
+  encodeOffsets,
   encodePacketHeader,
   encodeResult,
   encodeSyncAck,
@@ -46,7 +47,6 @@ import {
   parsePacketHeader,
   parseResult,
   REPLY_BYTES,
-  writeOffset,
 } from "./wire.ts";
 
 const SEALED_HEADER_BYTES = PACKET_HEADER_BYTES + TAG_BYTES;
@@ -113,9 +113,12 @@ class SealedSendCodec implements SendCodec {
 
   data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number, staging: number): Outgoing {
     const plain = this.#plain;
-    let at = PACKET_HEADER_BYTES;
-    for (let i = 0; i < normalCount; i++, at += OFFSET_BYTES) writeOffset(plain.view, at, normal[i]);
-    for (let i = 0; i < zeroCount; i++, at += OFFSET_BYTES) writeOffset(plain.view, at, zero[i]);
+    const at = encodeOffsets(
+      plain.bytes,
+      encodeOffsets(plain.bytes, PACKET_HEADER_BYTES, normal, normalCount),
+      zero,
+      zeroCount,
+    );
     const pages = this.#pages;
     pages.clear();
     const payloadBytes = pageRanges(this.#region, this.#pageSize, normal, normalCount, pages);
@@ -201,7 +204,7 @@ class SealedReceiveCodec implements ReceiveCodec {
   readonly #sealed: NativeBuffer;
   /** The header and the offsets, opened. */
   readonly #plain: NativeBuffer;
-  readonly #offsetsView: DataView;
+  readonly #offsetBytes: Uint8Array;
   /** One packet's page records, as read (the staging of the receive side). */
   readonly #staging: NativeBuffer;
   /** A reply, plain then sealed. */
@@ -221,12 +224,12 @@ class SealedReceiveCodec implements ReceiveCodec {
     const offsetBytes = config.pagesPerPacket * OFFSET_BYTES;
     this.#sealed = new NativeBuffer(Math.max(SEALED_HEADER_BYTES, offsetBytes + TAG_BYTES));
     this.#plain = new NativeBuffer(PACKET_HEADER_BYTES + offsetBytes);
-    this.#offsetsView = new DataView(this.#plain.bytes.buffer, PACKET_HEADER_BYTES);
+    this.#offsetBytes = new Uint8Array(this.#plain.bytes.buffer, PACKET_HEADER_BYTES);
     this.#messages = new MessageList(maxPageMessages(config));
     this.#staging = new NativeBuffer(config.pagesPerPacket * config.pageSize + this.#messages.capacity * TAG_BYTES);
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#limits = { expectedPacketNumber: 0, pagesPerPacket: config.pagesPerPacket, pageSize: config.pageSize };
-    this.#scan = new PageScan(region, config.pageSize, config.pagesPerPacket);
+    this.#scan = new PageScan(region, config.pageSize);
   }
 
   next(read: ReadRanges): Incoming {
@@ -245,7 +248,7 @@ class SealedReceiveCodec implements ReceiveCodec {
         messages.clear();
         messages.push(plain.address + PACKET_HEADER_BYTES, offsetBytes);
         this.#inbound.open(sealed.address, messages, "a packet's offsets");
-        parseOffsets(this.#offsetsView, header, this.#region.size, this.#pageSize, this.#offsets);
+        parseOffsets(this.#offsetBytes, header, this.#region.size, this.#pageSize, this.#offsets);
         if (normalPages > 0) {
           const pages = this.#pages;
           pages.clear();

@@ -4,6 +4,7 @@
  * Parsing is pure (bytes in, value or ProtocolError out), so it can be fuzzed alone.
  * @module
  */
+import { native } from "../../ffi/mod.ts";
 import { ZeroCopyMultifdError } from "../errors.ts";
 
 export const PROTOCOL_VERSION = 2;
@@ -266,34 +267,28 @@ export function parsePacketHeader(view: DataView, limits: PacketLimits): PacketH
  * pages' lengths (the last page of the region may be short) must add up to the payload.
  */
 export function parseOffsets(
-  view: DataView,
+  wire: ArrayBufferView,
   header: PacketHeader,
   regionSize: number,
   pageSize: number,
   out: Float64Array,
 ): void {
-  const count = header.normalPages + header.zeroPages;
-  expect(view.byteLength >= count * OFFSET_BYTES, "packet.offsets", "truncated");
-  let payload = 0;
-  // The hot loop of the receive path: plain tests, a message only for the offset that fails.
-  for (let i = 0; i < count; i++) {
-    const offset = getUint64(view, i * OFFSET_BYTES, "packet.offset");
-    const listStart = i === 0 || i === header.normalPages;
-    if (offset % pageSize !== 0 || offset >= regionSize || !(listStart || offset > out[i - 1])) {
-      badOffset(offset, pageSize, regionSize);
-    }
-    out[i] = offset;
-    if (i < header.normalPages) payload += Math.min(pageSize, regionSize - offset);
+  const { normalPages } = header;
+  const count = normalPages + header.zeroPages;
+  expect(wire.byteLength >= count * OFFSET_BYTES && out.length >= count, "packet.offsets", "truncated");
+  const bytes = wire instanceof Uint8Array ? wire : new Uint8Array(wire.buffer, wire.byteOffset, wire.byteLength);
+  // The receive path's per-page loop, native (zig/pages.zig); a message only for the offset that fails.
+  const valid = native.zc_offsets_decode(bytes, count, normalPages, pageSize, regionSize, out);
+  if (valid < 0) throw new ProtocolError("packet.offset", `${out[-1 - valid]} is both a normal and a zero page`);
+  if (valid < count) {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    badOffset(getUint64(view, valid * OFFSET_BYTES, "packet.offset"), pageSize, regionSize);
   }
+  // Strictly increasing: only the last normal page can be the region's short last page.
+  const payload = normalPages === 0
+    ? 0
+    : (normalPages - 1) * pageSize + Math.min(pageSize, regionSize - out[normalPages - 1]);
   expect(payload === header.payloadBytes, "packet.payloadBytes", () => `${header.payloadBytes}, pages hold ${payload}`);
-  // Both lists are sorted: one merge pass finds an offset present in both.
-  let n = 0;
-  let z = header.normalPages;
-  while (n < header.normalPages && z < count) {
-    if (out[n] === out[z]) throw new ProtocolError("packet.offset", `${out[n]} is both a normal and a zero page`);
-    if (out[n] < out[z]) n++;
-    else z++;
-  }
 }
 
 function badOffset(offset: number, pageSize: number, regionSize: number): never {
@@ -387,5 +382,16 @@ function getUint64(view: DataView, at: number, field: string): number {
   return high * 0x1_0000_0000 + view.getUint32(at + 4);
 }
 
-/** Writes a big-endian u64 offset (for the sender's packet builder). */
+/** Writes a big-endian u64 offset. */
 export const writeOffset = setUint64;
+
+/**
+ * Writes `offsets[0..count)` as big-endian u64s into `wire` from byte `at` (the sender's
+ * per-page loop, native); returns the byte after them.
+ */
+export function encodeOffsets(wire: Uint8Array, at: number, offsets: Float64Array, count: number): number {
+  const end = at + count * OFFSET_BYTES;
+  if (end > wire.byteLength || count > offsets.length) throw new RangeError("encodeOffsets: offsets do not fit");
+  if (count > 0) native.zc_offsets_encode(offsets, count, wire, at);
+  return end;
+}

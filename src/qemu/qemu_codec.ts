@@ -20,7 +20,7 @@ import type {
   SendCodec,
   WireFormat,
 } from "../multifd/codec.ts";
-import { PageScan, Ranges } from "../multifd/packet.ts";
+import { pageRanges, PageScan, Ranges } from "../multifd/packet.ts";
 import {
   MULTIFD_FLAG_SYNC,
   MULTIFD_PACKET_HEADER_BYTES,
@@ -48,7 +48,7 @@ class QemuReceiveCodec implements ReceiveCodec {
   constructor(config: CodecConfig, populate: Populate) {
     for (const block of config.qemu?.ramBlocks ?? []) {
       this.#blocks.set(block.name, block.region);
-      this.#zeroFill.set(block.name, new PageScan(block.region, QEMU_PAGE_SIZE, MULTIFD_PAGES_PER_PACKET));
+      this.#zeroFill.set(block.name, new PageScan(block.region, QEMU_PAGE_SIZE));
     }
     this.#populate = populate;
   }
@@ -61,7 +61,7 @@ class QemuReceiveCodec implements ReceiveCodec {
       const region = this.#blocks.get(header.ramBlock)!;
       const ranges = this.#ranges;
       ranges.clear();
-      for (let i = 0; i < normalPages; i++) ranges.push(region.address + this.#offsets[i], QEMU_PAGE_SIZE);
+      pageRanges(region, QEMU_PAGE_SIZE, this.#offsets, normalPages, ranges);
       this.#populate(ranges.addresses, ranges.lengths, true);
       read(ranges.addresses, ranges.lengths);
     }
@@ -126,9 +126,8 @@ class QemuSendCodec implements SendCodec {
     if (zeroCount > 0) throw new InvalidArgumentError("QEMU 7.2's packets carry no zero pages");
     const out = this.#out;
     out.payload.clear();
-    for (let i = 0; i < normalCount; i++) out.payload.push(this.#block.region.address + normal[i], QEMU_PAGE_SIZE);
+    out.payloadBytes = pageRanges(this.#block.region, QEMU_PAGE_SIZE, normal, normalCount, out.payload);
     this.#populate(out.payload.addresses, out.payload.lengths, false);
-    out.payloadBytes = normalCount * QEMU_PAGE_SIZE;
     writeMultifdPacket(this.#header, this.#block.id, normal, normalCount, this.#packetNumber++, false);
     return out;
   }

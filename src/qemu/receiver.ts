@@ -342,7 +342,7 @@ export class QemuMigrationReceiver {
 
 /** A region as the main-stream parser writes it: zero pages through the native zero-fill (packet.ts). */
 function zeroFillable(region: Region): RamBlockTarget {
-  const scan = new PageScan(region.descriptor, QEMU_PAGE_SIZE, 1);
+  const scan = new PageScan(region.descriptor, QEMU_PAGE_SIZE);
   const offset = new Float64Array(1);
   return {
     size: region.size,

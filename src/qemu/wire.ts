@@ -5,7 +5,7 @@
  * alone. Every integer is big-endian.
  * @module
  */
-import { ProtocolError } from "../multifd/wire.ts";
+import { encodeOffsets, ProtocolError } from "../multifd/wire.ts";
 
 /** First 4 bytes of a multifd channel (`MULTIFD_MAGIC`). */
 export const MULTIFD_MAGIC = 0x11223344;
@@ -168,6 +168,10 @@ export function writeMultifdPacket(
   view.setUint32(28, packetNumber >>> 0);
   bytes.fill(0, RAMBLOCK_OFFSET, RAMBLOCK_OFFSET + RAMBLOCK_BYTES);
   bytes.set(ramBlock.subarray(0, RAMBLOCK_BYTES - 1), RAMBLOCK_OFFSET);
+  if (offsets instanceof Float64Array) {
+    encodeOffsets(bytes, MULTIFD_PACKET_FIXED_BYTES, offsets, count); // the per-page loop, native
+    return;
+  }
   for (let i = 0; i < count; i++) {
     const at = MULTIFD_PACKET_FIXED_BYTES + 8 * i;
     view.setUint32(at, Math.floor(offsets[i] / 0x1_0000_0000));

@@ -1,0 +1,135 @@
+//! A packet's page list, at memory speed: the loops over every page of a packet that would
+//! otherwise run in JS in each channel Worker (the offsets between the wire's big-endian
+//! u64 and JS numbers, merging contiguous pages into iovec ranges, finding and filling
+//! zero pages). Offsets cross the FFI as f64 (exact below 2^53), as the TypeScript layers
+//! hold them; every function takes offsets the caller produced or this file validated.
+const std = @import("std");
+
+/// The wire's offsets, big-endian u64 (docs/PROTOCOL.md).
+fn wireOffset(wire: [*]const u8, i: usize) u64 {
+    return std.mem.readInt(u64, wire[i * 8 ..][0..8], .big);
+}
+
+/// Decodes `count` big-endian u64 offsets from `wire` into `out`: the first `normal_count`
+/// are a packet's pages with data, the rest its zero pages. Each must be a multiple of
+/// `page_size`, below `region_size`, and above the one before in its list; no offset may be
+/// in both lists. Returns `count` when all hold; the index of the first offset that breaks
+/// one of the first three rules; or -(1 + n) when normal page n is also a zero page.
+export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, page_size: u64, region_size: u64, out: [*]f64) i32 {
+    if (page_size == 0 or normal_count > count) return 0;
+    var previous: u64 = 0;
+    for (0..count) |i| {
+        const offset = wireOffset(wire, i);
+        const list_start = i == 0 or i == normal_count;
+        if (offset % page_size != 0 or offset >= region_size or !(list_start or offset > previous)) {
+            return @intCast(i);
+        }
+        out[i] = @floatFromInt(offset);
+        previous = offset;
+    }
+    // Both lists are sorted: one merge pass finds an offset present in both.
+    var n: usize = 0;
+    var z: usize = normal_count;
+    while (n < normal_count and z < count) {
+        if (out[n] == out[z]) return -1 - @as(i32, @intCast(n));
+        if (out[n] < out[z]) n += 1 else z += 1;
+    }
+    return @intCast(count);
+}
+
+/// Writes `count` offsets as big-endian u64 to `wire`, from byte `at`.
+export fn zc_offsets_encode(offsets: [*]const f64, count: u32, wire: [*]u8, at: u32) i32 {
+    for (0..count) |i| std.mem.writeInt(u64, wire[at + i * 8 ..][0..8], @intFromFloat(offsets[i]), .big);
+    return 0;
+}
+
+/// The offsets of pages [first, first + count) of a round, to `out`: `pages[first + i] *
+/// page_size` when `use_pages` is 1, else the region's pages in order.
+export fn zc_round_offsets(pages: [*]const u32, use_pages: u32, first: u32, count: u32, page_size: u64, out: [*]f64) i32 {
+    for (0..count) |i| {
+        const page: u64 = if (use_pages != 0) pages[first + i] else first + i;
+        out[i] = @floatFromInt(page * page_size);
+    }
+    return 0;
+}
+
+/// Length of the page at `offset` in a region of `region_size` bytes (the last may be short).
+inline fn pageLength(offset: u64, page_size: u64, region_size: u64) u64 {
+    return @min(page_size, region_size - offset);
+}
+
+/// The memory of the pages at `offsets` (in the region at `base`) as (address, length)
+/// pairs in `ranges`, pages that follow each other merged into one range. Returns the
+/// number of ranges; `bytes[0]` gets the pages' total length.
+export fn zc_page_ranges(base: usize, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, ranges: [*]f64, bytes: *f64) i32 {
+    var total: u64 = 0;
+    var n: usize = 0;
+    var start: u64 = 0;
+    var length: u64 = 0;
+    for (0..count) |i| {
+        const offset: u64 = @intFromFloat(offsets[i]);
+        const here = pageLength(offset, page_size, region_size);
+        total += here;
+        if (length > 0 and start + length == offset) {
+            length += here;
+            continue;
+        }
+        if (length > 0) {
+            ranges[2 * n] = @floatFromInt(base + start);
+            ranges[2 * n + 1] = @floatFromInt(length);
+            n += 1;
+        }
+        start = offset;
+        length = here;
+    }
+    if (length > 0) {
+        ranges[2 * n] = @floatFromInt(base + start);
+        ranges[2 * n + 1] = @floatFromInt(length);
+        n += 1;
+    }
+    bytes.* = @floatFromInt(total);
+    return @intCast(n);
+}
+
+fn isZero(bytes: []const u8) bool {
+    const V = @Vector(64, u8);
+    var i: usize = 0;
+    var acc: V = @splat(0);
+    while (i + 64 <= bytes.len) : (i += 64) acc |= @as(V, bytes[i..][0..64].*);
+    if (@reduce(.Or, acc) != 0) return false;
+    for (bytes[i..]) |b| if (b != 0) return false;
+    return true;
+}
+
+fn pageBytes(base: usize, offset: f64, page_size: u64, region_size: u64) []u8 {
+    const at: u64 = @intFromFloat(offset);
+    const start: [*]u8 = @ptrFromInt(base + at);
+    return start[0..@intCast(pageLength(at, page_size, region_size))];
+}
+
+/// Splits the pages at `offsets` into those holding data (their offsets to `normal`) and
+/// the all-zero ones (to `zero`), both in order. Returns the number of zero pages.
+export fn zc_split_zero_pages(base: usize, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64) i32 {
+    var n: usize = 0;
+    var z: usize = 0;
+    for (0..count) |i| {
+        if (isZero(pageBytes(base, offsets[i], page_size, region_size))) {
+            zero[z] = offsets[i];
+            z += 1;
+        } else {
+            normal[n] = offsets[i];
+            n += 1;
+        }
+    }
+    return @intCast(z);
+}
+
+/// Makes the pages at `offsets` read as zeros. Pages that already are zero are left
+/// untouched, so an untouched destination page is never faulted in.
+export fn zc_zero_pages(base: usize, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32) i32 {
+    for (0..count) |i| {
+        const bytes = pageBytes(base, offsets[i], page_size, region_size);
+        if (!isZero(bytes)) @memset(bytes, 0);
+    }
+    return 0;
+}
