@@ -2,8 +2,8 @@
 # In-memory multifd (bench/multifd_peer.ts: 2 MiB pages, prefaulted, random data, default
 # options), two versions of this repository interleaved round by round (A, B, A, B…; only
 # ratios inside a round compare on this VM). Prints one JSON line per round and the median
-# of the ratios B/A (GB/s, and the receiver's CPU over the round). Both checkouts load this
-# checkout's native library.
+# of the ratios B/A (GB/s, and the receiver's CPU over the round). Each checkout builds and
+# loads its own native library (with this checkout's Zig).
 #
 #   bash bench/multifd_versions.sh REV_A REV_B [ROUNDS=5] [RUNTIME=deno] [CHANNELS=4] [ZEROCOPY=0|1] [SIZE_MIB=1024]
 set -euo pipefail
@@ -20,7 +20,9 @@ for t in a b; do
   git worktree add -q --detach "$trees/$t" "$([ $t = a ] && echo "$rev_a" || echo "$rev_b")"
   ln -s "$root/node_modules" "$trees/$t/node_modules"
 done
-export ZEROCOPY_MULTIFD_LIB="$root/zig-out/lib/libzerocopy_multifd.so"
+# The pinned Zig of this checkout (scripts/build_native.mjs installed it in .zig/venv, or it is on PATH).
+zig_dir=$(dirname "$(ls "$root"/.zig/venv/lib/python3*/site-packages/ziglang/zig 2>/dev/null | head -1)")
+for t in a b; do (cd "$trees/$t" && PATH="$zig_dir:$PATH" node scripts/build_native.mjs >/dev/null); done
 BENCH_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export BENCH_SECRET
 if [ "$runtime" = deno ]; then run=("$root/node_modules/.bin/deno" run -A); else run=("$root/node_modules/.bin/bun"); fi
@@ -32,6 +34,7 @@ size=$((size_mib << 20))
 transfer() {
   local tree=$1 out
   out=$(mktemp)
+  export ZEROCOPY_MULTIFD_LIB="$tree/zig-out/lib/libzerocopy_multifd.so"
   "${run[@]}" "$tree/bench/multifd_peer.ts" recv --size "$size" --huge >"$out" 2>/dev/null &
   local receiver=$!
   for _ in $(seq 1 200); do grep -q '"port"' "$out" && break; sleep 0.1; done
