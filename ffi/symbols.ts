@@ -60,6 +60,7 @@ export const symbols = {
   zc_sync_file: { parameters: ["i32"], result: "i32" },
   // zig/pages.zig (offsets: Float64Array; wire: big-endian u64; ranges: (address, length) f64 pairs)
   zc_offsets_decode: { parameters: ["buffer", "u32", "u32", "address", "address", "buffer"], result: "i32" },
+  zc_block_offsets_decode: { parameters: ["buffer", "u32", "u32", "address", "address", "buffer"], result: "i32" },
   zc_offsets_encode: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
   zc_round_offsets: { parameters: ["buffer", "u32", "u32", "u32", "address", "buffer"], result: "i32" },
   zc_page_ranges: {

@@ -70,6 +70,17 @@ describe("packet.ts", () => {
     assert.deepEqual(ranges.lengths, [2 * PAGE, PAGE + 100]);
   });
 
+  test("byte ranges of more pages than a packet holds, none contiguous: one range each, appended", () => {
+    const region = { address: 2 ** 40, size: 4000 * PAGE };
+    const every = new Float64Array(Array.from({ length: 1500 }, (_, i) => 2 * i * PAGE));
+    const ranges = new Ranges();
+    ranges.push(region.address - PAGE, PAGE); // continued by page 0: merged with it
+    assert.equal(pageRanges(region, PAGE, every, 1500, ranges), 1500 * PAGE);
+    assert.equal(ranges.count, 1500);
+    assert.deepEqual([ranges.addresses[0], ranges.lengths[0]], [region.address - PAGE, 2 * PAGE]);
+    assert.deepEqual([ranges.addresses[1499], ranges.lengths[1499]], [region.address + 2998 * PAGE, PAGE]);
+  });
+
   test("PageScan splits zero pages off and zero-fills only what is not zero yet", async () => {
     const region = Region.allocate(8 * PAGE);
     region.write(2 * PAGE + 7, new Uint8Array([1]));

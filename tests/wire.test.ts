@@ -26,6 +26,7 @@ import {
   DEFAULT_PAGES_PER_PACKET,
   encodeHello,
   encodeInitFields,
+  encodeOffsets,
   encodePacketHeader,
   encodeReply,
   HELLO_BYTES,
@@ -430,6 +431,17 @@ describe("offset list", () => {
     // payload not what the normal pages hold
     rejects(() => offsets([0, PAGE], [], 2 * PAGE - 1, region), "packet.payloadBytes");
     rejects(() => offsets([0, PAGE], [], PAGE, region), "packet.payloadBytes");
+  });
+
+  test("encodeOffsets writes a list as big-endian u64s where told, and refuses to overrun", () => {
+    const values = [0, PAGE, 2 ** 32 + PAGE, TWO_53 - PAGE];
+    const wire = new Uint8Array(8 + values.length * OFFSET_BYTES);
+    assert.equal(encodeOffsets(wire, 8, new Float64Array(values), values.length), wire.length);
+    const view = new DataView(wire.buffer);
+    assert.deepEqual(values.map((_, i) => view.getBigUint64(8 + i * OFFSET_BYTES)), values.map(BigInt));
+    assert.deepEqual([...wire.subarray(0, 8)], new Array(8).fill(0));
+    assert.throws(() => encodeOffsets(wire, 16, new Float64Array(values), values.length), RangeError);
+    assert.throws(() => encodeOffsets(wire, 0, new Float64Array(2), 3), RangeError);
   });
 
   test("writeOffset writes a big-endian u64", () => {

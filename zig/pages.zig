@@ -37,6 +37,19 @@ export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, pa
     return @intCast(count);
 }
 
+/// Decodes `count` big-endian u64 offsets from `wire` (from byte `at`) into `out`, in any
+/// order (QEMU's packets): each must be a multiple of `page_size` with the whole page
+/// inside a block of `block_size` bytes. Returns `count`, or the index of the first that is not.
+export fn zc_block_offsets_decode(wire: [*]const u8, at: u32, count: u32, page_size: u64, block_size: u64, out: [*]f64) i32 {
+    if (page_size == 0) return 0;
+    for (0..count) |i| {
+        const offset = wireOffset(wire + at, i);
+        if (offset % page_size != 0 or offset >= block_size or block_size - offset < page_size) return @intCast(i);
+        out[i] = @floatFromInt(offset);
+    }
+    return @intCast(count);
+}
+
 /// Writes `count` offsets as big-endian u64 to `wire`, from byte `at`.
 export fn zc_offsets_encode(offsets: [*]const f64, count: u32, wire: [*]u8, at: u32) i32 {
     for (0..count) |i| std.mem.writeInt(u64, wire[at + i * 8 ..][0..8], @intFromFloat(offsets[i]), .big);

@@ -5,6 +5,7 @@
  * alone. Every integer is big-endian.
  * @module
  */
+import { native } from "../../ffi/mod.ts";
 import { encodeOffsets, ProtocolError } from "../multifd/wire.ts";
 
 /** First 4 bytes of a multifd channel (`MULTIFD_MAGIC`). */
@@ -102,14 +103,22 @@ export function parseMultifdPacket(
     ramBlock = decoder.decode(end < 0 ? name : name.subarray(0, end));
     const size = blockSize(ramBlock);
     expect(size !== undefined, "qemu.packet.ramBlock", () => `unknown RAM block "${ramBlock}"`);
-    for (let i = 0; i < normalPages + zeroPages; i++) {
-      const at = MULTIFD_PACKET_FIXED_BYTES + 8 * i;
-      const high = view.getUint32(at);
-      const offset = high * 0x1_0000_0000 + view.getUint32(at + 4);
-      if (high >= 0x20_0000 || offset % QEMU_PAGE_SIZE !== 0 || offset + QEMU_PAGE_SIZE > size!) {
-        throw new ProtocolError("qemu.packet.offset", `${offset} is not a page of block "${ramBlock}" (${size} bytes)`);
-      }
-      offsets[i] = offset;
+    const count = normalPages + zeroPages;
+    if (offsets.length < count) {
+      throw new RangeError(`parseMultifdPacket: room for ${offsets.length} offsets, not ${count}`);
+    }
+    // The per-page loop, native (zig/pages.zig); a message only for the offset that fails.
+    const valid = native.zc_block_offsets_decode(
+      bytes,
+      MULTIFD_PACKET_FIXED_BYTES,
+      count,
+      QEMU_PAGE_SIZE,
+      size!,
+      offsets,
+    );
+    if (valid < count) {
+      const offset = view.getBigUint64(MULTIFD_PACKET_FIXED_BYTES + 8 * valid);
+      throw new ProtocolError("qemu.packet.offset", `${offset} is not a page of block "${ramBlock}" (${size} bytes)`);
     }
   }
   return { flags, normalPages, zeroPages, packetNumber, ramBlock };
