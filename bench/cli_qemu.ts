@@ -11,12 +11,15 @@
  *
  *   deno run -A bench/cli_qemu.ts [--rounds 5] [--size-mib 2048] [--runtimes deno,bun]
  *                                 [--versions 7.2,10.0] [--modes plain,zc]
- *                                 [--qemu-destinations prealloc,fresh]
+ *                                 [--qemu-destinations prealloc,fresh] [--outputs fresh,prepared]
  *
  * QEMU destinations: "prealloc" is bench/qemu.ts's set-up (RAM allocated and zeroed before
  * the clock); "fresh" is a newly started destination (QEMU's default, prealloc=off), whose
  * RAM is allocated and zeroed during the migration, as the CLI's new output file is.
- * "best QEMU" is the better prealloc version; "best fresh QEMU" the better fresh one. Before
+ * "best QEMU" is the better prealloc version; "best fresh QEMU" the better fresh one. The
+ * CLI's output likewise: "fresh" is created when the sender's size arrives (pages allocated
+ * and zeroed during the transfer); "prepared" is `recv --size`, which allocates it while
+ * the receiver waits, before the clock (as QEMU's prealloc). Before
  * every CLI run and every fresh QEMU run, an image's worth of memory is written and freed
  * (QemuBench.warmFreeMemory): this VM hands free memory back to its hypervisor after a few
  * seconds, and first touches of such memory cost several times more, at random.
@@ -44,6 +47,8 @@ import { parseQemuVersions, QEMU_VERSIONS, QemuBench } from "./qemu.ts";
 
 type Mode = "plain" | "zc";
 type Destination = "prealloc" | "fresh";
+/** The CLI receiver's output: created at the sender's size, or prepared ahead (`recv --size`). */
+type Output = "fresh" | "prepared";
 const BEST_KEY: Record<Destination, string> = { prealloc: "vsBest", fresh: "vsBestFresh" };
 const BEST_LABEL: Record<Destination, string> = { prealloc: "CLI/best QEMU", fresh: "CLI/best fresh QEMU" };
 const CLI = `${ROOT}examples/migrate.ts`;
@@ -123,12 +128,23 @@ async function cliRun(
   runtime: Runtime,
   mode: Mode,
   size: number,
+  prepared: boolean,
   beforeStart?: () => Promise<void>,
 ): Promise<BenchRecord> {
   const input = `${fs.dir}/in.bin`, output = `${fs.dir}/out.bin`, key = `${fs.dir}/secret.key`;
   rmSync(output, { force: true });
   const recv = start(
-    scriptArgv(runtime, CLI, ["recv", "--listen", "127.0.0.1:0", "--file", output, "--secret-file", key, "--json"]),
+    scriptArgv(runtime, CLI, [
+      "recv",
+      "--listen",
+      "127.0.0.1:0",
+      "--file",
+      output,
+      ...(prepared ? ["--size", String(size)] : []),
+      "--secret-file",
+      key,
+      "--json",
+    ]),
     /listening on \S*:(\d+)/,
   );
   const port = await Promise.race([
@@ -161,6 +177,7 @@ async function cliRun(
     bench: "cli",
     runtime,
     mode,
+    output: prepared ? "prepared" : "fresh",
     channels: 4,
     zerocopy: mode === "zc",
     bytes: size,
@@ -210,6 +227,7 @@ async function main(): Promise<number> {
       versions: { type: "string", default: QEMU_VERSIONS.join(",") },
       modes: { type: "string", default: "plain,zc" },
       "qemu-destinations": { type: "string", default: "prealloc,fresh" },
+      outputs: { type: "string", default: "fresh,prepared" },
     },
     strict: true,
   });
@@ -222,6 +240,10 @@ async function main(): Promise<number> {
   const destinations = values["qemu-destinations"].split(",").map((d) => d.trim()) as Destination[];
   if (destinations.length === 0 || destinations.some((d) => d !== "prealloc" && d !== "fresh")) {
     throw new Error("--qemu-destinations: prealloc,fresh");
+  }
+  const outputs = values.outputs.split(",").map((o) => o.trim()) as Output[];
+  if (outputs.length === 0 || outputs.some((o) => o !== "fresh" && o !== "prepared")) {
+    throw new Error("--outputs: fresh,prepared");
   }
   // The single-stream row for scale: Debian's socat, installed as QEMU is when missing (root).
   let haveSocat = spawnSync("socat", ["-V"]).status === 0;
@@ -279,7 +301,7 @@ async function main(): Promise<number> {
     // The CLI's output file and a fresh QEMU destination allocate their pages during the
     // transfer: the same amount of freshly freed memory first (QemuBench.warmFreeMemory).
     const warm = () => qemu.warmFreeMemory();
-    const warmUp = await cliRun(fs, runtimes[0], modes[0], size);
+    const warmUp = await cliRun(fs, runtimes[0], modes[0], size, false);
     note(`cli_qemu: warm-up transfer (not counted): ${warmUp.GBps} GB/s`);
     for (let rep = 0; rep < rounds; rep++) {
       for (const mode of modes) {
@@ -287,9 +309,13 @@ async function main(): Promise<number> {
         // The runtimes' order alternates too: the first run after QEMU's or socat's is not
         // always alike.
         for (const runtime of rep % 2 ? [...runtimes].reverse() : runtimes) {
-          const r = { round: rep, ...(await cliRun(fs, runtime, mode, size, warm)) };
-          cli.push(r);
-          emit(r);
+          for (const output of outputs) {
+            // A prepared output allocated its pages before the clock: nothing to warm for it.
+            const prepared = output === "prepared";
+            const r = { round: rep, ...(await cliRun(fs, runtime, mode, size, prepared, prepared ? undefined : warm)) };
+            cli.push(r);
+            emit(r);
+          }
         }
         const order = rep % 2 ? [...variants].reverse() : variants;
         const q: Record<string, number | undefined> = {};
@@ -316,6 +342,7 @@ async function main(): Promise<number> {
             round: rep,
             runtime: c.runtime,
             mode,
+            output: c.output,
             cliGBps: c.GBps,
             qemuGBps: q,
             ...ratios,
@@ -337,32 +364,36 @@ async function main(): Promise<number> {
       size / 2 ** 20
     } MiB random, ${rounds} rounds interleaved; median (min–max).`,
     "",
-    `| runtime | mode | CLI GB/s | CLI wall s (e2e) | CLI checksum s | ${
+    `| runtime | mode | CLI output | CLI GB/s | CLI wall s (e2e) | CLI checksum s | ${
       variants.map((v) => `QEMU ${v.label} GB/s`).join(" | ")
     } | ${variants.map((v) => `CLI/${v.label}`).join(" | ")} | ${destinations.map((d) => BEST_LABEL[d]).join(" | ")} |`,
-    `|---|---|---|---|---|${variants.map(() => "---|").join("")}${variants.map(() => "---|").join("")}${
+    `|---|---|---|---|---|---|${variants.map(() => "---|").join("")}${variants.map(() => "---|").join("")}${
       destinations.map(() => "---|").join("")
     }`,
   ];
   for (const runtime of runtimes) {
     for (const mode of modes) {
-      const isCli = (r: BenchRecord) => r.bench === "cli" && r.runtime === runtime && r.mode === mode;
-      const isRound = (r: BenchRecord) => r.bench === "cli-qemu-round" && r.runtime === runtime && r.mode === mode;
-      const qemuCells = variants.map((v) =>
-        stat(pick(
-          (r) =>
-            r.bench === "qemu" && r.mode === mode && r.qemuVersion === v.version && r.destination === v.destination &&
-            r.verified === true,
-          "GBps",
-        ))
-      );
-      lines.push(
-        `| ${runtime} | ${mode} | ${stat(pick(isCli, "GBps"))} | ${stat(pick(isCli, "wallSeconds"))} | ${
-          stat(pick(isCli, "checksumSeconds"))
-        } | ${qemuCells.join(" | ")} | ${variants.map((v) => stat(pick(isRound, `vs${v.label}`))).join(" | ")} | ${
-          destinations.map((d) => stat(pick(isRound, BEST_KEY[d]))).join(" | ")
-        } |`,
-      );
+      for (const output of outputs) {
+        const isCli = (r: BenchRecord) =>
+          r.bench === "cli" && r.runtime === runtime && r.mode === mode && r.output === output;
+        const isRound = (r: BenchRecord) =>
+          r.bench === "cli-qemu-round" && r.runtime === runtime && r.mode === mode && r.output === output;
+        const qemuCells = variants.map((v) =>
+          stat(pick(
+            (r) =>
+              r.bench === "qemu" && r.mode === mode && r.qemuVersion === v.version && r.destination === v.destination &&
+              r.verified === true,
+            "GBps",
+          ))
+        );
+        lines.push(
+          `| ${runtime} | ${mode} | ${output} | ${stat(pick(isCli, "GBps"))} | ${stat(pick(isCli, "wallSeconds"))} | ${
+            stat(pick(isCli, "checksumSeconds"))
+          } | ${qemuCells.join(" | ")} | ${variants.map((v) => stat(pick(isRound, `vs${v.label}`))).join(" | ")} | ${
+            destinations.map((d) => stat(pick(isRound, BEST_KEY[d]))).join(" | ")
+          } |`,
+        );
+      }
     }
   }
   if (haveSocat) {

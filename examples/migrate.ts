@@ -30,6 +30,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
   type Cipher,
   DEFAULT_CIPHER,
+  DEFAULT_MAX_REGION_BYTES,
   MAX_CHANNELS,
   MAX_QEMU_CHANNELS,
   MIN_SECRET_BYTES,
@@ -86,6 +87,10 @@ const RECV_USAGE = `usage: migrate.ts recv --listen HOST:PORT --file OUT [option
   --file OUT           output file: created fresh (replacing any old one), preallocated
                        to the sender's size before any data lands, fsynced before success;
                        removed again if the transfer fails
+  --size BYTES         the size of the file the sender will send, e.g. 2G: OUT is created
+                       and, in memory (tmpfs, hugetlbfs), its pages allocated while waiting
+                       for the sender, so the transfer only copies (QEMU's prealloc=on). A
+                       sender with another size is refused
   --channels N         expected channel count. The sender decides the count; when it
                        differs from N a warning is printed (the transfer goes on)
   --max-size BYTES     largest transfer accepted, e.g. 64G (default 64 GiB)
@@ -142,6 +147,8 @@ interface RecvOptions {
   listen: HostPort;
   file: string;
   channels?: number;
+  /** The size the sender will send: the output is prepared before it connects (--size). */
+  size?: number;
   maxSize?: number;
   acceptTimeoutMs?: number;
   encrypt: boolean;
@@ -324,6 +331,7 @@ function parseRecv(args: string[]): Command {
     listen: { type: "string" },
     file: { type: "string" },
     channels: { type: "string" },
+    size: { type: "string" },
     "max-size": { type: "string" },
     "accept-timeout": { type: "string" },
     encrypt: { type: "boolean" },
@@ -339,6 +347,11 @@ function parseRecv(args: string[]): Command {
     if (values["secret-file"] !== undefined && values["secret-out"] !== undefined) {
       throw new Error("--secret-out only applies to a generated secret, not with --secret-file");
     }
+    const maxSize = typeof values["max-size"] === "string" ? parseSize(values["max-size"], "--max-size") : undefined;
+    const size = typeof values.size === "string" ? parseSize(values.size, "--size") : undefined;
+    if (size !== undefined && size > (maxSize ?? DEFAULT_MAX_REGION_BYTES)) {
+      throw new Error(`--size is larger than --max-size (${maxSize ?? DEFAULT_MAX_REGION_BYTES} bytes)`);
+    }
     return {
       kind: "recv" as const,
       options: {
@@ -347,7 +360,8 @@ function parseRecv(args: string[]): Command {
         channels: typeof values.channels === "string"
           ? parseInteger(values.channels, "--channels", 1, MAX_CHANNELS)
           : undefined,
-        maxSize: typeof values["max-size"] === "string" ? parseSize(values["max-size"], "--max-size") : undefined,
+        size,
+        maxSize,
         acceptTimeoutMs: typeof values["accept-timeout"] === "string"
           ? parseInteger(values["accept-timeout"], "--accept-timeout", 1, 2_000_000) * 1000
           : undefined,
@@ -569,6 +583,25 @@ function syncDirectory(path: string): void {
   }
 }
 
+/**
+ * recv --size: creates the output before the sender connects and, on a file system in
+ * memory, allocates (and so zeroes) its pages now, as QEMU's prealloc=on does for guest
+ * RAM; the transfer then only copies. A disk file is only preallocated (fallocate):
+ * writing its pages now would write them twice.
+ */
+function prepareOutput(file: string, size: number, shown: string): Region {
+  cleanupOnFailure.push(file);
+  let region: Region | undefined;
+  try {
+    region = Region.createFile(file, size);
+    if (region.descriptor.populate) region.prefault(true);
+    return region;
+  } catch (error) {
+    region?.close().catch(() => {});
+    throw new Failure(`cannot prepare ${shown} (${formatBytes(size)}): ${oneLine(error)}`);
+  }
+}
+
 async function recv(options: RecvOptions): Promise<number> {
   const file = resolve(options.file);
   // Fail before listening when the output can never be written.
@@ -582,6 +615,10 @@ async function recv(options: RecvOptions): Promise<number> {
   let secret = configuredSecret(options.secretFile);
   const generated = secret === undefined;
   if (generated) secret = crypto.getRandomValues(new Uint8Array(32));
+  const prepared = options.size === undefined ? undefined : prepareOutput(file, options.size, options.file);
+  if (prepared && (!options.json || process.stderr.isTTY)) {
+    err(`${options.file}: ${formatBytes(prepared.size)} ready for the sender`);
+  }
 
   const receiver = await MultifdReceiver.listen({
     hostname: options.listen.hostname,
@@ -632,8 +669,11 @@ async function recv(options: RecvOptions): Promise<number> {
   let result: ReceiverResult;
   try {
     result = await receiver.receive((size) => {
-      destination = Region.createFile(file, size);
-      cleanupOnFailure.push(file);
+      if (prepared && size !== prepared.size) {
+        throw new Error(`the sender's file is ${size} bytes, not the ${prepared.size} of --size`);
+      }
+      if (!prepared) cleanupOnFailure.push(file);
+      destination = prepared ?? Region.createFile(file, size);
       if (!options.json || process.stderr.isTTY) err(`receiving ${formatBytes(size)} into ${options.file}`);
       progress = new ProgressBar(
         "recv",

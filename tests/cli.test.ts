@@ -221,6 +221,64 @@ describe("migrate.ts", () => {
     }
   });
 
+  test("recv --size: the output is allocated before the sender connects; a sender of another size is refused", async () => {
+    // In memory (tmpfs), where --size also allocates the pages ahead.
+    const shm = mkdtempSync(join(existsSync("/dev/shm") ? "/dev/shm" : tmpdir(), "migrate-cli-size-"));
+    const secret = ["--secret-file", secretFile];
+    const send = (port: number) =>
+      run(runtimeArgv(cli, ["send", "--to", `127.0.0.1:${port}`, "--file", input, ...secret]), 60_000);
+    try {
+      const output = join(shm, "out.bin");
+      const ready = startReceiver([
+        "--listen",
+        "127.0.0.1:0",
+        "--file",
+        output,
+        "--size",
+        String(SIZE),
+        "--json",
+        ...secret,
+      ]);
+      try {
+        const port = await ready.port;
+        const before = statSync(output);
+        assert.equal(before.size, SIZE);
+        assert.ok(before.blocks * 512 >= SIZE, `allocated before the sender: ${before.blocks * 512} of ${SIZE} bytes`);
+        const sender = await send(port);
+        assert.equal(sender.code, 0, sender.stderr);
+        const received = await ready.exited;
+        assert.equal(received.code, 0, received.stderr);
+        assert.equal(lastJson(received.stdout).verified, true);
+        assert.ok(readFileSync(output).equals(inputBytes), "the output differs from the input");
+      } finally {
+        await ready.kill();
+      }
+
+      const wrong = join(shm, "wrong.bin");
+      const refusing = startReceiver([
+        "--listen",
+        "127.0.0.1:0",
+        "--file",
+        wrong,
+        "--size",
+        String(SIZE - 1),
+        ...secret,
+      ]);
+      try {
+        const sender = await send(await refusing.port);
+        assert.equal(sender.code, 1, sender.stderr);
+        const refused = await refusing.exited;
+        assert.equal(refused.code, 1, refused.stderr);
+        assert.match(refused.stderr, new RegExp(`the sender's file is ${SIZE} bytes, not the ${SIZE - 1} of --size`));
+        assert.equal(existsSync(wrong), false, "no output kept");
+      } finally {
+        await refusing.kill();
+      }
+    } finally {
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
   test("recv --encrypt refuses a plain sender: both exit 1 saying why, no output kept", async () => {
     const output = join(dir, "refused-out.bin");
     const receiver = startReceiver([
@@ -304,6 +362,8 @@ describe("migrate.ts", () => {
       ["recv", "--listen", "127.0.0.1:70000", "--file", "x"],
       ["recv", "--listen", "127.0.0.1:0", "--file", "x", "--channels", "0"],
       ["recv", "--listen", "127.0.0.1:0", "--file", "x", "--max-size", "lots"],
+      ["recv", "--listen", "127.0.0.1:0", "--file", "x", "--size", "2G", "--max-size", "1G"],
+      ["recv", "--listen", "127.0.0.1:0", "--file", "x", "--size", "-1"],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--unknown", ...secret],
       ["send", "--to", "127.0.0.1:1", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--channels", "many", ...secret],
