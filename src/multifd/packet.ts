@@ -31,11 +31,6 @@ export class Ranges {
   }
 }
 
-/** Bytes of the page at `offset` (the region's last page may be short). */
-export function pageLength(offset: number, pageSize: number, regionSize: number): number {
-  return Math.min(pageSize, regionSize - offset);
-}
-
 /** Stands in for a round's page list when it has none (the region's pages in order). */
 const NO_PAGES = new Uint32Array(1);
 
