@@ -105,6 +105,8 @@ export const SocketOption = {
   lingerReset: 9,
   reuseAddress: 10,
   pendingError: 11,
+  /** Value: timeout ms (-1: none). Makes recvmsg block (zig/socket.zig blockingReceive). */
+  blockingReceive: 12,
 } as const;
 
 /** What a runtime loader provides. */

@@ -356,6 +356,19 @@ export class SocketChannel {
   }
 
   /**
+   * @internal For a thread that reads this socket only with the …Sync methods (a multifd
+   * receive Worker): recvmsg itself blocks, up to `ioTimeoutMs` per call, so that a whole
+   * read waits in the kernel (MSG_WAITALL), as QEMU's receive threads do, instead of a
+   * poll(2) and a recvmsg per wake-up. Writes and async reads stay non-blocking (their
+   * calls pass MSG_DONTWAIT). A stall is then reported after one to two `ioTimeoutMs`.
+   */
+  blockInReceive(): void {
+    if (this.#closed) throw new ChannelClosedError("channel is closed");
+    const rc = native.zc_set_option(this.#fd, SocketOption.blockingReceive, this.#ioTimeoutMs);
+    if (rc < 0) throw new SocketError("setsockopt(SO_RCVTIMEO)", -rc);
+  }
+
+  /**
    * @internal For a channel whose fd another thread owns and closes (a multifd channel
    * Worker): stops using the fd without closing it, whatever is in flight. With zero-copy
    * sends unflushed it sets SO_LINGER 0 first, so that the owner's close resets the

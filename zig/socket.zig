@@ -19,6 +19,7 @@ const Option = enum(u32) {
     linger_reset = 9,
     reuse_address = 10,
     pending_error = 11,
+    blocking_receive = 12,
     _,
 };
 
@@ -35,7 +36,7 @@ fn levelAndName(option: Option) ?[2]u32 {
         .user_timeout_ms => .{ linux.IPPROTO.TCP, linux.TCP.USER_TIMEOUT },
         .reuse_address => .{ linux.SOL.SOCKET, linux.SO.REUSEADDR },
         .pending_error => .{ linux.SOL.SOCKET, linux.SO.ERROR },
-        .linger_reset => null,
+        .linger_reset, .blocking_receive => null,
         _ => null,
     };
 }
@@ -121,6 +122,7 @@ export fn zc_socket_addresses(fd: i32, out: [*]u8) i32 {
 
 export fn zc_set_option(fd: i32, option_id: u32, value: i32) i32 {
     const option: Option = @enumFromInt(option_id);
+    if (option == .blocking_receive) return blockingReceive(fd, value);
     if (option == .linger_reset) {
         // l_onoff=1, l_linger=0: close() sends RST and drops queued data at once.
         const lg = linux.linger{ .onoff = if (value != 0) 1 else 0, .linger = 0 };
@@ -128,6 +130,21 @@ export fn zc_set_option(fd: i32, option_id: u32, value: i32) i32 {
     }
     const ln = levelAndName(option) orelse return sys.errnoOf(.NOPROTOOPT);
     return sys.result32(linux.setsockopt(fd, @intCast(ln[0]), ln[1], std.mem.asBytes(&value), @sizeOf(i32)));
+}
+
+/// Makes recvmsg on `fd` block (clears O_NONBLOCK), each call for up to `timeout_ms`
+/// (SO_RCVTIMEO; -1: no limit), for a thread that only reads it: zc_recv_full then waits
+/// inside recvmsg(MSG_WAITALL), as QEMU's receive threads do, without a poll per wake-up.
+/// Every other call of this library passes MSG_DONTWAIT, so nothing else starts to block.
+fn blockingReceive(fd: i32, timeout_ms: i32) i32 {
+    const ms: i64 = if (timeout_ms < 0) 0 else timeout_ms;
+    const tv = linux.timeval{ .sec = @intCast(@divTrunc(ms, 1000)), .usec = @rem(ms, 1000) * 1000 };
+    const rc = sys.result32(linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.RCVTIMEO, std.mem.asBytes(&tv), @sizeOf(linux.timeval)));
+    if (rc < 0) return rc;
+    const flags = sys.result(linux.fcntl(fd, linux.F.GETFL, 0));
+    if (flags < 0) return @intCast(flags);
+    const nonblock: usize = @as(u32, @bitCast(linux.O{ .NONBLOCK = true }));
+    return sys.result32(linux.fcntl(fd, linux.F.SETFL, @as(usize, @intCast(flags)) & ~nonblock));
 }
 
 /// An integer option's value (>= 0), or -errno.

@@ -46,7 +46,8 @@ const Full = enum(i32) { done = 0, timed_out = 1 };
 
 /// Moves every byte of `count` iovecs: sendmsg (`send`) or recvmsg until done, waiting in
 /// poll(2) for up to `timeout_ms` (-1: no limit) whenever the socket has no room or no
-/// data. Consumes `iov` in place (the caller reloads it for the next call). Returns a
+/// data (a blocking socket waits in recvmsg first, up to its SO_RCVTIMEO: a stall is then
+/// reported after one to two times the timeout). Consumes `iov` in place (the caller reloads it for the next call). Returns a
 /// `Full` or -errno; `moved.*` gets the bytes moved either way. A read stops at EOF
 /// (`done` with fewer bytes); a shutdown(2) from another thread ends a wait at once.
 fn moveFull(comptime send: bool, fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, moved: *u64) i32 {
@@ -64,10 +65,13 @@ fn moveFull(comptime send: bool, fd: i32, iov: [*]Iovec, count: u32, timeout_ms:
             .controllen = 0,
             .flags = 0,
         };
+        // Reading: MSG_WAITALL, without MSG_DONTWAIT. On a non-blocking socket that returns
+        // what is there, as ever; on one made blocking (socket.zig blockingReceive) it waits
+        // in the kernel until every byte arrived, up to SO_RCVTIMEO.
         const rc = sys.result(if (send)
             linux.sendmsg(fd, @ptrCast(&msg), linux.MSG.NOSIGNAL | linux.MSG.DONTWAIT)
         else
-            linux.recvmsg(fd, &msg, linux.MSG.DONTWAIT));
+            linux.recvmsg(fd, &msg, linux.MSG.WAITALL));
         if (rc > 0) {
             var left: usize = @intCast(rc);
             total += left;

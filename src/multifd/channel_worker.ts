@@ -259,6 +259,8 @@ class ReceiveEnd extends ChannelEnd {
     super(fd, region, state, config);
     this.#config = config;
     this.#codec = ChannelEnd.formatOf(config).receiver(config, region, this.populate);
+    // This thread only reads and answers: wait for data inside recvmsg, as QEMU does.
+    this.channel.blockInReceive();
   }
 
   /** Receives until END. Posts "sync" at each barrier. */
