@@ -35,7 +35,11 @@ export const DEFAULT_FLUSH_TIMEOUT_MS = 10_000;
 export interface ChannelOptions {
   /** Ask for zero-copy sends (SO_ZEROCOPY). Default false. */
   zerocopy?: boolean;
-  /** Longest wait for a blocked read or write to make progress, in ms (-1: no limit). */
+  /**
+   * Longest wait for a blocked read or write to make progress, in ms (-1: no limit). A
+   * multifd receive channel, which waits inside recvmsg, reports a stall after one to two
+   * times this.
+   */
   ioTimeoutMs?: number;
   /** Longest a flush may wait without any completion arriving, in ms (-1: no limit). */
   flushTimeoutMs?: number;
