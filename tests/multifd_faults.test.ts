@@ -181,6 +181,25 @@ describe("faults between two hosts", { skip }, () => {
     assert.match(JSON.stringify(s.result), /TimeoutError|ETIMEDOUT/);
   });
 
+  test("a sender that stops sending (stalled): the receiver times out within two io timeouts, the sender then fails", async () => {
+    // Receive channels wait inside recvmsg for up to ioTimeoutMs (SO_RCVTIMEO), then in poll
+    // for as long again: a stall is a TimeoutError after one to two ioTimeoutMs (3 s here).
+    const { receiver, sender } = await start();
+    const t = Date.now();
+    signal(sender, "SIGSTOP");
+    const r = await receiver.exited;
+    signal(sender, "SIGCONT");
+    const s = await sender.exited;
+    assertFailedByItself("receiver", r);
+    assertFailedByItself("sender", s);
+    assert.match(JSON.stringify(r.result), /TimeoutError/);
+    const waited = r.exitedAt - t;
+    assert.ok(
+      waited >= channel.ioTimeoutMs && waited < 2 * channel.ioTimeoutMs + 5_000,
+      `the receiver failed after ${waited} ms`,
+    );
+  });
+
   test("a zero-copy flush that cannot complete is an error that aborts the transfer", async () => {
     // A tiny receive buffer on the receiving host: once the receiver stops reading, a small
     // round still fits in the sender's socket buffer (the writes finish) but cannot leave
