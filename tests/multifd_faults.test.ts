@@ -170,34 +170,34 @@ describe("faults between two hosts", { skip }, () => {
     assertFailedByItself("sender", await sender.exited);
   });
 
+  /**
+   * Stops `stalled` (SIGSTOP) until `waiting` has failed by itself, then lets it go on to fail
+   * too; returns the waiting side's outcome and how long after the stop it ended.
+   */
+  async function stall(stalled: [string, Peer], waiting: [string, Peer]) {
+    const t = Date.now();
+    signal(stalled[1], "SIGSTOP");
+    const outcome = await waiting[1].exited;
+    signal(stalled[1], "SIGCONT");
+    assertFailedByItself(waiting[0], outcome);
+    assertFailedByItself(stalled[0], await stalled[1].exited);
+    return { outcome, waitedMs: outcome.exitedAt - t };
+  }
+
   test("a receiver that stops reading (stalled): the sender times out, the receiver then fails", async () => {
     const { receiver, sender } = await start();
-    signal(receiver, "SIGSTOP");
-    const s = await sender.exited;
-    signal(receiver, "SIGCONT");
-    const r = await receiver.exited;
-    assertFailedByItself("sender", s);
-    assertFailedByItself("receiver", r);
-    assert.match(JSON.stringify(s.result), /TimeoutError|ETIMEDOUT/);
+    const { outcome } = await stall(["receiver", receiver], ["sender", sender]);
+    assert.match(JSON.stringify(outcome.result), /TimeoutError|ETIMEDOUT/);
   });
 
   test("a sender that stops sending (stalled): the receiver times out within two io timeouts, the sender then fails", async () => {
     // Receive channels wait inside recvmsg for up to ioTimeoutMs (SO_RCVTIMEO), then in poll
     // for as long again: a stall is a TimeoutError after one to two ioTimeoutMs (3 s here).
     const { receiver, sender } = await start();
-    const t = Date.now();
-    signal(sender, "SIGSTOP");
-    const r = await receiver.exited;
-    signal(sender, "SIGCONT");
-    const s = await sender.exited;
-    assertFailedByItself("receiver", r);
-    assertFailedByItself("sender", s);
-    assert.match(JSON.stringify(r.result), /TimeoutError/);
-    const waited = r.exitedAt - t;
-    assert.ok(
-      waited >= channel.ioTimeoutMs && waited < 2 * channel.ioTimeoutMs + 5_000,
-      `the receiver failed after ${waited} ms`,
-    );
+    const { outcome, waitedMs } = await stall(["sender", sender], ["receiver", receiver]);
+    assert.match(JSON.stringify(outcome.result), /TimeoutError/);
+    const limit = 2 * channel.ioTimeoutMs + 5_000;
+    assert.ok(waitedMs >= channel.ioTimeoutMs && waitedMs < limit, `the receiver failed after ${waitedMs} ms`);
   });
 
   test("a zero-copy flush that cannot complete is an error that aborts the transfer", async () => {
