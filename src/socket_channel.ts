@@ -219,7 +219,7 @@ export class SocketChannel {
   /** {@link writev}, blocking the calling thread (for Workers). */
   writevSync(bufs: readonly Uint8Array[]): number {
     checkViews(bufs);
-    if (this.#completions.outstanding === 0) return this.#moveFullSync("write", () => this.#writeIov.load(bufs));
+    if (this.#quietErrorQueue) return this.#moveFullSync("write", () => this.#writeIov.load(bufs));
     return this.#runSync("write", this.#write(bufs, false));
   }
 
@@ -251,7 +251,7 @@ export class SocketChannel {
   writeRangesSync(addresses: readonly number[], lengths: readonly number[], zerocopy: boolean): number {
     if (zerocopy) this.#requireZerocopy();
     const load = () => this.#writeIov.loadRanges(addresses, lengths);
-    if (!zerocopy && this.#completions.outstanding === 0) return this.#moveFullSync("write", load);
+    if (!zerocopy && this.#quietErrorQueue) return this.#moveFullSync("write", load);
     return this.#runSync("write", this.#send(zerocopy, load));
   }
 
@@ -301,14 +301,14 @@ export class SocketChannel {
   /** {@link readFull}, blocking the calling thread (for Workers). */
   readFullSync(buf: Uint8Array): number {
     const load = () => this.#readIov.load([checkView(buf)]);
-    if (this.#completions.outstanding === 0) return this.#moveFullSync("read", load);
+    if (this.#quietErrorQueue) return this.#moveFullSync("read", load);
     return this.#runSync("read", this.#read(load));
   }
 
   /** Fills native memory ranges (address, length pairs) the caller owns; see readFull. */
   readRangesSync(addresses: readonly number[], lengths: readonly number[]): number {
     const load = () => this.#readIov.loadRanges(addresses, lengths);
-    if (this.#completions.outstanding === 0) return this.#moveFullSync("read", load);
+    if (this.#quietErrorQueue) return this.#moveFullSync("read", load);
     return this.#runSync("read", this.#read(load));
   }
 
@@ -570,6 +570,11 @@ export class SocketChannel {
   #end(side: "write" | "read"): void {
     if (side === "write") this.#writing = false;
     else this.#reading = false;
+  }
+
+  /** No zero-copy send outstanding: nothing on the error queue can raise POLLERR (see #moveFullSync). */
+  get #quietErrorQueue(): boolean {
+    return this.#completions.outstanding === 0;
   }
 
   /**

@@ -87,8 +87,8 @@ class SendEnd extends ChannelEnd {
   /** The zero-page scan of each block (one: the region; QEMU's format: every RAM block), and the round's. */
   readonly #scans: PageScan[];
   #scan: PageScan;
-  /** All-zero pages waiting to go to the main thread (codec.zeroPagesElsewhere), page indices. */
-  readonly #zeroPages = new Uint32Array(ZERO_PAGES_PER_MESSAGE);
+  /** All-zero pages waiting to go to the main thread (codec.zeroPagesElsewhere), as offsets in the round's block. */
+  readonly #zeroPages = new Float64Array(ZERO_PAGES_PER_MESSAGE);
   #zeroPageCount = 0;
   readonly #reply: Uint8Array;
   /** One packet's offsets: all of them, then split into data and zero pages. */
@@ -149,7 +149,7 @@ class SendEnd extends ChannelEnd {
       this.add("pagesNormal", count - zeroCount);
       this.add("pagesZero", zeroCount);
       if (zeroElsewhere) {
-        for (let i = 0; i < zeroCount; i++) this.#queueZeroPage(this.#zero[i] / pageSize);
+        this.#queueZeroPages(zeroCount);
         if (count === zeroCount) continue; // nothing for a packet
       }
       const slot = this.#staging.next(this.channel, this.#zerocopyPages !== "no");
@@ -168,14 +168,20 @@ class SendEnd extends ChannelEnd {
     return allCopied;
   }
 
-  #queueZeroPage(page: number): void {
-    this.#zeroPages[this.#zeroPageCount++] = page;
-    if (this.#zeroPageCount === this.#zeroPages.length) this.#postZeroPages();
+  /** Adds the packet's first `count` zero pages (this.#zero) to the batch, in bulk; posts full batches. */
+  #queueZeroPages(count: number): void {
+    for (let from = 0; from < count;) {
+      const n = Math.min(count - from, this.#zeroPages.length - this.#zeroPageCount);
+      this.#zeroPages.set(this.#zero.subarray(from, from + n), this.#zeroPageCount);
+      this.#zeroPageCount += n;
+      from += n;
+      if (this.#zeroPageCount === this.#zeroPages.length) this.#postZeroPages();
+    }
   }
 
   #postZeroPages(): void {
     if (this.#zeroPageCount === 0) return;
-    self.postMessage({ kind: "zeroPages", pages: this.#zeroPages.slice(0, this.#zeroPageCount) });
+    self.postMessage({ kind: "zeroPages", offsets: this.#zeroPages.slice(0, this.#zeroPageCount) });
     this.#zeroPageCount = 0;
   }
 
@@ -338,7 +344,7 @@ function zerocopyStagingSlots(slotBytes: number): number {
   return Math.min(ZEROCOPY_STAGING_SLOTS, Math.max(2, Math.floor(ZEROCOPY_STAGING_BYTES / slotBytes)));
 }
 
-/** All-zero pages per "zeroPages" message (codec.zeroPagesElsewhere): 64 KiB of page indices. */
+/** All-zero pages per "zeroPages" message (codec.zeroPagesElsewhere): 128 KiB of offsets. */
 const ZERO_PAGES_PER_MESSAGE = 16384;
 
 /**

@@ -73,7 +73,7 @@ export interface SendCodec {
   selectBlock?(index: number): void;
   /**
    * True for a format whose packets carry no all-zero pages (QEMU 7.2's): the channel loop
-   * hands them to the main thread instead ("zeroPages" messages, page indices of the
+   * hands them to the main thread instead ("zeroPages" messages, offsets in the
    * round's block), which sends them its own way (QEMU: ZERO records on the main channel),
    * and {@link data} gets no zero pages.
    */

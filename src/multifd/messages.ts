@@ -57,8 +57,8 @@ export type ToSender =
 export type FromSender =
   | { kind: "ready" }
   | { kind: "synced"; syncNumber: number; allCopied: boolean }
-  /** All-zero pages the format's packets do not carry (SendCodec.zeroPagesElsewhere): page indices in the round's block, before its "synced". */
-  | { kind: "zeroPages"; pages: Uint32Array }
+  /** All-zero pages the format's packets do not carry (SendCodec.zeroPagesElsewhere): their offsets in the round's block, before its "synced". */
+  | { kind: "zeroPages"; offsets: Float64Array }
   | { kind: "hashes"; blocks: number[]; hashes: Uint8Array[] }
   | { kind: "endSent" }
   /** The receiver's RESULT, and the MAC that followed it (checked by the main thread). */

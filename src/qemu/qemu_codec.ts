@@ -32,6 +32,7 @@ import {
 
 /** The block id of a packet without pages (QEMU leaves its own stale; an empty one is as good). */
 const NO_BLOCK = new Uint8Array(0);
+const NO_PAGES = new Float64Array(0);
 
 class QemuReceiveCodec implements ReceiveCodec {
   readonly #blocks = new Map<string, RegionDescriptor>();
@@ -136,7 +137,7 @@ class QemuSendCodec implements SendCodec {
     if (kind !== "sync") throw new InvalidArgumentError(`QEMU's format has no ${kind} packet`);
     this.#out.payload.clear();
     this.#out.payloadBytes = 0;
-    writeMultifdPacket(this.#header, NO_BLOCK, [], 0, this.#packetNumber++, true);
+    writeMultifdPacket(this.#header, NO_BLOCK, NO_PAGES, 0, this.#packetNumber++, true);
     return this.#out;
   }
 

@@ -188,7 +188,7 @@ export class QemuMigrationSender {
           for (;;) {
             const message = await pool.next(id, "zeroPages", "synced");
             if (message.kind === "synced") return;
-            const bytes = zeroRecords(blocks[block].name, message.pages);
+            const bytes = zeroRecords(blocks[block].name, message.offsets);
             records = records.then(() => out.writev([bytes]).then(() => {}));
             records.catch(() => {}); // awaited below, unless a failed channel ends the loop first
           }
@@ -229,18 +229,18 @@ export class QemuMigrationSender {
 }
 
 /**
- * ZERO records for `pages` (page indices) of block `name`: the first names the block, the
+ * ZERO records for the pages at `offsets` in block `name`: the first names the block, the
  * others CONTINUE it; each is the page's offset with the flags, then the fill byte 0. Written
  * straight into one array (a batch is up to 16,384 records; StreamBytes goes byte by byte).
  */
-function zeroRecords(name: string, pages: Uint32Array): Uint8Array {
-  if (pages.length === 0) return new Uint8Array(0);
+function zeroRecords(name: string, offsets: Float64Array): Uint8Array {
+  if (offsets.length === 0) return new Uint8Array(0);
   const id = new StreamBytes().idstr(name).bytes();
-  const bytes = new Uint8Array(pages.length * ZERO_RECORD_BYTES + id.length);
+  const bytes = new Uint8Array(offsets.length * ZERO_RECORD_BYTES + id.length);
   const view = new DataView(bytes.buffer);
   let at = 0;
-  for (let i = 0; i < pages.length; i++) {
-    const offset = pages[i] * QEMU_PAGE_SIZE + Ram.ZERO + (i > 0 ? Ram.CONTINUE : 0);
+  for (let i = 0; i < offsets.length; i++) {
+    const offset = offsets[i] + Ram.ZERO + (i > 0 ? Ram.CONTINUE : 0);
     view.setUint32(at, Math.floor(offset / 0x1_0000_0000));
     view.setUint32(at + 4, offset >>> 0);
     at += 8;

@@ -146,7 +146,7 @@ export function encodeMultifdPacket(
   writeMultifdPacket(
     new DataView(bytes.buffer),
     new TextEncoder().encode(ramBlock),
-    offsets,
+    Float64Array.from(offsets),
     count,
     packetNumber,
     sync,
@@ -161,7 +161,7 @@ export function encodeMultifdPacket(
 export function writeMultifdPacket(
   view: DataView,
   ramBlock: Uint8Array,
-  offsets: ArrayLike<number>,
+  offsets: Float64Array,
   count: number,
   packetNumber: number,
   sync: boolean,
@@ -177,15 +177,7 @@ export function writeMultifdPacket(
   view.setUint32(28, packetNumber >>> 0);
   bytes.fill(0, RAMBLOCK_OFFSET, RAMBLOCK_OFFSET + RAMBLOCK_BYTES);
   bytes.set(ramBlock.subarray(0, RAMBLOCK_BYTES - 1), RAMBLOCK_OFFSET);
-  if (offsets instanceof Float64Array) {
-    encodeOffsets(bytes, MULTIFD_PACKET_FIXED_BYTES, offsets, count); // the per-page loop, native
-    return;
-  }
-  for (let i = 0; i < count; i++) {
-    const at = MULTIFD_PACKET_FIXED_BYTES + 8 * i;
-    view.setUint32(at, Math.floor(offsets[i] / 0x1_0000_0000));
-    view.setUint32(at + 4, offsets[i] >>> 0);
-  }
+  encodeOffsets(bytes, MULTIFD_PACKET_FIXED_BYTES, offsets, count); // the per-page loop, native
 }
 
 function expect(condition: boolean, field: string, message: string | (() => string)): asserts condition {
