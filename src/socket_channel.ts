@@ -102,8 +102,11 @@ export class SocketChannel {
   readonly #readIov = new IovecArray();
   readonly #records = new Uint32Array(RECORDS_PER_DRAIN * 4);
   readonly #fd: number;
-  /** Bytes moved by the last zc_recv_full / zc_send_full. */
-  readonly #moved = new BigUint64Array(1);
+  /**
+   * Bytes moved by the last zc_recv_full / zc_send_full: the u64 the native call writes, read
+   * as its two 32-bit halves (little-endian), so that no BigInt is made per call.
+   */
+  readonly #moved = new Uint32Array(new ArrayBuffer(8)); // its own (8-byte aligned) backing store
   readonly #waits: FdWaits;
   #closed = false;
   #writeTail: Promise<unknown> = Promise.resolve();
@@ -593,7 +596,7 @@ export class SocketChannel {
       const rc = side === "read"
         ? native.zc_recv_full(this.#fd, iov.words, iov.count, this.#ioTimeoutMs, moved)
         : native.zc_send_full(this.#fd, iov.words, iov.count, this.#ioTimeoutMs, moved);
-      const bytes = Number(moved[0]);
+      const bytes = moved[0] + moved[1] * 0x1_0000_0000;
       if (side === "read") this.#bytesRead += bytes;
       else this.#bytesWritten += bytes;
       if (rc === FullResult.timedOut) {

@@ -11,6 +11,7 @@ import {
   encodeMultifdInit,
   encodeMultifdPacket,
   MULTIFD_PAGES_PER_PACKET,
+  MultifdPacketReader,
   parseMultifdInit,
   parseMultifdPacket,
   QEMU_PAGE_SIZE,
@@ -23,7 +24,7 @@ const BLOCKS: Record<string, number> = {
   "pc.ram": 3 * QEMU_PAGE_SIZE,
   "vga.vram": 16 * QEMU_PAGE_SIZE,
 };
-const blockSize = (name: string) => BLOCKS[name];
+const BLOCK_LIST = Object.entries(BLOCKS).map(([name, size]) => ({ name, size }));
 
 function validPacket(rng: Rng): Uint8Array {
   const names = Object.keys(BLOCKS);
@@ -57,7 +58,7 @@ describe(`QEMU multifd parsers against mutated input (seed ${seed})`, () => {
       const input = mutate(rng, validPacket(rng));
       let header;
       try {
-        header = parseMultifdPacket(input, blockSize, offsets);
+        header = parseMultifdPacket(input, BLOCK_LIST, offsets);
       } catch (error) {
         assert.ok(error instanceof ProtocolError, `seed ${seed} input ${i}: ${error}`);
         continue;
@@ -89,5 +90,49 @@ describe(`QEMU multifd parsers against mutated input (seed ${seed})`, () => {
         assert.ok(error instanceof ProtocolError, `seed ${seed} input ${i}: ${error}`);
       }
     }
+  });
+});
+
+describe("MultifdPacketReader: one reader, packet after packet", () => {
+  const blocks = [
+    { name: "pc.ram", size: 8 * QEMU_PAGE_SIZE },
+    { name: "pc.ram2", size: 2 * QEMU_PAGE_SIZE },
+  ];
+
+  function parse(reader: MultifdPacketReader, packet: Uint8Array, offsets: Float64Array): void {
+    reader.bytes.set(packet);
+    reader.parse(offsets);
+  }
+
+  test("names each block by its whole id (not a prefix), and a packet without pages names none", () => {
+    const reader = new MultifdPacketReader(blocks);
+    const offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
+    parse(reader, encodeMultifdPacket("pc.ram2", [QEMU_PAGE_SIZE], 1, 1, false), offsets);
+    assert.deepEqual([reader.block, reader.ramBlock, reader.normalPages, offsets[0]], [
+      1,
+      "pc.ram2",
+      1,
+      QEMU_PAGE_SIZE,
+    ]);
+    parse(reader, encodeMultifdPacket("pc.ram", [7 * QEMU_PAGE_SIZE, 0], 2, 2 ** 40, false), offsets);
+    assert.deepEqual([reader.block, reader.ramBlock, reader.packetNumber], [0, "pc.ram", 2 ** 40]);
+    assert.deepEqual([...offsets.subarray(0, 2)], [7 * QEMU_PAGE_SIZE, 0]);
+    parse(reader, encodeMultifdPacket("stale", [], 0, 3, true), offsets);
+    assert.deepEqual([reader.block, reader.ramBlock, reader.flags & 1], [-1, "", 1]);
+  });
+
+  test("refuses an unknown block by name, a prefix of a known one, and a page outside the block it names", () => {
+    const reader = new MultifdPacketReader(blocks);
+    const offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
+    for (const name of ["pc.ra", "pc.ram22", "x".repeat(300)]) {
+      assert.throws(
+        () => parse(reader, encodeMultifdPacket(name, [0], 1, 0, false), offsets),
+        (e) => e instanceof ProtocolError && e.message.includes(`unknown RAM block "${name.slice(0, 255)}"`),
+      );
+    }
+    assert.throws(
+      () => parse(reader, encodeMultifdPacket("pc.ram2", [2 * QEMU_PAGE_SIZE], 1, 0, false), offsets),
+      (e) => e instanceof ProtocolError && /8192 is not a page of block "pc.ram2" \(8192 bytes\)/.test(e.message),
+    );
   });
 });

@@ -25,7 +25,7 @@ import {
   MULTIFD_FLAG_SYNC,
   MULTIFD_PACKET_HEADER_BYTES,
   MULTIFD_PAGES_PER_PACKET,
-  parseMultifdPacket,
+  MultifdPacketReader,
   QEMU_PAGE_SIZE,
   writeMultifdPacket,
 } from "./wire.ts";
@@ -35,40 +35,42 @@ const NO_BLOCK = new Uint8Array(0);
 const NO_PAGES = new Float64Array(0);
 
 class QemuReceiveCodec implements ReceiveCodec {
-  readonly #blocks = new Map<string, RegionDescriptor>();
-  /** Per block, the native zero-fill of zero pages listed in packets (QEMU ≥ 9.0). */
-  readonly #zeroFill = new Map<string, PageScan>();
+  /** Per block (in the order of config.qemu.ramBlocks): where its pages go, and the native zero-fill of zero pages listed in packets (QEMU ≥ 9.0). */
+  readonly #regions: RegionDescriptor[];
+  readonly #zeroFill: PageScan[];
   readonly #populate: Populate;
-  readonly #header = new Uint8Array(MULTIFD_PACKET_HEADER_BYTES);
-  readonly #headerAddress = addressOf(this.#header);
+  readonly #packet: MultifdPacketReader;
+  /** The header's one range, as `read` takes it (made once: this runs for every packet). */
+  readonly #headerAddresses: readonly number[];
+  readonly #headerLengths: readonly number[] = [MULTIFD_PACKET_HEADER_BYTES];
   readonly #offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
   readonly #ranges = new Ranges();
-  readonly #blockSize = (name: string) => this.#blocks.get(name)?.size;
   #syncs = 0;
 
   constructor(config: CodecConfig, populate: Populate) {
-    for (const block of config.qemu?.ramBlocks ?? []) {
-      this.#blocks.set(block.name, block.region);
-      this.#zeroFill.set(block.name, new PageScan(block.region, QEMU_PAGE_SIZE));
-    }
+    const blocks = config.qemu?.ramBlocks ?? [];
+    this.#regions = blocks.map((block) => block.region);
+    this.#zeroFill = blocks.map((block) => new PageScan(block.region, QEMU_PAGE_SIZE));
+    this.#packet = new MultifdPacketReader(blocks.map((block) => ({ name: block.name, size: block.region.size })));
+    this.#headerAddresses = [addressOf(this.#packet.bytes)];
     this.#populate = populate;
   }
 
   next(read: ReadRanges): Incoming {
-    if (!read([this.#headerAddress], [MULTIFD_PACKET_HEADER_BYTES], true)) return { kind: "end" };
-    const header = parseMultifdPacket(this.#header, this.#blockSize, this.#offsets);
-    const { normalPages, zeroPages } = header;
+    if (!read(this.#headerAddresses, this.#headerLengths, true)) return { kind: "end" };
+    const packet = this.#packet;
+    packet.parse(this.#offsets);
+    const { normalPages, zeroPages, block } = packet;
     if (normalPages > 0) {
-      const region = this.#blocks.get(header.ramBlock)!;
       const ranges = this.#ranges;
       ranges.clear();
-      pageRanges(region, QEMU_PAGE_SIZE, this.#offsets, normalPages, ranges);
+      pageRanges(this.#regions[block], QEMU_PAGE_SIZE, this.#offsets, normalPages, ranges);
       this.#populate(ranges.addresses, ranges.lengths, true);
       read(ranges.addresses, ranges.lengths);
     }
-    if (zeroPages > 0) this.#zeroFill.get(header.ramBlock)!.zeroFill(this.#offsets, normalPages, zeroPages);
+    if (zeroPages > 0) this.#zeroFill[block].zeroFill(this.#offsets, normalPages, zeroPages);
     const payloadBytes = normalPages * QEMU_PAGE_SIZE;
-    if (header.flags & MULTIFD_FLAG_SYNC) return { kind: "sync", syncNumber: this.#syncs++, normalPages, payloadBytes };
+    if (packet.flags & MULTIFD_FLAG_SYNC) return { kind: "sync", syncNumber: this.#syncs++, normalPages, payloadBytes };
     return { kind: "data", normalPages, zeroPages, payloadBytes };
   }
 

@@ -54,73 +54,133 @@ export interface MultifdPacketHeader {
   normalPages: number;
   /** All-zero pages listed after the normal ones (QEMU ≥ 9.0's multifd zero-page detection; 0 in 7.2). */
   zeroPages: number;
-  packetNumber: bigint;
+  packetNumber: number;
   /** The RAM block's id (empty when the packet carries no page: QEMU leaves it stale). */
   ramBlock: string;
 }
 
+/** A RAM block that packets may name: its id (QEMU's RAMBlock idstr) and size in bytes. */
+export interface PacketBlock {
+  name: string;
+  size: number;
+}
+
+const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 /**
- * Validates a packet header (1344 bytes) and writes the byte offsets of its pages to
- * `offsets`, normal pages first, then zero pages (QEMU ≥ 9.0: `zero_pages` at byte 32, 0 in
- * 7.2): magic, version, no compression, at most 128 pages; with pages, a named RAM block
- * whose size `blockSize` returns (undefined: unknown block) and every offset page aligned
- * and inside it. Entries past the pages are stale in QEMU's packets: ignored.
+ * Validates packet headers received into its own buffer, one after the other, with no
+ * allocation per packet (a receive channel parses 2,048 of them per GiB, much of it before
+ * the JIT has compiled this code): magic, version, no compression, at most 128 pages; with
+ * pages, one of `blocks` named (matched by its id's bytes) and every offset page aligned
+ * and inside it. The fields of the last header parsed are this object's; entries past the
+ * pages are stale in QEMU's packets: ignored.
+ */
+export class MultifdPacketReader {
+  /** Where the next header is received (MULTIFD_PACKET_HEADER_BYTES). */
+  readonly bytes = new Uint8Array(MULTIFD_PACKET_HEADER_BYTES);
+  readonly #view = new DataView(this.bytes.buffer);
+  readonly #blocks: readonly PacketBlock[];
+  /** Each block's id as a packet carries it. */
+  readonly #ids: Uint8Array[];
+  flags = 0;
+  normalPages = 0;
+  zeroPages = 0;
+  packetNumber = 0;
+  /** Index in `blocks` of the block the pages are in; -1 for a packet without pages. */
+  block = -1;
+
+  constructor(blocks: readonly PacketBlock[]) {
+    this.#blocks = blocks;
+    this.#ids = blocks.map((block) => encoder.encode(block.name));
+  }
+
+  /** The named block's id ("" for a packet without pages). */
+  get ramBlock(): string {
+    return this.block < 0 ? "" : this.#blocks[this.block].name;
+  }
+
+  /**
+   * Validates the header in {@link bytes} and writes the byte offsets of its pages to
+   * `offsets`, normal pages first, then zero pages (QEMU ≥ 9.0: \`zero_pages\` at byte 32,
+   * 0 in 7.2). Throws ProtocolError for the first field that is wrong.
+   */
+  parse(offsets: Float64Array): void {
+    const view = this.#view;
+    if (view.getUint32(0) !== MULTIFD_MAGIC) refuse("qemu.packet.magic", hex(view.getUint32(0)));
+    if (view.getUint32(4) !== MULTIFD_VERSION) refuse("qemu.packet.version", `${view.getUint32(4)}`);
+    const flags = view.getUint32(8);
+    if ((flags & MULTIFD_FLAG_COMPRESSION_MASK) !== 0) {
+      refuse("qemu.packet.flags", `compression ${hex(flags)}: multifd-compression is not supported (use none)`);
+    }
+    if ((flags & ~(MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK)) !== 0) refuse("qemu.packet.flags", hex(flags));
+    const pagesAlloc = view.getUint32(12);
+    const normalPages = view.getUint32(16);
+    if (pagesAlloc > MULTIFD_PAGES_PER_PACKET) refuse("qemu.packet.pagesAlloc", `${pagesAlloc}`);
+    const zeroPages = view.getUint32(32);
+    if (normalPages + zeroPages > pagesAlloc) {
+      refuse("qemu.packet.normalPages", `${normalPages} + ${zeroPages} zero of ${pagesAlloc}`);
+    }
+    this.flags = flags;
+    this.normalPages = normalPages;
+    this.zeroPages = zeroPages;
+    this.packetNumber = view.getUint32(24) * 0x1_0000_0000 + view.getUint32(28);
+    this.block = -1;
+    const count = normalPages + zeroPages;
+    if (count === 0) return;
+    const block = this.#findBlock();
+    const size = this.#blocks[block].size;
+    if (offsets.length < count) throw new RangeError(`parse: room for ${offsets.length} offsets, not ${count}`);
+    // The per-page loop, native (zig/pages.zig); a message only for the offset that fails.
+    const valid = native.zc_block_offsets_decode(
+      this.bytes,
+      MULTIFD_PACKET_FIXED_BYTES,
+      count,
+      QEMU_PAGE_SIZE,
+      size,
+      offsets,
+    );
+    if (valid < count) {
+      const offset = view.getBigUint64(MULTIFD_PACKET_FIXED_BYTES + 8 * valid);
+      refuse("qemu.packet.offset", `${offset} is not a page of block "${this.#blocks[block].name}" (${size} bytes)`);
+    }
+    this.block = block;
+  }
+
+  /** The index of the block the header names (the id is NUL-terminated within its 256 bytes, at most 255 long). */
+  #findBlock(): number {
+    const bytes = this.bytes;
+    const nul = bytes.indexOf(0, RAMBLOCK_OFFSET);
+    const length = nul < 0 || nul >= RAMBLOCK_OFFSET + RAMBLOCK_BYTES - 1 ? RAMBLOCK_BYTES - 1 : nul - RAMBLOCK_OFFSET;
+    const ids = this.#ids;
+    for (let b = 0; b < ids.length; b++) {
+      const id = ids[b];
+      if (id.length !== length) continue;
+      let i = 0;
+      while (i < length && bytes[RAMBLOCK_OFFSET + i] === id[i]) i++;
+      if (i === length) return b;
+    }
+    const name = decoder.decode(bytes.subarray(RAMBLOCK_OFFSET, RAMBLOCK_OFFSET + length));
+    return refuse("qemu.packet.ramBlock", `unknown RAM block "${name}"`);
+  }
+}
+
+/**
+ * Validates one packet header (the bytes of {@link MultifdPacketReader.parse}, for tests
+ * and fuzzing) and returns its fields; `offsets` as there.
  */
 export function parseMultifdPacket(
   bytes: Uint8Array,
-  blockSize: (name: string) => number | undefined,
+  blocks: readonly PacketBlock[],
   offsets: Float64Array,
 ): MultifdPacketHeader {
   if (bytes.length < MULTIFD_PACKET_HEADER_BYTES) {
     throw new ProtocolError("qemu.packet.length", `${bytes.length} bytes`);
   }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, MULTIFD_PACKET_HEADER_BYTES);
-  expect(view.getUint32(0) === MULTIFD_MAGIC, "qemu.packet.magic", () => hex(view.getUint32(0)));
-  expect(view.getUint32(4) === MULTIFD_VERSION, "qemu.packet.version", () => `${view.getUint32(4)}`);
-  const flags = view.getUint32(8);
-  expect(
-    (flags & MULTIFD_FLAG_COMPRESSION_MASK) === 0,
-    "qemu.packet.flags",
-    () => `compression ${hex(flags)}: multifd-compression is not supported (use none)`,
-  );
-  expect((flags & ~(MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK)) === 0, "qemu.packet.flags", () => hex(flags));
-  const pagesAlloc = view.getUint32(12);
-  const normalPages = view.getUint32(16);
-  expect(pagesAlloc <= MULTIFD_PAGES_PER_PACKET, "qemu.packet.pagesAlloc", () => `${pagesAlloc}`);
-  const zeroPages = view.getUint32(32);
-  expect(
-    normalPages + zeroPages <= pagesAlloc,
-    "qemu.packet.normalPages",
-    () => `${normalPages} + ${zeroPages} zero of ${pagesAlloc}`,
-  );
-  const packetNumber = view.getBigUint64(24);
-  let ramBlock = "";
-  if (normalPages + zeroPages > 0) {
-    const name = bytes.subarray(RAMBLOCK_OFFSET, RAMBLOCK_OFFSET + RAMBLOCK_BYTES - 1);
-    const end = name.indexOf(0);
-    ramBlock = decoder.decode(end < 0 ? name : name.subarray(0, end));
-    const size = blockSize(ramBlock);
-    expect(size !== undefined, "qemu.packet.ramBlock", () => `unknown RAM block "${ramBlock}"`);
-    const count = normalPages + zeroPages;
-    if (offsets.length < count) {
-      throw new RangeError(`parseMultifdPacket: room for ${offsets.length} offsets, not ${count}`);
-    }
-    // The per-page loop, native (zig/pages.zig); a message only for the offset that fails.
-    const valid = native.zc_block_offsets_decode(
-      bytes,
-      MULTIFD_PACKET_FIXED_BYTES,
-      count,
-      QEMU_PAGE_SIZE,
-      size!,
-      offsets,
-    );
-    if (valid < count) {
-      const offset = view.getBigUint64(MULTIFD_PACKET_FIXED_BYTES + 8 * valid);
-      throw new ProtocolError("qemu.packet.offset", `${offset} is not a page of block "${ramBlock}" (${size} bytes)`);
-    }
-  }
+  const reader = new MultifdPacketReader(blocks);
+  reader.bytes.set(bytes.subarray(0, MULTIFD_PACKET_HEADER_BYTES));
+  reader.parse(offsets);
+  const { flags, normalPages, zeroPages, packetNumber, ramBlock } = reader;
   return { flags, normalPages, zeroPages, packetNumber, ramBlock };
 }
 
@@ -182,6 +242,11 @@ export function writeMultifdPacket(
 
 function expect(condition: boolean, field: string, message: string | (() => string)): asserts condition {
   if (!condition) throw new ProtocolError(field, typeof message === "string" ? message : message());
+}
+
+/** Throws the ProtocolError for `field` (a function, so that the checks above stay one line each and allocate nothing). */
+function refuse(field: string, message: string): never {
+  throw new ProtocolError(field, message);
 }
 
 function hex(value: number): string {
