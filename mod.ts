@@ -69,6 +69,7 @@ export { ACCEPT_BACKOFF_MS } from "./src/multifd/admission.ts";
 export { WORKER_EXIT_GRACE_MS } from "./src/multifd/transfer.ts";
 export { MIN_SECRET_BYTES, type Secret } from "./src/multifd/auth.ts";
 export { type Cipher, DEFAULT_CIPHER } from "./src/multifd/aead.ts";
+export type { ChecksumAlgorithm } from "./src/multifd/checksum.ts";
 export {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_PAGES_PER_PACKET,

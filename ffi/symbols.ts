@@ -73,7 +73,8 @@ export const symbols = {
   },
   zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32"], result: "i32" },
   // key: 32 bytes; out: 32 bytes (keyed BLAKE3)
-  zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer"], result: "i32" },
+  zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer", "u32"], result: "i32" },
+  zc_hardware_aes: { parameters: [], result: "i32" },
   zc_address_of: { parameters: ["buffer"], result: "f64" },
   // zig/aead.zig: cipher, key (32 bytes), first nonce, messages (iovec array), count, out / sealed
   zc_seal: { parameters: ["u32", "buffer", "address", "buffer", "u32", "address"], result: "i32" },

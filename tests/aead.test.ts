@@ -109,6 +109,7 @@ describe("key schedule and nonces", () => {
       regionSize: PAGE_SIZE,
       pagesPerPacket: 4,
       cipher: 2,
+      checksum: 0,
     }),
   });
 

@@ -107,13 +107,13 @@ async function recordRealReceiver(keys: SecretKeys): Promise<{ hello: Uint8Array
     try {
       const hello = new Uint8Array(HELLO_BYTES);
       assert.equal(await channel.readFull(hello), HELLO_BYTES);
-      const init = await signedInit(keys, parseHello(hello), oneChannelInit(SIZE, 128));
+      const init = await signedInit(keys, parseHello(hello).nonce, oneChannelInit(SIZE, 128));
       await channel.writev([init]);
       const ack = new Uint8Array(INIT_ACK_BYTES);
       assert.equal(await channel.readFull(ack), INIT_ACK_BYTES);
       // A genuine proof, for that session's nonces.
       assert.ok(
-        await verifyInitAck(keys, transcriptOf(parseHello(hello), init), ack.subarray(0, 32), ack.subarray(32)),
+        await verifyInitAck(keys, transcriptOf(parseHello(hello).nonce, init), ack.subarray(0, 32), ack.subarray(32)),
       );
       return { hello, ack };
     } finally {

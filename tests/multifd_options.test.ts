@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
   ChannelClosedError,
+  type ChecksumAlgorithm,
   InvalidArgumentError,
   MAX_REGION_BYTES,
   MultifdReceiver,
@@ -13,6 +14,7 @@ import {
   TransferAbortedError,
 } from "../mod.ts";
 import { fillPattern, openTcpSockets, SECRET, transfer } from "./helpers/multifd.ts";
+import { fastAegisChecksum } from "../src/multifd/checksum.ts";
 
 const base = { hostname: "127.0.0.1", port: 9, secret: SECRET };
 
@@ -36,6 +38,8 @@ describe("multifd options", () => {
       { sendBufferBytes: 1 },
       { port: 70_000 },
       { signal: "stop" },
+      { checksum: "md5" },
+      { checksum: true },
     ];
     for (const options of bad) {
       await assert.rejects(
@@ -139,6 +143,25 @@ describe("multifd options", () => {
     assert.equal(source.inUse, 0);
     await receiver.abort();
     assert.ok((await receiving) instanceof TransferAbortedError);
+    await source.close();
+  });
+
+  test("checksum: either MAC on request, both ends agree; by default AEGIS-128L-MAC where both have AES instructions", async () => {
+    const source = Region.allocate((3 << 20) + 100);
+    fillPattern(source, 9);
+    const fast = fastAegisChecksum() ? "aegis-128l" : "blake3";
+    for (const [checksum, expected] of [["blake3", "blake3"], ["aegis-128l", "aegis-128l"], [undefined, fast]]) {
+      const { sent, received, destination } = await transfer(source, {
+        sender: { channels: 3, checksum: checksum as ChecksumAlgorithm | undefined },
+      });
+      assert.deepEqual(
+        [sent.checksumAlgorithm, received.checksumAlgorithm, sent.verified, received.verified, sent.checksum],
+        [expected, expected, true, true, received.checksum],
+        `checksum option ${checksum}`,
+      );
+      assert.ok(destination.equals(source));
+      await destination.close();
+    }
     await source.close();
   });
 

@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { runtime } from "../mod.ts";
+import { fastAegisChecksum } from "../src/multifd/checksum.ts";
 import { cpuIsX86_64V3, LIBRARY_ENV } from "../ffi/library_path.ts";
 import { lastJson, LineChild, run } from "../dev/child.ts";
 import { otherRuntime as other, runtimeArgv, scriptArgv } from "../dev/runtime.ts";
@@ -20,6 +21,8 @@ function startReceiver(argv: string[]) {
 }
 
 const SIZE = String(24 * 2 ** 20 + 4096 * 3 + 17);
+/** The region checksum's MAC two ends on this machine's default build agree on (checksum.ts). */
+const FAST_MAC = fastAegisChecksum() ? "aegis-128l" : "blake3";
 
 describe("multifd between runtimes", () => {
   test(`${runtime} sender -> ${other} receiver`, async () => {
@@ -30,13 +33,14 @@ describe("multifd between runtimes", () => {
       assert.equal(sender.code, 0, sender.stderr);
       const received = await receiver.exited;
       assert.equal(received.code, 0, received.stderr);
-      assert.deepEqual(lastJson(sender.stdout), { runtime, verified: true, bytes: Number(SIZE) });
+      assert.deepEqual(lastJson(sender.stdout), { runtime, verified: true, bytes: Number(SIZE), checksum: FAST_MAC });
       assert.deepEqual(lastJson(received.stdout), {
         runtime: other,
         verified: true,
         equal: true,
         bytes: Number(SIZE),
         encryption: "none",
+        checksum: FAST_MAC,
       });
     } finally {
       await receiver.kill();
@@ -60,6 +64,7 @@ describe("multifd between runtimes", () => {
           equal: true,
           bytes: Number(SIZE),
           encryption: cipher,
+          checksum: FAST_MAC,
         });
       } finally {
         await receiver.kill();
@@ -71,15 +76,18 @@ describe("multifd between runtimes", () => {
 describe("multifd between the two builds of the native library", () => {
   // The region checksum and the ciphers must be the same whichever build computes them: a
   // sender on an old CPU (baseline x86-64, software AES) and a receiver on a new one (x86-64-v3
-  // with AES-NI) verify each other, plain and encrypted.
+  // with AES-NI) verify each other, plain and encrypted. The checksum is AEGIS-128L-MAC only
+  // when both ends have AES instructions (the receiver says so in HELLO), else BLAKE3.
   const lib = (file: string) => fileURLToPath(new URL(`../zig-out/lib/${file}`, import.meta.url));
   const baseline = `${LIBRARY_ENV}=${lib("libzerocopy_multifd.so")}`;
   const v3 = `${LIBRARY_ENV}=${lib("libzerocopy_multifd_x86_64_v3.so")}`;
-  const pairs = [[baseline, v3, "plain"], [v3, baseline, "plain"], [baseline, v3, "aegis-128l"], [
-    v3,
-    baseline,
-    "aes-256-gcm",
-  ]];
+  const pairs = [
+    [baseline, v3, "plain"],
+    [v3, baseline, "plain"],
+    [baseline, v3, "aegis-128l"],
+    [v3, baseline, "aes-256-gcm"],
+    [v3, v3, "plain"],
+  ];
   for (const [senderLib, receiverLib, cipher] of pairs) {
     const name = (env: string) => env.includes("v3") ? "x86-64-v3" : "baseline";
     test(`${name(senderLib)} sender -> ${name(receiverLib)} receiver, ${cipher}: verified`, {
@@ -97,6 +105,9 @@ describe("multifd between the two builds of the native library", () => {
         assert.equal(lastJson(sender.stdout).verified, true);
         assert.equal(lastJson(received.stdout).verified, true);
         assert.equal(lastJson(received.stdout).encryption, cipher === "plain" ? "none" : cipher);
+        const mac = senderLib === v3 && receiverLib === v3 ? "aegis-128l" : "blake3";
+        assert.equal(lastJson(sender.stdout).checksum, mac);
+        assert.equal(lastJson(received.stdout).checksum, mac);
       } finally {
         await receiver.kill();
       }

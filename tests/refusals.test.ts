@@ -6,7 +6,15 @@
 // both sides.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { MultifdReceiver, MultifdSender, PAGE_SIZE, Region, type SocketChannel, TransferRefusedError } from "../mod.ts";
+import {
+  MultifdReceiver,
+  MultifdSender,
+  PAGE_SIZE,
+  ProtocolError,
+  Region,
+  type SocketChannel,
+  TransferRefusedError,
+} from "../mod.ts";
 import { importSecret, type SessionKeys } from "../src/multifd/auth.ts";
 import { type Init, MAC_BYTES, parseReply, RefusalCode, REPLY_BYTES, ReplyType } from "../src/multifd/wire.ts";
 import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
@@ -29,7 +37,7 @@ const SIZE = 16 * PAGE + 100;
 const SETTLE_MS = 250;
 
 function channelInit(sessionId: Uint8Array, channelId: number, channelCount: number, regionSize = SIZE): Init {
-  return { sessionId, channelId, channelCount, pageSize: PAGE, regionSize, pagesPerPacket: 4, cipher: 0 };
+  return { sessionId, channelId, channelCount, pageSize: PAGE, regionSize, pagesPerPacket: 4, cipher: 0, checksum: 0 };
 }
 
 /** The keys of the session each raw channel 0 opened (to end the session by hand). */
@@ -182,6 +190,28 @@ describe("receiver refusals", () => {
       assert.ok(outcome.ok, `the duplicate disturbed the session: ${!outcome.ok && outcome.error}`);
       assert.equal(outcome.value.verified, true);
       assert.deepEqual(destination.view(0, PAGE), page);
+    } finally {
+      for (const channel of channels) channel.close();
+      await receiver.abort();
+      await receiving;
+      await destination.close();
+    }
+  });
+
+  test("channels of one session that name different checksum MACs: BAD_PARAMETERS, and the receive fails", async () => {
+    const { receiver, destination, receiving } = await receiverForSessionA();
+    const sessionA = randomSessionId();
+    const channels: SocketChannel[] = [];
+    try {
+      channels.push(await sendInit(receiver.port, channelInit(sessionA, 0, 2))); // BLAKE3
+      await sleep(SETTLE_MS);
+      const aegis = await sendInit(receiver.port, { ...channelInit(sessionA, 1, 2), checksum: 1 });
+      channels.push(aegis);
+      await assertRefused(aegis, RefusalCode.BAD_PARAMETERS, "channel 1 naming AEGIS-128L-MAC");
+      const outcome = await within(receiving, 10_000, "receive");
+      assert.ok(!outcome.ok, "the receive must fail");
+      assert.ok(outcome.error instanceof ProtocolError, `${outcome.error}`);
+      assert.match(outcome.error.message, /disagree on its parameters/);
     } finally {
       for (const channel of channels) channel.close();
       await receiver.abort();

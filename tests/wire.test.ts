@@ -31,6 +31,7 @@ import {
   encodeReply,
   HELLO_BYTES,
   HELLO_MAGIC,
+  HelloFlag,
   type Init,
   INIT_ACK_BYTES,
   INIT_BYTES,
@@ -103,22 +104,26 @@ describe("HELLO", () => {
     assert.deepEqual(hello.subarray(8, 40), nonce);
     assert.deepEqual(hello.subarray(40, 48), new Uint8Array(8));
     const parsed = parseHello(hello);
-    assert.deepEqual(parsed, nonce);
+    assert.deepEqual(parsed, { nonce, flags: 0 });
     hello[8] ^= 0xff;
-    assert.equal(parsed[0], 1, "the nonce returned is a copy");
+    assert.equal(parsed.nonce[0], 1, "the nonce returned is a copy");
+    // Flags (bytes 6-7): what this receiver can do, big-endian like every field.
+    const flagged = encodeHello(nonce, HelloFlag.FAST_AEGIS_CHECKSUM);
+    assert.deepEqual(flagged.subarray(6, 8), Uint8Array.of(0, 1));
+    assert.deepEqual(parseHello(flagged), { nonce, flags: HelloFlag.FAST_AEGIS_CHECKSUM });
   });
 
   test("a view into a larger buffer parses", () => {
     const buffer = new Uint8Array(HELLO_BYTES + 10);
     buffer.set(encodeHello(nonce), 5);
-    assert.deepEqual(parseHello(buffer.subarray(5)), nonce);
+    assert.deepEqual(parseHello(buffer.subarray(5)).nonce, nonce);
   });
 
-  test("bytes 6-7 and 40-47 are not checked", () => {
+  test("flags a receiver does not know, and bytes 40-47, are not checked (a newer receiver may set them)", () => {
     const hello = encodeHello(nonce);
     hello[6] = 0xff;
     hello[47] = 0xff;
-    assert.deepEqual(parseHello(hello), nonce);
+    assert.deepEqual(parseHello(hello), { nonce, flags: 0xff00 });
   });
 
   test("rejections", () => {
@@ -148,6 +153,7 @@ function validInit(overrides: Partial<Init> = {}): Init {
     regionSize: 5 * 2 ** 32 + 123,
     pagesPerPacket: DEFAULT_PAGES_PER_PACKET,
     cipher: 0,
+    checksum: 0,
     ...overrides,
   };
 }
@@ -170,7 +176,9 @@ describe("INIT", () => {
     assert.equal(view.getUint32(28), PAGE);
     assert.equal(view.getBigUint64(32), 5n * 2n ** 32n + 123n);
     assert.equal(view.getUint32(40), DEFAULT_PAGES_PER_PACKET);
-    assert.deepEqual(bytes.subarray(44), new Uint8Array(20));
+    assert.equal(view.getUint16(44), 0);
+    assert.equal(new DataView(encodeInitFields(validInit({ checksum: 1 })).buffer).getUint16(44), 1);
+    assert.deepEqual(bytes.subarray(46), new Uint8Array(18));
     assert.deepEqual(parseInitFields(bytes), init);
   });
 
@@ -186,6 +194,7 @@ describe("INIT", () => {
         validInit({ regionSize: MAX_REGION_BYTES }),
         validInit({ cipher: 1 }),
         validInit({ cipher: 2 }),
+        validInit({ checksum: 1 }),
       ]
     ) {
       assert.deepEqual(parseInitFields(encodeInitFields(init)), init);
@@ -205,7 +214,9 @@ describe("INIT", () => {
     rejects(mutated((_, v) => v.setUint16(4, 3)), "init.version");
     rejects(mutated((_, v) => v.setUint16(6, 3)), "init.cipher");
     rejects(mutated((_, v) => v.setUint16(6, 0x8000)), "init.cipher");
-    for (let at = 44; at < INIT_FIELDS_BYTES; at++) rejects(mutated((b) => (b[at] = 1)), "init.reserved");
+    rejects(mutated((_, v) => v.setUint16(44, 2)), "init.checksum");
+    rejects(mutated((_, v) => v.setUint16(44, 0x100)), "init.checksum");
+    for (let at = 46; at < INIT_FIELDS_BYTES; at++) rejects(mutated((b) => (b[at] = 1)), "init.reserved");
     rejects(() => parseInitFields(encodeInitFields(validInit({ channelCount: 0, channelId: 0 }))), "init.channelCount");
     rejects(
       () => parseInitFields(encodeInitFields(validInit({ channelCount: MAX_CHANNELS + 1, channelId: 0 }))),

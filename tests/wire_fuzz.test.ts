@@ -466,7 +466,7 @@ const REGION_LIMIT = 2 ** 42;
 type Outcome = { accepted: unknown } | { refused: number } | { rejected: string };
 
 function validMessage(rng: Rng, kind: "hello" | "init" | "reply"): Uint8Array {
-  if (kind === "hello") return encodeHello(randomBytes(rng, 32));
+  if (kind === "hello") return encodeHello(randomBytes(rng, 32), rng.below(2));
   if (kind === "init") {
     const channelCount = rng.chance(0.2) ? rng.pick([1, MAX_CHANNELS]) : rng.range(1, MAX_CHANNELS);
     return encodeInitFields({
@@ -479,6 +479,7 @@ function validMessage(rng: Rng, kind: "hello" | "init" | "reply"): Uint8Array {
         : rng.below(REGION_LIMIT + 1),
       pagesPerPacket: rng.chance(0.2) ? rng.pick([1, MAX_PAGES_PER_PACKET]) : rng.range(1, MAX_PAGES_PER_PACKET),
       cipher: rng.below(3),
+      checksum: rng.below(2),
     });
   }
   return encodeReply({
@@ -525,15 +526,16 @@ function modelHello(bytes: Uint8Array): Outcome {
   if (bytes.length < HELLO_BYTES) return { rejected: "length" };
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   if (view.getUint32(0) !== HELLO_MAGIC || view.getUint16(4) !== VERSION) return { rejected: "header" };
-  return { accepted: { nonce: bytes.slice(8, 40) } };
+  return { accepted: { nonce: bytes.slice(8, 40), flags: view.getUint16(6) } };
 }
 
 function modelInit(bytes: Uint8Array): Outcome {
   if (bytes.length < INIT_FIELDS_BYTES) return { rejected: "length" };
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   const cipher = view.getUint16(6);
-  const ok = view.getUint32(0) === INIT_MAGIC && view.getUint16(4) === VERSION && cipher <= 2 &&
-    bytes.subarray(44, 64).every((b) => b === 0);
+  const checksum = view.getUint16(44);
+  const ok = view.getUint32(0) === INIT_MAGIC && view.getUint16(4) === VERSION && cipher <= 2 && checksum <= 1 &&
+    bytes.subarray(46, 64).every((b) => b === 0);
   const channelId = view.getUint16(24);
   const channelCount = view.getUint16(26);
   const pageSize = view.getUint32(28);
@@ -547,7 +549,16 @@ function modelInit(bytes: Uint8Array): Outcome {
   }
   const sessionId = bytes.slice(8, 24);
   return {
-    accepted: { sessionId, channelId, channelCount, pageSize, regionSize: Number(regionSize), pagesPerPacket, cipher },
+    accepted: {
+      sessionId,
+      channelId,
+      channelCount,
+      pageSize,
+      regionSize: Number(regionSize),
+      pagesPerPacket,
+      cipher,
+      checksum,
+    },
   };
 }
 
@@ -695,7 +706,7 @@ describe("wire fuzz", () => {
         let actual: Outcome;
         try {
           const value = kind === "hello"
-            ? { nonce: parseHello(input) }
+            ? parseHello(input)
             : kind === "init"
             ? parseInitFields(input)
             : parseReply(input, expectedType);

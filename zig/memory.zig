@@ -81,23 +81,40 @@ export fn zc_sync_file(fd: i32) i32 {
     return sys.result32(linux.fsync(fd));
 }
 
-/// Keyed MAC of [address, address + length): BLAKE3 in keyed mode (std.crypto) under the
-/// 32-byte `key`, over `domain` (u32 LE) ‖ 0 (u32) ‖ `index` (u64 LE) ‖ the bytes, 32 bytes
-/// written to `out`. The region checksum (src/multifd/checksum.ts): one per 64 MiB block
-/// (domain 0, index = block), then one over those tags (domain 1, index = region size).
-export fn zc_region_mac(address: usize, length: usize, key: [*]const u8, domain: u32, index: u64, out: [*]u8) i32 {
-    const Blake3 = std.crypto.hash.Blake3;
+/// Keyed MAC of [address, address + length) under the 32-byte `key`, over `domain` (u32 LE)
+/// ‖ 0 (u32) ‖ `index` (u64 LE) ‖ the bytes, 32 bytes written to `out`: the region checksum
+/// (src/multifd/checksum.ts), one per 64 MiB block (domain 0, index = block), then one over
+/// those tags (domain 1, index = region size). `algorithm` 0: BLAKE3 in keyed mode; 1:
+/// AEGIS-128L-MAC (256-bit tag) under the key's first 16 bytes. Both from std.crypto.
+export fn zc_region_mac(address: usize, length: usize, key: [*]const u8, domain: u32, index: u64, out: [*]u8, algorithm: u32) i32 {
     var prefix: [16]u8 = @splat(0);
     std.mem.writeInt(u32, prefix[0..4], domain, .little);
     std.mem.writeInt(u64, prefix[8..16], index, .little);
-    var hasher = Blake3.init(.{ .key = key[0..Blake3.key_length].* });
-    hasher.update(&prefix);
-    if (length > 0) {
-        const bytes: [*]const u8 = @ptrFromInt(address);
-        hasher.update(bytes[0..length]);
+    const bytes: []const u8 = if (length > 0) @as([*]const u8, @ptrFromInt(address))[0..length] else &.{};
+    switch (algorithm) {
+        0 => {
+            const Blake3 = std.crypto.hash.Blake3;
+            var hasher = Blake3.init(.{ .key = key[0..Blake3.key_length].* });
+            hasher.update(&prefix);
+            hasher.update(bytes);
+            hasher.final(out[0..32]);
+        },
+        1 => {
+            const Mac = std.crypto.auth.aegis.Aegis128LMac;
+            var mac = Mac.init(key[0..Mac.key_length]);
+            mac.update(&prefix);
+            mac.update(bytes);
+            mac.final(out[0..Mac.mac_length]);
+        },
+        else => return -@as(i32, @intFromEnum(linux.E.INVAL)),
     }
-    hasher.final(out[0..32]);
     return 0;
+}
+
+/// 1 when this build's AES (std.crypto) runs on the CPU's AES instructions (the x86-64-v3
+/// build), 0 when it is software: AEGIS-128L-MAC is then ~40× slower than BLAKE3.
+export fn zc_hardware_aes() i32 {
+    return @intFromBool(std.crypto.core.aes.has_hardware_support);
 }
 
 /// The address of a buffer's first byte, as a double (exact: user addresses are below

@@ -18,9 +18,11 @@ import type { Listener } from "../listener.ts";
 import type { SocketChannel } from "../socket_channel.ts";
 import { sameBytes } from "../../util/bytes.ts";
 import { newNonce, type SecretKeys, type Transcript, verifyInit } from "./auth.ts";
+import { fastAegisChecksum } from "./checksum.ts";
 import {
   encodeHello,
   encodeReply,
+  HelloFlag,
   type Init,
   INIT_BYTES,
   INIT_FIELDS_BYTES,
@@ -66,6 +68,8 @@ export class Admission {
   readonly #limits: AdmissionLimits;
   /** Every connection held now (in its handshake, or joined and not yet handed over). */
   readonly #held = new Set<SocketChannel>();
+  /** What HELLO tells every sender about this receiver (wire.ts HelloFlag). */
+  readonly #helloFlags = fastAegisChecksum() ? HelloFlag.FAST_AEGIS_CHECKSUM : 0;
   #ended = false;
 
   constructor(listener: Listener, limits: AdmissionLimits) {
@@ -130,7 +134,8 @@ export class Admission {
         return refuse(RefusalCode.SESSION_MISMATCH);
       } else if (
         init.channelCount !== session.channelCount || init.regionSize !== session.regionSize ||
-        init.pagesPerPacket !== session.pagesPerPacket || init.cipher !== session.cipher
+        init.pagesPerPacket !== session.pagesPerPacket || init.cipher !== session.cipher ||
+        init.checksum !== session.checksum
       ) {
         await refuse(RefusalCode.BAD_PARAMETERS);
         throw new ProtocolError("init", "channels of one session disagree on its parameters");
@@ -200,7 +205,7 @@ export class Admission {
     // One deadline for the whole handshake: trickling bytes does not extend it.
     const deadline = setTimeout(() => channel.close(), this.#limits.handshakeTimeoutMs);
     try {
-      await channel.writev([encodeHello(nonce)]);
+      await channel.writev([encodeHello(nonce, this.#helloFlags)]);
       if (await channel.readFull(bytes) < INIT_BYTES) throw new ChannelClosedError("closed during handshake");
       received();
     } catch {

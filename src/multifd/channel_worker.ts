@@ -409,7 +409,7 @@ function handle(message: ToSender | ToReceiver): void {
       self.postMessage({
         kind: "hashes",
         blocks: message.blocks,
-        hashes: hashBlocks(end.region, message.blocks, message.key, end.state),
+        hashes: hashBlocks(end.region, message.blocks, message.key, message.algorithm, end.state),
       });
       return;
     }

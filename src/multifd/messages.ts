@@ -7,6 +7,7 @@ import type { RegionDescriptor } from "../region.ts";
 import type { ResolvedChannelOptions } from "../channel_options.ts";
 import type { CodecConfig } from "./codec.ts";
 import type { SharedState } from "./shared_state.ts";
+import type { ChecksumAlgorithm } from "./checksum.ts";
 
 /** What a channel Worker is started with: its channel options resolved, and its codec's. */
 export interface ChannelConfig extends ResolvedChannelOptions, CodecConfig {}
@@ -45,7 +46,7 @@ export type ToSender =
     syncNumber: number;
     block?: number;
   }
-  | { kind: "checksum"; blocks: number[]; key: Uint8Array }
+  | { kind: "checksum"; blocks: number[]; key: Uint8Array; algorithm: ChecksumAlgorithm }
   /** Send END (answered "endSent"), so the receiver hashes its region while this side hashes its own. */
   | { kind: "end" }
   /** Read the receiver's RESULT (answered "result"). */
@@ -68,7 +69,7 @@ export type FromSender =
 
 export type ToReceiver =
   | { kind: "start"; role: "receive"; fd: number; region: RegionDescriptor; state: SharedState; config: ChannelConfig }
-  | { kind: "checksum"; blocks: number[]; key: Uint8Array }
+  | { kind: "checksum"; blocks: number[]; key: Uint8Array; algorithm: ChecksumAlgorithm }
   /** Send RESULT followed by `mac` (auth.ts signResult); channel 0 then reads the VERDICT. */
   | { kind: "result"; checksum: Uint8Array; bytes: number; mac: Uint8Array; awaitVerdict: boolean }
   | ExitRequest;

@@ -17,6 +17,7 @@ import { type ChannelOptions, resolveChannelOptions, type ResolvedChannelOptions
 import type { SocketChannel } from "../socket_channel.ts";
 import { Admission, type AdmissionLimits, type Session } from "./admission.ts";
 import { cipherName } from "./aead.ts";
+import { type ChecksumAlgorithm, checksumAlgorithmOf } from "./checksum.ts";
 import type { ChannelEncryption } from "./codec.ts";
 import {
   channelEncryption,
@@ -120,6 +121,8 @@ export interface ReceiverResult extends TransferStats {
   verified: boolean;
   /** This side's checksum of the received region (16 hex digits). */
   checksum: string;
+  /** The MAC the checksums were computed with (the sender's choice: SenderOptions.checksum). */
+  checksumAlgorithm: ChecksumAlgorithm;
   /** Connections closed because they failed authentication, spoke garbage or were evicted. */
   rejectedConnections: number;
   /** Accepts that failed for lack of fds or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM) and were retried. */
@@ -319,7 +322,12 @@ export class MultifdReceiver {
     }
     transfer.stopClock();
     region.sync();
-    const { checksum, seconds: checksumSeconds } = await transfer.checksum(region.size, keys.checksum);
+    const checksumAlgorithm = checksumAlgorithmOf(init.checksum);
+    const { checksum, seconds: checksumSeconds } = await transfer.checksum(
+      region.size,
+      keys.checksum,
+      checksumAlgorithm,
+    );
 
     const stats = this.stats;
     for (let id = 0; id < count; id++) {
@@ -339,6 +347,7 @@ export class MultifdReceiver {
       checksumSeconds,
       verified: verdict.matched,
       checksum: toHex(checksum),
+      checksumAlgorithm,
       rejectedConnections: this.#admission.rejected,
       acceptRetries: this.#admission.acceptRetries,
     };

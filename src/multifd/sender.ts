@@ -21,6 +21,7 @@ import type { Region } from "../region.ts";
 import { type ChannelOptions, resolveChannelOptions, SAME_HOST_SEND_BUFFER_BYTES } from "../channel_options.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { type Cipher, cipherName, cipherOption } from "./aead.ts";
+import { CHECKSUM_ALGORITHM_IDS, type ChecksumAlgorithm, checksumOption, fastAegisChecksum } from "./checksum.ts";
 import {
   channelEncryption,
   importSecret,
@@ -45,6 +46,8 @@ import {
   DEFAULT_PAGES_PER_PACKET,
   encodeInitFields,
   HELLO_BYTES,
+  HelloFlag,
+  type Init,
   INIT_ACK_BYTES,
   MAX_CHANNELS,
   MAX_PAGES_PER_PACKET,
@@ -52,6 +55,7 @@ import {
   PAGE_SIZE,
   parseHello,
   parseReply,
+  ProtocolError,
   REPLY_BYTES,
   ReplyType,
   SESSION_ID_BYTES,
@@ -119,6 +123,14 @@ export interface SenderOptions extends ChannelOptions {
    */
   encrypt?: boolean | Cipher;
   /**
+   * The MAC of the region checksum compared at the end ({@link ChecksumAlgorithm}). Default:
+   * "aegis-128l" (AEGIS-128L-MAC) when both ends compute it on the CPU's AES instructions
+   * (the receiver says so in its HELLO), else "blake3" (keyed BLAKE3). Both are 256-bit
+   * MACs under the session's key; AEGIS is ~4× faster where both have AES, BLAKE3 far
+   * faster where one does not (docs/PROTOCOL.md "Checksum").
+   */
+  checksum?: ChecksumAlgorithm;
+  /**
    * SO_SNDBUF of every channel. Default: {@link SAME_HOST_SEND_BUFFER_BYTES} (256 KiB) when
    * the receiver is on this host (each connection's local and peer addresses are equal),
    * else the kernel's autotuning; -1: the kernel's autotuning in any case.
@@ -164,6 +176,8 @@ export interface SenderResult extends TransferStats {
   verified: boolean;
   /** This side's checksum of the whole region (16 hex digits). */
   checksum: string;
+  /** The MAC the checksums were computed with (chosen at the handshake). */
+  checksumAlgorithm: ChecksumAlgorithm;
   /** The receiver's checksum of its region (16 hex digits). */
   remoteChecksum: string;
 }
@@ -204,6 +218,7 @@ export class MultifdSender {
   readonly sendBufferBytes: number | undefined;
 
   readonly #keys: SessionKeys;
+  readonly #checksumAlgorithm: ChecksumAlgorithm;
   private constructor(
     region: Region,
     transfer: Transfer,
@@ -212,9 +227,11 @@ export class MultifdSender {
     started: number,
     sendBufferBytes: number | undefined,
     keys: SessionKeys,
+    checksumAlgorithm: ChecksumAlgorithm,
   ) {
     this.sendBufferBytes = sendBufferBytes;
     this.#keys = keys;
+    this.#checksumAlgorithm = checksumAlgorithm;
     this.#region = region;
     this.#transfer = transfer;
     this.#pool = pool;
@@ -248,7 +265,7 @@ export class MultifdSender {
             regionSize: region.size,
             pagesPerPacket: config.pagesPerPacket,
             cipher: config.cipher,
-          })),
+          }, config.checksum)),
       );
       const channels = opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
       transfer.adoptFds(channels.map((channel) => channel.fd));
@@ -256,6 +273,10 @@ export class MultifdSender {
       const failures = opened.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
       // A refusal names the cause; the receiver closes the other channels without a word.
       if (failures.length > 0) throw failures.find((e) => e instanceof TransferRefusedError) ?? failures[0];
+      const checksum = channels[0].checksum;
+      if (channels.some((channel) => channel.checksum !== checksum)) {
+        throw new ProtocolError("hello.flags", "the receiver's channels disagree on its checksum capability");
+      }
       // A Worker failure aborts the whole transfer; the sender exists by the time one can fail.
       const created: { sender?: MultifdSender } = {};
       const pool = await WorkerPool.start<ToSender, FromSender>(
@@ -272,7 +293,16 @@ export class MultifdSender {
       const session = await sessionKeys(keys, channels[0].transcript);
       const transcripts = channels.map((channel) => channel.transcript);
       const encryption = await channelEncryption(keys, config.cipher, transcripts, "send");
-      const sender = new MultifdSender(region, transfer, pool, config.zerocopy, started, sendBufferBytes, session);
+      const sender = new MultifdSender(
+        region,
+        transfer,
+        pool,
+        config.zerocopy,
+        started,
+        sendBufferBytes,
+        session,
+        checksum,
+      );
       created.sender = sender;
       signal?.addEventListener("abort", () => void sender.abortWith(abortedError()), { once: true });
       transfer.fds.forEach((fd, channelId) => {
@@ -342,7 +372,11 @@ export class MultifdSender {
       for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "end" });
       await this.#pool.all("endSent");
       const keys = this.#keys;
-      const { checksum, seconds: checksumSeconds } = await this.#transfer.checksum(this.#region.size, keys.checksum);
+      const { checksum, seconds: checksumSeconds } = await this.#transfer.checksum(
+        this.#region.size,
+        keys.checksum,
+        this.#checksumAlgorithm,
+      );
 
       this.#phase = "ending";
       for (let id = 0; id < this.#channels; id++) this.#pool.post(id, { kind: "readResult" });
@@ -370,6 +404,7 @@ export class MultifdSender {
         checksumSeconds,
         verified,
         checksum: toHex(checksum),
+        checksumAlgorithm: this.#checksumAlgorithm,
         remoteChecksum: toHex(remote.checksum),
       };
     } catch (error) {
@@ -453,17 +488,23 @@ interface Handshaken {
   fd: number;
   peerOnThisHost: boolean;
   transcript: Transcript;
+  /** The region checksum's MAC this channel's INIT named. */
+  checksum: ChecksumAlgorithm;
 }
+
+/** The INIT fields but the checksum algorithm, which each channel names after its HELLO. */
+type InitFields = Omit<Init, "checksum">;
 
 /** One channel's connection and authenticated handshake. */
 async function handshake(
   options: SenderOptions,
   keys: SecretKeys,
-  init: Parameters<typeof encodeInitFields>[0],
+  init: InitFields,
+  checksum: ChecksumAlgorithm | undefined,
 ): Promise<Handshaken> {
   for (let attempt = 1;; attempt++) {
     try {
-      return await handshakeOnce(options, keys, init);
+      return await handshakeOnce(options, keys, init, checksum);
     } catch (error) {
       const dropped = error instanceof ChannelClosedError ||
         (error instanceof SocketError && (error.code === "ECONNRESET" || error.code === "EPIPE"));
@@ -476,7 +517,8 @@ async function handshake(
 async function handshakeOnce(
   options: SenderOptions,
   keys: SecretKeys,
-  init: Parameters<typeof encodeInitFields>[0],
+  fields: InitFields,
+  checksumOption: ChecksumAlgorithm | undefined,
 ): Promise<Handshaken> {
   const channel = await connect({
     hostname: options.hostname,
@@ -492,7 +534,11 @@ async function handshakeOnce(
     if (await channel.readFull(hello) < HELLO_BYTES) {
       throw new ChannelClosedError("the receiver closed the connection during the handshake");
     }
-    const transcript = { receiverNonce: parseHello(hello), senderNonce: newNonce(), init: encodeInitFields(init) };
+    const { nonce, flags } = parseHello(hello);
+    const checksum = checksumOption ??
+      (fastAegisChecksum() && (flags & HelloFlag.FAST_AEGIS_CHECKSUM) !== 0 ? "aegis-128l" : "blake3");
+    const init = encodeInitFields({ ...fields, checksum: CHECKSUM_ALGORITHM_IDS[checksum] });
+    const transcript = { receiverNonce: nonce, senderNonce: newNonce(), init };
     await channel.writev([transcript.init, transcript.senderNonce, await signInit(keys, transcript)]);
     const ack = new Uint8Array(INIT_ACK_BYTES);
     const reply = ack.subarray(0, REPLY_BYTES);
@@ -508,7 +554,7 @@ async function handshakeOnce(
       );
     }
     const peerOnThisHost = channel.peerOnThisHost;
-    return { fd: channel.detach(), peerOnThisHost, transcript };
+    return { fd: channel.detach(), peerOnThisHost, transcript, checksum };
   } catch (error) {
     channel.close();
     throw error;
@@ -552,6 +598,7 @@ function senderConfig(options: SenderOptions, region: Region) {
     pagesPerPacket,
     zerocopy,
     cipher: cipherOption(options.encrypt),
+    checksum: checksumOption(options.checksum),
     sendBufferAuto,
     channel: {
       ...channel,

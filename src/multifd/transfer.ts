@@ -10,7 +10,7 @@ import { native } from "../../ffi/mod.ts";
 import { ChannelClosedError } from "../errors.ts";
 import type { Region } from "../region.ts";
 import { abortSocket } from "../socket_channel.ts";
-import { assignBlocks, combineBlockHashes } from "./checksum.ts";
+import { assignBlocks, type ChecksumAlgorithm, combineBlockHashes } from "./checksum.ts";
 import { Control, counterIndex, createSharedState, readCounters, type SharedState } from "./shared_state.ts";
 import { round3, type TransferStats, transferStats } from "./stats.ts";
 import type { Cipher } from "./aead.ts";
@@ -102,15 +102,22 @@ export class Transfer {
    * The region checksum (checksum.ts), hashed by the channel Workers in parallel: the
    * last phase before the end of stream, on both sides.
    */
-  async checksum(size: number, key: Uint8Array): Promise<{ checksum: Uint8Array; seconds: number }> {
+  async checksum(
+    size: number,
+    key: Uint8Array,
+    algorithm: ChecksumAlgorithm,
+  ): Promise<{ checksum: Uint8Array; seconds: number }> {
     const pool = this.#pool!;
     const started = performance.now();
-    assignBlocks(size, pool.size).forEach((blocks, id) => pool.post(id, { kind: "checksum", blocks, key }));
+    assignBlocks(size, pool.size).forEach((blocks, id) => pool.post(id, { kind: "checksum", blocks, key, algorithm }));
     const hashes: Uint8Array[] = [];
     for (const reply of await pool.all("hashes")) {
       (reply.blocks as number[]).forEach((block, i) => (hashes[block] = (reply.hashes as Uint8Array[])[i]));
     }
-    return { checksum: combineBlockHashes(hashes, size, key), seconds: round3((performance.now() - started) / 1000) };
+    return {
+      checksum: combineBlockHashes(hashes, size, key, algorithm),
+      seconds: round3((performance.now() - started) / 1000),
+    };
   }
 
   /** Holds `region` (its `close()` waits) until the transfer is torn down. */

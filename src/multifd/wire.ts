@@ -100,21 +100,32 @@ export class TransferRefusedError extends ZeroCopyMultifdError {
 
 // --- handshake ---
 
-export function encodeHello(nonce: Uint8Array): Uint8Array {
+/**
+ * What a receiver tells the sender in HELLO (bits of a u16 older receivers send as 0 and
+ * older senders ignore). Unauthenticated: it only steers the sender's choice among
+ * algorithms that are all secure (the choice itself travels in the authenticated INIT).
+ */
+export const HelloFlag = {
+  /** This receiver computes AEGIS-128L-MAC on AES instructions (checksum.ts): the sender may choose it. */
+  FAST_AEGIS_CHECKSUM: 1,
+} as const;
+
+export function encodeHello(nonce: Uint8Array, flags = 0): Uint8Array {
   const bytes = new Uint8Array(HELLO_BYTES);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, HELLO_MAGIC);
   view.setUint16(4, PROTOCOL_VERSION);
+  view.setUint16(6, flags);
   bytes.set(nonce, 8);
   return bytes;
 }
 
-/** Returns the receiver's nonce. */
-export function parseHello(bytes: Uint8Array): Uint8Array {
+/** Returns the receiver's nonce and flags ({@link HelloFlag}; unknown bits ignored). */
+export function parseHello(bytes: Uint8Array): { nonce: Uint8Array; flags: number } {
   const view = viewOf(bytes, HELLO_BYTES, "hello");
   expect(view.getUint32(0) === HELLO_MAGIC, "hello.magic", "not a zerocopy-multifd receiver");
   expect(view.getUint16(4) === PROTOCOL_VERSION, "hello.version", () => versionMismatch(view.getUint16(4), "receiver"));
-  return bytes.slice(8, 8 + NONCE_BYTES);
+  return { nonce: bytes.slice(8, 8 + NONCE_BYTES), flags: view.getUint16(6) };
 }
 
 function versionMismatch(version: number, peer: string): string {
@@ -131,10 +142,14 @@ export interface Init {
   pagesPerPacket: number;
   /** 0: plain packets; else the cipher of encrypted channels (aead.ts CIPHER_IDS). */
   cipher: number;
+  /** The region checksum's algorithm (checksum.ts CHECKSUM_ALGORITHM_IDS): 0 BLAKE3, 1 AEGIS-128L-MAC. */
+  checksum: number;
 }
 
 /** Largest cipher id (aead.ts CIPHER_IDS). */
 export const MAX_CIPHER_ID = 2;
+/** Largest checksum algorithm id (checksum.ts CHECKSUM_ALGORITHM_IDS). */
+export const MAX_CHECKSUM_ID = 1;
 
 /** The INIT fields (without MAC). */
 export function encodeInitFields(init: Init): Uint8Array {
@@ -149,6 +164,7 @@ export function encodeInitFields(init: Init): Uint8Array {
   view.setUint32(28, init.pageSize);
   setUint64(view, 32, init.regionSize);
   view.setUint32(40, init.pagesPerPacket);
+  view.setUint16(44, init.checksum);
   return bytes;
 }
 
@@ -158,7 +174,12 @@ export function parseInitFields(bytes: Uint8Array): Init {
   expect(view.getUint32(0) === INIT_MAGIC, "init.magic", "not a zerocopy-multifd sender");
   expect(view.getUint16(4) === PROTOCOL_VERSION, "init.version", () => versionMismatch(view.getUint16(4), "sender"));
   expect(view.getUint16(6) <= MAX_CIPHER_ID, "init.cipher", () => `unknown cipher ${view.getUint16(6)}`);
-  for (let i = 44; i < INIT_FIELDS_BYTES; i++) expect(bytes[i] === 0, "init.reserved", "reserved bytes not zero");
+  expect(
+    view.getUint16(44) <= MAX_CHECKSUM_ID,
+    "init.checksum",
+    () => `unknown checksum algorithm ${view.getUint16(44)}`,
+  );
+  for (let i = 46; i < INIT_FIELDS_BYTES; i++) expect(bytes[i] === 0, "init.reserved", "reserved bytes not zero");
   const init: Init = {
     sessionId: bytes.slice(8, 8 + SESSION_ID_BYTES),
     channelId: view.getUint16(24),
@@ -167,6 +188,7 @@ export function parseInitFields(bytes: Uint8Array): Init {
     regionSize: getUint64(view, 32, "init.regionSize"),
     pagesPerPacket: view.getUint32(40),
     cipher: view.getUint16(6),
+    checksum: view.getUint16(44),
   };
   expect(
     init.channelCount >= 1 && init.channelCount <= MAX_CHANNELS,

@@ -45,7 +45,7 @@ export async function readHello(channel: SocketChannel): Promise<Uint8Array> {
   const hello = new Uint8Array(HELLO_BYTES);
   const got = await channel.readFull(hello);
   if (got < HELLO_BYTES) throw new Error(`HELLO cut short: ${got} bytes`);
-  return parseHello(hello);
+  return parseHello(hello).nonce;
 }
 
 export function randomSessionId(): Uint8Array {
@@ -54,7 +54,16 @@ export function randomSessionId(): Uint8Array {
 
 /** A one-channel session's INIT fields for a region of `regionSize` bytes. */
 export function oneChannelInit(regionSize: number, pagesPerPacket: number, sessionId = randomSessionId()): Init {
-  return { sessionId, channelId: 0, channelCount: 1, pageSize: PAGE_SIZE, regionSize, pagesPerPacket, cipher: 0 };
+  return {
+    sessionId,
+    channelId: 0,
+    channelCount: 1,
+    pageSize: PAGE_SIZE,
+    regionSize,
+    pagesPerPacket,
+    cipher: 0,
+    checksum: 0,
+  };
 }
 
 /** The transcript of an INIT made by {@link signedInit}. */

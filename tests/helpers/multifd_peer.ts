@@ -24,6 +24,7 @@ if (mode === "recv") {
       equal: destination.equals(expected),
       bytes: result.bytes,
       encryption: result.encryption,
+      checksum: result.checksumAlgorithm,
     }),
   );
   await destination.close();
@@ -44,7 +45,8 @@ if (mode === "recv") {
   });
   await sender.sendRound();
   const result = await sender.finish();
-  console.log(JSON.stringify({ runtime, verified: result.verified, bytes: result.bytes }));
+  const { verified, bytes, checksumAlgorithm: checksum } = result;
+  console.log(JSON.stringify({ runtime, verified, bytes, checksum }));
   await source.close();
 } else {
   console.error("usage: multifd_peer.ts recv SIZE SEED | send PORT SIZE SEED CHANNELS ZEROCOPY [CIPHER]");
