@@ -2,8 +2,8 @@
 # The CLI (examples/migrate.ts send/recv, 4 channels) on one file, two versions of this
 # repository interleaved round by round (A, B, B, A, A, B…; this VM drifts by ±50% within
 # minutes, so only ratios inside a round compare). Prints one JSON line per round and the
-# median of the ratios B/A. Both checkouts load this checkout's native library, which must
-# export every symbol either version declares (true when B is newer than A).
+# median of the ratios B/A. Each checkout builds and loads its own native library (symbols
+# change between versions), the build this CPU runs best (x86-64-v3 where it can).
 #
 #   bash bench/cli_versions.sh REV_A REV_B [ROUNDS=5] [FILE_DIR=/dev/shm] [RUNTIME=deno] [SIZE_MIB=1024]
 #   SOURCE=warm bash bench/cli_versions.sh …   # the input read into the page cache first
@@ -30,7 +30,10 @@ for t in a b; do
   git worktree add -q --detach "$trees/$t" "$rev"
   ln -s "$root/node_modules" "$trees/$t/node_modules"
 done
-export ZEROCOPY_MULTIFD_LIB="$root/zig-out/lib/libzerocopy_multifd.so"
+# The pinned Zig of this checkout (scripts/build_native.mjs installed it in .zig/venv, or it is on PATH).
+zig_dir=$(dirname "$(ls "$root"/.zig/venv/lib/python3*/site-packages/ziglang/zig 2>/dev/null | head -1)")
+for t in a b; do (cd "$trees/$t" && PATH="$zig_dir:$PATH" node scripts/build_native.mjs >/dev/null); done
+unset ZEROCOPY_MULTIFD_LIB
 head -c $((size_mib << 20)) /dev/urandom >"$work/in.bin"
 key="$work/secret.key"
 (umask 077 && openssl rand -hex 32 >"$key" 2>/dev/null || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$key")
