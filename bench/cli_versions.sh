@@ -2,7 +2,7 @@
 # The CLI (examples/migrate.ts send/recv, 4 channels) on one file, two versions of this
 # repository interleaved round by round (A, B, B, A, A, B…; this VM drifts by ±50% within
 # minutes, so only ratios inside a round compare). Prints one JSON line per round and the
-# median of the ratios B/A. Each checkout builds and loads its own native library (symbols
+# medians of the ratios (GB/s B/A; end-to-end wall time A/B: > 1 when B is faster). Each checkout builds and loads its own native library (symbols
 # change between versions), the build this CPU runs best (x86-64-v3 where it can).
 #
 #   bash bench/cli_versions.sh REV_A REV_B [ROUNDS=5] [FILE_DIR=/dev/shm] [RUNTIME=deno] [SIZE_MIB=1024]
@@ -39,7 +39,7 @@ key="$work/secret.key"
 (umask 077 && openssl rand -hex 32 >"$key" 2>/dev/null || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$key")
 if [ "$runtime" = deno ]; then run=("$root/node_modules/.bin/deno" run -A); else run=("$root/node_modules/.bin/bun"); fi
 
-# One transfer with tree $1: prints "GBps wall_seconds verified".
+# One transfer with tree $1: prints "GBps wall_seconds checksum_seconds verified" (the checksum: the sender's phase).
 transfer() {
   local tree=$1 port
   rm -f "$work/out.bin"
@@ -61,7 +61,8 @@ transfer() {
 import json, sys
 send = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 recv = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
-print(send.get("GBps", 0), round(float(sys.argv[4]) - float(sys.argv[3]), 3), str(recv.get("verified")).lower())
+wall = round(float(sys.argv[4]) - float(sys.argv[3]), 3)
+print(send.get("GBps", 0), wall, send.get("checksumSeconds", 0), str(recv.get("verified")).lower())
 PY
 }
 
@@ -80,23 +81,32 @@ disk_copy() {
 
 in_memory=$(stat -f -c %T "$work")
 ratios=()
+wall_ratios=()
 for round in $(seq 1 "$rounds"); do
   # Odd rounds A then B, even rounds B then A: on a disk the run after another one's big
   # write and delete is measurably slower, and alternating cancels that out.
   if [ $((round % 2)) = 1 ]; then
-    read -r gbps_a wall_a ok_a <<<"$(transfer "$trees/a")"
-    read -r gbps_b wall_b ok_b <<<"$(transfer "$trees/b")"
+    read -r gbps_a wall_a sum_a ok_a <<<"$(transfer "$trees/a")"
+    read -r gbps_b wall_b sum_b ok_b <<<"$(transfer "$trees/b")"
   else
-    read -r gbps_b wall_b ok_b <<<"$(transfer "$trees/b")"
-    read -r gbps_a wall_a ok_a <<<"$(transfer "$trees/a")"
+    read -r gbps_b wall_b sum_b ok_b <<<"$(transfer "$trees/b")"
+    read -r gbps_a wall_a sum_a ok_a <<<"$(transfer "$trees/a")"
   fi
   ratio=$(python3 -c "print(round($gbps_b / $gbps_a, 3) if $gbps_a else 0)")
   ratios+=("$ratio")
+  # End to end (process start to verified), A over B: > 1 when B is faster.
+  wall_ratio=$(python3 -c "print(round($wall_a / $wall_b, 3) if $wall_b else 0)")
+  wall_ratios+=("$wall_ratio")
   disk=""
   if [ "$in_memory" != tmpfs ]; then
     read -r gbps_d wall_d <<<"$(disk_copy)"
     disk=",\"disk\":{\"GBps\":$gbps_d,\"wallSeconds\":$wall_d}"
   fi
-  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"dir\":\"$dir\",\"source\":\"$source\",\"a\":{\"GBps\":$gbps_a,\"wallSeconds\":$wall_a,\"verified\":$ok_a},\"b\":{\"GBps\":$gbps_b,\"wallSeconds\":$wall_b,\"verified\":$ok_b},\"ratio\":$ratio$disk}"
+  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"dir\":\"$dir\",\"source\":\"$source\",\"a\":{\"GBps\":$gbps_a,\"wallSeconds\":$wall_a,\"checksumSeconds\":$sum_a,\"verified\":$ok_a},\"b\":{\"GBps\":$gbps_b,\"wallSeconds\":$wall_b,\"checksumSeconds\":$sum_b,\"verified\":$ok_b},\"ratio\":$ratio,\"wallRatio\":$wall_ratio$disk}"
 done
-python3 -c "import statistics, sys; print('{\"medianRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, sys.argv[1:])), len(sys.argv) - 1))" "${ratios[@]}"
+python3 -c "
+import statistics, sys
+n = len(sys.argv) // 2
+gbps, wall = sys.argv[1:n + 1], sys.argv[n + 1:]
+print('{\"medianRatio\": %s, \"medianWallRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, gbps)), statistics.median(map(float, wall)), n))
+" "${ratios[@]}" "${wall_ratios[@]}"

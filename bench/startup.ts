@@ -1,7 +1,8 @@
 /**
  * What a runtime's start adds before the first byte of a transfer made from a new process
  * (`migrate.ts qemu-send`, `send`): importing the native library (`ffi/mod.ts`), importing
- * the whole module (`mod.ts`), and starting four channel Workers until each is ready. Each
+ * the whole module (`mod.ts`), and starting four channel Workers until each is ready; and, for
+ * scale, four Workers that import nothing (the runtime's own share). Each
  * repetition is a fresh process per runtime, runtimes interleaved (deno, bun, bun, deno, …).
  *
  *   deno run -A bench/startup.ts [--reps 10] [--runtimes deno,bun]
@@ -18,7 +19,7 @@ import { out } from "../util/output.ts";
 import { runMain } from "./lib/proc.ts";
 import { spread } from "./lib/report.ts";
 
-const PHASES = ["ffiMs", "moduleMs", "workersMs"] as const;
+const PHASES = ["ffiMs", "moduleMs", "workersMs", "emptyWorkersMs"] as const;
 
 async function main(): Promise<number> {
   const { values } = parseArgs({

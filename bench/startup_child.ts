@@ -15,6 +15,11 @@ const { WorkerPool } = await import("../src/multifd/worker_pool.ts");
 const pool = await WorkerPool.start(new URL("../src/multifd/channel_worker.ts", import.meta.url), workers, () => {});
 const ready = performance.now();
 await pool.shutdown(1000);
+// The runtime's own share of a Worker's start: as many Workers that import nothing.
+const emptyStarted = performance.now();
+const empty = await WorkerPool.start(new URL("./lib/empty_worker.ts", import.meta.url), workers, () => {});
+const emptyReady = performance.now();
+await empty.shutdown(1000);
 const { currentRuntime } = await import("../dev/runtime.ts");
 const ms = (value: number) => Math.round(value * 10) / 10;
 console.log(JSON.stringify({
@@ -24,4 +29,5 @@ console.log(JSON.stringify({
   ffiMs: ms(ffi - at),
   moduleMs: ms(module - ffi),
   workersMs: ms(ready - module),
+  emptyWorkersMs: ms(emptyReady - emptyStarted),
 }));
