@@ -195,6 +195,7 @@ export function statsRows(sides: object[]): (string | number | boolean)[][] {
     field("perChannelBytes", (v) => (v as number[]).map((b) => formatBytes(b)).join(", ")),
     field("setupSeconds", seconds),
     field("checksumSeconds", seconds),
+    field("checksumAlgorithm"),
     field("checksum"),
     field("verified"),
   ];

@@ -14,10 +14,11 @@ const ARG: Record<ArgKind, Deno.NativeType> = {
 const RESULT: Record<ResultKind, Deno.NativeResultType> = { i32: "i32", f64: "f64" };
 
 /**
- * Each symbol is bound on its first use: binding compiles the symbol's call trampoline,
- * ~0.3 ms each under Deno (12–17 ms for the whole table), paid by every Worker at its start,
- * and a channel Worker calls about a third of the table. The library is opened (and so
- * checked) at once, with the one symbol every user calls.
+ * Each symbol is bound on its first use: Deno compiles a call trampoline for each symbol it
+ * binds, which every Worker paid at its start for the whole table (importing this library
+ * took 17–18 ms so, 5–6 ms now: bench/startup.ts, bench/RESULTS.md), and a channel Worker
+ * calls about a third of the table. The library is opened (and so checked) at once, with
+ * the one symbol every user calls.
  */
 export function open(path: string): Loaded {
   const bind = (name: string) => {

@@ -72,7 +72,7 @@ export const symbols = {
     result: "i32",
   },
   zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32"], result: "i32" },
-  // key: 32 bytes; out: 32 bytes (keyed BLAKE3)
+  // key: 32 bytes; out: 32 bytes; algorithm 0 keyed BLAKE3, 1 AEGIS-128L-MAC (src/multifd/checksum.ts)
   zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer", "u32"], result: "i32" },
   zc_hardware_aes: { parameters: [], result: "i32" },
   zc_address_of: { parameters: ["buffer"], result: "f64" },

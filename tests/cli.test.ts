@@ -21,6 +21,7 @@ import { fileURLToPath } from "node:url";
 import { lastJson, LineChild, run } from "../dev/child.ts";
 import { runtimeArgv } from "../dev/runtime.ts";
 import { formatRate, formatSeconds, progressLine, SlidingRate } from "../examples/cli_util.ts";
+import { fastAegisChecksum } from "../src/multifd/checksum.ts";
 
 const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
 const SIZE = 37 * 2 ** 20 + 123;
@@ -168,6 +169,9 @@ describe("migrate.ts", () => {
       assert.equal(sent.zerocopy, true);
       assert.ok(sent.zerocopySends > 0);
       assert.equal(sent.checksum, got.checksum);
+      // Both ends run this machine's default build: AEGIS-128L-MAC where it has AES instructions.
+      assert.equal(sent.checksumAlgorithm, fastAegisChecksum() ? "aegis-128l" : "blake3");
+      assert.equal(got.checksumAlgorithm, sent.checksumAlgorithm);
       assert.equal(sender.stdout.trim().split("\n").length, 1, "--json: one line on stdout");
 
       const outputBytes = readFileSync(output);

@@ -126,8 +126,8 @@ export interface SenderOptions extends ChannelOptions {
    * The MAC of the region checksum compared at the end ({@link ChecksumAlgorithm}). Default:
    * "aegis-128l" (AEGIS-128L-MAC) when both ends compute it on the CPU's AES instructions
    * (the receiver says so in its HELLO), else "blake3" (keyed BLAKE3). Both are 256-bit
-   * MACs under the session's key; AEGIS is ~4× faster where both have AES, BLAKE3 far
-   * faster where one does not (docs/PROTOCOL.md "Checksum").
+   * MACs under the session's key; AEGIS is about 3× faster where both have AES, BLAKE3
+   * far faster where one does not (bench/checksum.ts; docs/PROTOCOL.md "Checksum").
    */
   checksum?: ChecksumAlgorithm;
   /**

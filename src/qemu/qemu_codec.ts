@@ -35,7 +35,10 @@ const NO_BLOCK = new Uint8Array(0);
 const NO_PAGES = new Float64Array(0);
 
 class QemuReceiveCodec implements ReceiveCodec {
-  /** Per block (in the order of config.qemu.ramBlocks): where its pages go, and the native zero-fill of zero pages listed in packets (QEMU ≥ 9.0). */
+  /**
+   * Per block, in the order of config.qemu.ramBlocks (a packet's `block`): where its pages
+   * go, and the native zero-fill of zero pages listed in packets (QEMU ≥ 9.0).
+   */
   readonly #regions: RegionDescriptor[];
   readonly #zeroFill: PageScan[];
   readonly #populate: Populate;

@@ -70,7 +70,7 @@ const decoder = new TextDecoder();
 
 /**
  * Validates packet headers received into its own buffer, one after the other, with no
- * allocation per packet (a receive channel parses 2,048 of them per GiB, much of it before
+ * allocation per packet (a receiver parses 2,048 of them per GiB of RAM, many before
  * the JIT has compiled this code): magic, version, no compression, at most 128 pages; with
  * pages, one of `blocks` named (matched by its id's bytes) and every offset page aligned
  * and inside it. The fields of the last header parsed are this object's; entries past the
@@ -102,7 +102,7 @@ export class MultifdPacketReader {
 
   /**
    * Validates the header in {@link bytes} and writes the byte offsets of its pages to
-   * `offsets`, normal pages first, then zero pages (QEMU ≥ 9.0: \`zero_pages\` at byte 32,
+   * `offsets`, normal pages first, then zero pages (QEMU ≥ 9.0: `zero_pages` at byte 32,
    * 0 in 7.2). Throws ProtocolError for the first field that is wrong.
    */
   parse(offsets: Float64Array): void {
