@@ -28,6 +28,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
+  type ChecksumAlgorithm,
   type Cipher,
   DEFAULT_CIPHER,
   DEFAULT_MAX_REGION_BYTES,
@@ -122,6 +123,8 @@ const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
   --zero-pages         send all-zero pages as offsets only
   --encrypt            encrypt every channel (AEGIS-128L; keys from the secret and the session)
   --cipher NAME        encrypt with NAME: aegis-128l (default) or aes-256-gcm; implies --encrypt
+  --checksum NAME      the MAC of the end-of-transfer checksum: aegis-128l or blake3. Default:
+                       aegis-128l when both ends have AES instructions, else blake3
   --send-buffer SIZE   SO_SNDBUF of each channel, e.g. 256K. Default: 256K when the receiver is on
                        this host (there it keeps the kernel's work on the sending side), else the
                        kernel's autotuning
@@ -166,6 +169,7 @@ interface SendOptions {
   zerocopyFallback: boolean;
   zeroPages: boolean;
   encrypt: false | Cipher;
+  checksum?: ChecksumAlgorithm;
   sendBufferBytes?: number;
   secretFile?: string;
   json: boolean;
@@ -385,6 +389,7 @@ function parseSend(args: string[]): Command {
     "zero-pages": { type: "boolean" },
     encrypt: { type: "boolean" },
     cipher: { type: "string" },
+    checksum: { type: "string" },
     "send-buffer": { type: "string" },
     "secret-file": { type: "string" },
     json: { type: "boolean" },
@@ -417,6 +422,7 @@ function parseSend(args: string[]): Command {
           : values.encrypt === true
           ? DEFAULT_CIPHER
           : false,
+        checksum: typeof values.checksum === "string" ? parseChecksum(values.checksum) : undefined,
         sendBufferBytes: typeof values["send-buffer"] === "string"
           ? sendBuffer(parseSize(values["send-buffer"], "--send-buffer"))
           : undefined,
@@ -432,6 +438,14 @@ function parseCipher(name: string): Cipher {
   const ciphers: Cipher[] = ["aegis-128l", "aes-256-gcm"];
   if (!ciphers.includes(name as Cipher)) throw new Error(`--cipher must be ${ciphers.join(" or ")}, got ${name}`);
   return name as Cipher;
+}
+
+function parseChecksum(name: string): ChecksumAlgorithm {
+  const algorithms: ChecksumAlgorithm[] = ["aegis-128l", "blake3"];
+  if (!algorithms.includes(name as ChecksumAlgorithm)) {
+    throw new Error(`--checksum must be ${algorithms.join(" or ")}, got ${name}`);
+  }
+  return name as ChecksumAlgorithm;
 }
 
 function sendBuffer(bytes: number): number {
@@ -728,6 +742,7 @@ async function send(options: SendOptions): Promise<number> {
       zerocopyFallback: options.zerocopyFallback,
       zeroPages: options.zeroPages,
       encrypt: options.encrypt,
+      checksum: options.checksum,
       sendBufferBytes: options.sendBufferBytes,
     }).catch((error) => {
       throw new Failure(`cannot connect to ${options.to.display}: ${oneLine(error)}`);

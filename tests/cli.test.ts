@@ -182,7 +182,7 @@ describe("migrate.ts", () => {
     }
   });
 
-  test("--cipher aes-256-gcm with --zerocopy, recv --encrypt: encrypted end to end, verified, byte-identical", async () => {
+  test("--cipher aes-256-gcm --checksum blake3 with --zerocopy, recv --encrypt: encrypted end to end, verified, byte-identical", async () => {
     const output = join(dir, "encrypted-out.bin");
     const receiver = startReceiver([
       "--listen",
@@ -209,6 +209,8 @@ describe("migrate.ts", () => {
           "--zerocopy",
           "--cipher",
           "aes-256-gcm",
+          "--checksum",
+          "blake3",
         ]),
         60_000,
       );
@@ -218,6 +220,7 @@ describe("migrate.ts", () => {
       for (const result of [lastJson(sender.stdout), lastJson(received.stdout)]) {
         assert.equal(result.verified, true);
         assert.equal(result.encryption, "aes-256-gcm");
+        assert.equal(result.checksumAlgorithm, "blake3");
       }
       assert.ok(readFileSync(output).equals(inputBytes), "the output differs from the input");
     } finally {
@@ -375,6 +378,7 @@ describe("migrate.ts", () => {
       ["send", "--to", "127.0.0.1:1", "--file", input, "--send-buffer", "1K", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--send-buffer", "big", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--zerocopy-always", ...secret],
+      ["send", "--to", "127.0.0.1:1", "--file", input, "--checksum", "md5", ...secret],
     ];
     const help = [["--help"], ["recv", "--help"], ["send", "-h"]];
     const [badResults, helpResults] = await Promise.all([
