@@ -12,6 +12,8 @@
 import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
 import { cpuIsX86_64V3, LIBRARY_ENV } from "../ffi/library_path.ts";
+import { blockCount, CHECKSUM_ALGORITHM_IDS, type ChecksumAlgorithm, hashBlocks } from "../src/multifd/checksum.ts";
+import { createSharedState } from "../src/multifd/shared_state.ts";
 import { runJson } from "../dev/child.ts";
 import { runtimeArgv } from "../dev/runtime.ts";
 import { round } from "../util/format.ts";
@@ -19,13 +21,11 @@ import { out } from "../util/output.ts";
 import { runMain } from "./lib/proc.ts";
 import { spread } from "./lib/report.ts";
 
-const ALGORITHMS = ["blake3", "aegis-128l"] as const;
+const ALGORITHMS = Object.keys(CHECKSUM_ALGORITHM_IDS) as ChecksumAlgorithm[];
 
-/** In the child: MAC `size` bytes with `algorithm` (the library the environment names). */
-async function measure(algorithm: (typeof ALGORITHMS)[number], size: number): Promise<number> {
+/** In the child (its native library the one LIBRARY_ENV names): MAC `size` bytes with `algorithm`. */
+async function measure(algorithm: ChecksumAlgorithm, size: number): Promise<number> {
   const { Region } = await import("../mod.ts");
-  const { hashBlocks, blockCount } = await import("../src/multifd/checksum.ts");
-  const { createSharedState } = await import("../src/multifd/shared_state.ts");
   const region = Region.allocate(size);
   region.view().fill(0x5a); // faulted in: the MAC alone is timed
   const blocks = Array.from({ length: blockCount(size) }, (_, i) => i);
@@ -47,7 +47,7 @@ async function main(): Promise<number> {
     strict: true,
   });
   const size = Number(values["size-mib"]) * 2 ** 20;
-  if (values.measure) return await measure(values.measure as (typeof ALGORITHMS)[number], size);
+  if (values.measure) return await measure(values.measure as ChecksumAlgorithm, size);
   const lib = (file: string) => fileURLToPath(new URL(`../zig-out/lib/${file}`, import.meta.url));
   const builds = [["baseline", lib("libzerocopy_multifd.so")]];
   if (cpuIsX86_64V3()) builds.push(["x86-64-v3", lib("libzerocopy_multifd_x86_64_v3.so")]);
