@@ -24,9 +24,12 @@
  *   destination's `completed`.
  * - `--zerocopy on`: the source sends with zero-copy (QEMU `zero-copy-send`, ours
  *   `--zerocopy`); in recv it is the QEMU source's setting for both destinations.
- * GB/s = RAM bytes / that time. CPU s/GB: our process during its command (its `--json`
- * `cpuSeconds`: every thread, runtime start-up excluded) against the QEMU process on the same
- * end, `migrate` to completion. Every run is verified: the RAM that arrived is byte-identical
+ * GB/s = RAM bytes / that time. CPU s/GB: every thread of the process on our end against the
+ * QEMU process on that end, over the same window. recv: `migrate` to completion for both (ours:
+ * its CPU read from /proc at `migrate`, subtracted from the `processCpuSeconds` of its `--json`;
+ * what it spent before, starting and waiting for QEMU, is `commandCpuSeconds`, as a QEMU
+ * destination's start is not counted either). send: ours during its command (`cpuSeconds`:
+ * runtime start-up excluded), QEMU's source from `migrate`. Every run is verified: the RAM that arrived is byte-identical
  * to the source image. The order of the cases rotates from round to round; one warm-up
  * receive per version first (not counted: it also makes the send direction's directory).
  * Needs root (tmpfs, mem-lock, apt). Results: bench/results/<timestamp>-qemu-interop.{jsonl,md}.
@@ -40,7 +43,7 @@ import { ROOT } from "../dev/root.ts";
 import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
-import { runMain } from "./lib/proc.ts";
+import { cpuSecondsOf, runMain } from "./lib/proc.ts";
 import { type BenchRecord, environment, formatSpread, markdownTable, ResultsFiles, spread } from "./lib/report.ts";
 import {
   parseQemuConfig,
@@ -67,7 +70,10 @@ interface Case {
 
 const seconds = (from: number) => (performance.now() - from) / 1000;
 
-/** What a run of ours records: `ours` is the CLI's JSON result, `peerCpu` the QEMU process's CPU seconds on the other end. */
+/**
+ * What a run of ours records: `ours` is the CLI's JSON result, `cpu` our process's CPU seconds
+ * in the window QEMU's are measured over, `peerCpu` the QEMU process's on the other end.
+ */
 function oursRecord(
   direction: Direction,
   runtime: Runtime,
@@ -76,6 +82,7 @@ function oursRecord(
   { size, channels }: Settings,
   e2eSeconds: number,
   ours: Record<string, unknown>,
+  cpu: number,
   peerCpu: number,
 ): BenchRecord {
   const gb = size / 1e9;
@@ -91,8 +98,9 @@ function oursRecord(
     e2eSeconds: round(e2eSeconds),
     GBps: round(gb / e2eSeconds),
     ownSeconds: ours.seconds,
-    cpuSeconds: ours.cpuSeconds,
-    cpuSecondsPerGB: round(Number(ours.cpuSeconds) / gb),
+    cpuSeconds: round(cpu),
+    cpuSecondsPerGB: round(cpu / gb),
+    commandCpuSeconds: ours.cpuSeconds,
     peerCpuSecondsPerGB: round(peerCpu / gb),
   };
 }
@@ -128,6 +136,7 @@ async function oursReceive(
     const source = src;
     await qemu.warmFreeMemory(); // as before a fresh QEMU destination (qemuToQemu)
     const cpu0 = source.cpuSeconds();
+    const oursCpu0 = cpuSecondsOf(recv.pid);
     const started = performance.now();
     await source.qmp.command("migrate", { uri: `tcp:127.0.0.1:${port}` });
     const [sourceSeconds, [ours, oursSeconds]] = await Promise.all([
@@ -139,7 +148,17 @@ async function oursReceive(
     await source.quit();
     const blocks = ours.blocks as { file: string }[];
     return {
-      ...oursRecord("recv", runtime, version, zerocopy, { size, channels }, e2eSeconds, ours, srcCpu),
+      ...oursRecord(
+        "recv",
+        runtime,
+        version,
+        zerocopy,
+        { size, channels },
+        e2eSeconds,
+        ours,
+        Number(ours.processCpuSeconds) - oursCpu0,
+        srcCpu,
+      ),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
   } finally {
@@ -185,7 +204,17 @@ async function oursSend(
     const status = (await dst.qmp.command<{ status: string }>("query-status")).status;
     await dst.quit();
     return {
-      ...oursRecord("send", runtime, version, zerocopy, { size, channels }, e2eSeconds, ours, dstCpu),
+      ...oursRecord(
+        "send",
+        runtime,
+        version,
+        zerocopy,
+        { size, channels },
+        e2eSeconds,
+        ours,
+        Number(ours.cpuSeconds),
+        dstCpu,
+      ),
       ownGBps: ours.GBps,
       destinationStatus: status,
       verified: ours.ok === true && await qemu.matchesSource(qemu.destinationImage),
@@ -325,7 +354,9 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
     "",
     "Clock: `migrate` → source completed and destination done (ours: its JSON result). Fresh: a newly " +
     "started destination (prealloc off) allocates and zeroes its RAM during the migration, as qemu-recv's new " +
-    "files are; prealloc: bench/qemu.ts's default, RAM ready before the clock.",
+    "files are; prealloc: bench/qemu.ts's default, RAM ready before the clock. CPU: the destination process, " +
+    "every thread, from `migrate` to its end (ours: what it spent before, starting its Workers and waiting, is " +
+    "`commandCpuSeconds` in the JSON lines).",
     "",
     "## Ours as the source (qemu-send → QEMU against QEMU → QEMU)",
     "",

@@ -802,14 +802,24 @@ function progressBytes(payload: number, stats: { pagesZero: number }, total: num
 /** Whether the stats went out already (a --json caller then gets no second JSON line). */
 let reported = false;
 
-/** CPU seconds this process (every thread) spent since the command began: what a transfer cost, for --json. */
+/** CPU seconds of this process (every thread) when the command began. */
 let cpuAtStart = 0;
-const cpuSpent = () => round(processCpuSeconds() - cpuAtStart);
+
+/**
+ * What the process spent, for --json: `cpuSeconds` since the command began (what a transfer
+ * cost), `processCpuSeconds` since the process started (runtime start-up too), so that a caller
+ * that read the process's CPU at some moment (e.g. from /proc when it starts a migration) can
+ * tell what came after it.
+ */
+const cpuFields = () => {
+  const total = processCpuSeconds();
+  return { cpuSeconds: round(total - cpuAtStart), processCpuSeconds: round(total) };
+};
 
 function report(role: "send" | "recv", json: boolean, result: Record<string, unknown>, ok: boolean): void {
   reported = true;
   if (json) {
-    out(JSON.stringify({ role, runtime, ok, ...result, cpuSeconds: cpuSpent() }));
+    out(JSON.stringify({ role, runtime, ok, ...result, ...cpuFields() }));
     return;
   }
   out(table(["", role === "send" ? "sender" : "receiver"], statsRows([result])));
@@ -847,7 +857,7 @@ async function qemuRecv(options: QemuRecvOptions): Promise<number> {
       status: "completed",
       out: options.out,
       ...result,
-      cpuSeconds: cpuSpent(),
+      ...cpuFields(),
     }));
   } else {
     const blocks = result.blocks.map((b) => `${b.name} (${formatBytes(b.bytes)})`).join(", ");
@@ -882,7 +892,7 @@ async function qemuSend(options: QemuSendOptions): Promise<number> {
       status: "sent",
       from: options.from,
       ...result,
-      cpuSeconds: cpuSpent(),
+      ...cpuFields(),
     }));
   } else {
     out(`done: ${options.from} sent to ${options.to.display}: ${formatBytes(result.bytes)} at ${result.GBps} GB/s`);

@@ -165,6 +165,11 @@ describe("migrate.ts", () => {
         }
         // What the command cost: at least the Workers' start and the checksum's pass over the file.
         assert.ok(result.cpuSeconds > 0, `cpuSeconds ${result.cpuSeconds}`);
+        // …and the whole process, whose runtime start-up came before the command.
+        assert.ok(
+          result.processCpuSeconds > result.cpuSeconds,
+          `processCpuSeconds ${result.processCpuSeconds}, cpuSeconds ${result.cpuSeconds}`,
+        );
       }
       assert.equal(sent.zerocopy, true);
       assert.ok(sent.zerocopySends > 0);
