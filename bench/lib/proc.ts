@@ -28,8 +28,9 @@ export function peakRssKiB(pid: number | "self" = "self"): number {
 }
 
 /**
- * Runs a bench script's `main` and exits with its status. An uncaught error exits 1 with
- * its stack on stderr and, given `errorRecord`, also as an `{"error"}` JSON line on stdout,
+ * Runs a bench script's `main` and exits with its status. A bad command line (parseArgs'
+ * errors) exits 2 with its one-line message; any other uncaught error exits 1 with its
+ * stack on stderr and, given `errorRecord`, also as an `{"error"}` JSON line on stdout,
  * which a driver reading the script's JSON lines (run.ts, multifd.ts) records as the error.
  */
 export async function runMain(
@@ -41,6 +42,11 @@ export async function runMain(
     process.exit(await main());
   } catch (error) {
     if (errorRecord) out(JSON.stringify({ error: errorRecord(error as Error) }));
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === "string" && code.startsWith("ERR_PARSE_ARGS_")) {
+      note(`${script}: ${(error as Error).message} (the script's header comment lists its options)`);
+      process.exit(2);
+    }
     note(`${script}: ${(error as Error).stack ?? error}`);
     process.exit(1);
   }
