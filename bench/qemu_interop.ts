@@ -44,6 +44,7 @@ import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runti
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { cpuSecondsOf, runMain } from "./lib/proc.ts";
+import { ThreadCpu } from "./lib/threads.ts";
 import { type BenchRecord, environment, formatSpread, markdownTable, ResultsFiles, spread } from "./lib/report.ts";
 import {
   parseQemuConfig,
@@ -137,11 +138,12 @@ async function oursReceive(
     await qemu.warmFreeMemory(); // as before a fresh QEMU destination (qemuToQemu)
     const cpu0 = source.cpuSeconds();
     const oursCpu0 = cpuSecondsOf(recv.pid);
+    const threads = new ThreadCpu(recv.pid).start();
     const started = performance.now();
     await source.qmp.command("migrate", { uri: `tcp:127.0.0.1:${port}` });
-    const [sourceSeconds, [ours, oursSeconds]] = await Promise.all([
+    const [sourceSeconds, [ours, oursSeconds, byThread]] = await Promise.all([
       source.qmp.migrationCompleted().then(() => seconds(started)),
-      recv.nextJson().then((result) => [result, seconds(started)] as const),
+      recv.nextJson().then((result) => [result, seconds(started), threads.stop()] as const),
     ]);
     const e2eSeconds = Math.max(sourceSeconds, oursSeconds);
     const srcCpu = source.cpuSeconds() - cpu0;
@@ -159,6 +161,9 @@ async function oursReceive(
         Number(ours.processCpuSeconds) - oursCpu0,
         srcCpu,
       ),
+      workersCpuSecondsPerGB: round(byThread.workers / (size / 1e9)),
+      engineCpuSecondsPerGB: round(byThread.engine / (size / 1e9)),
+      mainCpuSecondsPerGB: round(byThread.main / (size / 1e9)),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
   } finally {
@@ -289,8 +294,8 @@ const rotate = <T>(items: T[], by: number) => items.map((_, i) => items[(i + by)
 function report(records: BenchRecord[], settings: Settings, rounds: number, env: Record<string, string>): string {
   const results = records.filter((r) => r.bench === "qemu-interop");
   const ratios = records.filter((r) => r.bench === "qemu-interop-round");
-  const cell = (values: unknown[], digits = 2) =>
-    formatSpread(spread(values.filter((v): v is number => typeof v === "number")), digits);
+  const numbers = (values: unknown[]) => values.filter((v): v is number => typeof v === "number");
+  const cell = (values: unknown[], digits = 2) => formatSpread(spread(numbers(values)), digits);
   const groups = new Map<string, BenchRecord[]>();
   for (const r of results) {
     const key = `${r.direction}|${r.qemuVersion}|${r.zerocopy}`;
@@ -318,6 +323,13 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
           ...references.map((label) => `**${cell(roundRatios.map((r) => r[`vs ${label}`]))}**`),
           ...(direction === "send" ? [cell(roundRatios.map((r) => r["library vs qemu"]))] : []),
           cell(mine.map((r) => r.cpuSecondsPerGB), 3),
+          ...(direction === "recv"
+            ? [
+              ["workers", "engine", "main"] // medians only: three spreads in one cell would not read
+                .map((kind) => spread(numbers(mine.map((r) => r[`${kind}CpuSecondsPerGB`])))?.median.toFixed(3) ?? "–")
+                .join(" / "),
+            ]
+            : []),
           ...references.map((label) => cell(qemuRuns(label).map((r) => r.cpuSecondsPerGB), 3)),
         ]);
       }
@@ -346,6 +358,7 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
         "ours / fresh",
         "ours / prealloc",
         "ours CPU s/GB",
+        "of which Workers / JS engine / main",
         "fresh dst CPU s/GB",
         "prealloc dst CPU s/GB",
       ],
@@ -356,7 +369,9 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
     "started destination (prealloc off) allocates and zeroes its RAM during the migration, as qemu-recv's new " +
     "files are; prealloc: bench/qemu.ts's default, RAM ready before the clock. CPU: the destination process, " +
     "every thread, from `migrate` to its end (ours: what it spent before, starting its Workers and waiting, is " +
-    "`commandCpuSeconds` in the JSON lines).",
+    "`commandCpuSeconds` in the JSON lines). Of which (medians, bench/lib/threads.ts): its Worker threads (the " +
+    "channels' and the reactor's), the JS engine's background threads (compilers, GC), the main thread and the " +
+    "runtime's others; a QEMU destination has no JS engine.",
     "",
     "## Ours as the source (qemu-send → QEMU against QEMU → QEMU)",
     "",

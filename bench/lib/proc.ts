@@ -12,7 +12,11 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux x86-64
 
 /** User + system CPU seconds of process `pid` (every thread, also exited ones), 10 ms ticks. */
 export function cpuSecondsOf(pid: number | "self"): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  return statCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8"));
+}
+
+/** User + system CPU seconds in the text of a /proc `stat` file (a process's or one thread's). */
+export function statCpuSeconds(stat: string): number {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
 }
