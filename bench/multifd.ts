@@ -44,6 +44,7 @@ import { type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round, toHex } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { runMain } from "./lib/proc.ts";
+import { threadCpuFields, type ThreadKind } from "./lib/threads.ts";
 import {
   type BenchRecord,
   encryptionSummaries,
@@ -167,6 +168,8 @@ export async function runMultifdCase(
       receiverCpuSeconds: round(Number(sent.peerCpuSeconds)),
       senderCpuSecondsPerGB: round(Number(sent.cpuSeconds) / gb),
       receiverCpuSecondsPerGB: round(Number(sent.peerCpuSeconds) / gb),
+      ...(sent.peerCpuByThread &&
+        threadCpuFields("receiver", sent.peerCpuByThread as unknown as Record<ThreadKind, number>, Number(sent.bytes))),
       senderPeakRssMiB: Math.round(Number(sent.peakRssKiB) / 1024),
       receiverPeakRssMiB: Math.round(Number(received.peakRssKiB) / 1024),
       zerocopySends: sent.zerocopySends,

@@ -19,6 +19,7 @@ import { type Cipher, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
 import { cpuSecondsOf, peakRssKiB, runMain, settle } from "./lib/proc.ts";
+import { ThreadCpu } from "./lib/threads.ts";
 
 function secret(): Uint8Array {
   const hex = process.env.BENCH_SECRET ?? "";
@@ -70,9 +71,11 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
   await settle(peer === undefined ? [process.pid] : [process.pid, peer]);
   const cpuBefore = cpuSecondsOf("self");
   const peerBefore = peer === undefined ? 0 : cpuSecondsOf(peer);
+  const peerThreads = peer === undefined ? undefined : new ThreadCpu(peer).start();
   await sender.sendRound();
   const cpuSeconds = cpuSecondsOf("self") - cpuBefore;
   const peerCpuSeconds = peer === undefined ? undefined : cpuSecondsOf(peer) - peerBefore;
+  const peerCpuByThread = peerThreads?.stop();
   const result = await sender.finish();
   await region.close();
   const { perChannelBytes: _, ...rest } = result;
@@ -81,6 +84,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
     ...rest,
     cpuSeconds,
     peerCpuSeconds,
+    peerCpuByThread,
     allocateSeconds,
     fillSeconds,
     peakRssKiB: peakRssKiB(),

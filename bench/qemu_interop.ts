@@ -44,8 +44,16 @@ import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runti
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { cpuSecondsOf, runMain } from "./lib/proc.ts";
-import { ThreadCpu } from "./lib/threads.ts";
-import { type BenchRecord, environment, formatSpread, markdownTable, ResultsFiles, spread } from "./lib/report.ts";
+import { ThreadCpu, threadCpuFields } from "./lib/threads.ts";
+import {
+  type BenchRecord,
+  environment,
+  formatSpread,
+  markdownTable,
+  ResultsFiles,
+  spread,
+  threadCpuCell,
+} from "./lib/report.ts";
 import {
   parseQemuConfig,
   parseQemuVersions,
@@ -161,9 +169,7 @@ async function oursReceive(
         Number(ours.processCpuSeconds) - oursCpu0,
         srcCpu,
       ),
-      workersCpuSecondsPerGB: round(byThread.workers / (size / 1e9)),
-      engineCpuSecondsPerGB: round(byThread.engine / (size / 1e9)),
-      mainCpuSecondsPerGB: round(byThread.main / (size / 1e9)),
+      ...threadCpuFields("", byThread, size),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
   } finally {
@@ -325,9 +331,7 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
           cell(mine.map((r) => r.cpuSecondsPerGB), 3),
           ...(direction === "recv"
             ? [
-              ["workers", "engine", "main"] // medians only: three spreads in one cell would not read
-                .map((kind) => spread(numbers(mine.map((r) => r[`${kind}CpuSecondsPerGB`])))?.median.toFixed(3) ?? "–")
-                .join(" / "),
+              threadCpuCell(mine, ""), // medians only: three spreads in one cell would not read
             ]
             : []),
           ...references.map((label) => cell(qemuRuns(label).map((r) => r.cpuSecondsPerGB), 3)),

@@ -9,6 +9,7 @@ import os from "node:os";
 import { ROOT } from "../../dev/root.ts";
 import { runtimeBinary, RUNTIMES } from "../../dev/runtime.ts";
 import { round } from "../../util/format.ts";
+import { THREAD_KINDS, threadCpuField } from "./threads.ts";
 import { DEFAULT_PAGES_PER_PACKET, PAGE_SIZE } from "../../src/multifd/wire.ts";
 
 /** One JSON line: a run of a case, or a summary. */
@@ -27,6 +28,12 @@ export function spread(values: number[]): Spread | undefined {
   const mid = xs.length >> 1;
   const median = xs.length % 2 ? xs[mid] : (xs[mid - 1] + xs[mid]) / 2;
   return { median, min: xs[0], max: xs[xs.length - 1], n: xs.length };
+}
+
+/** The medians of each kind of thread's CPU s/GB in `rs` (fields of `role`), as "workers / engine / main". */
+export function threadCpuCell(rs: BenchRecord[], role: string): string {
+  return THREAD_KINDS.map((kind) => spread(values(rs, threadCpuField(role, kind)))?.median.toFixed(3) ?? "–")
+    .join(" / ");
 }
 
 /** "1.23 (1.10–1.40)"; one value: "1.23"; none: "–". */
@@ -193,6 +200,7 @@ export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
     GBps: spread(values(rs, "GBps")),
     senderCpuSecondsPerGB: spread(values(rs, "senderCpuSecondsPerGB")),
     receiverCpuSecondsPerGB: spread(values(rs, "receiverCpuSecondsPerGB")),
+    receiverCpuByThread: threadCpuCell(rs, "receiver"),
     senderPeakRssMiB: spread(values(rs, "senderPeakRssMiB")),
     receiverPeakRssMiB: spread(values(rs, "receiverPeakRssMiB")),
     verified: rs.every((r) => r.verified === true),
@@ -211,6 +219,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
     formatSpread(s.GBps as Spread, 2),
     formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
     formatSpread(s.receiverCpuSecondsPerGB as Spread, 2),
+    String(s.receiverCpuByThread ?? "–"),
     formatSpread(s.senderPeakRssMiB as Spread, 0),
     formatSpread(s.receiverPeakRssMiB as Spread, 0),
     String((s.GBps as Spread | undefined)?.n ?? 0),
@@ -228,6 +237,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
       "GB/s",
       "sender CPU s/GB",
       "receiver CPU s/GB",
+      "of which Workers / JS engine / main (medians)",
       "sender peak RSS MiB",
       "receiver peak RSS MiB",
       "runs",

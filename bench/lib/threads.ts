@@ -11,10 +11,27 @@
  * @module
  */
 import { readdirSync, readFileSync } from "node:fs";
+import { round } from "../../util/format.ts";
 import { statCpuSeconds } from "./proc.ts";
 
 /** The kinds of thread a Deno or Bun process has. */
-export type ThreadKind = "workers" | "engine" | "main";
+export const THREAD_KINDS = ["workers", "engine", "main"] as const;
+export type ThreadKind = typeof THREAD_KINDS[number];
+
+/** The name of a record's field with the CPU s/GB of one kind of thread: `${role}WorkersCpuSecondsPerGB`… */
+export function threadCpuField(role: string, kind: ThreadKind): string {
+  const name = `${kind[0].toUpperCase()}${kind.slice(1)}CpuSecondsPerGB`;
+  return role === "" ? name[0].toLowerCase() + name.slice(1) : `${role}${name}`;
+}
+
+/** `cpu` (CPU seconds per kind) per GB of `bytes`, as the fields {@link threadCpuField} names. */
+export function threadCpuFields(role: string, cpu: Record<ThreadKind, number>, bytes: number): Record<string, number> {
+  const fields: Record<string, number> = {};
+  for (const kind of THREAD_KINDS) {
+    fields[threadCpuField(role, kind)] = round(cpu[kind] / (bytes / 1e9));
+  }
+  return fields;
+}
 
 /**
  * The kind of a thread by its name (comm): Deno names Worker threads `worker-N` and V8's
@@ -51,7 +68,7 @@ export class ThreadCpu {
   stop(): Record<ThreadKind, number> {
     clearInterval(this.#timer);
     this.#sample(false);
-    const totals: Record<ThreadKind, number> = { workers: 0, engine: 0, main: 0 };
+    const totals = Object.fromEntries(THREAD_KINDS.map((kind) => [kind, 0])) as Record<ThreadKind, number>;
     for (const thread of this.#threads.values()) totals[thread.kind] += thread.last - thread.first;
     return totals;
   }
