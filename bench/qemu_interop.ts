@@ -27,11 +27,12 @@
  * GB/s = RAM bytes / that time. CPU s/GB: every thread of the process on our end against the
  * QEMU process on that end, over the same window. recv: `migrate` to completion for both (ours:
  * its CPU read from /proc at `migrate`, subtracted from the `processCpuSeconds` of its `--json`;
- * what it spent before, starting and waiting for QEMU, is `commandCpuSeconds`, as a QEMU
- * destination's start is not counted either). send: ours during its command (`cpuSeconds`:
- * runtime start-up excluded), QEMU's source from `migrate`. Every run is verified: the RAM that arrived is byte-identical
- * to the source image. The order of the cases rotates from round to round; one warm-up
- * receive per version first (not counted: it also makes the send direction's directory).
+ * what it spent before, starting and waiting for QEMU, is `commandCpuSeconds − cpuSeconds`, as
+ * a QEMU destination's start is not counted either), also split by kind of thread
+ * (bench/lib/threads.ts). send: ours during its command (`cpuSeconds`: runtime start-up
+ * excluded), QEMU's source from `migrate`. Every run is verified: the RAM that arrived is
+ * byte-identical to the source image. The order of the cases rotates from round to round; one
+ * warm-up receive per version first (not counted: it also makes the send direction's directory).
  * Needs root (tmpfs, mem-lock, apt). Results: bench/results/<timestamp>-qemu-interop.{jsonl,md}.
  * @module
  */
@@ -139,6 +140,7 @@ async function oursReceive(
     { label: `qemu-recv (${runtime})` },
   );
   let src: QemuSide | undefined;
+  const threads = new ThreadCpu(recv.pid);
   try {
     const port = Number((await recv.waitFor(/listening on \S+:(\d+):/, "stderr"))[1]);
     src = await qemu.start("src", `${version} multifd${channels}${zerocopy ? "+zc" : ""}`);
@@ -146,7 +148,7 @@ async function oursReceive(
     await qemu.warmFreeMemory(); // as before a fresh QEMU destination (qemuToQemu)
     const cpu0 = source.cpuSeconds();
     const oursCpu0 = cpuSecondsOf(recv.pid);
-    const threads = new ThreadCpu(recv.pid).start();
+    threads.start();
     const started = performance.now();
     await source.qmp.command("migrate", { uri: `tcp:127.0.0.1:${port}` });
     const [sourceSeconds, [ours, oursSeconds, byThread]] = await Promise.all([
@@ -173,6 +175,7 @@ async function oursReceive(
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
   } finally {
+    threads.stop(); // a no-op when stopped already; ends the sampling when the run failed
     await src?.kill();
     await recv.kill();
     if (!keep) rmSync(out, { recursive: true, force: true });

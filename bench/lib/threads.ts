@@ -64,10 +64,13 @@ export class ThreadCpu {
     return this;
   }
 
-  /** A last sample (if the process still runs); CPU seconds per kind since {@link start}. */
+  /** A last sample (if the process still runs; none if stopped already); CPU seconds per kind since {@link start}. */
   stop(): Record<ThreadKind, number> {
-    clearInterval(this.#timer);
-    this.#sample(false);
+    if (this.#timer !== undefined) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+      this.#sample(false);
+    }
     const totals = Object.fromEntries(THREAD_KINDS.map((kind) => [kind, 0])) as Record<ThreadKind, number>;
     for (const thread of this.#threads.values()) totals[thread.kind] += thread.last - thread.first;
     return totals;
@@ -91,8 +94,12 @@ export class ThreadCpu {
       const kind = threadKind(stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")));
       const cpu = statCpuSeconds(stat);
       const known = this.#threads.get(tid);
-      if (known) known.kind = kind, known.last = cpu;
-      else this.#threads.set(tid, { kind, first: baseline ? cpu : 0, last: cpu });
+      if (known) {
+        known.kind = kind;
+        known.last = cpu;
+      } else {
+        this.#threads.set(tid, { kind, first: baseline ? cpu : 0, last: cpu });
+      }
     }
   }
 }
