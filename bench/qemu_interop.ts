@@ -80,16 +80,21 @@ interface Case {
 
 const seconds = (from: number) => (performance.now() - from) / 1000;
 
+/** Which run of ours: the runtime, the QEMU version on the other end, zero-copy, size and channels. */
+interface OurRun {
+  direction: Direction;
+  runtime: Runtime;
+  version: QemuVersion;
+  zerocopy: boolean;
+  settings: Settings;
+}
+
 /**
  * What a run of ours records: `ours` is the CLI's JSON result, `cpu` our process's CPU seconds
  * in the window QEMU's are measured over, `peerCpu` the QEMU process's on the other end.
  */
 function oursRecord(
-  direction: Direction,
-  runtime: Runtime,
-  version: QemuVersion,
-  zerocopy: boolean,
-  { size, channels }: Settings,
+  { direction, runtime, version, zerocopy, settings: { size, channels } }: OurRun,
   e2eSeconds: number,
   ours: Record<string, unknown>,
   cpu: number,
@@ -125,6 +130,7 @@ async function oursReceive(
   { size, channels }: Settings,
   keep = false,
 ): Promise<BenchRecord> {
+  const run: OurRun = { direction: "recv", runtime, version, zerocopy, settings: { size, channels } };
   rmSync(out, { recursive: true, force: true });
   const recv = new LineChild(
     scriptArgv(runtime, CLI, [
@@ -160,17 +166,7 @@ async function oursReceive(
     await source.quit();
     const blocks = ours.blocks as { file: string }[];
     return {
-      ...oursRecord(
-        "recv",
-        runtime,
-        version,
-        zerocopy,
-        { size, channels },
-        e2eSeconds,
-        ours,
-        Number(ours.processCpuSeconds) - oursCpu0,
-        srcCpu,
-      ),
+      ...oursRecord(run, e2eSeconds, ours, Number(ours.processCpuSeconds) - oursCpu0, srcCpu),
       ...threadCpuFields("", byThread, size),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
@@ -191,6 +187,7 @@ async function oursSend(
   dir: string,
   { size, channels }: Settings,
 ): Promise<BenchRecord> {
+  const run: OurRun = { direction: "send", runtime, version, zerocopy, settings: { size, channels } };
   const dst = await qemu.start("dst", `${version} multifd${channels}`);
   let send: LineChild | undefined;
   try {
@@ -218,17 +215,7 @@ async function oursSend(
     const status = (await dst.qmp.command<{ status: string }>("query-status")).status;
     await dst.quit();
     return {
-      ...oursRecord(
-        "send",
-        runtime,
-        version,
-        zerocopy,
-        { size, channels },
-        e2eSeconds,
-        ours,
-        Number(ours.cpuSeconds),
-        dstCpu,
-      ),
+      ...oursRecord(run, e2eSeconds, ours, Number(ours.cpuSeconds), dstCpu),
       ownGBps: ours.GBps,
       destinationStatus: status,
       verified: ours.ok === true && await qemu.matchesSource(qemu.destinationImage),
