@@ -20,8 +20,7 @@ export type ThreadKind = typeof THREAD_KINDS[number];
 
 /** The name of a record's field with the CPU s/GB of one kind of thread: `${role}WorkersCpuSecondsPerGB`… */
 export function threadCpuField(role: string, kind: ThreadKind): string {
-  const name = `${kind[0].toUpperCase()}${kind.slice(1)}CpuSecondsPerGB`;
-  return role === "" ? name[0].toLowerCase() + name.slice(1) : `${role}${name}`;
+  return role === "" ? `${kind}CpuSecondsPerGB` : `${role}${kind[0].toUpperCase()}${kind.slice(1)}CpuSecondsPerGB`;
 }
 
 /** `cpu` (CPU seconds per kind) per GB of `bytes`, as the fields {@link threadCpuField} names. */
