@@ -13,6 +13,9 @@
  *   native-1B            zc-ref-send --write-bytes 1: 1-byte sendmsg from Zig
  *   ffi-empty            native.zc_sendv(fd, iov, 0, 0) from JS: the same floor plus the FFI call
  *   ffi-1B               native.zc_sendv with one 1-byte iovec
+ *   ffi-pages-empty      native.zc_zero_pages(address, size, page size, offsets, 0): a call of the
+ *                        page loops every packet makes (three addresses or sizes and a buffer), no
+ *                        work and no syscall — the FFI's own cost for such a call
  *   writeRangesSync-1B   SocketChannel.writeRangesSync([address], [1], false)
  *   writevSync-1B        SocketChannel.writevSync([oneByte])
  *   writev-1B            await SocketChannel.writev([oneByte]) (async, main thread)
@@ -35,6 +38,7 @@ export const CALL_METHODS = [
   "native-1B",
   "ffi-empty",
   "ffi-1B",
+  "ffi-pages-empty",
   "writeRangesSync-1B",
   "writevSync-1B",
   "writev-1B",
@@ -63,6 +67,8 @@ function rawSend(fd: number, iov: Uint32Array, count: number): void {
   }
 }
 
+const NO_OFFSETS = new Float64Array(1);
+
 /** The call each JS method makes, on `channel`, with a 1-byte buffer kept alive by the closure. */
 function senders(channel: SocketChannel): Record<string, { send: () => unknown; isAsync: boolean }> {
   const oneByte = new Uint8Array([42]);
@@ -76,6 +82,7 @@ function senders(channel: SocketChannel): Record<string, { send: () => unknown; 
   return {
     "ffi-empty": { send: () => rawSend(fd, iov, 0), isAsync: false },
     "ffi-1B": { send: () => rawSend(fd, iov, 1), isAsync: false },
+    "ffi-pages-empty": { send: () => native.zc_zero_pages(address, 4096, 4096, NO_OFFSETS, 0), isAsync: false },
     "writeRangesSync-1B": { send: () => channel.writeRangesSync(addresses, lengths, false), isAsync: false },
     "writevSync-1B": { send: () => channel.writevSync(views), isAsync: false },
     "writev-1B": { send: () => channel.writev(views), isAsync: true },

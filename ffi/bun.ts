@@ -14,7 +14,7 @@ interface BunFfi {
   toArrayBuffer(address: number, offset: number, length: number): ArrayBuffer;
 }
 
-const ARG: Record<ArgKind, string> = { i32: "i32", u32: "u32", buffer: "buffer", address: "u64" };
+const ARG: Record<ArgKind, string> = { i32: "i32", u32: "u32", buffer: "buffer", address: "f64" };
 const RESULT: Record<ResultKind, string> = { i32: "i32", f64: "f64" };
 
 export async function open(path: string): Promise<Loaded> {

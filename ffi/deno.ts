@@ -9,7 +9,7 @@ const ARG: Record<ArgKind, Deno.NativeType> = {
   i32: "i32",
   u32: "u32",
   buffer: "buffer",
-  address: "usize",
+  address: "f64",
 };
 const RESULT: Record<ResultKind, Deno.NativeResultType> = { i32: "i32", f64: "f64" };
 

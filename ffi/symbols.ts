@@ -6,7 +6,11 @@
  * Argument kinds:
  * - `i32`, `u32`: integers.
  * - `buffer`: a typed array; the native side receives a pointer to its first byte.
- * - `address`: a native address or a 64-bit size, as a JS number (below 2^53).
+ * - `address`: a native address or a 64-bit size, as a JS number (below 2^53). It crosses
+ *   as a double (the Zig side checks it is a whole number: zig/sys.zig `Number`): both
+ *   runtimes pass doubles on their fast call path, while a 64-bit integer parameter sends
+ *   every Deno 2.9 call down its slow path, several times slower (`bench/call_overhead.ts
+ *   --method ffi-pages-empty` times such a call).
  *
  * @module
  */

@@ -4,7 +4,10 @@
 // in their moving GC heap.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { addressOf, viewOf } from "../ffi/mod.ts";
+import { addressOf, Errno, native, viewOf } from "../ffi/mod.ts";
+import { InvalidArgumentError } from "../src/errors.ts";
+import { pageRanges, PageScan, Ranges } from "../src/multifd/packet.ts";
+import type { RegionDescriptor } from "../src/region.ts";
 import { collectGarbage } from "../dev/runtime.ts";
 
 /** Young-generation churn around full collections, so that movable objects do move. */
@@ -38,4 +41,24 @@ test("addressOf of views over one buffer differ by their byteOffset", () => {
   const buffer = new ArrayBuffer(4096);
   const base = addressOf(new Uint8Array(buffer));
   for (const offset of [1, 100, 4095]) assert.equal(addressOf(new Uint8Array(buffer, offset)), base + offset);
+});
+
+// Addresses and sizes cross the FFI as doubles (ffi/symbols.ts `address`); the native side
+// takes only whole numbers in [0, 2^53] and refuses the rest before touching memory.
+test("an address or size that is not a whole number below 2^53 is refused: -EINVAL, and a typed error above", () => {
+  const page = new Uint8Array(4096);
+  const address = addressOf(page);
+  const offsets = new Float64Array([0]);
+  for (const bad of [0.5, -4096, NaN, Infinity, 2 ** 53 + 2]) {
+    assert.equal(native.zc_prefault(bad, 4096, 1), -Errno.EINVAL, `zc_prefault(${bad})`);
+    assert.equal(native.zc_zero_pages(address, bad, 4096, offsets, 1), -Errno.EINVAL, `zc_zero_pages size ${bad}`);
+  }
+  page.fill(7);
+  const region = { address: address + 0.5, size: 4096 } as RegionDescriptor;
+  assert.throws(() => new PageScan(region, 4096).zeroFill(offsets, 0, 1), InvalidArgumentError);
+  assert.throws(() => pageRanges(region, 4096, offsets, 1, new Ranges()), InvalidArgumentError);
+  assert.ok(page.every((b) => b === 7), "a refused call wrote nothing");
+  // The same calls with whole numbers work: the checks refuse only what they should.
+  assert.equal(native.zc_zero_pages(address, 4096, 4096, offsets, 1), 0);
+  assert.ok(page.every((b) => b === 0));
 });

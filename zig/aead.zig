@@ -3,6 +3,7 @@
 //! nonces and what makes a message are the caller's (src/multifd/sealed_codec.ts,
 //! docs/PROTOCOL.md "Encrypted channels").
 const std = @import("std");
+const sys = @import("sys.zig");
 const Aegis128L = std.crypto.aead.aegis.Aegis128L;
 const Aes256Gcm = std.crypto.aead.aes_gcm.Aes256Gcm;
 const HkdfSha256 = std.crypto.kdf.hkdf.HkdfSha256;
@@ -73,7 +74,9 @@ fn openAll(comptime Aead: type, key_bytes: [*]const u8, first: u64, sealed: usiz
 /// Seals `count` messages under `key` (32 bytes) with the nonces `first_nonce`,
 /// `first_nonce + 1`, …: message i's ciphertext, then its 16-byte tag, written back to back
 /// from `out`. No associated data. Returns the bytes written, or -EINVAL for an unknown cipher.
-export fn zc_seal(cipher: u32, key: [*]const u8, first_nonce: u64, messages: [*]const Message, count: u32, out: usize) i32 {
+export fn zc_seal(cipher: u32, key: [*]const u8, first_nonce_number: sys.Number, messages: [*]const Message, count: u32, out_number: sys.Number) i32 {
+    const first_nonce = sys.whole(first_nonce_number) orelse return sys.invalid_number;
+    const out: usize = sys.whole(out_number) orelse return sys.invalid_number;
     return switch (cipher) {
         AEGIS_128L => sealAll(Aegis128L, key, first_nonce, messages[0..count], out),
         AES_256_GCM => sealAll(Aes256Gcm, key, first_nonce, messages[0..count], out),
@@ -85,7 +88,9 @@ export fn zc_seal(cipher: u32, key: [*]const u8, first_nonce: u64, messages: [*]
 /// destination `messages[i]` (which may be elsewhere: pages of a region). Returns 0, or
 /// -EBADMSG at the first message that fails authentication: that message's destination is
 /// zeroed, and the messages after it are left untouched.
-export fn zc_open(cipher: u32, key: [*]const u8, first_nonce: u64, sealed: usize, messages: [*]const Message, count: u32) i32 {
+export fn zc_open(cipher: u32, key: [*]const u8, first_nonce_number: sys.Number, sealed_number: sys.Number, messages: [*]const Message, count: u32) i32 {
+    const first_nonce = sys.whole(first_nonce_number) orelse return sys.invalid_number;
+    const sealed: usize = sys.whole(sealed_number) orelse return sys.invalid_number;
     return switch (cipher) {
         AEGIS_128L => openAll(Aegis128L, key, first_nonce, sealed, messages[0..count]),
         AES_256_GCM => openAll(Aes256Gcm, key, first_nonce, sealed, messages[0..count]),

@@ -10,7 +10,8 @@ const MADV_POPULATE_WRITE = 23;
 
 /// Anonymous private read-write mapping; `huge_pages != 0` asks for transparent huge pages.
 /// Writes the address to `out[0]`.
-export fn zc_map_anonymous(length: usize, huge_pages: u32, out: *usize) i32 {
+export fn zc_map_anonymous(length_number: sys.Number, huge_pages: u32, out: *usize) i32 {
+    const length = sys.whole(length_number) orelse return sys.invalid_number;
     const rc = linux.mmap(null, length, .{ .READ = true, .WRITE = true }, .{ .TYPE = .PRIVATE, .ANONYMOUS = true, .NORESERVE = true }, -1, 0);
     const signed = sys.result(rc);
     if (signed < 0) return @intCast(signed);
@@ -20,7 +21,8 @@ export fn zc_map_anonymous(length: usize, huge_pages: u32, out: *usize) i32 {
 }
 
 /// Shared mapping of an open file (writes land in the file). Writes the address to `out[0]`.
-export fn zc_map_file(fd: i32, length: usize, writable: u32, out: *usize) i32 {
+export fn zc_map_file(fd: i32, length_number: sys.Number, writable: u32, out: *usize) i32 {
+    const length = sys.whole(length_number) orelse return sys.invalid_number;
     const rc = linux.mmap(null, length, .{ .READ = true, .WRITE = writable != 0 }, .{ .TYPE = .SHARED }, fd, 0);
     const signed = sys.result(rc);
     if (signed < 0) return @intCast(signed);
@@ -28,13 +30,17 @@ export fn zc_map_file(fd: i32, length: usize, writable: u32, out: *usize) i32 {
     return 0;
 }
 
-export fn zc_unmap(address: usize, length: usize) i32 {
+export fn zc_unmap(address_number: sys.Number, length_number: sys.Number) i32 {
+    const address = sys.whole(address_number) orelse return sys.invalid_number;
+    const length = sys.whole(length_number) orelse return sys.invalid_number;
     return sys.result32(linux.munmap(@ptrFromInt(address), length));
 }
 
 /// Faults every page in now (for writing or reading), so first-touch costs are not paid
 /// during a transfer.
-export fn zc_prefault(address: usize, length: usize, for_write: u32) i32 {
+export fn zc_prefault(address_number: sys.Number, length_number: sys.Number, for_write: u32) i32 {
+    const address = sys.whole(address_number) orelse return sys.invalid_number;
+    const length = sys.whole(length_number) orelse return sys.invalid_number;
     const advice: u32 = if (for_write != 0) MADV_POPULATE_WRITE else MADV_POPULATE_READ;
     return sys.result32(linux.madvise(@ptrFromInt(address), length, advice));
 }
@@ -72,7 +78,8 @@ export fn zc_fs_type(fd: i32, out: *u64) i32 {
 
 /// Reserves the file's blocks up to `length` (so a full disk fails now, not as SIGBUS later)
 /// and sets its size to `length`.
-export fn zc_allocate_file(fd: i32, length: u64) i32 {
+export fn zc_allocate_file(fd: i32, length_number: sys.Number) i32 {
+    const length = sys.whole(length_number) orelse return sys.invalid_number;
     if (length == 0) return sys.result32(linux.ftruncate(fd, 0));
     return sys.result32(linux.fallocate(fd, 0, 0, @intCast(length)));
 }
@@ -86,7 +93,10 @@ export fn zc_sync_file(fd: i32) i32 {
 /// (src/multifd/checksum.ts), one per 64 MiB block (domain 0, index = block), then one over
 /// those tags (domain 1, index = region size). `algorithm` 0: BLAKE3 in keyed mode; 1:
 /// AEGIS-128L-MAC (256-bit tag) under the key's first 16 bytes. Both from std.crypto.
-export fn zc_region_mac(address: usize, length: usize, key: [*]const u8, domain: u32, index: u64, out: [*]u8, algorithm: u32) i32 {
+export fn zc_region_mac(address_number: sys.Number, length_number: sys.Number, key: [*]const u8, domain: u32, index_number: sys.Number, out: [*]u8, algorithm: u32) i32 {
+    const address = sys.whole(address_number) orelse return sys.invalid_number;
+    const length = sys.whole(length_number) orelse return sys.invalid_number;
+    const index = sys.whole(index_number) orelse return sys.invalid_number;
     var prefix: [16]u8 = @splat(0);
     std.mem.writeInt(u32, prefix[0..4], domain, .little);
     std.mem.writeInt(u64, prefix[8..16], index, .little);

@@ -4,6 +4,7 @@
 //! zero pages). Offsets cross the FFI as f64 (exact below 2^53), as the TypeScript layers
 //! hold them; every function takes offsets the caller produced or this file validated.
 const std = @import("std");
+const sys = @import("sys.zig");
 
 /// The wire's offsets, big-endian u64 (docs/PROTOCOL.md).
 fn wireOffset(wire: [*]const u8, i: usize) u64 {
@@ -15,7 +16,9 @@ fn wireOffset(wire: [*]const u8, i: usize) u64 {
 /// `page_size`, below `region_size`, and above the one before in its list; no offset may be
 /// in both lists. Returns `count` when all hold; the index of the first offset that breaks
 /// one of the first three rules; or -(1 + n) when normal page n is also a zero page.
-export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, page_size: u64, region_size: u64, out: [*]f64) i32 {
+export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, page_size_number: sys.Number, region_size_number: sys.Number, out: [*]f64) i32 {
+    const page_size = sys.whole(page_size_number) orelse 0;
+    const region_size = sys.whole(region_size_number) orelse 0;
     if (page_size == 0 or normal_count > count) return 0;
     var previous: u64 = 0;
     for (0..count) |i| {
@@ -40,7 +43,9 @@ export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, pa
 /// Decodes `count` big-endian u64 offsets from `wire` (from byte `at`) into `out`, in any
 /// order (QEMU's packets): each must be a multiple of `page_size` with the whole page
 /// inside a block of `block_size` bytes. Returns `count`, or the index of the first that is not.
-export fn zc_block_offsets_decode(wire: [*]const u8, at: u32, count: u32, page_size: u64, block_size: u64, out: [*]f64) i32 {
+export fn zc_block_offsets_decode(wire: [*]const u8, at: u32, count: u32, page_size_number: sys.Number, block_size_number: sys.Number, out: [*]f64) i32 {
+    const page_size = sys.whole(page_size_number) orelse 0;
+    const block_size = sys.whole(block_size_number) orelse 0;
     if (page_size == 0) return 0;
     for (0..count) |i| {
         const offset = wireOffset(wire + at, i);
@@ -58,7 +63,8 @@ export fn zc_offsets_encode(offsets: [*]const f64, count: u32, wire: [*]u8, at: 
 
 /// The offsets of pages [first, first + count) of a round, to `out`: `pages[first + i] *
 /// page_size` when `use_pages` is 1, else the region's pages in order.
-export fn zc_round_offsets(pages: [*]const u32, use_pages: u32, first: u32, count: u32, page_size: u64, out: [*]f64) i32 {
+export fn zc_round_offsets(pages: [*]const u32, use_pages: u32, first: u32, count: u32, page_size_number: sys.Number, out: [*]f64) i32 {
+    const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
     for (0..count) |i| {
         const page: u64 = if (use_pages != 0) pages[first + i] else first + i;
         out[i] = @floatFromInt(page * page_size);
@@ -74,7 +80,10 @@ inline fn pageLength(offset: u64, page_size: u64, region_size: u64) u64 {
 /// The memory of the pages at `offsets` (in the region at `base`) as (address, length)
 /// pairs in `ranges`, pages that follow each other merged into one range. Returns the
 /// number of ranges; `bytes[0]` gets the pages' total length.
-export fn zc_page_ranges(base: usize, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, ranges: [*]f64, bytes: *f64) i32 {
+export fn zc_page_ranges(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, ranges: [*]f64, bytes: *f64) i32 {
+    const base = sys.whole(base_number) orelse return sys.invalid_number;
+    const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
+    const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
     var total: u64 = 0;
     var n: usize = 0;
     var start: u64 = 0;
@@ -122,7 +131,10 @@ fn pageBytes(base: usize, offset: f64, page_size: u64, region_size: u64) []u8 {
 
 /// Splits the pages at `offsets` into those holding data (their offsets to `normal`) and
 /// the all-zero ones (to `zero`), both in order. Returns the number of zero pages.
-export fn zc_split_zero_pages(base: usize, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64) i32 {
+export fn zc_split_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64) i32 {
+    const base = sys.whole(base_number) orelse return sys.invalid_number;
+    const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
+    const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
     var n: usize = 0;
     var z: usize = 0;
     for (0..count) |i| {
@@ -139,7 +151,10 @@ export fn zc_split_zero_pages(base: usize, region_size: u64, page_size: u64, off
 
 /// Makes the pages at `offsets` read as zeros. Pages that already are zero are left
 /// untouched, so an untouched destination page is never faulted in.
-export fn zc_zero_pages(base: usize, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32) i32 {
+export fn zc_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32) i32 {
+    const base = sys.whole(base_number) orelse return sys.invalid_number;
+    const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
+    const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
     for (0..count) |i| {
         const bytes = pageBytes(base, offsets[i], page_size, region_size);
         if (!isZero(bytes)) @memset(bytes, 0);

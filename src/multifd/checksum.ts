@@ -20,6 +20,7 @@ import { addressOf, native } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { checkAbort, type SharedState } from "./shared_state.ts";
+import { checkedPages } from "./packet.ts";
 
 export const CHECKSUM_BLOCK_BYTES = 64 << 20;
 /** Bytes of a checksum (and of each block's tag). */
@@ -64,7 +65,10 @@ function mac(
   index: number,
 ): Uint8Array {
   const out = new Uint8Array(CHECKSUM_BYTES);
-  native.zc_region_mac(address, length, key, domain, index, out, CHECKSUM_ALGORITHM_IDS[algorithm]);
+  checkedPages(
+    "region checksum",
+    native.zc_region_mac(address, length, key, domain, index, out, CHECKSUM_ALGORITHM_IDS[algorithm]),
+  );
   return out;
 }
 

@@ -7,6 +7,7 @@
  * @module
  */
 import { native } from "../../ffi/mod.ts";
+import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 
 /** (address, length) pairs for one vectored syscall, refilled packet after packet. */
@@ -31,6 +32,17 @@ export class Ranges {
   }
 }
 
+/**
+ * A native page loop's result, which is negative only when an address, size or offset it was
+ * given is not a whole number below 2^53 (zig/sys.zig `whole`): a bug of the caller, not bad input.
+ */
+export function checkedPages(what: string, result: number): number {
+  if (result < 0) {
+    throw new InvalidArgumentError(`${what}: an address, size or offset is not a whole number below 2^53`);
+  }
+  return result;
+}
+
 /** Stands in for a round's page list when it has none (the region's pages in order). */
 const NO_PAGES = new Uint32Array(1);
 
@@ -45,7 +57,7 @@ export function packetOffsets(
   pageSize: number,
   out: Float64Array,
 ): void {
-  native.zc_round_offsets(pages ?? NO_PAGES, pages ? 1 : 0, first, count, pageSize, out);
+  checkedPages("round offsets", native.zc_round_offsets(pages ?? NO_PAGES, pages ? 1 : 0, first, count, pageSize, out));
 }
 
 /** Where zc_page_ranges puts (address, length) pairs and their total, grown as needed (one per Worker). */
@@ -67,7 +79,10 @@ export function pageRanges(
 ): number {
   if (rangePairs.length < 2 * count) rangePairs = new Float64Array(2 * count);
   const pairs = rangePairs;
-  const ranges = native.zc_page_ranges(region.address, region.size, pageSize, offsets, count, pairs, rangeBytes);
+  const ranges = checkedPages(
+    "page ranges",
+    native.zc_page_ranges(region.address, region.size, pageSize, offsets, count, pairs, rangeBytes),
+  );
   for (let i = 0; i < ranges; i++) out.push(pairs[2 * i], pairs[2 * i + 1]);
   return rangeBytes[0];
 }
@@ -82,12 +97,15 @@ export class PageScan {
    */
   splitZero(offsets: Float64Array, count: number, normal: Float64Array, zero: Float64Array): number {
     const { address, size } = this.region;
-    return native.zc_split_zero_pages(address, size, this.pageSize, offsets, count, normal, zero);
+    return checkedPages(
+      "zero-page scan",
+      native.zc_split_zero_pages(address, size, this.pageSize, offsets, count, normal, zero),
+    );
   }
 
   /** Makes the pages at `offsets[from..from + count)` read as zeros (untouched zero pages stay untouched). */
   zeroFill(offsets: Float64Array, from: number, count: number): void {
     const list = from === 0 ? offsets : offsets.subarray(from, from + count);
-    native.zc_zero_pages(this.region.address, this.region.size, this.pageSize, list, count);
+    checkedPages("zero fill", native.zc_zero_pages(this.region.address, this.region.size, this.pageSize, list, count));
   }
 }

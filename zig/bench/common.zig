@@ -24,8 +24,9 @@ pub extern fn zc_sendv(fd: i32, iov: [*]const Iovec, count: u32, zerocopy: u32) 
 pub extern fn zc_recvv(fd: i32, iov: [*]const Iovec, count: u32) i32;
 pub extern fn zc_drain_errqueue(fd: i32, out: [*]u32, capacity: u32) i32;
 pub extern fn zc_poll_one(fd: i32, events: u32, timeout_ms: i32) i32;
-pub extern fn zc_map_anonymous(length: usize, huge_pages: u32, out: *usize) i32;
-pub extern fn zc_prefault(address: usize, length: usize, for_write: u32) i32;
+// Addresses and sizes cross as f64, as the JS layers pass them (zig/sys.zig `Number`).
+pub extern fn zc_map_anonymous(length: f64, huge_pages: u32, out: *usize) i32;
+pub extern fn zc_prefault(address: f64, length: f64, for_write: u32) i32;
 
 /// Socket option ids of zig/socket.zig (`Option`).
 pub const Option = struct {

@@ -93,7 +93,7 @@ pub fn main(init: std.process.Init.Minimal) u8 {
 
     // The source: anonymous 4 KiB pages like a JS ArrayBuffer, every page touched before timing.
     var address: usize = 0;
-    _ = c.check(c.zc_map_anonymous(buffer_bytes, 0, &address), "mmap");
+    _ = c.check(c.zc_map_anonymous(@floatFromInt(buffer_bytes), 0, &address), "mmap");
     const buffer: [*]u8 = @ptrFromInt(address);
     c.fillPattern(buffer[0..buffer_bytes], 0x9e3779b97f4a7c15);
 

@@ -34,8 +34,8 @@ pub fn main(init: std.process.Init.Minimal) u8 {
     }
 
     var address: usize = 0;
-    _ = c.check(c.zc_map_anonymous(BUFFER_BYTES, 0, &address), "mmap");
-    _ = c.check(c.zc_prefault(address, BUFFER_BYTES, 1), "madvise(MADV_POPULATE_WRITE)");
+    _ = c.check(c.zc_map_anonymous(@floatFromInt(BUFFER_BYTES), 0, &address), "mmap");
+    _ = c.check(c.zc_prefault(@floatFromInt(address), @floatFromInt(BUFFER_BYTES), 1), "madvise(MADV_POPULATE_WRITE)");
     const iov = [1]c.Iovec{.{ .base = address, .len = BUFFER_BYTES }};
 
     const listener = c.check(c.zc_socket(4), "socket");
