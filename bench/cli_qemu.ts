@@ -294,7 +294,7 @@ async function main(): Promise<number> {
     note(
       `cli_qemu: ${rounds} rounds, ${size / 2 ** 20} MiB, runtimes ${runtimes.join(",")}, QEMU ${
         qemu.versions.map((v) => qemu.versionLine(v)).join("; ")
-      }`,
+      }; free-page reporting ${qemu.pageReporting}`,
     );
     // Not recorded: the first transfer after the mount pays for compacting memory into 2 MiB
     // pages (measured 3-5x slower than the next ones), whichever runs first.

@@ -210,6 +210,7 @@ export async function runMultifdSuite(
       note(`multifd: QEMU comparison skipped: ${prepared}`);
     } else {
       qemu = prepared;
+      notes["free-page reporting"] = qemu.pageReporting;
       for (const version of options.qemuVersions) {
         if (!qemu.versions.includes(version)) {
           notes[`QEMU ${version}`] = `skipped: ${qemu.skipped[version]}`;

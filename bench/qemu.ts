@@ -55,6 +55,7 @@ import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
 import { cpuSecondsOf, runMain } from "./lib/proc.ts";
+import { type PageReporting, suspendPageReporting, UNCHANGED } from "./lib/page_reporting.ts";
 import {
   bareGuestArgv,
   ensureQemuBinary,
@@ -168,6 +169,8 @@ export class QemuBench {
   readonly #size: number;
   readonly #pids = new Set<number>();
   #mounted = false;
+  /** This VM's free-page reporting, off while the bench runs (bench/lib/page_reporting.ts). */
+  #pageReporting: PageReporting = UNCHANGED;
   #exitHook = () => this.#cleanupSync();
   /** Ctrl-C: exit through the exit hook, so the tmpfs is unmounted and QEMU killed. */
   #signalHook = () => process.exit(130);
@@ -232,6 +235,7 @@ export class QemuBench {
       return `could not mount a huge=always tmpfs: ${mount.output}`;
     }
     bench.#mounted = true;
+    bench.#pageReporting = suspendPageReporting();
     const started = performance.now();
     try {
       const source = Region.createFile(bench.#file("src"), sizeBytes);
@@ -248,6 +252,11 @@ export class QemuBench {
       } MiB image in ${((performance.now() - started) / 1000).toFixed(1)} s`,
     );
     return bench;
+  }
+
+  /** Free-page reporting during this bench, for the report's header (bench/lib/page_reporting.ts). */
+  get pageReporting(): string {
+    return this.#pageReporting.description;
   }
 
   /** `--version` of a version ready to run. */
@@ -413,10 +422,14 @@ export class QemuBench {
    * `clear_page_erms` (seen with `perf`). So: wait until the report that earlier frees (the
    * previous run's output) scheduled is over, then write and delete an image's worth of
    * pages on the tmpfs, leaving that much freshly freed, not to be reported for 2 s, for
-   * the run that starts right after. Needs room for one more image on the tmpfs.
+   * the run that starts right after. Needs room for one more image on the tmpfs. With
+   * reporting off for the bench (bench/lib/page_reporting.ts, the default) nothing is taken
+   * away any more, and the write only makes sure that what the run allocates is memory the
+   * guest has touched since (what was reported before the bench stays slow to first touch).
    */
   async warmFreeMemory(): Promise<void> {
-    await new Promise((resolve) => setTimeout(resolve, PAGE_REPORTING_SETTLE_MS));
+    // With reporting off nothing is pending: what this frees stays the guest's anyway.
+    if (!this.#pageReporting.suspended) await new Promise((resolve) => setTimeout(resolve, PAGE_REPORTING_SETTLE_MS));
     const path = this.scratch("warm.img");
     zeroInPlace(path, this.#size);
     rmSync(path, { force: true });
@@ -526,6 +539,7 @@ export class QemuBench {
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
     }
     this.#pids.clear();
+    this.#pageReporting.restore();
     if (this.#mounted) {
       for (const name of readdirSync(this.#ram)) rmSync(`${this.#ram}/${name}`, { recursive: true, force: true });
       // A lazy unmount as the fallback: detached now, freed when the last user is gone.

@@ -442,6 +442,7 @@ async function main(): Promise<number> {
   const env = environment({
     command: `deno run -A bench/qemu_interop.ts ${process.argv.slice(2).join(" ")}`.trim(),
     qemu: qemu.versions.map((v) => qemu.versionLine(v)).join("; "),
+    "free-page reporting": qemu.pageReporting,
   });
   try {
     const archives = new Map<QemuVersion, string>();

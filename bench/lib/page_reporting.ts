@@ -1,0 +1,58 @@
+/**
+ * This VM's free-page reporting, switched off for a QEMU benchmark's run. The guest kernel
+ * reports free memory to the hypervisor, which takes it away; the first touch of such memory
+ * then costs several times more (bench/page_reporting.ts measures it). A transfer that
+ * allocates its destination as it goes (qemu-recv's new files, a fresh QEMU destination's
+ * RAM) then ran at the hypervisor's whim: `warmFreeMemory` (bench/qemu.ts) narrowed that, and
+ * yet a fresh QEMU destination ran at 1.1 to 2.6 GB/s within one run (2026-12-03T06-58-08).
+ * With reporting off, freed memory stays the guest's, as on a host without a hypervisor, and
+ * every run allocates alike. The order is restored when the benchmark ends (exit, Ctrl-C);
+ * env `ZC_BENCH_PAGE_REPORTING=keep` leaves it alone.
+ * @module
+ */
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import process from "node:process";
+
+const ORDER_PATH = "/sys/module/page_reporting/parameters/page_reporting_order";
+/** Above the largest buddy order (10 on x86-64): no free block is large enough to be reported. */
+const NEVER = 11;
+
+/** Free-page reporting during a benchmark: whether it is off, and how to put it back. */
+export interface PageReporting {
+  /** True while this benchmark keeps reporting off (the free memory it leaves stays the guest's). */
+  readonly suspended: boolean;
+  /** For the report's header: "off for the run (order 9 restored at the end)", "on (order 9)", … */
+  readonly description: string;
+  /** Puts the order back (idempotent). */
+  restore(): void;
+}
+
+/** Reporting as this benchmark found it, before it tried to switch it off. */
+export const UNCHANGED: PageReporting = { suspended: false, description: "not changed", restore() {} };
+
+/** Switches reporting off until {@link PageReporting.restore} (needs root; else left as it is). */
+export function suspendPageReporting(): PageReporting {
+  if (!existsSync(ORDER_PATH)) return left("none on this kernel");
+  const order = readFileSync(ORDER_PATH, "utf8").trim();
+  if (process.env.ZC_BENCH_PAGE_REPORTING === "keep") return left(`on (order ${order}; ZC_BENCH_PAGE_REPORTING=keep)`);
+  if (Number(order) >= NEVER) return left(`off already (order ${order})`);
+  try {
+    writeFileSync(ORDER_PATH, String(NEVER));
+  } catch (error) {
+    return left(`on (order ${order}; could not switch it off: ${(error as Error).message})`);
+  }
+  let restored = false;
+  return {
+    suspended: true,
+    description: `off for the run (order ${order} restored at the end)`,
+    restore() {
+      if (restored) return;
+      restored = true;
+      writeFileSync(ORDER_PATH, order);
+    },
+  };
+}
+
+function left(description: string): PageReporting {
+  return { suspended: description.startsWith("off"), description, restore() {} };
+}
