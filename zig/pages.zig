@@ -15,7 +15,8 @@ fn wireOffset(wire: [*]const u8, i: usize) u64 {
 /// are a packet's pages with data, the rest its zero pages. Each must be a multiple of
 /// `page_size`, below `region_size`, and above the one before in its list; no offset may be
 /// in both lists. Returns `count` when all hold; the index of the first offset that breaks
-/// one of the first three rules; or -(1 + n) when normal page n is also a zero page.
+/// one of the first three rules; or -(1 + n) when normal page n is also a zero page. A
+/// `page_size` or `region_size` that is not a whole number (sys.whole) counts as 0: offset 0 fails.
 export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, page_size_number: sys.Number, region_size_number: sys.Number, out: [*]f64) i32 {
     const page_size = sys.whole(page_size_number) orelse 0;
     const region_size = sys.whole(region_size_number) orelse 0;
@@ -42,7 +43,8 @@ export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, pa
 
 /// Decodes `count` big-endian u64 offsets from `wire` (from byte `at`) into `out`, in any
 /// order (QEMU's packets): each must be a multiple of `page_size` with the whole page
-/// inside a block of `block_size` bytes. Returns `count`, or the index of the first that is not.
+/// inside a block of `block_size` bytes. Returns `count`, or the index of the first that is not
+/// (0 when `page_size` or `block_size` is not a whole number: sys.whole).
 export fn zc_block_offsets_decode(wire: [*]const u8, at: u32, count: u32, page_size_number: sys.Number, block_size_number: sys.Number, out: [*]f64) i32 {
     const page_size = sys.whole(page_size_number) orelse 0;
     const block_size = sys.whole(block_size_number) orelse 0;
