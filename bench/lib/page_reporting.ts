@@ -12,6 +12,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
+import { err as note } from "../../util/output.ts";
 
 const ORDER_PATH = "/sys/module/page_reporting/parameters/page_reporting_order";
 /** Above the largest buddy order (10 on x86-64): no free block is large enough to be reported. */
@@ -35,7 +36,7 @@ export function suspendPageReporting(): PageReporting {
   if (!existsSync(ORDER_PATH)) return left("none on this kernel");
   const order = readFileSync(ORDER_PATH, "utf8").trim();
   if (process.env.ZC_BENCH_PAGE_REPORTING === "keep") return left(`on (order ${order}; ZC_BENCH_PAGE_REPORTING=keep)`);
-  if (Number(order) >= NEVER) return left(`off already (order ${order})`);
+  if (Number(order) >= NEVER) return left(`off already (order ${order})`, true);
   try {
     writeFileSync(ORDER_PATH, String(NEVER));
   } catch (error) {
@@ -48,11 +49,17 @@ export function suspendPageReporting(): PageReporting {
     restore() {
       if (restored) return;
       restored = true;
-      writeFileSync(ORDER_PATH, order);
+      try {
+        writeFileSync(ORDER_PATH, order);
+      } catch (error) {
+        // At exit: say so, and let the rest of the clean-up run.
+        note(`could not restore ${ORDER_PATH} to ${order}: ${(error as Error).message}`);
+      }
     },
   };
 }
 
-function left(description: string): PageReporting {
-  return { suspended: description.startsWith("off"), description, restore() {} };
+/** Reporting left as it is: off only if it was off already. */
+function left(description: string, suspended = false): PageReporting {
+  return { suspended, description, restore() {} };
 }
