@@ -1,0 +1,124 @@
+/**
+ * What the receive side's per-packet JS costs for QEMU's multifd packets, with warm caches
+ * and with caches evicted between packets, as they are in a real receive: between two
+ * packets of a channel the kernel copies 512 KiB of pages out of the socket and zeroes new
+ * pages, and the other channels and the QEMU source share the 2 cores, so the next packet's
+ * code and data (the engine's interpreter and baseline code, feedback, objects) come back
+ * from memory. QEMU's per-packet C code is a few KiB; ours is the JS engine's.
+ *
+ *   deno run -A bench/packet_cache.ts [--packets 8192] [--evict-mib 16]
+ *   bun bench/packet_cache.ts
+ *
+ * No socket: the codec's `next()` (src/qemu/qemu_codec.ts: header parse, offsets decode, page
+ * ranges) is timed with the header put where it reads it, and its page reads skipped. The
+ * modes alternate batch by batch after a warm-up of both; "evicted" copies `--evict-mib` MiB
+ * between packets (outside the timing). One JSON line per mode: median µs per packet over the
+ * batches.
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { viewOf } from "../ffi/mod.ts";
+import type { ReadRanges } from "../src/multifd/codec.ts";
+import { qemuFormat } from "../src/qemu/qemu_codec.ts";
+import {
+  MULTIFD_PACKET_HEADER_BYTES,
+  MULTIFD_PAGES_PER_PACKET,
+  QEMU_PAGE_SIZE,
+  writeMultifdPacket,
+} from "../src/qemu/wire.ts";
+import { Region } from "../src/region.ts";
+import { currentRuntime } from "../dev/runtime.ts";
+import { round } from "../util/format.ts";
+import { out } from "../util/output.ts";
+import { runMain } from "./lib/proc.ts";
+
+const BLOCK = "pc.ram";
+const BATCH = 256;
+
+/** `count` distinct packets of full, contiguous pages, as QEMU sends a RAM block's (512 KiB each). */
+function makePackets(count: number): Uint8Array[] {
+  const id = new TextEncoder().encode(BLOCK);
+  const offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
+  return Array.from({ length: count }, (_, p) => {
+    const header = new DataView(new ArrayBuffer(MULTIFD_PACKET_HEADER_BYTES));
+    for (let i = 0; i < offsets.length; i++) offsets[i] = (p * offsets.length + i) * QEMU_PAGE_SIZE;
+    writeMultifdPacket(header, id, offsets, offsets.length, p, false);
+    return new Uint8Array(header.buffer);
+  });
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { packets: { type: "string", default: "8192" }, "evict-mib": { type: "string", default: "16" } },
+    strict: true,
+  });
+  const count = Number(values.packets);
+  const evictBytes = Number(values["evict-mib"]) * 2 ** 20;
+  if (!(count >= 2 * BATCH) || !(evictBytes > 0)) throw new Error(`--packets: at least ${2 * BATCH}; --evict-mib: > 0`);
+  const packets = makePackets(count);
+  // Only the addresses are used: its pages are never touched (mapped without reserving memory).
+  const region = Region.allocate(count * MULTIFD_PAGES_PER_PACKET * QEMU_PAGE_SIZE);
+  const descriptor = region.descriptor;
+  const codec = qemuFormat.receiver(
+    {
+      channelId: 0,
+      pageSize: QEMU_PAGE_SIZE,
+      pagesPerPacket: MULTIFD_PAGES_PER_PACKET,
+      qemu: { ramBlocks: [{ name: BLOCK, region: descriptor }] },
+    },
+    descriptor,
+    () => {},
+  );
+  let next = 0;
+  let header: Uint8Array | undefined;
+  const read: ReadRanges = (addresses, lengths) => {
+    if (lengths.length === 1 && lengths[0] === MULTIFD_PACKET_HEADER_BYTES) {
+      header ??= viewOf(addresses[0], MULTIFD_PACKET_HEADER_BYTES);
+      header.set(packets[next++ % count]);
+    }
+    return true;
+  };
+  const from = new Uint8Array(evictBytes).fill(1);
+  const to = new Uint8Array(evictBytes);
+  const batch = (evict: boolean): number => {
+    let spent = 0;
+    for (let i = 0; i < BATCH; i++) {
+      if (evict) to.set(from);
+      const started = performance.now();
+      codec.next(read);
+      spent += performance.now() - started;
+    }
+    return (spent * 1000) / BATCH;
+  };
+  const batches = Math.floor(count / BATCH / 2);
+  batch(false); // warm-up: the engine compiles and optimises the packet path first
+  batch(true);
+  const warm: number[] = [];
+  const evicted: number[] = [];
+  for (let b = 0; b < batches; b++) {
+    warm.push(batch(false));
+    evicted.push(batch(true));
+  }
+  await region.close();
+  for (const [mode, us] of [["warm", warm], ["evicted", evicted]] as const) {
+    out(JSON.stringify({
+      bench: "packet-cache",
+      runtime: currentRuntime,
+      mode,
+      evictMiB: mode === "evicted" ? evictBytes / 2 ** 20 : 0,
+      usPerPacket: round(median(us), 2),
+      minUs: round(Math.min(...us), 2),
+      maxUs: round(Math.max(...us), 2),
+      batches,
+      packetsPerBatch: BATCH,
+    }));
+  }
+  return 0;
+}
+
+await runMain("packet_cache.ts", main);
