@@ -32,6 +32,7 @@ import { currentRuntime } from "../dev/runtime.ts";
 import { round } from "../util/format.ts";
 import { out } from "../util/output.ts";
 import { runMain } from "./lib/proc.ts";
+import { spread } from "./lib/report.ts";
 
 const BLOCK = "pc.ram";
 const BATCH = 256;
@@ -46,11 +47,6 @@ function makePackets(count: number): Uint8Array[] {
     writeMultifdPacket(header, id, offsets, offsets.length, p, false);
     return new Uint8Array(header.buffer);
   });
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
 }
 
 async function main(): Promise<number> {
@@ -115,15 +111,16 @@ async function main(): Promise<number> {
       evicted.push(batch(call, true));
     }
     for (const [mode, us] of [["warm", warm], ["evicted", evicted]] as const) {
+      const { median, min, max } = spread(us)!;
       out(JSON.stringify({
         bench: "packet-cache",
         runtime: currentRuntime,
         case: name,
         mode,
         evictMiB: mode === "evicted" ? evictBytes / 2 ** 20 : 0,
-        usPerCall: round(median(us), 2),
-        minUs: round(Math.min(...us), 2),
-        maxUs: round(Math.max(...us), 2),
+        usPerCall: round(median, 2),
+        minUs: round(min, 2),
+        maxUs: round(max, 2),
         batches,
         callsPerBatch: BATCH,
       }));

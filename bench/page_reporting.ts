@@ -17,25 +17,19 @@
  * bench/qemu.ts's `warmFreeMemory` is the benchmarks' answer (bench/README.md).
  * @module
  */
-import { closeSync, existsSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { closeSync, openSync, rmSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { runMain } from "./lib/proc.ts";
+import { pageReportingParameter } from "./lib/page_reporting.ts";
 
-const PARAMETERS = "/sys/module/page_reporting/parameters";
 const CHUNK_BYTES = 8 << 20;
 
-/** A page_reporting parameter of this kernel, or undefined where it has none. */
-function parameter(name: string): string | undefined {
-  const path = join(PARAMETERS, name);
-  return existsSync(path) ? readFileSync(path, "utf8").trim() : undefined;
-}
-
 function reportedKiB(): number {
-  return Number(parameter("reported_kib") ?? NaN);
+  return Number(pageReportingParameter("reported_kib") ?? NaN);
 }
 
 /** Writes `bytes` of new file at `path` (every page allocated now); returns the seconds it took. */
@@ -68,7 +62,7 @@ async function main(): Promise<number> {
   if (!(bytes > 0) || !(rounds >= 1) || waits.some((w) => !(w >= 0))) {
     throw new Error("--mib, --rounds: positive numbers; --waits-ms: milliseconds, comma-separated");
   }
-  const order = parameter("page_reporting_order");
+  const order = pageReportingParameter("page_reporting_order");
   note(`page_reporting: order ${order ?? "(no page_reporting on this kernel)"}, reported so far ${reportedKiB()} KiB`);
   const path = join(values.dir, `page-reporting-${process.pid}.bin`);
   const chunk = new Uint8Array(CHUNK_BYTES).fill(1);

@@ -14,7 +14,8 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
 import { err as note } from "../../util/output.ts";
 
-const ORDER_PATH = "/sys/module/page_reporting/parameters/page_reporting_order";
+const PARAMETERS = "/sys/module/page_reporting/parameters";
+const ORDER_PATH = `${PARAMETERS}/page_reporting_order`;
 /** Above the largest buddy order (10 on x86-64): no free block is large enough to be reported. */
 const NEVER = 11;
 
@@ -28,13 +29,19 @@ export interface PageReporting {
   restore(): void;
 }
 
+/** A page_reporting parameter of this kernel (`page_reporting_order`, `reported_kib`, …), or undefined where it has none. */
+export function pageReportingParameter(name: string): string | undefined {
+  const path = `${PARAMETERS}/${name}`;
+  return existsSync(path) ? readFileSync(path, "utf8").trim() : undefined;
+}
+
 /** Reporting as this benchmark found it, before it tried to switch it off. */
 export const UNCHANGED: PageReporting = { suspended: false, description: "not changed", restore() {} };
 
 /** Switches reporting off until {@link PageReporting.restore} (needs root; else left as it is). */
 export function suspendPageReporting(): PageReporting {
-  if (!existsSync(ORDER_PATH)) return left("none on this kernel");
-  const order = readFileSync(ORDER_PATH, "utf8").trim();
+  const order = pageReportingParameter("page_reporting_order");
+  if (order === undefined) return left("none on this kernel");
   if (process.env.ZC_BENCH_PAGE_REPORTING === "keep") return left(`on (order ${order}; ZC_BENCH_PAGE_REPORTING=keep)`);
   if (Number(order) >= NEVER) return left(`off already (order ${order})`, true);
   try {
