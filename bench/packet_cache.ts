@@ -9,8 +9,9 @@
  *   deno run -A bench/packet_cache.ts [--packets 8192] [--evict-mib 16]
  *   bun bench/packet_cache.ts
  *
- * No socket: the codec's `next()` (src/qemu/qemu_codec.ts: header parse, offsets decode, page
- * ranges) is timed with the header put where it reads it, and its page reads skipped; beside
+ * No socket: the codec's `next()` (src/qemu/qemu_codec.ts: header parse, offsets decode, the
+ * native page receive) is timed with the header put where it reads it, and the page receive
+ * made on no socket (its checks and iovecs, then a recvmsg that fails at once); beside
  * it, one FFI call that does no work (`zc_zero_pages` of no pages), and nothing at all (the
  * timer's own cost). Warm and evicted batches alternate after a warm-up of both; "evicted"
  * copies `--evict-mib` MiB before each call (outside the timing). One JSON line per case and
@@ -19,7 +20,7 @@
  */
 import { parseArgs } from "node:util";
 import { addressOf, native, viewOf } from "../ffi/mod.ts";
-import type { ReadRanges } from "../src/multifd/codec.ts";
+import type { PacketInput } from "../src/multifd/codec.ts";
 import { qemuFormat } from "../src/qemu/qemu_codec.ts";
 import {
   MULTIFD_PACKET_HEADER_BYTES,
@@ -73,12 +74,20 @@ async function main(): Promise<number> {
   );
   let next = 0;
   let header: Uint8Array | undefined;
-  const read: ReadRanges = (addresses, lengths) => {
-    if (lengths.length === 1 && lengths[0] === MULTIFD_PACKET_HEADER_BYTES) {
-      header ??= viewOf(addresses[0], MULTIFD_PACKET_HEADER_BYTES);
-      header.set(packets[next++ % count]);
-    }
-    return true;
+  const outcome = new Float64Array(2);
+  const input: PacketInput = {
+    read: (addresses, lengths) => {
+      if (lengths.length === 1 && lengths[0] === MULTIFD_PACKET_HEADER_BYTES) {
+        header ??= viewOf(addresses[0], MULTIFD_PACKET_HEADER_BYTES);
+        header.set(packets[next++ % count]);
+      }
+      return true;
+    },
+    // The channel's native page receive on no socket (fd -1): its checks and iovecs, and a
+    // recvmsg that fails at once (EBADF).
+    readPages: (block, pageSize, offsets, pages) => {
+      native.zc_recv_pages(-1, block.address, block.size, pageSize, offsets, pages, 0, 0, outcome);
+    },
   };
   const from = new Uint8Array(evictBytes).fill(1);
   const to = new Uint8Array(evictBytes);
@@ -86,7 +95,7 @@ async function main(): Promise<number> {
   const pageAddress = addressOf(page);
   const noOffsets = new Float64Array(1);
   const cases: Record<string, () => unknown> = {
-    "packet": () => codec.next(read),
+    "packet": () => codec.next(input),
     "ffi-call": () => native.zc_zero_pages(pageAddress, QEMU_PAGE_SIZE, QEMU_PAGE_SIZE, noOffsets, 0),
     "nothing": () => 0,
   };

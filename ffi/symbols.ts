@@ -43,6 +43,12 @@ export const symbols = {
   // fd, iovecs (consumed in place), count, timeout ms, out: BigUint64Array(1) bytes moved
   zc_recv_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
   zc_send_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
+  // fd, memory base, size, page size, offsets (Float64Array), count, populate, timeout ms,
+  // out: Float64Array(2) bytes received, bytes asked
+  zc_recv_pages: {
+    parameters: ["i32", "address", "address", "address", "buffer", "u32", "u32", "i32", "buffer"],
+    result: "i32",
+  },
   // zig/errqueue.zig
   zc_drain_errqueue: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   // zig/poll.zig

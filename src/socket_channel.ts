@@ -107,6 +107,8 @@ export class SocketChannel {
    * as its two 32-bit halves (little-endian), so that no BigInt is made per call.
    */
   readonly #moved = new Uint32Array(new ArrayBuffer(8)); // its own (8-byte aligned) backing store
+  /** What the last zc_recv_pages wrote: bytes received, bytes its pages hold. */
+  readonly #pagesOutcome = new Float64Array(2);
   readonly #waits: FdWaits;
   #closed = false;
   #writeTail: Promise<unknown> = Promise.resolve();
@@ -313,6 +315,51 @@ export class SocketChannel {
     const load = () => this.#readIov.loadRanges(addresses, lengths);
     if (this.#quietErrorQueue) return this.#moveFullSync("read", load);
     return this.#runSync("read", this.#read(load));
+  }
+
+  /**
+   * @internal Reads the data of the pages at `offsets[0..count)` of `memory` (each a page
+   * inside it, the last page possibly short) straight into their places, as one native call
+   * that builds the iovecs and waits itself (zc_recv_pages): a multifd receive's per-packet
+   * hot path. `populate` faults them in first (file mappings; best effort). Returns whether
+   * every page arrived (false: the peer ended the stream first); errors as {@link readFullSync}'s. Not
+   * while zero-copy sends of this channel are outstanding (flush them first): a receiving
+   * channel makes none.
+   */
+  readPagesSync(
+    memory: { readonly address: number; readonly size: number },
+    pageSize: number,
+    offsets: Float64Array,
+    count: number,
+    populate: boolean,
+  ): boolean {
+    if (!this.#quietErrorQueue) {
+      throw new InvalidArgumentError("readPagesSync: flush this channel's zero-copy sends first");
+    }
+    if (offsets.length < count) {
+      throw new InvalidArgumentError(`readPagesSync: ${count} pages, ${offsets.length} offsets`);
+    }
+    this.#begin("read");
+    try {
+      const outcome = this.#pagesOutcome;
+      const rc = native.zc_recv_pages(
+        this.#fd,
+        memory.address,
+        memory.size,
+        pageSize,
+        offsets,
+        count,
+        populate ? 1 : 0,
+        this.#ioTimeoutMs,
+        outcome,
+      );
+      if (rc === -Errno.EINVAL && outcome[1] === 0 && count > 0) {
+        throw new InvalidArgumentError("readPagesSync: a page offset outside the memory, or a size that is not whole");
+      }
+      return this.#fullResult("read", rc, outcome[0], outcome[1]) === outcome[1];
+    } finally {
+      this.#end("read");
+    }
   }
 
   /**
@@ -596,22 +643,26 @@ export class SocketChannel {
       const rc = side === "read"
         ? native.zc_recv_full(this.#fd, iov.words, iov.count, this.#ioTimeoutMs, moved)
         : native.zc_send_full(this.#fd, iov.words, iov.count, this.#ioTimeoutMs, moved);
-      const bytes = moved[0] + moved[1] * 0x1_0000_0000;
-      if (side === "read") this.#bytesRead += bytes;
-      else this.#bytesWritten += bytes;
-      if (rc === FullResult.timedOut) {
-        throw new TimeoutError(
-          side,
-          this.#ioTimeoutMs,
-          `${total - bytes} bytes ${side === "read" ? "missing" : "unsent"}`,
-        );
-      }
-      if (rc < 0 && side === "read") throw new SocketError("recvmsg", -rc);
-      if (rc < 0) throw new SocketError("sendmsg", -rc, `${bytes} of ${total} bytes written`);
-      return bytes;
+      return this.#fullResult(side, rc, moved[0] + moved[1] * 0x1_0000_0000, total);
     } finally {
       this.#end(side);
     }
+  }
+
+  /** Counts what a whole read or write moved and turns its failure into the error to throw. */
+  #fullResult(side: "write" | "read", rc: number, bytes: number, total: number): number {
+    if (side === "read") this.#bytesRead += bytes;
+    else this.#bytesWritten += bytes;
+    if (rc === FullResult.timedOut) {
+      throw new TimeoutError(
+        side,
+        this.#ioTimeoutMs,
+        `${total - bytes} bytes ${side === "read" ? "missing" : "unsent"}`,
+      );
+    }
+    if (rc < 0 && side === "read") throw new SocketError("recvmsg", -rc);
+    if (rc < 0) throw new SocketError("sendmsg", -rc, `${bytes} of ${total} bytes written`);
+    return bytes;
   }
 
   #runSync<T>(side: "write" | "read", operation: Operation<T>): T {

@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { addressOf, viewOf } from "../ffi/mod.ts";
 import { AuthenticationError, PAGE_SIZE, ProtocolError, Region } from "../mod.ts";
-import type { Outgoing, ReadRanges } from "../src/multifd/codec.ts";
+import type { Outgoing, PacketInput, ReadRanges } from "../src/multifd/codec.ts";
 import { type Cipher, CIPHER_IDS } from "../src/multifd/aead.ts";
 import { sealedFormat } from "../src/multifd/sealed_codec.ts";
 import { concatBytes } from "../util/bytes.ts";
@@ -30,18 +30,30 @@ function wireBytes(out: Outgoing): Uint8Array {
   return bytes;
 }
 
-/** A ReadRanges over a byte stream: fills native memory, as recvmsg would; a short stream throws. */
-function streamReader(stream: Uint8Array): ReadRanges & { left(): number } {
+/**
+ * A codec's input over a byte stream: fills native memory, as recvmsg would; a short stream
+ * throws. Pages land where the channel's native receive puts them (pageRanges: the same
+ * ranges), without a socket.
+ */
+function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
   let at = 0;
-  const read = ((addresses: readonly number[], lengths: readonly number[]) => {
+  const read: ReadRanges = (addresses, lengths) => {
     addresses.forEach((address, i) => {
       if (at + lengths[i] > stream.length) throw new Error("end of stream");
       viewOf(address, lengths[i]).set(stream.subarray(at, at + lengths[i]));
       at += lengths[i];
     });
-  }) as ReadRanges & { left(): number };
-  read.left = () => stream.length - at;
-  return read;
+    return true;
+  };
+  return {
+    read,
+    readPages(block, pageSize, offsets, count) {
+      const ranges = new Ranges();
+      pageRanges(block, pageSize, offsets, count, ranges);
+      read(ranges.addresses, ranges.lengths);
+    },
+    left: () => stream.length - at,
+  };
 }
 
 describe("packet.ts", () => {

@@ -6,7 +6,7 @@ const sys = @import("sys.zig");
 const linux = sys.linux;
 
 const MADV_POPULATE_READ = 22;
-const MADV_POPULATE_WRITE = 23;
+pub const MADV_POPULATE_WRITE = 23;
 
 /// Anonymous private read-write mapping; `huge_pages != 0` asks for transparent huge pages.
 /// Writes the address to `out[0]`.

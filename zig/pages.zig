@@ -75,7 +75,7 @@ export fn zc_round_offsets(pages: [*]const u32, use_pages: u32, first: u32, coun
 }
 
 /// Length of the page at `offset` in a region of `region_size` bytes (the last may be short).
-inline fn pageLength(offset: u64, page_size: u64, region_size: u64) u64 {
+pub inline fn pageLength(offset: u64, page_size: u64, region_size: u64) u64 {
     return @min(page_size, region_size - offset);
 }
 

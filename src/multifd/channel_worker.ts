@@ -16,7 +16,16 @@ import { ChannelClosedError, TimeoutError, ZeroCopyUnsupportedError } from "../e
 import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
 import { hashBlocks } from "./checksum.ts";
-import type { Outgoing, Populate, ReadRanges, ReceiveCodec, SendCodec, WireFormat } from "./codec.ts";
+import type {
+  Outgoing,
+  PacketInput,
+  Populate,
+  ReadPages,
+  ReadRanges,
+  ReceiveCodec,
+  SendCodec,
+  WireFormat,
+} from "./codec.ts";
 import type { ChannelConfig, FromReceiver, FromSender, SenderConfig, ToReceiver, ToSender } from "./messages.ts";
 import { serveChannelWorker, zerocopyFallbackSends } from "./messages.ts";
 import { packetOffsets, PageScan, Ranges } from "./packet.ts";
@@ -29,7 +38,7 @@ import { MAC_BYTES, ProtocolError } from "./wire.ts";
 declare const self: { postMessage(message: FromSender | FromReceiver): void };
 
 /** What both directions share: the socket, the shared state, and reading in full. */
-class ChannelEnd {
+class ChannelEnd implements PacketInput {
   readonly channel: SocketChannel;
   readonly region: RegionDescriptor;
   readonly state: SharedState;
@@ -52,6 +61,13 @@ class ChannelEnd {
     if (got === 0 && endAllowed) return false;
     if (got < total) throw new ChannelClosedError("the peer closed the connection before the end of the stream");
     return true;
+  };
+
+  /** Reads a packet's pages into their places (faulted in first in a file region); see ReadPages. */
+  readonly readPages: ReadPages = (block, pageSize, offsets, count) => {
+    if (!this.channel.readPagesSync(block, pageSize, offsets, count, this.#populate)) {
+      throw new ChannelClosedError("the peer closed the connection before the end of the stream");
+    }
   };
 
   /**
@@ -273,7 +289,7 @@ class ReceiveEnd extends ChannelEnd {
   run(): void {
     for (;;) {
       checkAbort(this.state);
-      const packet = this.#codec.next(this.read);
+      const packet = this.#codec.next(this);
       if (packet.kind === "data") {
         this.add("bytes", packet.payloadBytes);
         this.add("packets", 1);
@@ -301,7 +317,7 @@ class ReceiveEnd extends ChannelEnd {
 
   /** Reads the sender's verdict (whether its checksum matched ours) and the MAC that follows it. */
   readVerdict(): { matched: boolean; mac: Uint8Array } {
-    const packet = this.#codec.next(this.read);
+    const packet = this.#codec.next(this);
     if (packet.kind !== "verdict") throw new ProtocolError("packet.type", `expected VERDICT, got ${packet.kind}`);
     const mac = new Uint8Array(MAC_BYTES);
     if (this.channel.readFullSync(mac) < MAC_BYTES) {

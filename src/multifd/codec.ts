@@ -95,6 +95,20 @@ export interface SendCodec {
  */
 export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], endAllowed?: boolean) => boolean;
 
+/**
+ * Reads the data of the pages at `offsets[0..count)` of `block` (offsets the codec
+ * validated: each a page inside it) from the channel's socket straight into their places,
+ * faulting a file region's pages in first; the peer ending the stream first is an error.
+ * One native call per packet (SocketChannel.readPagesSync).
+ */
+export type ReadPages = (block: RegionDescriptor, pageSize: number, offsets: Float64Array, count: number) => void;
+
+/** How a receiving codec reads a packet from its channel. */
+export interface PacketInput {
+  read: ReadRanges;
+  readPages: ReadPages;
+}
+
 /** What the receiving half found in one packet. */
 export type Incoming =
   | { kind: "data"; normalPages: number; zeroPages: number; payloadBytes: number }
@@ -130,10 +144,10 @@ export class ControlPackets {
 /** The receiving half of a wire format, one per channel. */
 export interface ReceiveCodec {
   /**
-   * Reads the next packet with `read`, validates every field against the session, and
+   * Reads the next packet from `input`, validates every field against the session, and
    * lands a data packet's pages in the region — only inside it, only at validated offsets.
    */
-  next(read: ReadRanges): Incoming;
+  next(input: PacketInput): Incoming;
   /** The reply acknowledging SYNC `syncNumber` (empty: the format sends none). */
   syncAck(syncNumber: number): Uint8Array;
   /** The reply carrying this side's region checksum (CHECKSUM_BYTES) and the payload bytes it received. */

@@ -13,8 +13,8 @@ import {
   ControlPackets,
   type Incoming,
   type Outgoing,
+  type PacketInput,
   type Populate,
-  type ReadRanges,
   type ReceiveCodec,
   type SendCodec,
   type WireFormat,
@@ -113,21 +113,18 @@ class PlainSendCodec implements SendCodec {
 class PlainReceiveCodec implements ReceiveCodec {
   readonly #region: RegionDescriptor;
   readonly #pageSize: number;
-  readonly #populate: Populate;
   /** Header, then the offsets: one buffer whose address is taken once (not per read). */
   readonly #packetAddress: number;
   readonly #headerView: DataView;
   readonly #offsetBytes: Uint8Array;
   readonly #offsets: Float64Array;
   readonly #limits: PacketLimits;
-  readonly #ranges = new Ranges();
   readonly #scan: PageScan;
   readonly #control = new ControlPackets();
 
-  constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
+  constructor(config: CodecConfig, region: RegionDescriptor) {
     this.#region = region;
     this.#pageSize = config.pageSize;
-    this.#populate = populate;
     const packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#packetAddress = addressOf(packet);
     this.#headerView = new DataView(packet.buffer, 0, PACKET_HEADER_BYTES);
@@ -137,7 +134,7 @@ class PlainReceiveCodec implements ReceiveCodec {
     this.#scan = new PageScan(region, config.pageSize);
   }
 
-  next(read: ReadRanges): Incoming {
+  next({ read, readPages }: PacketInput): Incoming {
     read([this.#packetAddress], [PACKET_HEADER_BYTES]);
     const header = parsePacketHeader(this.#headerView, this.#limits);
     this.#limits.expectedPacketNumber++;
@@ -146,12 +143,7 @@ class PlainReceiveCodec implements ReceiveCodec {
         const { normalPages, zeroPages } = header;
         read([this.#packetAddress + PACKET_HEADER_BYTES], [(normalPages + zeroPages) * OFFSET_BYTES]);
         parseOffsets(this.#offsetBytes, header, this.#region.size, this.#pageSize, this.#offsets);
-        if (normalPages > 0) {
-          this.#ranges.clear();
-          pageRanges(this.#region, this.#pageSize, this.#offsets, normalPages, this.#ranges);
-          this.#populate(this.#ranges.addresses, this.#ranges.lengths, true);
-          read(this.#ranges.addresses, this.#ranges.lengths);
-        }
+        if (normalPages > 0) readPages(this.#region, this.#pageSize, this.#offsets, normalPages);
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
         return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
       }
@@ -172,5 +164,5 @@ class PlainReceiveCodec implements ReceiveCodec {
 /** The module's own format, protocol version 2. */
 export const plainFormat: WireFormat = {
   sender: (config, region, populate) => new PlainSendCodec(config, region, populate),
-  receiver: (config, region, populate) => new PlainReceiveCodec(config, region, populate),
+  receiver: (config, region) => new PlainReceiveCodec(config, region),
 };

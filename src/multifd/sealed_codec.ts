@@ -25,8 +25,8 @@ import {
   ControlPackets,
   type Incoming,
   type Outgoing,
+  type PacketInput,
   type Populate,
-  type ReadRanges,
   type ReceiveCodec,
   type SendCodec,
   type WireFormat,
@@ -232,7 +232,7 @@ class SealedReceiveCodec implements ReceiveCodec {
     this.#scan = new PageScan(region, config.pageSize);
   }
 
-  next(read: ReadRanges): Incoming {
+  next({ read }: PacketInput): Incoming {
     const sealed = this.#sealed, plain = this.#plain, messages = this.#messages;
     read([sealed.address], [SEALED_HEADER_BYTES]);
     messages.clear();

@@ -14,8 +14,8 @@ import type {
   ControlKind,
   Incoming,
   Outgoing,
+  PacketInput,
   Populate,
-  ReadRanges,
   ReceiveCodec,
   SendCodec,
   WireFormat,
@@ -41,36 +41,27 @@ class QemuReceiveCodec implements ReceiveCodec {
    */
   readonly #regions: RegionDescriptor[];
   readonly #zeroFill: PageScan[];
-  readonly #populate: Populate;
   readonly #packet: MultifdPacketReader;
   /** The header's one range, as `read` takes it (made once: this runs for every packet). */
   readonly #headerAddresses: readonly number[];
   readonly #headerLengths: readonly number[] = [MULTIFD_PACKET_HEADER_BYTES];
   readonly #offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
-  readonly #ranges = new Ranges();
   #syncs = 0;
 
-  constructor(config: CodecConfig, populate: Populate) {
+  constructor(config: CodecConfig) {
     const blocks = config.qemu?.ramBlocks ?? [];
     this.#regions = blocks.map((block) => block.region);
     this.#zeroFill = blocks.map((block) => new PageScan(block.region, QEMU_PAGE_SIZE));
     this.#packet = new MultifdPacketReader(blocks.map((block) => ({ name: block.name, size: block.region.size })));
     this.#headerAddresses = [addressOf(this.#packet.bytes)];
-    this.#populate = populate;
   }
 
-  next(read: ReadRanges): Incoming {
+  next({ read, readPages }: PacketInput): Incoming {
     if (!read(this.#headerAddresses, this.#headerLengths, true)) return { kind: "end" };
     const packet = this.#packet;
     packet.parse(this.#offsets);
     const { normalPages, zeroPages, block } = packet;
-    if (normalPages > 0) {
-      const ranges = this.#ranges;
-      ranges.clear();
-      pageRanges(this.#regions[block], QEMU_PAGE_SIZE, this.#offsets, normalPages, ranges);
-      this.#populate(ranges.addresses, ranges.lengths, true);
-      read(ranges.addresses, ranges.lengths);
-    }
+    if (normalPages > 0) readPages(this.#regions[block], QEMU_PAGE_SIZE, this.#offsets, normalPages);
     if (zeroPages > 0) this.#zeroFill[block].zeroFill(this.#offsets, normalPages, zeroPages);
     const payloadBytes = normalPages * QEMU_PAGE_SIZE;
     if (packet.flags & MULTIFD_FLAG_SYNC) return { kind: "sync", syncNumber: this.#syncs++, normalPages, payloadBytes };
@@ -156,5 +147,5 @@ class QemuSendCodec implements SendCodec {
 /** QEMU's multifd channels: receiving from QEMU 7.2 to 10.0; sending 7.2's packets (10.0 reads them too). */
 export const qemuFormat: WireFormat = {
   sender: (config, _region, populate) => new QemuSendCodec(config, populate),
-  receiver: (config, _region, populate) => new QemuReceiveCodec(config, populate),
+  receiver: (config) => new QemuReceiveCodec(config),
 };
