@@ -44,7 +44,7 @@ import { ROOT } from "../dev/root.ts";
 import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
-import { cpuSecondsOf, runMain } from "./lib/proc.ts";
+import { cpuSecondsOf, runMain, systemCpuSecondsOf } from "./lib/proc.ts";
 import { ThreadCpu, threadCpuFields } from "./lib/threads.ts";
 import {
   type BenchRecord,
@@ -154,6 +154,7 @@ async function oursReceive(
     await qemu.warmFreeMemory(); // as before a fresh QEMU destination (qemuToQemu)
     const cpu0 = source.cpuSeconds();
     const oursCpu0 = cpuSecondsOf(recv.pid);
+    const oursSystem0 = systemCpuSecondsOf(recv.pid);
     threads.start();
     const started = performance.now();
     await source.qmp.command("migrate", { uri: `tcp:127.0.0.1:${port}` });
@@ -168,6 +169,7 @@ async function oursReceive(
     return {
       ...oursRecord(run, e2eSeconds, ours, Number(ours.processCpuSeconds) - oursCpu0, srcCpu),
       ...threadCpuFields("", byThread, size),
+      systemCpuSecondsPerGB: round((Number(ours.processSystemCpuSeconds) - oursSystem0) / (size / 1e9)),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
   } finally {
@@ -253,6 +255,7 @@ async function qemuToQemu(
     totalTimeGBps: r.GBps,
     cpuSeconds: r[`${ourEnd}CpuSeconds`],
     cpuSecondsPerGB: r[`${ourEnd}CpuSecondsPerGB`],
+    systemCpuSecondsPerGB: r[`${ourEnd}SystemCpuSecondsPerGB`],
     peerCpuSecondsPerGB: r[`${peerEnd}CpuSecondsPerGB`],
     verified: r.verified,
   };
@@ -292,6 +295,9 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
   const ratios = records.filter((r) => r.bench === "qemu-interop-round");
   const numbers = (values: unknown[]) => values.filter((v): v is number => typeof v === "number");
   const cell = (values: unknown[], digits = 2) => formatSpread(spread(numbers(values)), digits);
+  /** The median of one field over `rs`, three decimals ("–": none). */
+  const median = (rs: BenchRecord[], field: string) =>
+    spread(numbers(rs.map((r) => r[field])))?.median.toFixed(3) ?? "–";
   const groups = new Map<string, BenchRecord[]>();
   for (const r of results) {
     const key = `${r.direction}|${r.qemuVersion}|${r.zerocopy}`;
@@ -322,6 +328,7 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
           ...(direction === "recv"
             ? [
               threadCpuCell(mine, ""), // medians only: three spreads in one cell would not read
+              `${median(mine, "systemCpuSecondsPerGB")} / ${median(qemuRuns("qemu fresh"), "systemCpuSecondsPerGB")}`,
             ]
             : []),
           ...references.map((label) => cell(qemuRuns(label).map((r) => r.cpuSecondsPerGB), 3)),
@@ -353,6 +360,7 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
         "ours / prealloc",
         "ours CPU s/GB",
         "of which Workers / JS engine / main",
+        "in the kernel: ours / fresh dst",
         "fresh dst CPU s/GB",
         "prealloc dst CPU s/GB",
       ],
@@ -365,7 +373,10 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
     "every thread, from `migrate` to its end (ours: what it spent before, starting its Workers and waiting, is " +
     "`commandCpuSeconds` in the JSON lines). Of which (medians, bench/lib/threads.ts): its Worker threads (the " +
     "channels' and the reactor's), the JS engine's background threads (compilers, GC), the main thread and the " +
-    "runtime's others; a QEMU destination has no JS engine.",
+    "runtime's others; a QEMU destination has no JS engine. In the kernel (medians): the system part of that " +
+    "CPU, of the whole process on both ends (ours: `processSystemCpuSeconds` of its JSON, less /proc's at " +
+    "`migrate`): the copy out of the sockets and the zeroing of new pages, which neither side's code avoids, and " +
+    "what its way of calling the kernel adds.",
     "",
     "## Ours as the source (qemu-send → QEMU against QEMU → QEMU)",
     "",

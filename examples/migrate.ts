@@ -60,7 +60,7 @@ import {
   statsRows,
   table,
 } from "./cli_util.ts";
-import { processCpuSeconds } from "../util/cpu.ts";
+import { processCpuSeconds, processSystemCpuSeconds } from "../util/cpu.ts";
 import { round, toHex } from "../util/format.ts";
 import { err, out } from "../util/output.ts";
 
@@ -809,11 +809,15 @@ let cpuAtStart = 0;
  * What the process spent, for --json: `cpuSeconds` since the command began (what a transfer
  * cost), `processCpuSeconds` since the process started (runtime start-up too), so that a caller
  * that read the process's CPU at some moment (e.g. from /proc when it starts a migration) can
- * tell what came after it.
+ * tell what came after it; `processSystemCpuSeconds`, the kernel's part of that.
  */
 const cpuFields = () => {
   const total = processCpuSeconds();
-  return { cpuSeconds: round(total - cpuAtStart), processCpuSeconds: round(total) };
+  return {
+    cpuSeconds: round(total - cpuAtStart),
+    processCpuSeconds: round(total),
+    processSystemCpuSeconds: round(processSystemCpuSeconds()),
+  };
 };
 
 function report(role: "send" | "recv", json: boolean, result: Record<string, unknown>, ok: boolean): void {

@@ -170,6 +170,11 @@ describe("migrate.ts", () => {
           result.processCpuSeconds > result.cpuSeconds,
           `processCpuSeconds ${result.processCpuSeconds}, cpuSeconds ${result.cpuSeconds}`,
         );
+        // Its kernel part: the socket copies at least, never more than the whole.
+        assert.ok(
+          result.processSystemCpuSeconds > 0 && result.processSystemCpuSeconds <= result.processCpuSeconds,
+          `processSystemCpuSeconds ${result.processSystemCpuSeconds}, processCpuSeconds ${result.processCpuSeconds}`,
+        );
       }
       assert.equal(sent.zerocopy, true);
       assert.ok(sent.zerocopySends > 0);

@@ -10,3 +10,8 @@ export function processCpuSeconds(): number {
   const usage = process.cpuUsage();
   return (usage.user + usage.system) / 1e6;
 }
+
+/** The system (kernel) part of {@link processCpuSeconds}. */
+export function processSystemCpuSeconds(): number {
+  return process.cpuUsage().system / 1e6;
+}

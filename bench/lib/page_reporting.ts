@@ -12,6 +12,8 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import process from "node:process";
+import { native } from "../../ffi/mod.ts";
+import { Region } from "../../src/region.ts";
 import { err as note } from "../../util/output.ts";
 
 const PARAMETERS = "/sys/module/page_reporting/parameters";
@@ -69,4 +71,36 @@ export function suspendPageReporting(): PageReporting {
 /** Reporting left as it is: off only if it was off already. */
 function left(description: string, suspended = false): PageReporting {
   return { suspended, description, restore() {} };
+}
+
+/** What {@link touchFreeMemory} leaves untouched: room for the kernel and the benchmark's processes. */
+const TOUCH_MARGIN_BYTES = 2 * 2 ** 30;
+const TOUCH_STEP_BYTES = 2 ** 30;
+
+/**
+ * Touches (allocates, zeroes) nearly all free memory once and frees it again, so that with
+ * reporting off every page a run allocates is memory the guest has touched. Memory reported
+ * before the benchmark started stays the hypervisor's until its first touch, which costs
+ * several times an ordinary page's zeroing: without this, whichever run got such pages lost
+ * (`perf` put a slow qemu-recv's page zeroing at twice a QEMU destination's in the same round,
+ * and with everything touched first both zeroed alike, 2026-12-03). Takes about a minute the
+ * first time (the hypervisor's faults), seconds when the memory is the guest's already.
+ * Returns the bytes touched.
+ */
+export async function touchFreeMemory(): Promise<number> {
+  const match = /^MemFree:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"));
+  const bytes = Math.floor(((match ? Number(match[1]) * 1024 : 0) - TOUCH_MARGIN_BYTES) / TOUCH_STEP_BYTES) *
+    TOUCH_STEP_BYTES;
+  if (bytes <= 0) return 0;
+  const region = Region.allocate(bytes, { hugePages: true });
+  try {
+    // One madvise(MADV_POPULATE_WRITE) per GiB: the kernel allocates and zeroes each page.
+    for (let offset = 0; offset < bytes; offset += TOUCH_STEP_BYTES) {
+      const rc = native.zc_prefault(region.address + offset, TOUCH_STEP_BYTES, 1);
+      if (rc < 0) throw new Error(`touching free memory: madvise(MADV_POPULATE_WRITE) failed: errno ${-rc}`);
+    }
+  } finally {
+    await region.close();
+  }
+  return bytes;
 }

@@ -15,10 +15,21 @@ export function cpuSecondsOf(pid: number | "self"): number {
   return statCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8"));
 }
 
+/** System (kernel) CPU seconds of process `pid` (every thread, also exited ones), 10 ms ticks. */
+export function systemCpuSecondsOf(pid: number | "self"): number {
+  return statSystemCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8"));
+}
+
 /** User + system CPU seconds in the text of a /proc `stat` file (a process's or one thread's). */
 export function statCpuSeconds(stat: string): number {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** The system (kernel) part of {@link statCpuSeconds}. */
+export function statSystemCpuSeconds(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return Number(fields[12]) / TICKS_PER_SECOND;
 }
 
 /** Peak resident set size (VmHWM) of process `pid`, KiB; -1 when unreadable. */

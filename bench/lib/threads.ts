@@ -8,6 +8,8 @@
  * Read from /proc/PID/task/TID/stat every `intervalMs`, because a Worker's thread exits
  * at the end of a transfer and takes its counters with it: an exiting thread's CPU after
  * its last sample (at most one interval of it; a Worker is idle then) is not attributed.
+ * Sampled every 200 ms by default: each sample reads every thread's file and costs CPU on
+ * the machine under test, during our runs only (a QEMU process is not split).
  * @module
  */
 import { readdirSync, readFileSync } from "node:fs";
@@ -51,7 +53,7 @@ export class ThreadCpu {
   readonly #threads = new Map<string, { kind: ThreadKind; first: number; last: number }>();
   #timer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(pid: number, intervalMs = 50) {
+  constructor(pid: number, intervalMs = 200) {
     this.#pid = pid;
     this.#intervalMs = intervalMs;
   }
