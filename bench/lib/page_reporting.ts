@@ -83,9 +83,8 @@ const TOUCH_STEP_BYTES = 2 ** 30;
  * before the benchmark started stays the hypervisor's until its first touch, which costs
  * several times an ordinary page's zeroing: without this, whichever run got such pages lost
  * (`perf` put a slow qemu-recv's page zeroing at twice a QEMU destination's in the same round,
- * and with everything touched first both zeroed alike, 2026-12-03). Takes about a minute the
- * first time (the hypervisor's faults), seconds when the memory is the guest's already.
- * Returns the bytes touched.
+ * 2026-12-03). Takes about a minute (the hypervisor's faults: between benchmarks reporting is
+ * on, so most free memory has been reported again). Returns the bytes touched.
  */
 export async function touchFreeMemory(): Promise<number> {
   const match = /^MemFree:\s+(\d+) kB/m.exec(readFileSync("/proc/meminfo", "utf8"));
