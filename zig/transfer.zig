@@ -114,15 +114,16 @@ export fn zc_send_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, move
 /// Receives the data of the pages at `offsets[0..count)` of the memory at `base` (`size`
 /// bytes, pages of `page_size`, the last one possibly short) straight into their places:
 /// pages that follow each other as one iovec, up to `iov_max` iovecs a batch, each batch
-/// read in full as moveFull does. This is a multifd receive's per-packet work in one FFI
-/// call instead of four (ranges, populate, iovecs, recvmsg): from JS each crossing costs
-/// most when it runs from cold caches, as it does after a packet's copy. `populate != 0`
-/// first faults a batch's ranges in for writing (MADV_POPULATE_WRITE, one madvise per range
-/// instead of a fault per page; best effort: on failure the copy takes the faults). Offsets
-/// are the caller's validated ones; each is checked once more to lie inside the memory
-/// (-EINVAL, nothing read and `outcome` zero, when one does not or a Number is not whole). Returns a `Full` or
-/// -errno; `outcome[0]` gets the bytes received, `outcome[1]` the bytes the pages hold
-/// (fewer received with `done`: the peer ended the stream).
+/// read in full as moveFull does. A multifd receive's per-packet page work as one FFI call,
+/// where JS made three or more (ranges, a populate per range, recvmsg) and built the iovecs: from JS
+/// each crossing costs most from cold caches, as they are after a packet's copy.
+/// `populate != 0` first faults a batch's ranges in for writing (MADV_POPULATE_WRITE, one
+/// madvise per range instead of a fault per page; best effort: on failure the copy takes
+/// the faults). The offsets are the caller's validated ones; each is checked once more to
+/// lie inside the memory: when one does not, or a Number is not whole, -EINVAL with nothing
+/// read and `outcome` zero. Returns a `Full` or -errno; `outcome[0]` gets the bytes
+/// received, `outcome[1]` the bytes the pages hold (fewer received with `done`: the peer
+/// ended the stream).
 export fn zc_recv_pages(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
     outcome[0] = 0;
     outcome[1] = 0;
