@@ -6,7 +6,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { InvalidArgumentError } from "../src/errors.ts";
 import { Region } from "../src/region.ts";
-import { channelPair } from "./helpers/pair.ts";
+import { channelPair, type Pair } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
 
 /** The bytes pages at `offsets` hold, in order, from a pattern (the last page of `size` possibly short). */
@@ -15,19 +15,30 @@ function pageBytes(offsets: number[], pageSize: number, size: number): Uint8Arra
   return patternBytes(lengths.reduce((a, b) => a + b, 0), 11);
 }
 
+/** Runs `body` with a region of `size` bytes and a loopback pair, and closes both after. */
+async function withRegionAndPair(size: number, body: (region: Region, pair: Pair) => Promise<void>): Promise<void> {
+  const region = Region.allocate(size);
+  const pair = await channelPair();
+  try {
+    await body(region, pair);
+  } finally {
+    pair.close();
+    await region.close();
+  }
+}
+
 describe("readPagesSync", () => {
-  test("lands each page at its offset, the short last page included, and nothing else", async () => {
+  test("lands each page at its offset (populated first), the short last page included, and nothing else", async () => {
     const pageSize = 4096;
     const size = 10 * pageSize - 100; // the last page is short
     const offsets = [0, 1, 2, 5, 9, 7].map((page) => page * pageSize); // runs merge; any order
-    const region = Region.allocate(size);
-    const pair = await channelPair();
-    try {
+    await withRegionAndPair(size, async (region, pair) => {
       region.view().fill(0xee);
       const data = pageBytes(offsets, pageSize, size);
       await pair.client.writev([data]);
       const before = pair.server.stats.bytesRead;
-      assert.equal(pair.server.readPagesSync(region.descriptor, pageSize, new Float64Array(offsets), 6, false), true);
+      // populate: each range faulted in first (MADV_POPULATE_WRITE), as for a file region.
+      assert.equal(pair.server.readPagesSync(region.descriptor, pageSize, new Float64Array(offsets), 6, true), true);
       assert.equal(pair.server.stats.bytesRead - before, data.length);
       let at = 0;
       for (const offset of offsets) {
@@ -38,10 +49,7 @@ describe("readPagesSync", () => {
       for (const untouched of [3, 4, 6, 8]) {
         assert.ok(region.view(untouched * pageSize, pageSize).every((b) => b === 0xee), `page ${untouched} untouched`);
       }
-    } finally {
-      pair.close();
-      await region.close();
-    }
+    });
   });
 
   test("more ranges than one recvmsg takes (IOV_MAX) arrive in order", async () => {
@@ -49,9 +57,7 @@ describe("readPagesSync", () => {
     const pages = 2100;
     const size = 2 * pages * pageSize;
     const offsets = Array.from({ length: pages }, (_, i) => 2 * i * pageSize); // every other page: no merging
-    const region = Region.allocate(size);
-    const pair = await channelPair();
-    try {
+    await withRegionAndPair(size, async (region, pair) => {
       const data = pageBytes(offsets, pageSize, size);
       await pair.client.writev([data]);
       assert.equal(
@@ -61,34 +67,24 @@ describe("readPagesSync", () => {
       offsets.forEach((offset, i) => {
         assert.deepEqual(region.view(offset, pageSize), data.subarray(i * pageSize, (i + 1) * pageSize), `page ${i}`);
       });
-    } finally {
-      pair.close();
-      await region.close();
-    }
+    });
   });
 
   test("the peer ending the stream early: false, with what arrived in place", async () => {
     const pageSize = 4096;
-    const region = Region.allocate(4 * pageSize);
-    const pair = await channelPair();
-    try {
+    await withRegionAndPair(4 * pageSize, async (region, pair) => {
       const data = pageBytes([0], pageSize, 4 * pageSize);
       await pair.client.writev([data]); // one page of the three asked for
       pair.client.close();
       const offsets = new Float64Array([0, pageSize, 2 * pageSize]);
       assert.equal(pair.server.readPagesSync(region.descriptor, pageSize, offsets, 3, false), false);
       assert.deepEqual(region.view(0, pageSize), data);
-    } finally {
-      pair.close();
-      await region.close();
-    }
+    });
   });
 
   test("an offset outside the memory, or one that is not whole, is refused before any byte is read", async () => {
     const pageSize = 4096;
-    const region = Region.allocate(2 * pageSize);
-    const pair = await channelPair();
-    try {
+    await withRegionAndPair(2 * pageSize, async (region, pair) => {
       region.view().fill(0x5a);
       const data = patternBytes(2 * pageSize, 3);
       await pair.client.writev([data]);
@@ -107,9 +103,6 @@ describe("readPagesSync", () => {
       const rest = new Uint8Array(data.length);
       assert.equal(pair.server.readFullSync(rest), data.length, "nothing was consumed from the socket");
       assert.deepEqual(rest, data);
-    } finally {
-      pair.close();
-      await region.close();
-    }
+    });
   });
 });
