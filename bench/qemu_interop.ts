@@ -29,7 +29,7 @@
  * its CPU read from /proc at `migrate`, subtracted from the `processCpuSeconds` of its `--json`;
  * what it spent before, starting and waiting for QEMU, is `commandCpuSeconds − cpuSeconds`, as
  * a QEMU destination's start is not counted either), also split by kind of thread
- * (bench/lib/threads.ts). send: ours during its command (`cpuSeconds`: runtime start-up
+ * (bench/lib/threads.ts), and both destinations' kernel part (ours: `processSystemCpuSeconds`). send: ours during its command (`cpuSeconds`: runtime start-up
  * excluded), QEMU's source from `migrate`. Every run is verified: the RAM that arrived is
  * byte-identical to the source image. The order of the cases rotates from round to round; one
  * warm-up receive per version first (not counted: it also makes the send direction's directory).
