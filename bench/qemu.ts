@@ -252,10 +252,16 @@ export class QemuBench {
     }
     if (bench.#touchedBytes > 0) {
       // The first fresh QEMU destination after the touch ran at a fifth of the speed of the
-      // next ones, with 4 s/GB of system time (twice in a row, 2026-12-03; a qemu-recv that
-      // ran before it did not; why is not known): one such migration, not counted, first.
-      const settling = await bench.run(`${bench.versions[0]} multifd4+fresh`);
-      note(`qemu: settling migration after the touch ${settling.GBps} GB/s (not counted)`);
+      // next ones, with about 4 s/GB of system time (in two probes and three of four benchmark
+      // starts, 2026-12-03; a qemu-recv run right after the touch was not slow; why is not
+      // known): one such migration, not counted, first.
+      try {
+        const settling = await bench.run(`${bench.versions[0]} multifd4+fresh`);
+        note(`qemu: settling migration after the touch ${settling.GBps} GB/s (not counted)`);
+      } catch (error) {
+        bench.close();
+        return `the settling migration failed: ${(error as Error).message}`;
+      }
     }
     note(
       `qemu: ${[...binaries.values()].map((b) => b.versionLine).join("; ")}; random ${sizeBytes / 2 ** 20} MiB image${
