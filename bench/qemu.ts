@@ -252,7 +252,7 @@ export class QemuBench {
     }
     if (bench.#touchedBytes > 0) {
       // The first fresh QEMU destination after the touch ran at a fifth of the speed of the
-      // next ones, with about 4 s/GB of system time (in two probes and three of four benchmark
+      // next ones, with about 4 s/GB of system time (in two probes and four of five benchmark
       // starts, 2026-12-03; a qemu-recv run right after the touch was not slow; why is not
       // known): one such migration, not counted, first.
       try {
