@@ -54,7 +54,7 @@ import { freePort } from "../dev/ports.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
-import { cpuSecondsOf, runMain, systemCpuSecondsOf } from "./lib/proc.ts";
+import { type CpuTimes, cpuTimesOf, runMain } from "./lib/proc.ts";
 import { type PageReporting, suspendPageReporting, touchFreeMemory, UNCHANGED } from "./lib/page_reporting.ts";
 import {
   bareGuestArgv,
@@ -468,15 +468,13 @@ export class QemuBench {
       sides.push(src);
       const pmd = [shmemPmdMappedKiB(src.pid), shmemPmdMappedKiB(dst.pid)];
       await beforeMigrate?.();
-      const cpu0 = [src.cpuSeconds(), dst.cpuSeconds()];
-      const system0 = [src.systemCpuSeconds(), dst.systemCpuSeconds()];
+      const cpu0 = [src.cpuTimes(), dst.cpuTimes()];
       const started = performance.now();
       await src.qmp.command("migrate", { uri: dst.uri });
       await src.qmp.migrationCompleted();
       await dst.qmp.migrationCompleted();
       const e2eSeconds = (performance.now() - started) / 1000;
-      const cpu1 = [src.cpuSeconds(), dst.cpuSeconds()];
-      const system1 = [src.systemCpuSeconds(), dst.systemCpuSeconds()];
+      const cpu1 = [src.cpuTimes(), dst.cpuTimes()];
       const info = await src.migrationInfo();
       await Promise.all(sides.map((side) => side.quit()));
       const totalMs = Number(info["total-time"]);
@@ -494,12 +492,12 @@ export class QemuBench {
         totalTimeMs: totalMs,
         GBps: round(gb / (totalMs / 1000)),
         e2eSeconds: round(e2eSeconds),
-        srcCpuSeconds: round(cpu1[0] - cpu0[0], 2),
-        dstCpuSeconds: round(cpu1[1] - cpu0[1], 2),
-        srcCpuSecondsPerGB: round((cpu1[0] - cpu0[0]) / gb),
-        dstCpuSecondsPerGB: round((cpu1[1] - cpu0[1]) / gb),
-        srcSystemCpuSecondsPerGB: round((system1[0] - system0[0]) / gb),
-        dstSystemCpuSecondsPerGB: round((system1[1] - system0[1]) / gb),
+        srcCpuSeconds: round(cpu1[0].total - cpu0[0].total, 2),
+        dstCpuSeconds: round(cpu1[1].total - cpu0[1].total, 2),
+        srcCpuSecondsPerGB: round((cpu1[0].total - cpu0[0].total) / gb),
+        dstCpuSecondsPerGB: round((cpu1[1].total - cpu0[1].total) / gb),
+        srcSystemCpuSecondsPerGB: round((cpu1[0].system - cpu0[0].system) / gb),
+        dstSystemCpuSecondsPerGB: round((cpu1[1].system - cpu0[1].system) / gb),
         transferredBytes: ram.transferred,
         zerocopyMissed: ram["dirty-sync-missed-zero-copy"],
         srcPmdMappedKiB: pmd[0],
@@ -596,12 +594,12 @@ export class QemuSide {
 
   /** User + system CPU seconds of the QEMU process so far. */
   cpuSeconds(): number {
-    return cpuSecondsOf(this.#child.pid);
+    return this.cpuTimes().total;
   }
 
-  /** The system (kernel) part of {@link cpuSeconds}. */
-  systemCpuSeconds(): number {
-    return systemCpuSecondsOf(this.#child.pid);
+  /** {@link cpuSeconds} and its system (kernel) part. */
+  cpuTimes(): CpuTimes {
+    return cpuTimesOf(this.#child.pid);
   }
 
   /** The source's `query-migrate` once `total-time` is filled in (7.2 emits "completed" before it computes it). */

@@ -44,13 +44,14 @@ import { ROOT } from "../dev/root.ts";
 import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
-import { cpuSecondsOf, runMain, systemCpuSecondsOf } from "./lib/proc.ts";
+import { cpuTimesOf, runMain } from "./lib/proc.ts";
 import { ThreadCpu, threadCpuFields } from "./lib/threads.ts";
 import {
   type BenchRecord,
   environment,
   formatSpread,
   markdownTable,
+  medianCell,
   ResultsFiles,
   spread,
   threadCpuCell,
@@ -153,8 +154,7 @@ async function oursReceive(
     const source = src;
     await qemu.warmFreeMemory(); // as before a fresh QEMU destination (qemuToQemu)
     const cpu0 = source.cpuSeconds();
-    const oursCpu0 = cpuSecondsOf(recv.pid);
-    const oursSystem0 = systemCpuSecondsOf(recv.pid);
+    const oursCpu0 = cpuTimesOf(recv.pid);
     threads.start();
     const started = performance.now();
     await source.qmp.command("migrate", { uri: `tcp:127.0.0.1:${port}` });
@@ -167,9 +167,9 @@ async function oursReceive(
     await source.quit();
     const blocks = ours.blocks as { file: string }[];
     return {
-      ...oursRecord(run, e2eSeconds, ours, Number(ours.processCpuSeconds) - oursCpu0, srcCpu),
+      ...oursRecord(run, e2eSeconds, ours, Number(ours.processCpuSeconds) - oursCpu0.total, srcCpu),
       ...threadCpuFields("", byThread, size),
-      systemCpuSecondsPerGB: round((Number(ours.processSystemCpuSeconds) - oursSystem0) / (size / 1e9)),
+      systemCpuSecondsPerGB: round((Number(ours.processSystemCpuSeconds) - oursCpu0.system) / (size / 1e9)),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
   } finally {
@@ -295,9 +295,6 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
   const ratios = records.filter((r) => r.bench === "qemu-interop-round");
   const numbers = (values: unknown[]) => values.filter((v): v is number => typeof v === "number");
   const cell = (values: unknown[], digits = 2) => formatSpread(spread(numbers(values)), digits);
-  /** The median of one field over `rs`, three decimals ("–": none). */
-  const median = (rs: BenchRecord[], field: string) =>
-    spread(numbers(rs.map((r) => r[field])))?.median.toFixed(3) ?? "–";
   const groups = new Map<string, BenchRecord[]>();
   for (const r of results) {
     const key = `${r.direction}|${r.qemuVersion}|${r.zerocopy}`;
@@ -328,7 +325,9 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
           ...(direction === "recv"
             ? [
               threadCpuCell(mine, ""), // medians only: three spreads in one cell would not read
-              `${median(mine, "systemCpuSecondsPerGB")} / ${median(qemuRuns("qemu fresh"), "systemCpuSecondsPerGB")}`,
+              `${medianCell(mine, "systemCpuSecondsPerGB")} / ${
+                medianCell(qemuRuns("qemu fresh"), "systemCpuSecondsPerGB")
+              }`,
             ]
             : []),
           ...references.map((label) => cell(qemuRuns(label).map((r) => r.cpuSecondsPerGB), 3)),

@@ -12,24 +12,30 @@ const TICKS_PER_SECOND = 100; // USER_HZ on Linux x86-64
 
 /** User + system CPU seconds of process `pid` (every thread, also exited ones), 10 ms ticks. */
 export function cpuSecondsOf(pid: number | "self"): number {
-  return statCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  return cpuTimesOf(pid).total;
 }
 
-/** System (kernel) CPU seconds of process `pid` (every thread, also exited ones), 10 ms ticks. */
-export function systemCpuSecondsOf(pid: number | "self"): number {
-  return statSystemCpuSeconds(readFileSync(`/proc/${pid}/stat`, "utf8"));
+/** {@link cpuSecondsOf} and its system (kernel) part, from one read of /proc. */
+export function cpuTimesOf(pid: number | "self"): CpuTimes {
+  return statCpuTimes(readFileSync(`/proc/${pid}/stat`, "utf8"));
+}
+
+/** CPU seconds: user + system, and the system (kernel) part. */
+export interface CpuTimes {
+  total: number;
+  system: number;
 }
 
 /** User + system CPU seconds in the text of a /proc `stat` file (a process's or one thread's). */
 export function statCpuSeconds(stat: string): number {
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+  return statCpuTimes(stat).total;
 }
 
-/** The system (kernel) part of {@link statCpuSeconds}. */
-export function statSystemCpuSeconds(stat: string): number {
+/** {@link statCpuSeconds} and its system (kernel) part. */
+function statCpuTimes(stat: string): CpuTimes {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return Number(fields[12]) / TICKS_PER_SECOND;
+  const system = Number(fields[12]);
+  return { total: (Number(fields[11]) + system) / TICKS_PER_SECOND, system: system / TICKS_PER_SECOND };
 }
 
 /** Peak resident set size (VmHWM) of process `pid`, KiB; -1 when unreadable. */

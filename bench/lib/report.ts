@@ -32,8 +32,12 @@ export function spread(values: number[]): Spread | undefined {
 
 /** The medians of each kind of thread's CPU s/GB in `rs` (fields of `role`), as "workers / engine / main". */
 export function threadCpuCell(rs: BenchRecord[], role: string): string {
-  return THREAD_KINDS.map((kind) => spread(values(rs, threadCpuField(role, kind)))?.median.toFixed(3) ?? "–")
-    .join(" / ");
+  return THREAD_KINDS.map((kind) => medianCell(rs, threadCpuField(role, kind))).join(" / ");
+}
+
+/** The median of one numeric field over `rs`, three decimals ("–": none). */
+export function medianCell(rs: BenchRecord[], field: string): string {
+  return spread(values(rs, field))?.median.toFixed(3) ?? "–";
 }
 
 /** "1.23 (1.10–1.40)"; one value: "1.23"; none: "–". */

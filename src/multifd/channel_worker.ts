@@ -37,6 +37,8 @@ import { MAC_BYTES, ProtocolError } from "./wire.ts";
 
 declare const self: { postMessage(message: FromSender | FromReceiver): void };
 
+const PEER_CLOSED_EARLY = "the peer closed the connection before the end of the stream";
+
 /** What both directions share: the socket, the shared state, and reading in full. */
 class ChannelEnd implements PacketInput {
   readonly channel: SocketChannel;
@@ -59,14 +61,14 @@ class ChannelEnd implements PacketInput {
     for (let i = 0; i < lengths.length; i++) total += lengths[i];
     const got = this.channel.readRangesSync(addresses, lengths);
     if (got === 0 && endAllowed) return false;
-    if (got < total) throw new ChannelClosedError("the peer closed the connection before the end of the stream");
+    if (got < total) throw new ChannelClosedError(PEER_CLOSED_EARLY);
     return true;
   };
 
   /** Reads a packet's pages into their places (faulted in first in a file region); see ReadPages. */
   readonly readPages: ReadPages = (block, pageSize, offsets, count) => {
     if (!this.channel.readPagesSync(block, pageSize, offsets, count, this.#populate)) {
-      throw new ChannelClosedError("the peer closed the connection before the end of the stream");
+      throw new ChannelClosedError(PEER_CLOSED_EARLY);
     }
   };
 
