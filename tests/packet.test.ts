@@ -109,6 +109,26 @@ describe("packet.ts", () => {
     assert.equal(region.view(2 * PAGE + 7, 1)[0], 1);
     await region.close();
   });
+
+  test("PageScan sees one non-zero byte anywhere in a page, a short last page too (the scan samples a few words first)", async () => {
+    // Page 0 whole; page 1 the region's short last page: 2 × 256 + 13 bytes (block scan, then a tail).
+    for (const size of [PAGE + 525, PAGE + 5]) {
+      const region = Region.allocate(size);
+      const scan = new PageScan(region.descriptor, PAGE);
+      const all = new Float64Array([0, PAGE]);
+      const normal = new Float64Array(2), zero = new Float64Array(2);
+      const bytes = region.view();
+      for (let at = 0; at < size; at++) {
+        bytes[at] = 0x80;
+        const zeros = scan.splitZero(all, 2, normal, zero);
+        bytes[at] = 0;
+        assert.equal(zeros, 1, `a byte at ${at} of ${size}`);
+        assert.equal(normal[0], at < PAGE ? 0 : PAGE, `a byte at ${at} of ${size}`);
+      }
+      assert.equal(scan.splitZero(all, 2, normal, zero), 2);
+      await region.close();
+    }
+  });
 });
 
 /** Both ends of a channel in `format`; for the sealed one, each end's keys as a session derives them. */
