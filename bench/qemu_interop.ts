@@ -5,6 +5,7 @@
  *
  *   deno run -A bench/qemu_interop.ts [--rounds 5] [--size-mib 2048] [--channels 4]
  *       [--runtimes deno,bun] [--versions 7.2,10.0] [--directions recv,send] [--zerocopy off,on]
+ *       [--also-library PATH]
  *
  * Set-up: bench/qemu.ts's (guest RAM = a random image on a private `huge=always` tmpfs,
  * `-machine none`, paused, the source's RAM locked, multifd with N channels, no bandwidth
@@ -24,6 +25,9 @@
  *   destination's `completed`.
  * - `--zerocopy on`: the source sends with zero-copy (QEMU `zero-copy-send`, ours
  *   `--zerocopy`); in recv it is the QEMU source's setting for both destinations.
+ * - `--also-library PATH`: every round also runs ours with another build of the native
+ *   library (`ZEROCOPY_MULTIFD_LIB=PATH`, e.g. an older commit's `zig-out/lib/…so`), so two
+ *   builds compare inside the same rounds; the report adds this build / that one.
  * GB/s = RAM bytes / that time. CPU s/GB: every thread of the process on our end against the
  * QEMU process on that end, over the same window. recv: `migrate` to completion for both (ours:
  * its CPU read from /proc at `migrate`, subtracted from the `processCpuSeconds` of its `--json`;
@@ -36,9 +40,11 @@
  * Needs root (tmpfs, mem-lock, apt). Results: bench/results/<timestamp>-qemu-interop.{jsonl,md}.
  * @module
  */
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
+import { resolve } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { LIBRARY_ENV } from "../ffi/library_path.ts";
 import { LineChild } from "../dev/child.ts";
 import { ROOT } from "../dev/root.ts";
 import { currentRuntime, type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
@@ -81,21 +87,34 @@ interface Case {
 
 const seconds = (from: number) => (performance.now() - from) / 1000;
 
-/** Which run of ours: the runtime, the QEMU version on the other end, zero-copy, size and channels. */
+/**
+ * Which run of ours: the runtime, the QEMU version on the other end, zero-copy, size and
+ * channels; `library`: another build of the native library than this checkout's (--also-library).
+ */
 interface OurRun {
   direction: Direction;
   runtime: Runtime;
   version: QemuVersion;
   zerocopy: boolean;
   settings: Settings;
+  library?: string;
 }
+
+/** A run of ours as its case is labelled: the runtime, marked when it loads the other library. */
+const ourLabel = (runtime: Runtime, library?: string) => library ? `${runtime}, --also-library` : runtime;
+
+/** How a run of ours is spawned: its label, and the other library's path in its environment. */
+const childOptions = ({ runtime, library }: OurRun, command: string) => ({
+  label: `${command} (${ourLabel(runtime, library)})`,
+  env: library ? { [LIBRARY_ENV]: library } : {},
+});
 
 /**
  * What a run of ours records: `ours` is the CLI's JSON result, `cpu` our process's CPU seconds
  * in the window QEMU's are measured over, `peerCpu` the QEMU process's on the other end.
  */
 function oursRecord(
-  { direction, runtime, version, zerocopy, settings: { size, channels } }: OurRun,
+  { direction, runtime, version, zerocopy, settings: { size, channels }, library }: OurRun,
   e2eSeconds: number,
   ours: Record<string, unknown>,
   cpu: number,
@@ -107,6 +126,7 @@ function oursRecord(
     direction,
     side: "ours",
     runtime,
+    ...(library ? { library } : {}),
     qemuVersion: version,
     zerocopy,
     channels,
@@ -130,8 +150,9 @@ async function oursReceive(
   out: string,
   { size, channels }: Settings,
   keep = false,
+  library?: string,
 ): Promise<BenchRecord> {
-  const run: OurRun = { direction: "recv", runtime, version, zerocopy, settings: { size, channels } };
+  const run: OurRun = { direction: "recv", runtime, version, zerocopy, settings: { size, channels }, library };
   rmSync(out, { recursive: true, force: true });
   const recv = new LineChild(
     scriptArgv(runtime, CLI, [
@@ -144,7 +165,7 @@ async function oursReceive(
       String(channels),
       "--json",
     ]),
-    { label: `qemu-recv (${runtime})` },
+    childOptions(run, "qemu-recv"),
   );
   let src: QemuSide | undefined;
   const threads = new ThreadCpu(recv.pid);
@@ -188,8 +209,9 @@ async function oursSend(
   zerocopy: boolean,
   dir: string,
   { size, channels }: Settings,
+  library?: string,
 ): Promise<BenchRecord> {
-  const run: OurRun = { direction: "send", runtime, version, zerocopy, settings: { size, channels } };
+  const run: OurRun = { direction: "send", runtime, version, zerocopy, settings: { size, channels }, library };
   const dst = await qemu.start("dst", `${version} multifd${channels}`);
   let send: LineChild | undefined;
   try {
@@ -207,7 +229,7 @@ async function oursSend(
         ...(zerocopy ? ["--zerocopy"] : []),
         "--json",
       ]),
-      { label: `qemu-send (${runtime})` },
+      childOptions(run, "qemu-send"),
     );
     const [e2eSeconds, ours] = await Promise.all([
       dst.qmp.migrationCompleted().then(() => seconds(started)),
@@ -270,15 +292,19 @@ function casesOf(
   runtimes: Runtime[],
   archive: string,
   settings: Settings,
+  alsoLibrary?: string,
 ): Case[] {
   const base = `multifd${settings.channels}${zerocopy ? "+zc" : ""}`;
-  const ours = runtimes.map((runtime) => ({
-    label: runtime,
-    run: () =>
-      direction === "recv"
-        ? oursReceive(qemu, version, runtime, zerocopy, qemu.scratch("received"), settings)
-        : oursSend(qemu, version, runtime, zerocopy, archive, settings),
-  }));
+  const libraries = alsoLibrary ? [undefined, alsoLibrary] : [undefined];
+  const ours = runtimes.flatMap((runtime) =>
+    libraries.map((library) => ({
+      label: ourLabel(runtime, library),
+      run: () =>
+        direction === "recv"
+          ? oursReceive(qemu, version, runtime, zerocopy, qemu.scratch("received"), settings, false, library)
+          : oursSend(qemu, version, runtime, zerocopy, archive, settings, library),
+    }))
+  );
   const references = direction === "recv"
     ? [
       { label: "qemu fresh", run: () => qemuToQemu(qemu, version, direction, `${base}+fresh`, settings) },
@@ -307,16 +333,16 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
       const [, version, zerocopy] = key.split("|");
       const qemuRuns = (label: string) => group.filter((r) => r.side === "qemu" && r.label === label);
       const references = direction === "recv" ? ["qemu fresh", "qemu prealloc"] : ["qemu"];
-      for (const runtime of new Set(group.filter((r) => r.side === "ours").map((r) => r.runtime as string))) {
-        const mine = group.filter((r) => r.side === "ours" && r.runtime === runtime);
+      for (const label of new Set(group.filter((r) => r.side === "ours").map((r) => r.label as string))) {
+        const mine = group.filter((r) => r.side === "ours" && r.label === label);
         const roundRatios = ratios.filter((r) =>
           r.direction === direction && r.qemuVersion === version && String(r.zerocopy) === zerocopy &&
-          r.runtime === runtime
+          r.label === label
         );
         lines.push([
           version,
           zerocopy === "true" ? "zero-copy" : "plain",
-          runtime,
+          label,
           cell(mine.map((r) => r.GBps)),
           ...references.map((label) => cell(qemuRuns(label).map((r) => r.GBps))),
           ...references.map((label) => `**${cell(roundRatios.map((r) => r[`vs ${label}`]))}**`),
@@ -398,8 +424,38 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
     "destination's `completed`; the destination is QEMU (prealloc) in both. Library clock: the same transfer on " +
     "`QemuMigrationSender.send`'s own clock (the call to its last byte written: no process start-up), as a " +
     "program that embeds the library sees it.",
+    ...alsoLibraryReport(ratios, env),
     ...(failed ? ["", `${failed} run(s) failed or not verified (see the .jsonl).`] : []),
   ].join("\n");
+}
+
+/** With --also-library: this build against the other, inside each round (GB/s and CPU per GB). */
+function alsoLibraryReport(ratios: BenchRecord[], env: Record<string, string>): string[] {
+  const compared = ratios.filter((r) => typeof r["vs --also-library"] === "number");
+  if (compared.length === 0) return [];
+  const keys = new Set(compared.map((r) => `${r.direction}|${r.qemuVersion}|${r.zerocopy}|${r.runtime}`));
+  const lines = [...keys].map((key) => {
+    const [direction, version, zerocopy, runtime] = key.split("|");
+    const mine = compared.filter((r) => `${r.direction}|${r.qemuVersion}|${r.zerocopy}|${r.runtime}` === key);
+    const cell = (field: string) => formatSpread(spread(mine.map((r) => Number(r[field]))), 2);
+    return [
+      direction === "recv" ? "destination" : "source",
+      version,
+      zerocopy === "true" ? "zero-copy" : "plain",
+      runtime,
+      `**${cell("vs --also-library")}**`,
+      cell("CPU vs --also-library"),
+    ];
+  });
+  return [
+    "",
+    `## This build against \`--also-library\` (${env["also-library"]})`,
+    "",
+    markdownTable(["ours as", "QEMU", "source", "runtime", "GB/s: this / that", "CPU s/GB: this / that"], lines),
+    "",
+    "Both runs of ours in the same round, against the same QEMU; ratios taken inside each round (> 1: this " +
+    "build is faster, or spends more CPU).",
+  ];
 }
 
 async function main(): Promise<number> {
@@ -412,6 +468,7 @@ async function main(): Promise<number> {
       versions: { type: "string", default: QEMU_VERSIONS.join(",") },
       directions: { type: "string", default: "recv,send" },
       zerocopy: { type: "string", default: "off" },
+      "also-library": { type: "string" },
     },
     strict: true,
   });
@@ -431,6 +488,8 @@ async function main(): Promise<number> {
     return z === "on";
   });
   const versions = parseQemuVersions(values.versions);
+  const alsoLibrary = values["also-library"] === undefined ? undefined : resolve(values["also-library"]);
+  if (alsoLibrary !== undefined && !existsSync(alsoLibrary)) throw new Error(`--also-library: no file ${alsoLibrary}`);
   if (!(rounds >= 1) || !(settings.size > 0) || !(settings.channels >= 1)) {
     throw new Error("--rounds, --size-mib, --channels: positive numbers");
   }
@@ -453,6 +512,7 @@ async function main(): Promise<number> {
     command: `deno run -A bench/qemu_interop.ts ${process.argv.slice(2).join(" ")}`.trim(),
     qemu: qemu.versions.map((v) => qemu.versionLine(v)).join("; "),
     "free-page reporting": qemu.pageReporting,
+    ...(alsoLibrary ? { "also-library": alsoLibrary } : {}),
   });
   try {
     const archives = new Map<QemuVersion, string>();
@@ -467,21 +527,37 @@ async function main(): Promise<number> {
       for (const version of qemu.versions) {
         for (const direction of directions) {
           for (const zerocopy of zerocopyModes) {
-            const cases = casesOf(qemu, version, direction, zerocopy, runtimes, archives.get(version)!, settings);
+            const cases = casesOf(
+              qemu,
+              version,
+              direction,
+              zerocopy,
+              runtimes,
+              archives.get(version)!,
+              settings,
+              alsoLibrary,
+            );
             const got = new Map<string, BenchRecord>();
             for (const c of rotate(cases, round_)) {
               const record = { round: round_, label: c.label, ...(await c.run()) };
               got.set(c.label, record);
               emit(record);
             }
-            for (const runtime of runtimes) {
-              const mine = got.get(runtime)!;
+            for (const [label, mine] of got) {
+              if (mine.side !== "ours") continue;
               const vs: Record<string, number> = {};
-              for (const [label, theirs] of got) {
+              for (const [theirLabel, theirs] of got) {
                 if (theirs.side !== "qemu" || !mine.verified || !theirs.verified) continue;
-                vs[`vs ${label}`] = round(Number(mine.GBps) / Number(theirs.GBps));
+                vs[`vs ${theirLabel}`] = round(Number(mine.GBps) / Number(theirs.GBps));
                 // The library's own clock (QemuMigrationSender.send: call to last byte), no process start.
-                if (mine.ownGBps) vs[`library vs ${label}`] = round(Number(mine.ownGBps) / Number(theirs.GBps));
+                if (mine.ownGBps) vs[`library vs ${theirLabel}`] = round(Number(mine.ownGBps) / Number(theirs.GBps));
+              }
+              const other = alsoLibrary && !mine.library
+                ? got.get(ourLabel(mine.runtime as Runtime, alsoLibrary))
+                : undefined;
+              if (other?.verified && mine.verified) {
+                vs["vs --also-library"] = round(Number(mine.GBps) / Number(other.GBps));
+                vs["CPU vs --also-library"] = round(Number(mine.cpuSecondsPerGB) / Number(other.cpuSecondsPerGB));
               }
               emit({
                 bench: "qemu-interop-round",
@@ -489,7 +565,8 @@ async function main(): Promise<number> {
                 direction,
                 qemuVersion: version,
                 zerocopy,
-                runtime,
+                runtime: mine.runtime,
+                label,
                 ...vs,
               });
             }
