@@ -20,8 +20,9 @@
  *
  * Default matrix: channels 1,2,4,8 × zero-copy off,on with 2 MiB pages, plus 4 channels ×
  * zero-copy off,on with 4 KiB pages, plus 4 channels zero-copy with the sender's
- * `sendBufferBytes` at 256 KiB (the same-host setting; every other case leaves SO_SNDBUF
- * to the kernel). `--channels/--zerocopy/--huge/--send-buffer` replace it with their full
+ * `sendBufferBytes` at 256 KiB (the same-host setting; every other case leaves it to the
+ * library's default, which is that same 256 KiB with the receiver on this host; `--send-buffer
+ * auto` is the kernel's autotuning, `sendBufferBytes: -1`). `--channels/--zerocopy/--huge/--send-buffer` replace it with their full
  * cross product. Records go to stdout (one JSON line each) and, unless --no-save, to
  * bench/results/<date>-multifd.{jsonl,md}; the chart to bench/results/multifd.svg.
  * @module
@@ -56,6 +57,7 @@ import {
   qemuSummaries,
   ResultsFiles,
   withQemuRatios,
+  zeroPagesSummaries,
 } from "./lib/report.ts";
 
 export interface MultifdConfig {
@@ -64,12 +66,16 @@ export interface MultifdConfig {
   /** With zerocopy: no fallback for channels whose sends the kernel copies (`zerocopyFallback: false`). */
   zerocopyAlways?: boolean;
   hugePages: boolean;
-  /** The sender's `sendBufferBytes` (SO_SNDBUF); undefined: the kernel's autotuning. */
+  /** The sender's `sendBufferBytes` (SO_SNDBUF); undefined: the library's default; -1: the kernel's autotuning. */
   sendBufferBytes?: number;
   /** Encrypted channels with this cipher; undefined: plain. */
   encrypt?: Cipher;
   /** The sender's `pagesPerPacket`; undefined: the default (128, 512 KiB). */
   pagesPerPacket?: number;
+  /** false: the sender's `zeroPages` off (all-zero pages go as data); undefined: the default (on). */
+  zeroPages?: boolean;
+  /** Percent of the source's pages that are all zero (runs of that many pages in every 100); default 0. */
+  zeroShare?: number;
 }
 
 /** The same-host setting of `sendBufferBytes` the suite measures beside the default. */
@@ -144,9 +150,11 @@ export async function runMultifdCase(
         String(pid),
         ...(config.zerocopy ? ["--zerocopy"] : []),
         ...(config.zerocopyAlways ? ["--zerocopy-always"] : []),
-        ...(config.sendBufferBytes ? ["--send-buffer", String(config.sendBufferBytes)] : []),
+        ...(config.sendBufferBytes !== undefined ? [`--send-buffer=${config.sendBufferBytes}`] : []), // = : -1 too
         ...(config.encrypt ? ["--encrypt", config.encrypt] : []),
         ...(config.pagesPerPacket ? ["--pages-per-packet", String(config.pagesPerPacket)] : []),
+        ...(config.zeroPages === false ? ["--no-zero-pages"] : []),
+        ...(config.zeroShare ? ["--zero-share", String(config.zeroShare)] : []),
       ]),
       { env, label: `${runtime} sender` },
     );
@@ -187,8 +195,10 @@ export async function runMultifdCase(
 
 export const configLabel = (c: MultifdConfig) =>
   `${c.channels}ch ${c.zerocopy ? c.zerocopyAlways ? "zc-always" : "zc" : "plain"} ${c.hugePages ? "2M" : "4K"}${
-    c.sendBufferBytes ? ` sndbuf ${c.sendBufferBytes / 1024} KiB` : ""
-  }${c.encrypt ? ` ${c.encrypt}` : ""}`;
+    c.sendBufferBytes === -1 ? " sndbuf auto" : c.sendBufferBytes ? ` sndbuf ${c.sendBufferBytes / 1024} KiB` : ""
+  }${c.encrypt ? ` ${c.encrypt}` : ""}${c.zeroPages === false ? " no-zero-pages" : ""}${
+    c.zeroShare ? ` ${c.zeroShare}% zero` : ""
+  }`;
 
 /**
  * Runs the whole multifd matrix (and QEMU, if asked), interleaved: per repetition, every
@@ -246,7 +256,9 @@ export async function runMultifdSuite(
         // only a ratio taken inside one round compares): same channels and zero-copy, 2 MiB
         // pages; encrypted against TLS (which QEMU runs without zero-copy only).
         const partner = `multifd${config.channels}${config.encrypt ? "+tls" : config.zerocopy ? "+zc" : ""}`;
-        const pairs = qemu && config.hugePages && !config.sendBufferBytes && options.qemuConfigs.includes(partner);
+        // QEMU's guest RAM is random data: only our cases with the same data and defaults pair with it.
+        const pairs = qemu && config.hugePages && !config.sendBufferBytes && config.zeroPages !== false &&
+          !config.zeroShare && options.qemuConfigs.includes(partner);
         for (const runtime of options.runtimes) {
           note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} ${runtime}`);
           let ours: BenchRecord;
@@ -279,8 +291,8 @@ export async function runMultifdSuite(
 
 const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--qemu-versions 7.2,10.0] [--size-mib N] [--reps N]
                   [--runtimes deno,bun] [--channels 1,2,4,8] [--zerocopy off,on,always] [--huge on,off]
-                  [--send-buffer auto,262144] [--encrypt off,aegis-128l,aes-256-gcm]
-                  [--pages-per-packet default,512] [--no-save]`;
+                  [--send-buffer default,auto,262144] [--encrypt off,aegis-128l,aes-256-gcm]
+                  [--pages-per-packet default,512] [--zero-pages on,off] [--zero-share 0,50] [--no-save]`;
 
 function list(text: string | undefined, parse: (item: string) => unknown): unknown[] | undefined {
   return text === undefined ? undefined : text.split(",").map((item) => parse(item.trim()));
@@ -321,6 +333,8 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
       huge: { type: "string" },
       "send-buffer": { type: "string" },
       "pages-per-packet": { type: "string" },
+      "zero-pages": { type: "string" },
+      "zero-share": { type: "string" },
       encrypt: { type: "string" },
       "no-save": { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -336,7 +350,16 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     return r;
   });
   if (runtimes) options.runtimes = runtimes as Runtime[];
-  const matrix = ["channels", "zerocopy", "huge", "send-buffer", "encrypt", "pages-per-packet"] as const;
+  const matrix = [
+    "channels",
+    "zerocopy",
+    "huge",
+    "send-buffer",
+    "encrypt",
+    "pages-per-packet",
+    "zero-pages",
+    "zero-share",
+  ] as const;
   if (matrix.some((name) => values[name] !== undefined)) {
     const channels = (list(values.channels, Number) ?? [1, 2, 4, 8]) as number[];
     const zerocopy =
@@ -344,25 +367,39 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
         typeof zerocopySetting
       >[];
     const huge = (list(values.huge, onOff) ?? [true]) as boolean[];
-    const sendBuffers = (list(values["send-buffer"], (b) => b === "auto" ? undefined : Number(b)) ??
+    const sendBuffers = (list(values["send-buffer"], (b) =>
+      b === "default" ? undefined : b === "auto" ? -1 : Number(b)) ??
       [undefined]) as (number | undefined)[];
     const ciphers = (list(values.encrypt, cipherSetting) ?? [undefined]) as (Cipher | undefined)[];
     const packetSizes = (list(values["pages-per-packet"], (p) => p === "default" ? undefined : Number(p)) ??
       [undefined]) as (number | undefined)[];
-    // Ciphers and packet sizes innermost: a variant runs right after the case it is compared with.
+    const zeroPages = (list(values["zero-pages"], onOff) ?? [true]) as boolean[];
+    const zeroShares = (list(values["zero-share"], (p) => {
+      const share = Number(p);
+      if (!Number.isInteger(share) || share < 0 || share > 100) throw new Error(`--zero-share: 0..100, got "${p}"`);
+      return share;
+    }) ?? [0]) as number[];
+    // Ciphers, packet sizes and the zero-page variants innermost: a variant runs right after the
+    // case it is compared with.
     options.configs = sendBuffers.flatMap((sendBufferBytes) =>
       huge.flatMap((h) =>
         zerocopy.flatMap((z) =>
           channels.flatMap((c) =>
             ciphers.flatMap((encrypt) =>
-              packetSizes.map((pagesPerPacket) => ({
-                channels: c,
-                ...z,
-                hugePages: h,
-                sendBufferBytes,
-                ...(encrypt && { encrypt }),
-                ...(pagesPerPacket && { pagesPerPacket }),
-              }))
+              packetSizes.flatMap((pagesPerPacket) =>
+                zeroShares.flatMap((zeroShare) =>
+                  zeroPages.map((zero) => ({
+                    channels: c,
+                    ...z,
+                    hugePages: h,
+                    sendBufferBytes,
+                    ...(encrypt && { encrypt }),
+                    ...(pagesPerPacket && { pagesPerPacket }),
+                    ...(!zero && { zeroPages: false }),
+                    ...(zeroShare && { zeroShare }),
+                  }))
+                )
+              )
             )
           )
         )
@@ -406,6 +443,7 @@ async function main(): Promise<number> {
     ...qemuSummaries(records),
     ...pairSummaries(records),
     ...encryptionSummaries(records),
+    ...zeroPagesSummaries(records),
   ]);
   for (const s of sums) emit(s);
   Object.assign(env, notes);

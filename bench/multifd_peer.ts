@@ -5,8 +5,10 @@
  *   recv --size BYTES [--huge] [--host H] [--port P]
  *       allocates the destination (pre-faulted), listens, prints {"port", "pid"}, receives
  *       one transfer, prints the receiver's result and its peak RSS.
- *   send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES] [--pages-per-packet N] [--host H] [--peer-pid PID]
- *       allocates the source (pre-faulted), fills it with random data, connects, waits until
+ *   send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES] [--pages-per-packet N]
+ *        [--no-zero-pages] [--zero-share PERCENT] [--host H] [--peer-pid PID]
+ *       allocates the source (pre-faulted), fills it with random data (--zero-share: that
+ *       percent of its 4 KiB pages all zero, in runs of that many in every 100), connects, waits until
  *       both processes are idle, then sends one round (every page, then a sync) and reads the
  *       CPU time of both processes (/proc/PID/stat) around it; then finish() (checksums).
  *
@@ -15,7 +17,7 @@
  */
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { type Cipher, MultifdReceiver, MultifdSender, Region } from "../mod.ts";
+import { type Cipher, MultifdReceiver, MultifdSender, PAGE_SIZE, Region } from "../mod.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
 import { cpuSecondsOf, peakRssKiB, runMain, settle } from "./lib/proc.ts";
@@ -31,6 +33,16 @@ function allocate(size: number, huge: boolean): { region: Region; seconds: numbe
   const started = performance.now();
   const region = Region.allocate(size, { hugePages: huge, prefault: true });
   return { region, seconds: (performance.now() - started) / 1000 };
+}
+
+/** Makes `percent` of the region's 4 KiB pages all zero: the first `percent` of every 100. */
+function zeroPages(region: Region, percent: number): void {
+  if (!(percent >= 0 && percent <= 100)) throw new Error(`--zero-share: 0..100, got ${percent}`);
+  if (percent === 0) return;
+  for (let at = 0; at < region.size; at += 100 * PAGE_SIZE) {
+    const length = Math.min(percent * PAGE_SIZE, region.size - at);
+    region.view(at, length).fill(0);
+  }
 }
 
 async function receive(values: Record<string, string | boolean | undefined>): Promise<void> {
@@ -54,6 +66,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
   const { region, seconds: allocateSeconds } = allocate(size, values.huge === true);
   const fillStarted = performance.now();
   fillRandom(region);
+  zeroPages(region, Number(values["zero-share"] ?? 0));
   const fillSeconds = (performance.now() - fillStarted) / 1000;
   const peer = values["peer-pid"] === undefined ? undefined : Number(values["peer-pid"]);
   const sender = await MultifdSender.connect(region, {
@@ -66,6 +79,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
     encrypt: (values.encrypt as Cipher | undefined) ?? false,
     sendBufferBytes: values["send-buffer"] === undefined ? undefined : Number(values["send-buffer"]),
     pagesPerPacket: values["pages-per-packet"] === undefined ? undefined : Number(values["pages-per-packet"]),
+    zeroPages: values["no-zero-pages"] !== true,
   });
   // Worker start-up (both sides) is set-up, not transfer: wait until both processes idle.
   await settle(peer === undefined ? [process.pid] : [process.pid, peer]);
@@ -93,7 +107,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
 
 const USAGE = `usage: multifd_peer.ts recv --size BYTES [--huge] [--host H] [--port P]
        multifd_peer.ts send --port P --size BYTES --channels N [--zerocopy [--zerocopy-always]] [--encrypt CIPHER] [--huge] [--send-buffer BYTES] [--pages-per-packet N]
-                            [--host H] [--peer-pid PID]
+                            [--no-zero-pages] [--zero-share PERCENT] [--host H] [--peer-pid PID]
 (secret: $BENCH_SECRET, hex)`;
 
 async function main(): Promise<number> {
@@ -112,6 +126,8 @@ async function main(): Promise<number> {
         encrypt: { type: "string" },
         "send-buffer": { type: "string" },
         "pages-per-packet": { type: "string" },
+        "no-zero-pages": { type: "boolean", default: false },
+        "zero-share": { type: "string" },
         "peer-pid": { type: "string" },
       },
       strict: true,

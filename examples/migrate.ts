@@ -120,7 +120,8 @@ const SEND_USAGE = `usage: migrate.ts send --to HOST:PORT --file IN [options]
                        channel whose first sends the kernel all copies anyway (loopback, veth)
                        goes on with ordinary sends, as the kernel's documentation advises
   --zerocopy-always    with --zerocopy: keep MSG_ZEROCOPY even there (QEMU's behaviour)
-  --zero-pages         send all-zero pages as offsets only
+  --no-zero-pages      send all-zero pages as data too (by default they go as offsets only, as
+                       QEMU sends them, and the receiver makes them zero)
   --encrypt            encrypt every channel (AEGIS-128L; keys from the secret and the session)
   --cipher NAME        encrypt with NAME: aegis-128l (default) or aes-256-gcm; implies --encrypt
   --checksum NAME      the MAC of the end-of-transfer checksum: aegis-128l or blake3. Default:
@@ -386,7 +387,8 @@ function parseSend(args: string[]): Command {
     channels: { type: "string" },
     zerocopy: { type: "boolean" },
     "zerocopy-always": { type: "boolean" },
-    "zero-pages": { type: "boolean" },
+    "zero-pages": { type: "boolean" }, // the default; accepted as before
+    "no-zero-pages": { type: "boolean" },
     encrypt: { type: "boolean" },
     cipher: { type: "string" },
     checksum: { type: "string" },
@@ -416,7 +418,7 @@ function parseSend(args: string[]): Command {
           : DEFAULT_CHANNELS,
         zerocopy: values.zerocopy === true,
         zerocopyFallback: values["zerocopy-always"] !== true,
-        zeroPages: values["zero-pages"] === true,
+        zeroPages: values["no-zero-pages"] !== true,
         encrypt: typeof values.cipher === "string"
           ? parseCipher(values.cipher)
           : values.encrypt === true

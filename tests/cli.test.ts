@@ -192,6 +192,45 @@ describe("migrate.ts", () => {
     }
   });
 
+  test("all-zero pages go as offsets by default and as data with --no-zero-pages; the output is the same", async () => {
+    const sparse = join(dir, "sparse.bin");
+    const bytes = randomFile(sparse, 8 * 2 ** 20 + 5);
+    bytes.fill(0, 4096, 4096 + 300 * 4096); // 300 zero pages after the first
+    bytes.fill(0, bytes.length - 5); // and the short last page
+    writeFileSync(sparse, bytes);
+    for (const flags of [[], ["--no-zero-pages"]]) {
+      const output = join(dir, `sparse-out${flags.length}.bin`);
+      const receiver = startReceiver([
+        "--listen",
+        "127.0.0.1:0",
+        "--file",
+        output,
+        "--json",
+        "--secret-file",
+        secretFile,
+      ]);
+      try {
+        const port = await receiver.port;
+        const args = ["send", "--to", `127.0.0.1:${port}`, "--file", sparse, "--json", "--secret-file", secretFile];
+        const sender = await run(runtimeArgv(cli, [...args, ...flags]), 60_000);
+        assert.equal(sender.code, 0, sender.stderr);
+        const received = await receiver.exited;
+        assert.equal(received.code, 0, received.stderr);
+        const [sent, got] = [lastJson(sender.stdout), lastJson(received.stdout)];
+        const zeroPages = flags.length === 0 ? 301 : 0;
+        for (const result of [sent, got]) {
+          assert.equal(result.verified, true);
+          assert.equal(result.pagesZero, zeroPages, flags.join(" ") || "default");
+          assert.equal(result.pagesNormal + result.pagesZero, Math.ceil(bytes.length / 4096));
+        }
+        assert.equal(sent.bytes, bytes.length - (flags.length === 0 ? 300 * 4096 + 5 : 0), "payload bytes sent");
+        assert.ok(readFileSync(output).equals(bytes), "the output differs from the input");
+      } finally {
+        await receiver.kill();
+      }
+    }
+  });
+
   test("--cipher aes-256-gcm --checksum blake3 with --zerocopy, recv --encrypt: encrypted end to end, verified, byte-identical", async () => {
     const output = join(dir, "encrypted-out.bin");
     const receiver = startReceiver([

@@ -98,8 +98,10 @@ describe("multifd transfers", () => {
     }
   });
 
-  for (const zeroPages of [false, true]) {
-    test(`zero pages ${zeroPages ? "on: sent as offsets only" : "off: sent as data"}`, async () => {
+  for (const zeroPages of [false, true, undefined]) {
+    const on = zeroPages !== false; // on by default
+    const name = zeroPages === undefined ? "by default" : zeroPages ? "on" : "off";
+    test(`zero pages ${name}: sent as ${on ? "offsets only" : "data"}`, async () => {
       const size = 16 * 2 ** 20 + 1000;
       const source = Region.allocate(size);
       fillPattern(source, 5);
@@ -110,10 +112,10 @@ describe("multifd transfers", () => {
       try {
         assert.ok(destination.equals(source));
         assert.equal(sent.verified, true);
-        assert.equal(sent.pagesZero, zeroPages ? 101 : 0);
-        assert.equal(received.pagesZero, zeroPages ? 101 : 0);
+        assert.equal(sent.pagesZero, on ? 101 : 0);
+        assert.equal(received.pagesZero, on ? 101 : 0);
         assert.equal(sent.pagesNormal + sent.pagesZero, Math.ceil(size / PAGE));
-        assert.equal(sent.bytes, zeroPages ? size - 100 * PAGE - 1000 : size);
+        assert.equal(sent.bytes, on ? size - 100 * PAGE - 1000 : size);
       } finally {
         await source.close();
         await destination.close();

@@ -183,9 +183,9 @@ export function callTable(summaries: BenchRecord[]): string {
 export const zerocopyMode = (r: BenchRecord) => !r.zerocopy ? "off" : r.zerocopyAlways ? "always" : "on";
 
 export const multifdKey = (r: BenchRecord) =>
-  `${r.hugePages ? "huge" : "4k"}/${zerocopyMode(r)}/${r.channels}/${r.runtime}/${r.sendBufferBytes ?? "auto"}/${
+  `${r.hugePages ? "huge" : "4k"}/${zerocopyMode(r)}/${r.channels}/${r.runtime}/${r.sendBufferBytes ?? "default"}/${
     r.encrypt ?? "plain"
-  }/${r.pagesPerPacket ?? "default"}`;
+  }/${r.pagesPerPacket ?? "default"}/${r.zeroPages === false ? "no-zero-pages" : "zero-pages"}/${r.zeroShare ?? 0}`;
 
 export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
@@ -200,6 +200,8 @@ export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
     sendBufferBytes: rs[0].sendBufferBytes,
     encrypt: rs[0].encrypt,
     pagesPerPacket: rs[0].pagesPerPacket,
+    zeroPages: rs[0].zeroPages,
+    zeroShare: rs[0].zeroShare,
     bytes: rs[0].bytes,
     GBps: spread(values(rs, "GBps")),
     senderCpuSecondsPerGB: spread(values(rs, "senderCpuSecondsPerGB")),
@@ -216,9 +218,10 @@ export function multifdTable(summaries: BenchRecord[]): string {
     String(s.channels),
     zerocopyMode(s),
     s.hugePages ? "2 MiB" : "4 KiB",
-    s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "auto",
+    s.sendBufferBytes === -1 ? "auto" : s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "default",
     String(s.encrypt ?? "none"),
     `${Number(s.pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET) * PAGE_SIZE / 1024} KiB`,
+    `${s.zeroPages === false ? "off" : "on"}, ${Number(s.zeroShare ?? 0)}%`,
     String(s.runtime),
     formatSpread(s.GBps as Spread, 2),
     formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
@@ -237,6 +240,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
       "send buffer",
       "encryption",
       "packet",
+      "zero pages, share of data",
       "runtime",
       "GB/s",
       "sender CPU s/GB",
@@ -280,7 +284,8 @@ const ratioOf = (a: unknown, b: unknown) => {
  */
 export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
   const ours = summaries.filter((s) =>
-    s.bench === "multifd" && s.summary && s.hugePages && !s.sendBufferBytes && !s.zerocopyAlways
+    s.bench === "multifd" && s.summary && s.hugePages && !s.sendBufferBytes && !s.zerocopyAlways &&
+    s.zeroPages !== false && !s.zeroShare
   );
   return summaries.filter((s) => s.bench === "qemu" && s.summary).flatMap((q) =>
     RUNTIMES.flatMap((runtime) => {
@@ -381,7 +386,9 @@ export function pairSummaries(records: BenchRecord[]): BenchRecord[] {
  * the same round, runtime, channels, zero-copy setting and pages; the median per case.
  */
 export function encryptionSummaries(records: BenchRecord[]): BenchRecord[] {
-  const runs = records.filter((r) => r.bench === "multifd" && isRun(r) && !r.sendBufferBytes);
+  const runs = records.filter((r) =>
+    r.bench === "multifd" && isRun(r) && !r.sendBufferBytes && r.zeroPages !== false && !r.zeroShare
+  );
   const same = (a: BenchRecord, b: BenchRecord) =>
     a.rep === b.rep && a.runtime === b.runtime && a.channels === b.channels && a.hugePages === b.hugePages &&
     zerocopyMode(a) === zerocopyMode(b);
@@ -403,6 +410,69 @@ export function encryptionSummaries(records: BenchRecord[]): BenchRecord[] {
       GBps: spread(group.map(({ ratio }) => ratio)),
     };
   });
+}
+
+/**
+ * `--zero-pages on,off`: each run with the sender's zero-page detection (the default) over the
+ * run without it of the same round and case (same data); the median per case.
+ */
+export function zeroPagesSummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
+  const ratios = runs.filter((r) => r.zeroPages === false).flatMap((off) => {
+    const on = runs.find((r) =>
+      r.zeroPages !== false && r.rep === off.rep &&
+      multifdKey(r) === multifdKey(off).replace("/no-zero-pages/", "/zero-pages/")
+    );
+    // Time and CPU seconds, not GB/s: with detection on, zero pages are not counted as bytes sent.
+    const ratio = (field: string) => Number(on?.[field]) / Number(off[field]);
+    return on
+      ? [{ off, speed: 1 / ratio("seconds"), sender: ratio("senderCpuSeconds"), receiver: ratio("receiverCpuSeconds") }]
+      : [];
+  });
+  return [...groupBy(ratios, ({ off }) => multifdKey(off)).values()].map((group) => {
+    const { off } = group[0];
+    return {
+      bench: "zero-pages-ratio",
+      summary: true,
+      runtime: off.runtime,
+      channels: off.channels,
+      zerocopy: off.zerocopy,
+      zerocopyAlways: off.zerocopyAlways,
+      hugePages: off.hugePages,
+      zeroShare: off.zeroShare ?? 0,
+      speed: spread(group.map((g) => g.speed)),
+      senderCpuSeconds: spread(group.map((g) => g.sender)),
+      receiverCpuSeconds: spread(group.map((g) => g.receiver)),
+    };
+  });
+}
+
+export function zeroPagesTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "zero-pages-ratio").map((s) => [
+    String(s.runtime),
+    `${s.zeroShare}%`,
+    String(s.channels),
+    zerocopyMode(s),
+    s.hugePages ? "2 MiB" : "4 KiB",
+    formatSpread(s.speed as Spread, 2),
+    formatSpread(s.senderCpuSeconds as Spread, 2),
+    formatSpread(s.receiverCpuSeconds as Spread, 2),
+    String((s.speed as Spread | undefined)?.n ?? 0),
+  ]);
+  return rows.length === 0 ? "" : markdownTable(
+    [
+      "runtime",
+      "zero pages in the data",
+      "channels",
+      "zero-copy",
+      "pages",
+      "speed on/off",
+      "sender CPU on/off",
+      "receiver CPU on/off",
+      "rounds",
+    ],
+    rows,
+  );
 }
 
 export function encryptionTable(summaries: BenchRecord[]): string {
@@ -500,7 +570,8 @@ function slope(points: [number, number][]): number | undefined {
 export function memorySummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "memory" && isRun(r));
   const multifd = records.filter((r) =>
-    r.bench === "multifd" && isRun(r) && r.hugePages && !r.zerocopy && !r.sendBufferBytes
+    r.bench === "multifd" && isRun(r) && r.hugePages && !r.zerocopy && !r.sendBufferBytes && r.zeroPages !== false &&
+    !r.zeroShare
   );
   const runtimes = [...new Set([...runs, ...multifd].map((r) => String(r.runtime)))];
   return runtimes.flatMap((runtime) =>
@@ -591,7 +662,8 @@ export function markdownReport(title: string, environment: Record<string, string
     "Multifd (loopback, sender and receiver in separate processes)",
     multifdTable(sums),
     "Transfer time only (set-up and checksums excluded); CPU measured over the round from /proc/PID/stat. " +
-      "Send buffer: the sender's SO_SNDBUF (`sendBufferBytes`); auto = the kernel's autotuning.",
+      "Send buffer: the sender's SO_SNDBUF (`sendBufferBytes`); default = the library's (256 KiB with the receiver on " +
+      "this host, else the kernel's autotuning), auto = the kernel's autotuning (`-1`).",
   );
   section(
     "Ours against QEMU, interleaved round by round",
@@ -609,6 +681,16 @@ export function markdownReport(title: string, environment: Record<string, string
     "Each encrypted run over the plain run of the same round, runtime, channels, zero-copy setting and pages " +
       "(the ratio inside the round, then the median over the rounds). Encrypted cases are also in the table " +
       "against QEMU above, paired with QEMU multifd + TLS (no zero-copy: QEMU refuses it with TLS).",
+  );
+  section(
+    "Zero-page detection on against off, interleaved",
+    zeroPagesTable(sums),
+    "Each run with the sender's `zeroPages` (the default: all-zero pages go as offsets, the receiver makes them " +
+      "zero) over the run without it of the same round, runtime, case and data (`--zero-share`: that percent of the " +
+      "source's pages all zero, in runs of that many pages in every 100); the ratio inside the round, then the " +
+      "median over the rounds, of the region's transfer time (speed = time off / time on) and of each side's CPU " +
+      "seconds for it. > 1: faster, or more CPU, with detection on. (In the table above GB/s and CPU per GB count " +
+      "the bytes sent as data: with detection on, zero pages are not among them.)",
   );
   section(
     "QEMU multifd (7.2, 10.0) on the same machine, and ours/QEMU",

@@ -84,7 +84,6 @@ import { integerOption, timeoutMs } from "../options.ts";
  *   secret: process.env.ZEROCOPY_MULTIFD_SECRET!, // the receiver's secret, ≥ 16 bytes
  *   channels: 4,
  *   zerocopy: true,
- *   zeroPages: true,
  *   signal: AbortSignal.timeout(600_000), // give up after 10 minutes
  * };
  * const region = Region.openFile("guest.img");
@@ -100,7 +99,11 @@ export interface SenderOptions extends ChannelOptions {
   secret: Secret;
   /** Parallel channels, 1..64. Default 2 (as QEMU). */
   channels?: number;
-  /** Send all-zero pages as offsets only. Default false. */
+  /**
+   * Send all-zero pages as offsets only (the receiver makes them zero), as QEMU does. Default
+   * true: memory that users move (guest RAM, snapshots) often has many, and finding that a
+   * page holds data costs a look at a few of its words. false: every page goes as data.
+   */
   zeroPages?: boolean;
   /**
    * With `zerocopy`: a channel whose first 32 MiB of zero-copy sends the kernel all reports as
@@ -604,7 +607,7 @@ function senderConfig(options: SenderOptions, region: Region) {
       ...channel,
       pageSize: PAGE_SIZE,
       pagesPerPacket,
-      zeroPages: options.zeroPages === true,
+      zeroPages: options.zeroPages !== false,
       zerocopyFallback: options.zerocopyFallback !== false,
       zerocopyBudgetBytes,
     },
