@@ -116,17 +116,13 @@ describe("migrate.ts", () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
+  /** A receiver on a free loopback port writing `output`, with this suite's secret and `--json`, and `extra`. */
+  const receiveTo = (output: string, ...extra: string[]) =>
+    startReceiver(["--listen", "127.0.0.1:0", "--file", output, "--json", "--secret-file", secretFile, ...extra]);
+
   test("recv and send move a file of an odd size, zero-copy, 2 channels, verified", async () => {
     const output = join(dir, "out.bin");
-    const receiver = startReceiver([
-      "--listen",
-      "127.0.0.1:0",
-      "--file",
-      output,
-      "--json",
-      "--secret-file",
-      secretFile,
-    ]);
+    const receiver = receiveTo(output);
     try {
       const port = await receiver.port;
       const sender = await run(
@@ -200,15 +196,7 @@ describe("migrate.ts", () => {
     writeFileSync(sparse, bytes);
     for (const flags of [[], ["--no-zero-pages"]]) {
       const output = join(dir, `sparse-out${flags.length}.bin`);
-      const receiver = startReceiver([
-        "--listen",
-        "127.0.0.1:0",
-        "--file",
-        output,
-        "--json",
-        "--secret-file",
-        secretFile,
-      ]);
+      const receiver = receiveTo(output);
       try {
         const port = await receiver.port;
         const args = ["send", "--to", `127.0.0.1:${port}`, "--file", sparse, "--json", "--secret-file", secretFile];
@@ -233,16 +221,7 @@ describe("migrate.ts", () => {
 
   test("--cipher aes-256-gcm --checksum blake3 with --zerocopy, recv --encrypt: encrypted end to end, verified, byte-identical", async () => {
     const output = join(dir, "encrypted-out.bin");
-    const receiver = startReceiver([
-      "--listen",
-      "127.0.0.1:0",
-      "--file",
-      output,
-      "--json",
-      "--encrypt",
-      "--secret-file",
-      secretFile,
-    ]);
+    const receiver = receiveTo(output, "--encrypt");
     try {
       const port = await receiver.port;
       const sender = await run(
@@ -450,15 +429,7 @@ describe("migrate.ts", () => {
     writeFileSync(wrong, "a different secret, long enough\n", { mode: 0o600 });
     const small = join(dir, "small-2.bin");
     const smallBytes = randomFile(small, 3 * 4096);
-    const receiver = startReceiver([
-      "--listen",
-      "127.0.0.1:0",
-      "--file",
-      output,
-      "--json",
-      "--secret-file",
-      secretFile,
-    ]);
+    const receiver = receiveTo(output);
     try {
       const port = await receiver.port;
       const sendWith = (key: string) =>
@@ -488,15 +459,7 @@ describe("migrate.ts", () => {
     const changing = join(dir, "changing.bin");
     const size = 8 * 2 ** 20 + 77;
     randomFile(changing, size);
-    const receiver = startReceiver([
-      "--listen",
-      "127.0.0.1:0",
-      "--file",
-      output,
-      "--json",
-      "--secret-file",
-      secretFile,
-    ]);
+    const receiver = receiveTo(output);
     // Another writer keeps changing the file during the whole send, as a live file would be:
     // what the sender checksums at the end is not what it sent.
     const fd = openSync(changing, "r+");
