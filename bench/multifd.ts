@@ -48,6 +48,7 @@ import { runMain } from "./lib/proc.ts";
 import { threadCpuFields, type ThreadKind } from "./lib/threads.ts";
 import {
   type BenchRecord,
+  defaultVariant,
   encryptionSummaries,
   environment,
   markdownReport,
@@ -256,9 +257,7 @@ export async function runMultifdSuite(
         // only a ratio taken inside one round compares): same channels and zero-copy, 2 MiB
         // pages; encrypted against TLS (which QEMU runs without zero-copy only).
         const partner = `multifd${config.channels}${config.encrypt ? "+tls" : config.zerocopy ? "+zc" : ""}`;
-        // QEMU's guest RAM is random data: only our cases with the same data and defaults pair with it.
-        const pairs = qemu && config.hugePages && !config.sendBufferBytes && config.zeroPages !== false &&
-          !config.zeroShare && options.qemuConfigs.includes(partner);
+        const pairs = qemu && config.hugePages && defaultVariant(config) && options.qemuConfigs.includes(partner);
         for (const runtime of options.runtimes) {
           note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} ${runtime}`);
           let ours: BenchRecord;

@@ -35,7 +35,8 @@
  * its CPU read from /proc at `migrate`, subtracted from the `processCpuSeconds` of its `--json`;
  * what it spent before, starting and waiting for QEMU, is `commandCpuSeconds − cpuSeconds`, as
  * a QEMU destination's start is not counted either), also split by kind of thread
- * (bench/lib/threads.ts), and both destinations' kernel part (ours: `processSystemCpuSeconds`). send: ours during its command (`cpuSeconds`: runtime start-up
+ * (bench/lib/threads.ts), and both destinations' kernel part (ours: `processSystemCpuSeconds`).
+ * send: ours during its command (`cpuSeconds`: runtime start-up
  * excluded), QEMU's source from `migrate`. Every run is verified: the RAM that arrived is
  * byte-identical to the source image. The order of the cases rotates from round to round; one
  * warm-up receive per version first (not counted: it also makes the send direction's directory).
@@ -58,6 +59,7 @@ import {
   type BenchRecord,
   environment,
   formatSpread,
+  groupBy,
   markdownTable,
   medianCell,
   ResultsFiles,
@@ -136,7 +138,6 @@ function oursRecord(
     e2eSeconds: round(e2eSeconds),
     GBps: round(gb / e2eSeconds),
     ownSeconds: ours.seconds,
-    ...(direction === "send" ? { callSeconds: round(Number(ours.setupSeconds) + Number(ours.seconds)) } : {}),
     cpuSeconds: round(cpu),
     cpuSecondsPerGB: round(cpu / gb),
     commandCpuSeconds: ours.cpuSeconds,
@@ -239,12 +240,15 @@ async function oursSend(
       send.nextJson(),
     ]);
     const dstCpu = dst.cpuSeconds() - cpu0;
+    // The library's call: its set-up (connects, Worker start) and its data phase.
+    const callSeconds = Number(ours.setupSeconds) + Number(ours.seconds);
     const status = (await dst.qmp.command<{ status: string }>("query-status")).status;
     await dst.quit();
     return {
       ...oursRecord(run, e2eSeconds, ours, Number(ours.cpuSeconds), dstCpu),
       ownGBps: ours.GBps,
-      callGBps: round(size / 1e9 / (Number(ours.setupSeconds) + Number(ours.seconds))),
+      callSeconds: round(callSeconds),
+      callGBps: round(size / 1e9 / callSeconds),
       destinationStatus: status,
       verified: ours.ok === true && await qemu.matchesSource(qemu.destinationImage),
     };
@@ -441,10 +445,9 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
 function alsoLibraryReport(ratios: BenchRecord[], env: Record<string, string>): string[] {
   const compared = ratios.filter((r) => typeof r["vs --also-library"] === "number");
   if (compared.length === 0) return [];
-  const keys = new Set(compared.map((r) => `${r.direction}|${r.qemuVersion}|${r.zerocopy}|${r.runtime}`));
-  const lines = [...keys].map((key) => {
+  const cases = groupBy(compared, (r) => `${r.direction}|${r.qemuVersion}|${r.zerocopy}|${r.runtime}`);
+  const lines = [...cases].map(([key, mine]) => {
     const [direction, version, zerocopy, runtime] = key.split("|");
-    const mine = compared.filter((r) => `${r.direction}|${r.qemuVersion}|${r.zerocopy}|${r.runtime}` === key);
     const cell = (field: string) => formatSpread(spread(mine.map((r) => Number(r[field]))), 2);
     return [
       direction === "recv" ? "destination" : "source",

@@ -60,7 +60,7 @@ import {
   statsRows,
   table,
 } from "./cli_util.ts";
-import { processCpuSeconds, processSystemCpuSeconds } from "../util/cpu.ts";
+import { processCpuSeconds, processCpuTimes } from "../util/cpu.ts";
 import { round, toHex } from "../util/format.ts";
 import { err, out } from "../util/output.ts";
 
@@ -814,11 +814,11 @@ let cpuAtStart = 0;
  * tell what came after it; `processSystemCpuSeconds`, the kernel's part of that.
  */
 const cpuFields = () => {
-  const total = processCpuSeconds();
+  const { total, system } = processCpuTimes();
   return {
     cpuSeconds: round(total - cpuAtStart),
     processCpuSeconds: round(total),
-    processSystemCpuSeconds: round(processSystemCpuSeconds()),
+    processSystemCpuSeconds: round(system),
   };
 };
 

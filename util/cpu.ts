@@ -7,11 +7,11 @@ import process from "node:process";
 
 /** This process's user + system CPU seconds so far, every thread (the channel Workers too), µs resolution. */
 export function processCpuSeconds(): number {
-  const usage = process.cpuUsage();
-  return (usage.user + usage.system) / 1e6;
+  return processCpuTimes().total;
 }
 
-/** The system (kernel) part of {@link processCpuSeconds}. */
-export function processSystemCpuSeconds(): number {
-  return process.cpuUsage().system / 1e6;
+/** {@link processCpuSeconds} and its system (kernel) part, from one sample. */
+export function processCpuTimes(): { total: number; system: number } {
+  const usage = process.cpuUsage();
+  return { total: (usage.user + usage.system) / 1e6, system: usage.system / 1e6 };
 }

@@ -182,6 +182,13 @@ export function callTable(summaries: BenchRecord[]): string {
 /** "off", "on", or "always" (zero-copy without the fallback of channels the kernel copies for). */
 export const zerocopyMode = (r: BenchRecord) => !r.zerocopy ? "off" : r.zerocopyAlways ? "always" : "on";
 
+/**
+ * A multifd case (config or record) with the default send buffer and zero-page detection on
+ * random data: the one that stands for ours in comparisons (QEMU's guest RAM is random too).
+ */
+export const defaultVariant = (c: { sendBufferBytes?: unknown; zeroPages?: unknown; zeroShare?: unknown }) =>
+  !c.sendBufferBytes && c.zeroPages !== false && !c.zeroShare;
+
 export const multifdKey = (r: BenchRecord) =>
   `${r.hugePages ? "huge" : "4k"}/${zerocopyMode(r)}/${r.channels}/${r.runtime}/${r.sendBufferBytes ?? "default"}/${
     r.encrypt ?? "plain"
@@ -284,8 +291,7 @@ const ratioOf = (a: unknown, b: unknown) => {
  */
 export function qemuRatios(summaries: BenchRecord[]): BenchRecord[] {
   const ours = summaries.filter((s) =>
-    s.bench === "multifd" && s.summary && s.hugePages && !s.sendBufferBytes && !s.zerocopyAlways &&
-    s.zeroPages !== false && !s.zeroShare
+    s.bench === "multifd" && s.summary && s.hugePages && !s.zerocopyAlways && defaultVariant(s)
   );
   return summaries.filter((s) => s.bench === "qemu" && s.summary).flatMap((q) =>
     RUNTIMES.flatMap((runtime) => {
@@ -386,9 +392,7 @@ export function pairSummaries(records: BenchRecord[]): BenchRecord[] {
  * the same round, runtime, channels, zero-copy setting and pages; the median per case.
  */
 export function encryptionSummaries(records: BenchRecord[]): BenchRecord[] {
-  const runs = records.filter((r) =>
-    r.bench === "multifd" && isRun(r) && !r.sendBufferBytes && r.zeroPages !== false && !r.zeroShare
-  );
+  const runs = records.filter((r) => r.bench === "multifd" && isRun(r) && defaultVariant(r));
   const same = (a: BenchRecord, b: BenchRecord) =>
     a.rep === b.rep && a.runtime === b.runtime && a.channels === b.channels && a.hugePages === b.hugePages &&
     zerocopyMode(a) === zerocopyMode(b);
@@ -570,8 +574,7 @@ function slope(points: [number, number][]): number | undefined {
 export function memorySummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "memory" && isRun(r));
   const multifd = records.filter((r) =>
-    r.bench === "multifd" && isRun(r) && r.hugePages && !r.zerocopy && !r.sendBufferBytes && r.zeroPages !== false &&
-    !r.zeroShare
+    r.bench === "multifd" && isRun(r) && r.hugePages && !r.zerocopy && defaultVariant(r)
   );
   const runtimes = [...new Set([...runs, ...multifd].map((r) => String(r.runtime)))];
   return runtimes.flatMap((runtime) =>
