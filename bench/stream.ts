@@ -19,7 +19,9 @@
  * Throughput and CPU are the sender's: from the first write to the last (zero-copy: until
  * every completion arrived); CPU is user+sys of the whole sender process (process.cpuUsage;
  * getrusage in zc-ref-send). `--sink HOST:PORT` sends to a zc-ref-sink already running
- * elsewhere (another host: see docs/REAL_NIC.md) instead of spawning one.
+ * elsewhere (another host: see docs/REAL_NIC.md) instead of spawning one. Every case sends
+ * from a page-aligned buffer; `--source-offset N` starts it N bytes into a page instead (as
+ * Deno's large ArrayBuffers start 16 bytes in), to measure what alignment costs.
  * @module
  */
 import { parseArgs } from "node:util";
@@ -32,7 +34,7 @@ import { err as note, out } from "../util/output.ts";
 import { type ReadyMessage, WorkerInbox } from "../util/worker.ts";
 import { processCpuSeconds } from "../util/cpu.ts";
 import { runMain } from "./lib/proc.ts";
-import { DEFAULT_WRITE_BYTES, makeSource, sliceAt } from "./lib/source.ts";
+import { DEFAULT_WRITE_BYTES, makeSource, sliceAt, SOURCE_BYTES } from "./lib/source.ts";
 import type { WorkerJob, WorkerOutcome } from "./stream_worker.ts";
 
 export const STREAM_CASES = [
@@ -67,17 +69,28 @@ interface Target {
   port: number;
 }
 
-const USAGE = `usage: stream.ts --case NAME [--bytes N] [--write-kib N] [--sink HOST:PORT] [--list]
-  --case NAME      one of: ${STREAM_CASES.join(", ")}
-  --bytes N        bytes to stream (default 4 GiB)
-  --write-kib N    bytes per write call, KiB (default 256)
-  --sink HOST:PORT send to a running zc-ref-sink (IPv4) instead of spawning one here
-  --list           print the case names`;
+/** What every case sends, and where. */
+interface Plan {
+  target: Target;
+  bytes: number;
+  writeBytes: number;
+  /** Bytes into a page where the source buffer starts (0: page-aligned). */
+  sourceOffset: number;
+}
 
-async function nativeSend(target: Target, bytes: number, writeBytes: number, zerocopy: boolean): Promise<Outcome> {
+const USAGE = `usage: stream.ts --case NAME [--bytes N] [--write-kib N] [--source-offset N] [--sink HOST:PORT] [--list]
+  --case NAME        one of: ${STREAM_CASES.join(", ")}
+  --bytes N          bytes to stream (default 4 GiB)
+  --write-kib N      bytes per write call, KiB (default 256)
+  --source-offset N  start the source buffer N bytes into a page (0 to 4095; default 0, page-aligned)
+  --sink HOST:PORT   send to a running zc-ref-sink (IPv4) instead of spawning one here
+  --list             print the case names`;
+
+async function nativeSend({ target, bytes, writeBytes, sourceOffset }: Plan, zerocopy: boolean): Promise<Outcome> {
   const program = nativeProgram("zc-ref-send");
   if (!program) throw new Error("zc-ref-send is not available (zig build failed)");
   const argv = [program, target.host, String(target.port), String(bytes), "--write-bytes", String(writeBytes)];
+  argv.push("--buffer-offset", String(sourceOffset));
   if (zerocopy) argv.push("--zerocopy");
   const r = await runJson<Outcome>(argv, { label: "zc-ref-send" });
   return {
@@ -90,9 +103,9 @@ async function nativeSend(target: Target, bytes: number, writeBytes: number, zer
   };
 }
 
-async function asyncSend(target: Target, bytes: number, writeBytes: number, zerocopy: boolean): Promise<Outcome> {
+async function asyncSend({ target, bytes, writeBytes, sourceOffset }: Plan, zerocopy: boolean): Promise<Outcome> {
   const channel = await connect({ hostname: target.host, port: target.port, zerocopy });
-  const source = makeSource();
+  const source = makeSource(SOURCE_BYTES, sourceOffset);
   try {
     let sent = 0;
     let calls = 0;
@@ -113,7 +126,7 @@ async function asyncSend(target: Target, bytes: number, writeBytes: number, zero
   }
 }
 
-async function workerSend(target: Target, bytes: number, writeBytes: number, zerocopy: boolean): Promise<Outcome> {
+async function workerSend({ target, bytes, writeBytes, sourceOffset }: Plan, zerocopy: boolean): Promise<Outcome> {
   const channel = await connect({ hostname: target.host, port: target.port, zerocopy });
   const inbox = new WorkerInbox<ReadyMessage | WorkerOutcome>(
     new URL("./stream_worker.ts", import.meta.url),
@@ -121,7 +134,7 @@ async function workerSend(target: Target, bytes: number, writeBytes: number, zer
   );
   try {
     await inbox.ready();
-    const job: WorkerJob = { fd: channel.detach(), bytes, writeBytes, zerocopy };
+    const job: WorkerJob = { fd: channel.detach(), bytes, writeBytes, zerocopy, sourceOffset };
     inbox.worker.postMessage(job);
     const outcome = await inbox.next() as WorkerOutcome;
     if (outcome.error) throw new Error(outcome.error);
@@ -133,14 +146,14 @@ async function workerSend(target: Target, bytes: number, writeBytes: number, zer
 }
 
 /** The runtime's own TCP socket (no zero-copy possible there), writing the same slices. */
-function runtimeSend(target: Target, bytes: number, writeBytes: number): Promise<Outcome> {
-  return currentRuntime === "bun" ? bunSend(target, bytes, writeBytes) : denoSend(target, bytes, writeBytes);
+function runtimeSend(plan: Plan): Promise<Outcome> {
+  return currentRuntime === "bun" ? bunSend(plan) : denoSend(plan);
 }
 
-async function denoSend(target: Target, bytes: number, writeBytes: number): Promise<Outcome> {
+async function denoSend({ target, bytes, writeBytes, sourceOffset }: Plan): Promise<Outcome> {
   const conn = await Deno.connect({ hostname: target.host, port: target.port });
   conn.setNoDelay(true);
-  const source = makeSource();
+  const source = makeSource(SOURCE_BYTES, sourceOffset);
   try {
     let sent = 0;
     let calls = 0;
@@ -180,7 +193,7 @@ interface BunConnect {
   }): Promise<BunSocket>;
 }
 
-async function bunSend(target: Target, bytes: number, writeBytes: number): Promise<Outcome> {
+async function bunSend({ target, bytes, writeBytes, sourceOffset }: Plan): Promise<Outcome> {
   const bun = (globalThis as unknown as { Bun: BunConnect }).Bun;
   let drained: (() => void) | undefined;
   let failure: Error | undefined;
@@ -203,7 +216,7 @@ async function bunSend(target: Target, bytes: number, writeBytes: number): Promi
     },
   });
   socket.setNoDelay?.(true);
-  const source = makeSource();
+  const source = makeSource(SOURCE_BYTES, sourceOffset);
   try {
     let sent = 0;
     let calls = 0;
@@ -235,26 +248,27 @@ export async function runStreamCase(
   bytes: number,
   writeBytes = DEFAULT_WRITE_BYTES,
   remote?: Target,
+  sourceOffset = 0,
 ): Promise<Record<string, unknown>> {
   const sink = remote ? undefined : await startSink();
-  const target = remote ?? { host: "127.0.0.1", port: sink!.port };
+  const plan: Plan = { target: remote ?? { host: "127.0.0.1", port: sink!.port }, bytes, writeBytes, sourceOffset };
   let outcome: Outcome;
   try {
     switch (name) {
       case "native-plain":
       case "native-zerocopy":
-        outcome = await nativeSend(target, bytes, writeBytes, name === "native-zerocopy");
+        outcome = await nativeSend(plan, name === "native-zerocopy");
         break;
       case "writev-async":
       case "writevZerocopy-async":
-        outcome = await asyncSend(target, bytes, writeBytes, name === "writevZerocopy-async");
+        outcome = await asyncSend(plan, name === "writevZerocopy-async");
         break;
       case "writevSync-worker":
       case "writevZerocopySync-worker":
-        outcome = await workerSend(target, bytes, writeBytes, name === "writevZerocopySync-worker");
+        outcome = await workerSend(plan, name === "writevZerocopySync-worker");
         break;
       case "runtime-socket":
-        outcome = await runtimeSend(target, bytes, writeBytes);
+        outcome = await runtimeSend(plan);
         break;
     }
   } catch (error) {
@@ -278,6 +292,7 @@ export async function runStreamCase(
     runtime: NATIVE_STREAM_CASES.includes(name) ? "native" : currentRuntime,
     bytes: outcome.bytes,
     writeBytes,
+    sourceOffset,
     seconds: round(outcome.seconds, 4),
     GBps: round(gb / outcome.seconds, 3),
     cpuSeconds: round(outcome.cpuSeconds, 4),
@@ -310,6 +325,7 @@ async function main(): Promise<number> {
         case: { type: "string" },
         bytes: { type: "string", default: String(4 * 2 ** 30) },
         "write-kib": { type: "string", default: String(DEFAULT_WRITE_BYTES / 1024) },
+        "source-offset": { type: "string", default: "0" },
         sink: { type: "string" },
         list: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -325,12 +341,16 @@ async function main(): Promise<number> {
   const name = values.case as StreamCase;
   const bytes = Number(values.bytes);
   const writeKib = Number(values["write-kib"]);
-  if (!STREAM_CASES.includes(name) || !Number.isSafeInteger(bytes) || bytes <= 0 || !(writeKib > 0)) {
+  const sourceOffset = Number(values["source-offset"]);
+  if (
+    !STREAM_CASES.includes(name) || !Number.isSafeInteger(bytes) || bytes <= 0 || !(writeKib > 0) ||
+    !Number.isInteger(sourceOffset) || sourceOffset < 0 || sourceOffset >= 4096
+  ) {
     note(`stream.ts: bad arguments\n${USAGE}`);
     return 2;
   }
   const remote = values.sink ? parseTarget(values.sink) : undefined;
-  out(JSON.stringify(await runStreamCase(name, bytes, Math.round(writeKib * 1024), remote)));
+  out(JSON.stringify(await runStreamCase(name, bytes, Math.round(writeKib * 1024), remote, sourceOffset)));
   return 0;
 }
 

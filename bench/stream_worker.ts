@@ -6,13 +6,15 @@
  */
 import { SocketChannel } from "../mod.ts";
 import { processCpuSeconds } from "../util/cpu.ts";
-import { makeSource, sliceAt } from "./lib/source.ts";
+import { makeSource, sliceAt, SOURCE_BYTES } from "./lib/source.ts";
 
 export interface WorkerJob {
   fd: number;
   bytes: number;
   writeBytes: number;
   zerocopy: boolean;
+  /** Bytes into a page where the source starts (0: page-aligned). */
+  sourceOffset: number;
 }
 
 export interface WorkerOutcome {
@@ -33,7 +35,7 @@ declare const self: {
 self.onmessage = ({ data: job }) => {
   const channel = new SocketChannel(job.fd, { zerocopy: job.zerocopy });
   try {
-    const source = makeSource();
+    const source = makeSource(SOURCE_BYTES, job.sourceOffset);
     let sent = 0;
     let calls = 0;
     const cpuStarted = processCpuSeconds(); // the whole process: every thread counts

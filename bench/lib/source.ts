@@ -4,12 +4,23 @@
  * @module
  */
 
+import { addressOf } from "../../ffi/mod.ts";
+
 export const SOURCE_BYTES = 64 << 20;
+const PAGE_BYTES = 4096;
 export const DEFAULT_WRITE_BYTES = 256 << 10;
 
-/** 64 KiB from the CSPRNG, doubled up to the whole buffer (every page touched: pre-faulted). */
-export function makeSource(bytes = SOURCE_BYTES): Uint8Array {
-  const source = new Uint8Array(bytes);
+/**
+ * 64 KiB from the CSPRNG, doubled up to the whole buffer (every page touched: pre-faulted),
+ * starting on a page boundary as zc-ref-send's mapping does, so that both send the same
+ * pages. Deno's large ArrayBuffers start 16 bytes into a page (the allocator's header), Bun's
+ * on a page boundary; a zero-copy send from an unaligned buffer pins one page more per write.
+ * `pageOffset` starts it that many bytes into a page instead (stream.ts --source-offset).
+ */
+export function makeSource(bytes = SOURCE_BYTES, pageOffset = 0): Uint8Array {
+  const backing = new Uint8Array(bytes + PAGE_BYTES);
+  const skew = (PAGE_BYTES - addressOf(backing) % PAGE_BYTES + pageOffset) % PAGE_BYTES;
+  const source = backing.subarray(skew, skew + bytes);
   crypto.getRandomValues(source.subarray(0, Math.min(65536, bytes)));
   for (let offset = 65536; offset < bytes; offset *= 2) source.copyWithin(offset, 0, Math.min(offset, bytes - offset));
   return source;

@@ -1,11 +1,12 @@
 //! zc-ref-send: the native reference sender of the stream benchmarks.
 //!
-//!   zc-ref-send HOST PORT BYTES [--zerocopy] [--write-bytes N] [--buffer-bytes N]
+//!   zc-ref-send HOST PORT BYTES [--zerocopy] [--write-bytes N] [--buffer-bytes N] [--buffer-offset N]
 //!   zc-ref-send HOST PORT CALLS --empty
 //!
 //! Connects to HOST:PORT (IPv4) and sends BYTES bytes in writes of N bytes (default
 //! 256 KiB) cycling through one pre-faulted source buffer (default 64 MiB), exactly as the
-//! module does: a non-blocking socket with TCP_NODELAY, one sendmsg(MSG_DONTWAIT) per write
+//! module does (--buffer-offset: the buffer starts N bytes into its first page, as a
+//! buffer from malloc may; default 0, page-aligned): a non-blocking socket with TCP_NODELAY, one sendmsg(MSG_DONTWAIT) per write
 //! (partial sends resumed), poll(POLLOUT) on EAGAIN. With --zerocopy: SO_ZEROCOPY, every
 //! sendmsg with MSG_ZEROCOPY, the error queue drained whenever poll reports POLLERR or a
 //! send fails with ENOBUFS, and at the end a wait until every send has completed.
@@ -20,7 +21,7 @@ comptime {
     _ = @import("zc"); // the library's exports, called through common.zig's externs
 }
 
-const USAGE = "usage: zc-ref-send HOST PORT BYTES [--zerocopy] [--write-bytes N] [--buffer-bytes N]\n" ++
+const USAGE = "usage: zc-ref-send HOST PORT BYTES [--zerocopy] [--write-bytes N] [--buffer-bytes N] [--buffer-offset N]\n" ++
     "       zc-ref-send HOST PORT CALLS --empty\n";
 const RECORDS = 64;
 const ORIGIN_ZEROCOPY = 5;
@@ -63,6 +64,7 @@ pub fn main(init: std.process.Init.Minimal) u8 {
     var empty = false;
     var write_bytes: u64 = 256 << 10;
     var buffer_bytes: u64 = 64 << 20;
+    var buffer_offset: u64 = 0;
     var args = init.args.iterate();
     _ = args.skip();
     while (args.next()) |arg| {
@@ -74,6 +76,8 @@ pub fn main(init: std.process.Init.Minimal) u8 {
             write_bytes = c.parseU64(args.next() orelse c.fail("--write-bytes needs a value", .{}), "--write-bytes");
         } else if (std.mem.eql(u8, arg, "--buffer-bytes")) {
             buffer_bytes = c.parseU64(args.next() orelse c.fail("--buffer-bytes needs a value", .{}), "--buffer-bytes");
+        } else if (std.mem.eql(u8, arg, "--buffer-offset")) {
+            buffer_offset = c.parseU64(args.next() orelse c.fail("--buffer-offset needs a value", .{}), "--buffer-offset");
         } else if (std.mem.eql(u8, arg, "-h") or std.mem.eql(u8, arg, "--help")) {
             c.writeStdout(USAGE);
             return 0;
@@ -90,10 +94,12 @@ pub fn main(init: std.process.Init.Minimal) u8 {
     if (port == 0 or port > 65535) c.fail("bad port {d}", .{port});
     if (write_bytes == 0 or write_bytes > (1 << 30)) c.fail("bad --write-bytes {d}", .{write_bytes});
     if (buffer_bytes < write_bytes) buffer_bytes = write_bytes;
+    if (buffer_offset >= 4096) c.fail("bad --buffer-offset {d} (0 to 4095)", .{buffer_offset});
 
     // The source: anonymous 4 KiB pages like a JS ArrayBuffer, every page touched before timing.
-    var address: usize = 0;
-    _ = c.check(c.zc_map_anonymous(@floatFromInt(buffer_bytes), 0, &address), "mmap");
+    var mapping: usize = 0;
+    _ = c.check(c.zc_map_anonymous(@floatFromInt(buffer_bytes + buffer_offset), 0, &mapping), "mmap");
+    const address = mapping + buffer_offset;
     const buffer: [*]u8 = @ptrFromInt(address);
     c.fillPattern(buffer[0..buffer_bytes], 0x9e3779b97f4a7c15);
 
