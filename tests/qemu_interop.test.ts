@@ -88,6 +88,44 @@ describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
   }
 });
 
+describe("QEMU's multifd-channels and ours differ: the receive fails with a clear error, never hangs", () => {
+  /** QEMU 7.2 with `qemuChannels` migrates into a receiver expecting `ours`; resolves with our error and QEMU's status. */
+  async function mismatched(qemuChannels: number, ours: number): Promise<{ error: Error; qemu: string }> {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-recv-mismatch-"));
+    const source = await startQemuSource("7.2", SIZE, 60 + qemuChannels, { channels: qemuChannels, zerocopy: false });
+    try {
+      const receiver = await QemuMigrationReceiver.listen({ channels: ours, connectTimeoutMs: 2_000 });
+      const receiving = receiver.receive(dir).then(() => new Error("the receive succeeded"), (error: Error) => error);
+      const qemu = await source.migrate(receiver.port).then((info) => String(info.status), (e: Error) => e.message);
+      return { error: await receiving, qemu };
+    } finally {
+      await source.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const skip = requirement(available === true, `QEMU 7.2 is not available: ${available}`);
+
+  test("QEMU opens more channels than ours: ProtocolError naming the channel id", { skip }, async () => {
+    const { error, qemu } = await mismatched(4, 2);
+    assert.ok(error instanceof ProtocolError, String(error));
+    assert.match(error.message, /qemu\.init\.id.*channel [23] of 2 \(multifd-channels differ\?\)/);
+    assert.doesNotMatch(qemu, /^completed$/);
+  });
+
+  test(
+    "QEMU opens fewer channels than ours: TimeoutError after connectTimeoutMs, saying how many came",
+    { skip },
+    async () => {
+      const started = performance.now();
+      const { error, qemu } = await mismatched(2, 4);
+      assert.ok(error instanceof TimeoutError, String(error));
+      assert.match(error.message, /2 of 4 multifd channels connected: does QEMU's multifd-channels match\?/);
+      assert.ok(performance.now() - started < 60_000);
+      assert.doesNotMatch(qemu, /^completed$/);
+    },
+  );
+});
+
 const available10 = qemuAvailable("10.0");
 
 describe("the receiver's clock", () => {

@@ -42,6 +42,8 @@ import {
   QEMU_VM_FILE_MAGIC,
 } from "./wire.ts";
 
+/** How long a connection arriving after QEMU's channels may take to say what it is. */
+const LATE_OPENING_MS = 2_000;
 /** Most multifd channels QEMU allows (`multifd-channels` is a uint8). */
 export const MAX_QEMU_CHANNELS = 255;
 /** Largest tail of device state (device sections, EOF, vmdesc) kept: 256 MiB. */
@@ -117,6 +119,8 @@ export class QemuMigrationReceiver {
   readonly #maxSize: number;
   #transfer: Transfer | undefined;
   #accepted: SocketChannel[] = [];
+  /** A channel beyond ours came (QEMU's multifd-channels is higher): why the receive failed. */
+  #lateChannel: Error | undefined;
   /** Starts the limit on QEMU connecting all its channels (at the first connection). */
   #startDeadline: () => void = () => {};
 
@@ -172,10 +176,13 @@ export class QemuMigrationReceiver {
       const { mainChannel, fds, firstConnectionAt } = await this.#accept();
       main = mainChannel;
       transfer.adoptFds(fds);
+      void this.#refuseLateChannels();
       return await this.#run(new StreamReader(main), transfer, starting, dir, regions, firstConnectionAt);
     } catch (error) {
-      await this.#transfer?.abort(error as Error);
-      throw error;
+      // A late channel closed the main channel: its reason, not the main stream's end, is the cause.
+      const cause = this.#lateChannel ?? error as Error;
+      await this.#transfer?.abort(cause);
+      throw cause;
     } finally {
       main?.close();
       for (const channel of this.#accepted) channel.close();
@@ -195,17 +202,21 @@ export class QemuMigrationReceiver {
   /**
    * Accepts QEMU's 1 + N connections and tells them apart by their first 4 bytes ("QEVM":
    * main; MULTIFD_MAGIC: a multifd channel, whose 64-byte opening names its id), in any
-   * order. Anything else is closed.
+   * order. A connection that closes before 4 bytes is skipped; other first bytes fail the receive.
    */
   async #accept(): Promise<{ mainChannel: SocketChannel; fds: number[]; firstConnectionAt: number }> {
     let mainChannel: SocketChannel | undefined;
     let firstConnectionAt: number | undefined;
     const multifd: SocketChannel[] = [];
     let deadline: ReturnType<typeof setTimeout> | undefined;
+    // What came by the deadline: fewer multifd channels than ours is QEMU's multifd-channels set lower.
+    const missing = () =>
+      `${multifd.filter(Boolean).length} of ${this.#channels} multifd channels` +
+      `${mainChannel ? "" : " and no main channel"} connected: does QEMU's multifd-channels match?`;
     const timedOut = new Promise<never>((_, reject) => {
       this.#startDeadline = () =>
         deadline ??= setTimeout(
-          () => reject(new TimeoutError("QEMU channels", this.#connectTimeoutMs, "not every channel connected")),
+          () => reject(new TimeoutError("QEMU channels", this.#connectTimeoutMs, missing())),
           this.#connectTimeoutMs,
         );
     });
@@ -240,9 +251,45 @@ export class QemuMigrationReceiver {
     } finally {
       clearTimeout(deadline);
     }
-    this.#listener.close();
     const fds = multifd.map((channel) => channel.detach());
     return { mainChannel: mainChannel!, fds, firstConnectionAt: firstConnectionAt! };
+  }
+
+  /**
+   * After the accept the listener stays open for the receive: QEMU connects all its channels
+   * at once, so a multifd channel arriving now is one beyond ours (its multifd-channels is
+   * higher than `channels`). Refused, it made QEMU give up and close the main channel, and the
+   * receive failed on the main stream's early end, which says nothing of the cause; now its
+   * opening fails the receive (ProtocolError qemu.init.id). Anything else is closed. One
+   * connection at a time, each given LATE_OPENING_MS to open.
+   */
+  async #refuseLateChannels(): Promise<void> {
+    for (;;) {
+      let channel: SocketChannel;
+      try {
+        channel = await this.#listener.accept();
+      } catch {
+        return; // the listener closed: the receive ended
+      }
+      const opening = new Uint8Array(MULTIFD_INIT_BYTES);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const silent = new Promise<number>((resolve) => timer = setTimeout(() => resolve(0), LATE_OPENING_MS));
+      const read = await Promise.race([channel.readFull(opening).catch(() => 0), silent]);
+      clearTimeout(timer);
+      channel.close();
+      if (read < MULTIFD_INIT_BYTES || new DataView(opening.buffer).getUint32(0) !== MULTIFD_MAGIC) continue;
+      try {
+        // Every id below ours is taken: a valid one is a second opening of it.
+        const { channelId } = parseMultifdInit(opening, this.#channels);
+        this.#lateChannel = new ProtocolError("qemu.init.id", `channel ${channelId} opened twice`);
+      } catch (error) {
+        this.#lateChannel = error as Error;
+      }
+      for (const accepted of this.#accepted) accepted.close();
+      // The receive awaits this same teardown (abort returns it) and reports what it throws.
+      this.#transfer?.abort(this.#lateChannel).catch(() => {});
+      return;
+    }
   }
 
   /** Reads the main stream (`started`: QEMU's first connection, the clock's start) while the Workers receive the pages. */
