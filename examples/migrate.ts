@@ -28,6 +28,7 @@ import process from "node:process";
 import { fileURLToPath } from "node:url";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import {
+  ChannelFailedError,
   type ChecksumAlgorithm,
   type Cipher,
   DEFAULT_CIPHER,
@@ -47,6 +48,7 @@ import {
   runtime,
   SEND_BUFFER_BYTES,
   type SenderResult,
+  TimeoutError,
 } from "../mod.ts";
 import {
   formatBytes,
@@ -874,6 +876,23 @@ async function qemuRecv(options: QemuRecvOptions): Promise<number> {
   return 0;
 }
 
+/**
+ * The two ways a QEMU destination whose multifd-channels differs from ours ends a send,
+ * named where they show (QEMU itself says nothing to its source): it resets the channels
+ * beyond its count, and it waits for missing ones without reading on, until our I/O timeout.
+ */
+function channelCountHint(error: unknown, channels: number): string {
+  const failed = error instanceof ChannelFailedError ? error : undefined;
+  const check = `is the destination's multifd-channels ${channels}?`;
+  if (failed?.code === "ECONNRESET" || failed?.code === "EPIPE") {
+    return ` (${check} QEMU resets the channels beyond its own)`;
+  }
+  if (error instanceof TimeoutError || failed?.remote.name === "TimeoutError") {
+    return ` (${check} QEMU reads nothing while it waits for more channels)`;
+  }
+  return "";
+}
+
 /** qemu-send: a received directory into a real QEMU destination. */
 async function qemuSend(options: QemuSendOptions): Promise<number> {
   let result: QemuSendResult;
@@ -887,7 +906,7 @@ async function qemuSend(options: QemuSendOptions): Promise<number> {
       sendBufferBytes: options.sendBufferBytes,
     });
   } catch (error) {
-    throw new Failure(`send failed: ${oneLine(error)}`);
+    throw new Failure(`send failed: ${oneLine(error)}${channelCountHint(error, options.channels)}`);
   }
   reported = true;
   if (options.json) {

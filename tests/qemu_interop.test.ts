@@ -9,6 +9,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  ChannelFailedError,
   ProtocolError,
   QemuMigrationReceiver,
   QemuMigrationSender,
@@ -59,6 +60,16 @@ async function migrateIntoUs(
   }
 }
 
+/** What qemu-recv wrote of a QEMU `version` guest, copied into `dir` for sending; resolves with QEMU's RAM. */
+async function receivedInto(dir: string, version: QemuVersion, seed: number, channels = 2): Promise<Uint8Array> {
+  let ram: Uint8Array | undefined;
+  await migrateIntoUs(version, seed, { channels, zerocopy: false }, (_result, received, sourceRam) => {
+    ram = sourceRam;
+    for (const file of ["mem.ram", "state.bin", "manifest.json"]) cpSync(join(received, file), join(dir, file));
+  });
+  return ram!;
+}
+
 describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
   for (const [channels, zerocopy] of [[1, false], [2, false], [4, false], [2, true], [4, true]] as const) {
     test(
@@ -88,7 +99,7 @@ describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
   }
 });
 
-describe("QEMU's multifd-channels and ours differ: the receive fails with a clear error, never hangs", () => {
+describe("QEMU's multifd-channels and ours differ: a clear error, never a hang", () => {
   /** QEMU 7.2 with `qemuChannels` migrates into a receiver expecting `ours`; resolves with our error and QEMU's status. */
   async function mismatched(qemuChannels: number, ours: number): Promise<{ error: Error; qemu: string }> {
     const dir = mkdtempSync(join(tmpdir(), "qemu-recv-mismatch-"));
@@ -124,6 +135,49 @@ describe("QEMU's multifd-channels and ours differ: the receive fails with a clea
       assert.doesNotMatch(qemu, /^completed$/);
     },
   );
+
+  /** QemuMigrationSender with `ours` channels into a QEMU 7.2 destination with `qemuChannels`: our error. */
+  async function sendMismatched(ours: number, qemuChannels: number): Promise<Error> {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-send-mismatch-"));
+    try {
+      await receivedInto(dir, "7.2", 70 + ours);
+      const destination = await startQemuDestination("7.2", SIZE, qemuChannels);
+      try {
+        return await QemuMigrationSender.send(dir, {
+          hostname: "127.0.0.1",
+          port: destination.port,
+          channels: ours,
+          ioTimeoutMs: 2_000,
+        }).then(() => new Error("the send succeeded"), (error: Error) => error);
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test(
+    "we send more channels than QEMU takes: it resets the extra ones, the send fails at once",
+    { skip },
+    async () => {
+      const started = performance.now();
+      const error = await sendMismatched(4, 2);
+      assert.ok(error instanceof ChannelFailedError, String(error));
+      assert.ok(error.channelId >= 2, `channel ${error.channelId}`);
+      assert.match(String(error.code), /^(ECONNRESET|EPIPE)$/);
+      assert.ok(performance.now() - started < 30_000);
+    },
+  );
+
+  test("we send fewer channels than QEMU waits for: it reads nothing more, the send fails after ioTimeoutMs", {
+    skip,
+  }, async () => {
+    const error = await sendMismatched(2, 4);
+    const timedOut = error instanceof TimeoutError ||
+      (error instanceof ChannelFailedError && error.remote.name === "TimeoutError");
+    assert.ok(timedOut, String(error));
+  });
 });
 
 const available10 = qemuAvailable("10.0");
@@ -186,13 +240,9 @@ describe("we migrate into QEMU (QemuMigrationSender): a directory received from 
         ),
       },
       async () => {
-        let ram: Uint8Array | undefined;
         const dir = mkdtempSync(join(tmpdir(), "qemu-send-"));
         try {
-          await migrateIntoUs(from, 80 + channels, { channels, zerocopy: false }, (_result, received, sourceRam) => {
-            ram = sourceRam;
-            for (const file of ["mem.ram", "state.bin", "manifest.json"]) cpSync(join(received, file), join(dir, file));
-          });
+          const ram = await receivedInto(dir, from, 80 + channels, channels);
           const destination = await startQemuDestination(to, SIZE, channels);
           try {
             const sending = QemuMigrationSender.send(dir, {
@@ -218,7 +268,7 @@ describe("we migrate into QEMU (QemuMigrationSender): a directory received from 
             }
             assert.equal(sent.sendBufferBytes, SAME_HOST_SEND_BUFFER_BYTES, "the destination is on this host");
             assert.match(runState, /^(paused|prelaunch)$/);
-            assert.ok(readFileSync(destination.ram).equals(ram!), "the destination's RAM differs from the source's");
+            assert.ok(readFileSync(destination.ram).equals(ram), "the destination's RAM differs from the source's");
           } finally {
             await destination.close();
           }
@@ -296,12 +346,8 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
     skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
   }, async () => {
     const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-"));
-    let ram: Uint8Array | undefined;
     try {
-      await migrateIntoUs("7.2", 11, { channels: 2, zerocopy: false }, (_result, received, sourceRam) => {
-        ram = sourceRam;
-        for (const file of ["mem.ram", "state.bin", "manifest.json"]) cpSync(join(received, file), join(dir, file));
-      });
+      const ram = await receivedInto(dir, "7.2", 11);
       const destination = await startQemuDestination("7.2", SIZE, 2);
       try {
         const child = new LineChild(
@@ -323,7 +369,29 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
         assert.equal(result.sendBufferBytes, 512 * 1024);
         assert.ok(result.cpuSeconds > 0, "the JSON says what the send cost");
         await destination.completed();
-        assert.ok(readFileSync(destination.ram).equals(ram!));
+        assert.ok(readFileSync(destination.ram).equals(ram));
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("qemu-send with more channels than the destination's: exit 1, the error asks about multifd-channels", {
+    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-mismatch-"));
+    try {
+      await receivedInto(dir, "7.2", 12);
+      const destination = await startQemuDestination("7.2", SIZE, 2);
+      try {
+        const child = new LineChild(
+          runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${destination.port}`, "--from", dir, "--channels", "4"]),
+        );
+        const { code } = await child.exited;
+        assert.equal(code, 1, child.stderr);
+        assert.match(child.stderr, /is the destination's multifd-channels 4\? QEMU resets the channels beyond its own/);
       } finally {
         await destination.close();
       }
