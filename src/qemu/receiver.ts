@@ -157,7 +157,10 @@ export class QemuMigrationReceiver {
    * Receives one migration into directory `dir` (created if missing; its `*.ram`,
    * `state.bin` and `manifest.json` replaced). Resolves once QEMU has closed every channel,
    * every page is in place and the files are synced. A failed receive writes no manifest;
-   * the block files it made stay, partly written.
+   * the block files it made stay, partly written. The listener stays open until then: a
+   * multifd channel beyond `channels` (QEMU's multifd-channels higher) fails the receive with
+   * ProtocolError `qemu.init.id`; fewer channels than `channels` end it with TimeoutError
+   * after `connectTimeoutMs`.
    */
   async receive(dir: string): Promise<QemuReceiveResult> {
     mkdirSync(dir, { recursive: true });
