@@ -877,18 +877,19 @@ async function qemuRecv(options: QemuRecvOptions): Promise<number> {
 }
 
 /**
- * The two ways a QEMU destination whose multifd-channels differs from ours ends a send,
- * named where they show (QEMU itself says nothing to its source): it resets the channels
- * beyond its count, and it waits for missing ones without reading on, until our I/O timeout.
+ * The ways a QEMU destination whose multifd set-up differs from ours ends a send, named
+ * where they show (QEMU itself says nothing to its source): it resets connections it does
+ * not expect (channels beyond its multifd-channels, or every one with multifd off), and it
+ * waits for missing channels without reading on, until our I/O timeout.
  */
 function channelCountHint(error: unknown, channels: number): string {
   const failed = error instanceof ChannelFailedError ? error : undefined;
-  const check = `is the destination's multifd-channels ${channels}?`;
   if (failed?.code === "ECONNRESET" || failed?.code === "EPIPE") {
-    return ` (${check} QEMU resets the channels beyond its own)`;
+    return ` (is the destination's multifd capability on, with multifd-channels ${channels}? ` +
+      "QEMU resets the connections it does not expect)";
   }
   if (error instanceof TimeoutError || failed?.remote.name === "TimeoutError") {
-    return ` (${check} QEMU reads nothing while it waits for more channels)`;
+    return ` (is the destination's multifd-channels ${channels}? QEMU reads nothing while it waits for more channels)`;
   }
   return "";
 }

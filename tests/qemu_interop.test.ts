@@ -99,8 +99,11 @@ describe("QEMU 7.2 migrates into us (qemu-recv)", () => {
   }
 });
 
-describe("QEMU's multifd-channels and ours differ: a clear error, never a hang", () => {
-  /** QEMU 7.2 with `qemuChannels` migrates into a receiver expecting `ours`; resolves with our error and QEMU's status. */
+describe("QEMU's multifd set-up and ours differ: a clear error, never a hang", () => {
+  /**
+   * QEMU 7.2 with `qemuChannels` (0: multifd off) migrates into a receiver expecting `ours`;
+   * resolves with our error and QEMU's status.
+   */
   async function mismatched(qemuChannels: number, ours: number): Promise<{ error: Error; qemu: string }> {
     const dir = mkdtempSync(join(tmpdir(), "qemu-recv-mismatch-"));
     const source = await startQemuSource("7.2", SIZE, 60 + qemuChannels, { channels: qemuChannels, zerocopy: false });
@@ -130,13 +133,16 @@ describe("QEMU's multifd-channels and ours differ: a clear error, never a hang",
       const started = performance.now();
       const { error, qemu } = await mismatched(2, 4);
       assert.ok(error instanceof TimeoutError, String(error));
-      assert.match(error.message, /2 of 4 multifd channels connected: does QEMU's multifd-channels match\?/);
+      assert.match(
+        error.message,
+        /2 of 4 multifd channels connected: is QEMU's multifd capability on, with multifd-channels 4\?/,
+      );
       assert.ok(performance.now() - started < 60_000);
       assert.doesNotMatch(qemu, /^completed$/);
     },
   );
 
-  /** QemuMigrationSender with `ours` channels into a QEMU 7.2 destination with `qemuChannels`: our error. */
+  /** QemuMigrationSender with `ours` channels into a QEMU 7.2 destination with `qemuChannels` (0: multifd off): our error. */
   async function sendMismatched(ours: number, qemuChannels: number): Promise<Error> {
     const dir = mkdtempSync(join(tmpdir(), "qemu-send-mismatch-"));
     try {
@@ -178,6 +184,27 @@ describe("QEMU's multifd-channels and ours differ: a clear error, never a hang",
       (error instanceof ChannelFailedError && error.remote.name === "TimeoutError");
     assert.ok(timedOut, String(error));
   });
+
+  test(
+    "QEMU without the multifd capability: the receive times out saying no multifd channel came",
+    { skip },
+    async () => {
+      const { error, qemu } = await mismatched(0, 2);
+      assert.ok(error instanceof TimeoutError, String(error));
+      assert.match(error.message, /0 of 2 multifd channels connected: is QEMU's multifd capability on/);
+      assert.doesNotMatch(qemu, /^completed$/);
+    },
+  );
+
+  test(
+    "a destination without the multifd capability: it resets our channels, the send fails at once",
+    { skip },
+    async () => {
+      const error = await sendMismatched(2, 0);
+      assert.ok(error instanceof ChannelFailedError, String(error));
+      assert.match(String(error.code), /^(ECONNRESET|EPIPE)$/);
+    },
+  );
 });
 
 const available10 = qemuAvailable("10.0");
@@ -391,7 +418,10 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
         );
         const { code } = await child.exited;
         assert.equal(code, 1, child.stderr);
-        assert.match(child.stderr, /is the destination's multifd-channels 4\? QEMU resets the channels beyond its own/);
+        assert.match(
+          child.stderr,
+          /multifd capability on, with multifd-channels 4\? QEMU resets the connections it does not/,
+        );
       } finally {
         await destination.close();
       }

@@ -212,10 +212,12 @@ export class QemuMigrationReceiver {
     let firstConnectionAt: number | undefined;
     const multifd: SocketChannel[] = [];
     let deadline: ReturnType<typeof setTimeout> | undefined;
-    // What came by the deadline: fewer multifd channels than ours is QEMU's multifd-channels set lower.
+    // What came by the deadline: fewer multifd channels than ours is QEMU's multifd-channels set
+    // lower, none at all (with a main channel) its multifd capability off.
     const missing = () =>
       `${multifd.filter(Boolean).length} of ${this.#channels} multifd channels` +
-      `${mainChannel ? "" : " and no main channel"} connected: does QEMU's multifd-channels match?`;
+      `${mainChannel ? "" : " and no main channel"} connected: ` +
+      `is QEMU's multifd capability on, with multifd-channels ${this.#channels}?`;
     const timedOut = new Promise<never>((_, reject) => {
       this.#startDeadline = () =>
         deadline ??= setTimeout(

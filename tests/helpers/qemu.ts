@@ -36,7 +36,10 @@ export interface QemuSource {
   close(): Promise<void>;
 }
 
-/** Starts QEMU `version` paused with `size` bytes of RAM from `seed` (see {@link guestRam}). */
+/**
+ * Starts QEMU `version` paused with `size` bytes of RAM from `seed` (see {@link guestRam}),
+ * multifd on with `channels` channels (0: the multifd capability off).
+ */
 export async function startQemuSource(
   version: QemuVersion,
   size: number,
@@ -59,13 +62,13 @@ export async function startQemuSource(
     await qmp.command("migrate-set-capabilities", {
       capabilities: [
         { capability: "events", state: true },
-        { capability: "multifd", state: true },
+        { capability: "multifd", state: options.channels > 0 },
         ...(options.zerocopy ? [{ capability: "zero-copy-send", state: true }] : []),
       ],
     });
     // QEMU throttles to 128 MiB/s unless told otherwise (max-bandwidth), as bench/qemu.ts does.
     await qmp.command("migrate-set-parameters", {
-      "multifd-channels": options.channels,
+      ...(options.channels > 0 && { "multifd-channels": options.channels }),
       "max-bandwidth": 100e9,
       "downtime-limit": 300_000,
     });
@@ -108,7 +111,10 @@ export interface QemuDestination {
   close(): Promise<void>;
 }
 
-/** Starts QEMU `version` as a migration destination (`-incoming defer`) whose RAM file holds garbage first. */
+/**
+ * Starts QEMU `version` as a migration destination (`-incoming defer`) whose RAM file holds
+ * garbage first, multifd on with `channels` channels (0: the multifd capability off).
+ */
 export async function startQemuDestination(
   version: QemuVersion,
   size: number,
@@ -129,9 +135,9 @@ export async function startQemuDestination(
   try {
     qmp = await Qmp.connect(qmpPath, child);
     await qmp.command("migrate-set-capabilities", {
-      capabilities: [{ capability: "events", state: true }, { capability: "multifd", state: true }],
+      capabilities: [{ capability: "events", state: true }, { capability: "multifd", state: channels > 0 }],
     });
-    await qmp.command("migrate-set-parameters", { "multifd-channels": channels });
+    if (channels > 0) await qmp.command("migrate-set-parameters", { "multifd-channels": channels });
     const port = await freePort();
     await qmp.command("migrate-incoming", { uri: `tcp:127.0.0.1:${port}` });
     const control = qmp;
