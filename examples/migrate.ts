@@ -48,6 +48,7 @@ import {
   runtime,
   SEND_BUFFER_BYTES,
   type SenderResult,
+  SocketError,
   TimeoutError,
 } from "../mod.ts";
 import {
@@ -877,18 +878,23 @@ async function qemuRecv(options: QemuRecvOptions): Promise<number> {
 }
 
 /**
- * The ways a QEMU destination whose multifd set-up differs from ours ends a send, named
- * where they show (QEMU itself says nothing to its source): it resets connections it does
- * not expect (channels beyond its multifd-channels, or every one with multifd off), and it
- * waits for missing channels without reading on, until our I/O timeout.
+ * What a QEMU destination's way of ending a send tells (QEMU says nothing to its source; its
+ * reason is in its own `query-migrate`): a multifd channel reset is a connection it did not
+ * expect (channels beyond its multifd-channels, or every one with multifd off); the main
+ * channel closed is the migration it refused (e.g. RAM of another size than the source's);
+ * a stall is QEMU waiting for channels it expects, reading nothing until our I/O timeout.
  */
-function channelCountHint(error: unknown, channels: number): string {
-  const failed = error instanceof ChannelFailedError ? error : undefined;
-  if (failed?.code === "ECONNRESET" || failed?.code === "EPIPE") {
+function destinationHint(error: unknown, channels: number): string {
+  const lost = (code: string | undefined) => code === "ECONNRESET" || code === "EPIPE";
+  if (error instanceof ChannelFailedError && lost(error.code)) {
     return ` (is the destination's multifd capability on, with multifd-channels ${channels}? ` +
       "QEMU resets the connections it does not expect)";
   }
-  if (error instanceof TimeoutError || failed?.remote.name === "TimeoutError") {
+  if (error instanceof SocketError && lost(error.code)) {
+    return " (the destination ended the migration: its query-migrate error-desc says why, " +
+      "e.g. RAM of another size than the source's)";
+  }
+  if (error instanceof TimeoutError || (error instanceof ChannelFailedError && error.remote.name === "TimeoutError")) {
     return ` (is the destination's multifd-channels ${channels}? QEMU reads nothing while it waits for more channels)`;
   }
   return "";
@@ -907,7 +913,7 @@ async function qemuSend(options: QemuSendOptions): Promise<number> {
       sendBufferBytes: options.sendBufferBytes,
     });
   } catch (error) {
-    throw new Failure(`send failed: ${oneLine(error)}${channelCountHint(error, options.channels)}`);
+    throw new Failure(`send failed: ${oneLine(error)}${destinationHint(error, options.channels)}`);
   }
   reported = true;
   if (options.json) {

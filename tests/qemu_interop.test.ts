@@ -430,6 +430,29 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
     }
   });
 
+  test("qemu-send into a destination with RAM of another size: exit 1, the error says the destination ended it", {
+    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
+  }, async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-size-"));
+    try {
+      await receivedInto(dir, "7.2", 13);
+      const destination = await startQemuDestination("7.2", SIZE * 2, 2);
+      try {
+        const child = new LineChild(
+          runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${destination.port}`, "--from", dir]),
+        );
+        const { code } = await child.exited;
+        assert.equal(code, 1, child.stderr);
+        assert.match(child.stderr, /the destination ended the migration: its query-migrate error-desc says why/);
+        await assert.rejects(destination.completed(), /Size mismatch/);
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("bad command lines exit 2 with the usage", {}, async () => {
     for (
       const args of [
