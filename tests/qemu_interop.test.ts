@@ -16,6 +16,7 @@ import {
   type QemuReceiveResult,
   SAME_HOST_SEND_BUFFER_BYTES,
   TimeoutError,
+  TransferAbortedError,
 } from "../mod.ts";
 import net from "node:net";
 import type { QemuVersion } from "../dev/qemu_binaries.ts";
@@ -24,6 +25,7 @@ import { lastJson, LineChild } from "../dev/child.ts";
 import { runtimeArgv } from "../dev/runtime.ts";
 import { qemuAvailable, startQemuDestination, startQemuSource } from "./helpers/qemu.ts";
 import { requirement } from "./helpers/preconditions.ts";
+import { encodeMultifdInit } from "../src/qemu/wire.ts";
 
 const SIZE = 64 * 2 ** 20;
 const available = qemuAvailable("7.2");
@@ -498,5 +500,55 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
     assert.ok(performance.now() - started < 5_000);
     socket.destroy();
     rmSync(dir, { recursive: true, force: true });
+  });
+
+  /**
+   * A fake QEMU opens the main channel and both multifd channels of a 2-channel receive (and
+   * sends nothing more), then one more connection sends `late`; resolves with how the receive
+   * ended after `settleMs`, or "running" (then aborted).
+   */
+  async function afterQemuConnected(late: Uint8Array, settleMs: number): Promise<Error | "running"> {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-recv-late-"));
+    const receiver = await QemuMigrationReceiver.listen({ channels: 2 });
+    const receiving = receiver.receive(dir).then(() => new Error("the receive succeeded"), (error: Error) => error);
+    const sockets: net.Socket[] = [];
+    const open = (bytes: Uint8Array) =>
+      new Promise<void>((resolve) => {
+        const socket = net.connect(receiver.port, "127.0.0.1", () => socket.write(bytes, () => resolve()));
+        socket.on("error", () => resolve()); // refused: the receive's outcome tells
+        sockets.push(socket);
+      });
+    try {
+      await open(new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3])); // "QEVM", version 3
+      await open(encodeMultifdInit(0));
+      await open(encodeMultifdInit(1));
+      await new Promise((resolve) => setTimeout(resolve, 200)); // all three accepted
+      await open(late);
+      const ended = await Promise.race([
+        receiving,
+        new Promise<"running">((r) => setTimeout(() => r("running"), settleMs)),
+      ]);
+      if (ended === "running") {
+        await receiver.abort("test over");
+        const aborted = await receiving;
+        assert.ok(aborted instanceof TransferAbortedError, String(aborted));
+      }
+      return ended;
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  test("after QEMU's channels, a stranger's connection is closed and the receive goes on", async () => {
+    assert.equal(await afterQemuConnected(new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"), 500), "running");
+  });
+
+  test("after QEMU's channels, a multifd opening beyond them fails the receive at once (qemu.init.id)", async () => {
+    const started = performance.now();
+    const ended = await afterQemuConnected(encodeMultifdInit(2), 2_500);
+    assert.ok(ended instanceof ProtocolError, String(ended));
+    assert.match(ended.message, /qemu\.init\.id.*channel 2 of 2 \(multifd-channels differ\?\)/);
+    assert.ok(performance.now() - started < 4_000);
   });
 });

@@ -119,8 +119,11 @@ export class QemuMigrationReceiver {
   readonly #maxSize: number;
   #transfer: Transfer | undefined;
   #accepted: SocketChannel[] = [];
-  /** A channel beyond ours came (QEMU's multifd-channels is higher): why the receive failed. */
-  #lateChannel: Error | undefined;
+  /**
+   * Why the receive failed when something besides the main stream ended it (abort(), a channel
+   * beyond ours): the main stream then only fails on its channel closing, which says nothing.
+   */
+  #cause: Error | undefined;
   /** Starts the limit on QEMU connecting all its channels (at the first connection). */
   #startDeadline: () => void = () => {};
 
@@ -182,8 +185,7 @@ export class QemuMigrationReceiver {
       void this.#refuseLateChannels();
       return await this.#run(new StreamReader(main), transfer, starting, dir, regions, firstConnectionAt);
     } catch (error) {
-      // A late channel closed the main channel: its reason, not the main stream's end, is the cause.
-      const cause = this.#lateChannel ?? error as Error;
+      const cause = this.#cause ?? error as Error;
       await this.#transfer?.abort(cause);
       throw cause;
     } finally {
@@ -194,9 +196,12 @@ export class QemuMigrationReceiver {
     }
   }
 
-  /** Aborts a receive: every channel is shut down, the Workers exit, `receive` rejects. */
+  /**
+   * Aborts a receive: every channel is shut down, the Workers exit, `receive` rejects with
+   * TransferAbortedError(`reason`).
+   */
   async abort(reason = "aborted by the receiver"): Promise<void> {
-    const error = new TransferAbortedError(reason);
+    const error = (this.#cause ??= new TransferAbortedError(reason));
     for (const channel of this.#accepted) channel.close();
     this.#listener.close();
     await this.#transfer?.abort(error);
@@ -283,16 +288,18 @@ export class QemuMigrationReceiver {
       clearTimeout(timer);
       channel.close();
       if (read < MULTIFD_INIT_BYTES || new DataView(opening.buffer).getUint32(0) !== MULTIFD_MAGIC) continue;
+      let cause: Error;
       try {
         // Every id below ours is taken: a valid one is a second opening of it.
         const { channelId } = parseMultifdInit(opening, this.#channels);
-        this.#lateChannel = new ProtocolError("qemu.init.id", `channel ${channelId} opened twice`);
+        cause = new ProtocolError("qemu.init.id", `channel ${channelId} opened twice`);
       } catch (error) {
-        this.#lateChannel = error as Error;
+        cause = error as Error;
       }
+      this.#cause ??= cause;
       for (const accepted of this.#accepted) accepted.close();
       // The receive awaits this same teardown (abort returns it) and reports what it throws.
-      this.#transfer?.abort(this.#lateChannel).catch(() => {});
+      this.#transfer?.abort(this.#cause).catch(() => {});
       return;
     }
   }
