@@ -903,6 +903,8 @@ function destinationHint(error: unknown, channels: number): string {
 /** qemu-send: a received directory into a real QEMU destination. */
 async function qemuSend(options: QemuSendOptions): Promise<number> {
   let result: QemuSendResult;
+  const interruption = new AbortController();
+  abortTransfer = () => (interruption.abort("interrupted"), Promise.resolve());
   try {
     result = await QemuMigrationSender.send(options.from, {
       hostname: options.to.hostname,
@@ -911,9 +913,13 @@ async function qemuSend(options: QemuSendOptions): Promise<number> {
       zerocopy: options.zerocopy,
       format: options.format,
       sendBufferBytes: options.sendBufferBytes,
+      signal: interruption.signal,
     });
   } catch (error) {
+    if (interrupted) throw new Failure("interrupted: migration aborted");
     throw new Failure(`send failed: ${oneLine(error)}${destinationHint(error, options.channels)}`);
+  } finally {
+    abortTransfer = undefined;
   }
   reported = true;
   if (options.json) {

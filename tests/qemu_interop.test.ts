@@ -3,9 +3,9 @@
 // channels, with and without zero-copy-send on QEMU's side: QEMU reports `completed`, the RAM file we wrote equals
 // QEMU's backing file byte for byte, the manifest says what came. In CI QEMU is installed
 // and these tests must run (tests/helpers/preconditions.ts).
-import { describe, test } from "node:test";
+import { afterEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -26,8 +26,13 @@ import { runtimeArgv } from "../dev/runtime.ts";
 import { qemuAvailable, startQemuDestination, startQemuSource } from "./helpers/qemu.ts";
 import { requirement } from "./helpers/preconditions.ts";
 import { encodeMultifdInit } from "../src/qemu/wire.ts";
+import { WorkerPool } from "../src/multifd/worker_pool.ts";
 
 const SIZE = 64 * 2 ** 20;
+// Whatever a test did, success or failure, no channel Worker may be left running after it
+// (an early failure once left the Workers of a pool adopted too late counted forever).
+afterEach(() => assert.equal(WorkerPool.running, 0, "channel Workers left running"));
+const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
 const available = qemuAvailable("7.2");
 
 /**
@@ -209,6 +214,80 @@ describe("QEMU's multifd set-up and ours differ: a clear error, never a hang", (
   );
 });
 
+describe("aborting a send into QEMU (no QEMU needed: a destination that reads nothing)", () => {
+  /** A directory as qemu-recv writes it (64 MiB of RAM), and a TCP listener that accepts and never reads. */
+  async function stalledDestination(): Promise<{ dir: string; port: number; close: () => void }> {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-send-abort-"));
+    const ram = new Uint8Array(SIZE);
+    for (let at = 0; at < SIZE; at += 65536) crypto.getRandomValues(ram.subarray(at, at + 65536));
+    writeFileSync(join(dir, "mem.ram"), ram);
+    writeFileSync(join(dir, "state.bin"), new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3, 0xfe]));
+    const blocks = [{ name: "mem", bytes: SIZE, file: "mem.ram" }];
+    writeFileSync(join(dir, "manifest.json"), JSON.stringify({ streamFormat: "7.2", blocks, stateHeaderBytes: 8 }));
+    const sockets: net.Socket[] = [];
+    const server = net.createServer((socket) => (socket.pause(), sockets.push(socket)));
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const close = () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+      rmSync(dir, { recursive: true, force: true });
+    };
+    return { dir, port: (server.address() as net.AddressInfo).port, close };
+  }
+
+  test("the signal ends a stalled send with TransferAbortedError, every channel Worker gone", async () => {
+    const { dir, port, close } = await stalledDestination();
+    try {
+      const controller = new AbortController();
+      const sending = QemuMigrationSender.send(dir, {
+        hostname: "127.0.0.1",
+        port,
+        channels: 2,
+        signal: controller.signal,
+      })
+        .then(() => new Error("the send succeeded"), (error: Error) => error);
+      await new Promise((resolve) => setTimeout(resolve, 500)); // connected, the sockets' buffers full
+      const aborted = performance.now();
+      controller.abort("enough");
+      const error = await sending;
+      assert.ok(error instanceof TransferAbortedError, String(error));
+      assert.match(error.message, /aborted by the signal: enough/);
+      assert.ok(performance.now() - aborted < 5_000);
+      assert.equal(WorkerPool.running, 0);
+    } finally {
+      close();
+    }
+  });
+
+  test("a signal aborted already: the send rejects before connecting", async () => {
+    const { dir, port, close } = await stalledDestination();
+    try {
+      const signal = AbortSignal.abort("never mind");
+      await assert.rejects(
+        QemuMigrationSender.send(dir, { hostname: "127.0.0.1", port, signal }),
+        (e: Error) => e instanceof TransferAbortedError && /never mind/.test(e.message),
+      );
+    } finally {
+      close();
+    }
+  });
+
+  test("migrate.ts qemu-send: SIGINT aborts a stalled send, exit 130", async () => {
+    const { dir, port, close } = await stalledDestination();
+    try {
+      const child = new LineChild(runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${port}`, "--from", dir]));
+      await new Promise((resolve) => setTimeout(resolve, 1_500)); // the runtime started, the send stalled
+      child.process.kill("SIGINT");
+      const { code, signal } = await child.exited;
+      // Deno's node:child_process reports the signal it sent rather than the exit code 130.
+      assert.ok(code === 130 || (code === null && signal === "SIGINT"), `exit ${code} ${signal}: ${child.stderr}`);
+      assert.match(child.stderr, /interrupted: migration aborted\n/);
+    } finally {
+      close();
+    }
+  });
+});
+
 const available10 = qemuAvailable("10.0");
 
 describe("the receiver's clock", () => {
@@ -345,7 +424,6 @@ describe("a -machine pc guest with a running vCPU (SeaBIOS, no disk): several RA
 });
 
 describe("migrate.ts qemu-recv and qemu-send", () => {
-  const cli = fileURLToPath(new URL("../examples/migrate.ts", import.meta.url));
   test("QEMU 7.2 (4 channels) into the CLI: exit 0, one JSON line, the RAM file byte-identical", {
     skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
   }, async () => {

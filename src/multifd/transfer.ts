@@ -14,7 +14,7 @@ import { assignBlocks, type ChecksumAlgorithm, combineBlockHashes } from "./chec
 import { Control, counterIndex, createSharedState, readCounters, type SharedState } from "./shared_state.ts";
 import { round3, type TransferStats, transferStats } from "./stats.ts";
 import type { Cipher } from "./aead.ts";
-import type { WorkerPool } from "./worker_pool.ts";
+import { WorkerPool } from "./worker_pool.ts";
 
 /**
  * How long teardown waits for the channel Workers to confirm they exited. Every blocking
@@ -33,6 +33,8 @@ export class Transfer {
   /** The regions held (one for the module's own transfers; one per RAM block for QEMU's). */
   #regions: Region[] = [];
   #pool: AnyPool | undefined;
+  /** Settles once the Workers of {@link startPool} are adopted or failed to start. */
+  #poolStarted: Promise<void> = Promise.resolve();
   #failure: Error | undefined;
   #closing: Promise<void> | undefined;
   /** Rounds completed, each ended by a sync. */
@@ -136,6 +138,21 @@ export class Transfer {
     this.#fds = fds;
   }
 
+  /**
+   * Starts the channel Workers while the caller goes on (connects, reads a stream), and
+   * adopts them once ready; a failing Worker aborts the transfer. Teardown waits for them,
+   * so none outlives the transfer however early it ends.
+   */
+  startPool<In, Out extends { kind: string }>(count: number): Promise<WorkerPool<In, Out>> {
+    const starting = WorkerPool.start<In, Out>(
+      new URL("./channel_worker.ts", import.meta.url),
+      count,
+      (error) => void this.abort(error),
+    ).then((pool) => (this.adoptPool(pool), pool));
+    this.#poolStarted = starting.then(() => {}, () => {});
+    return starting;
+  }
+
   /** Takes the channel Workers; if the transfer has already ended they are stopped now. */
   adoptPool(pool: AnyPool): void {
     if (this.#closing) {
@@ -169,6 +186,7 @@ export class Transfer {
   }
 
   async #teardown(): Promise<void> {
+    await this.#poolStarted; // a pool still starting is stopped as it is adopted
     const stuck = (await this.#pool?.shutdown(WORKER_EXIT_GRACE_MS)) ?? [];
     if (stuck.length > 0) {
       // A Worker that never confirmed may still be inside a native call on an fd or the

@@ -50,6 +50,8 @@ export class WorkerPool<In, Out extends Reply> {
   readonly #waiters: (() => void)[] = [];
   /** Whether each Worker is known to be out of every native call for good (said "exited", or died). */
   readonly #exited: boolean[] = [];
+  /** Whether each Worker was given anything to do: one that was not runs no native call. */
+  readonly #given: boolean[] = [];
   #failure: Error | undefined;
   #onFailure: (error: Error) => void;
   #shutdown: Promise<number[]> | undefined;
@@ -78,6 +80,7 @@ export class WorkerPool<In, Out extends Reply> {
       pool.#workers.push(worker);
       pool.#inboxes.push([]);
       pool.#exited.push(false);
+      pool.#given.push(false);
       WorkerPool.#running++;
       return new Promise<void>((resolve, reject) => {
         worker.onmessage = (event: MessageEvent<Out>) => {
@@ -110,6 +113,7 @@ export class WorkerPool<In, Out extends Reply> {
   }
 
   post(id: number, message: In): void {
+    this.#given[id] = true;
     this.#workers[id].postMessage(message);
   }
 
@@ -160,10 +164,12 @@ export class WorkerPool<In, Out extends Reply> {
       });
       clearTimeout(timer); // a pending timer would keep the process alive until the deadline
     }
-    const stuck = this.#exited.flatMap((exited, id) => (exited ? [] : [id]));
     for (const worker of this.#workers) worker.terminate();
+    // One never given anything was idle (e.g. a transfer that failed before its start, with
+    // no grace to wait for its "exited"): terminated, it is out for good.
+    this.#given.forEach((given, id) => given || this.#markExited(id));
     this.#wake();
-    return stuck;
+    return this.#exited.flatMap((exited, id) => (exited ? [] : [id]));
   }
 
   #receive(id: number, message: Out): void {

@@ -28,7 +28,7 @@ import { Control } from "../multifd/shared_state.ts";
 import type { TransferStats } from "../multifd/stats.ts";
 import { Transfer } from "../multifd/transfer.ts";
 import { ProtocolError } from "../multifd/wire.ts";
-import { WorkerPool } from "../multifd/worker_pool.ts";
+import type { WorkerPool } from "../multifd/worker_pool.ts";
 import { StreamReader } from "./stream_reader.ts";
 import { DEFAULT_MAX_REGION_BYTES } from "../multifd/receiver.ts";
 import { type MainStreamHandler, type RamBlockTarget, readMainStream } from "./main_stream.ts";
@@ -172,12 +172,8 @@ export class QemuMigrationReceiver {
     const transfer = (this.#transfer = new Transfer(this.#channels, "none"));
     // The channel Workers start now, while QEMU has yet to connect: ready when the pages come
     // (as a QEMU destination is). They get their blocks once START has named them.
-    const starting = WorkerPool.start<ToReceiver, FromReceiver>(
-      new URL("../multifd/channel_worker.ts", import.meta.url),
-      this.#channels,
-      (error) => void transfer.abort(error),
-    ).then((pool) => (transfer.adoptPool(pool), pool));
-    starting.catch(() => {});
+    const starting = transfer.startPool<ToReceiver, FromReceiver>(this.#channels);
+    starting.catch(() => {}); // awaited below, unless the transfer fails first
     try {
       const { mainChannel, fds, firstConnectionAt } = await this.#accept();
       main = mainChannel;

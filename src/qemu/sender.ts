@@ -10,7 +10,7 @@
  */
 import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { InvalidArgumentError } from "../errors.ts";
+import { InvalidArgumentError, TransferAbortedError } from "../errors.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { integerOption } from "../options.ts";
 import { Region } from "../region.ts";
@@ -20,7 +20,6 @@ import type { FromSender, SenderConfig, ToSender } from "../multifd/messages.ts"
 import { Control } from "../multifd/shared_state.ts";
 import type { TransferStats } from "../multifd/stats.ts";
 import { Transfer } from "../multifd/transfer.ts";
-import { WorkerPool } from "../multifd/worker_pool.ts";
 import { MAX_QEMU_CHANNELS, type QemuRamBlock } from "./receiver.ts";
 import { encodeMultifdInit, MULTIFD_PAGES_PER_PACKET, QEMU_PAGE_SIZE } from "./wire.ts";
 
@@ -55,6 +54,11 @@ export interface QemuSenderOptions {
   connectTimeoutMs?: number;
   /** Longest a channel may go without progress, in ms (-1: no limit). Default 60 s. */
   ioTimeoutMs?: number;
+  /**
+   * Aborts the send at any point: every channel is shut down, the Workers exit, `send`
+   * rejects with TransferAbortedError. (QEMU's destination then fails its migration.)
+   */
+  signal?: AbortSignal;
 }
 
 /** What {@link QemuMigrationSender.send} resolves with. */
@@ -92,6 +96,9 @@ export class QemuMigrationSender {
   /** Sends `dir` to the destination; resolves once every byte is written and the channels closed. */
   static async send(dir: string, options: QemuSenderOptions): Promise<QemuSendResult> {
     const started = performance.now();
+    const signal = options.signal;
+    const abortedError = () => new TransferAbortedError(`aborted by the signal: ${String(signal?.reason)}`);
+    if (signal?.aborted) throw abortedError();
     const channels = integerOption("channels", options.channels, 2, 1, MAX_QEMU_CHANNELS);
     const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
     const format = options.format ?? manifest.streamFormat;
@@ -105,14 +112,19 @@ export class QemuMigrationSender {
     if (!(headBytes >= 8 && headBytes <= state.length)) throw new InvalidArgumentError(`${dir}: bad stateHeaderBytes`);
     const regions: Region[] = [];
     const transfer = new Transfer(channels, "none");
-    // The channel Workers start while the files are mapped and the channels connect.
-    const starting = WorkerPool.start<ToSender, FromSender>(
-      new URL("../multifd/channel_worker.ts", import.meta.url),
-      channels,
-      (error) => void transfer.abort(error),
-    ).then((pool) => (transfer.adoptPool(pool), pool));
-    starting.catch(() => {});
+    // The first failure is the cause: an abort ends the main channel's writes and the
+    // Workers' sends with errors of their own, which say nothing of why.
+    let aborted: TransferAbortedError | undefined;
     let main: SocketChannel | undefined;
+    const onAbort = () => {
+      aborted ??= abortedError();
+      main?.close();
+      void transfer.abort(aborted);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    // The channel Workers start while the files are mapped and the channels connect.
+    const starting = transfer.startPool<ToSender, FromSender>(channels);
+    starting.catch(() => {}); // awaited below, unless the transfer fails first
     try {
       for (const block of blocks) {
         const region = Region.openFile(join(dir, basename(block.file)));
@@ -129,16 +141,26 @@ export class QemuMigrationSender {
       };
       // The main channel first: a 7.2 destination takes its first connection for it.
       main = await connect(connectOptions);
+      if (aborted) throw aborted;
       await main.writev([state.subarray(0, headBytes)]);
+      // Each channel is the transfer's once its opening is written (the array is shared with
+      // it), so a failure or an abort half-way closes those already open.
       const fds: number[] = [];
+      transfer.adoptFds(fds);
       for (let id = 0; id < channels; id++) {
         const channel = await connect(connectOptions);
-        await channel.writev([encodeMultifdInit(id)]);
+        try {
+          if (aborted ?? transfer.failure) throw aborted ?? transfer.failure;
+          await channel.writev([encodeMultifdInit(id)]);
+          if (aborted ?? transfer.failure) throw aborted ?? transfer.failure;
+        } catch (error) {
+          channel.close();
+          throw error;
+        }
         fds.push(channel.detach());
       }
       const sendBufferBytes = options.sendBufferBytes ??
         (main.peerOnThisHost ? SAME_HOST_SEND_BUFFER_BYTES : undefined);
-      transfer.adoptFds(fds);
       const pool = await starting;
       const channelOptions = resolveChannelOptions({
         zerocopy: options.zerocopy,
@@ -219,9 +241,11 @@ export class QemuMigrationSender {
       if (transfer.failure) throw transfer.failure;
       return { ...stats, streamFormat: format, blocks, sendBufferBytes };
     } catch (error) {
-      await transfer.abort(error as Error);
-      throw error;
+      const cause = aborted ?? error as Error;
+      await transfer.abort(cause);
+      throw cause;
     } finally {
+      signal?.removeEventListener("abort", onAbort);
       main?.close();
       for (const region of regions) await region.close();
     }
