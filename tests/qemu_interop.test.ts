@@ -5,7 +5,7 @@
 // and these tests must run (tests/helpers/preconditions.ts).
 import { afterEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -214,7 +214,7 @@ describe("QEMU's multifd set-up and ours differ: a clear error, never a hang", (
   );
 });
 
-describe("aborting a send into QEMU (no QEMU needed: a destination that reads nothing)", () => {
+describe("aborting either end (no QEMU needed: a destination that reads nothing, a source that never comes)", () => {
   /** A directory as qemu-recv writes it (64 MiB of RAM), and a TCP listener that accepts and never reads. */
   async function stalledDestination(): Promise<{ dir: string; port: number; close: () => void }> {
     const dir = mkdtempSync(join(tmpdir(), "qemu-send-abort-"));
@@ -269,6 +269,23 @@ describe("aborting a send into QEMU (no QEMU needed: a destination that reads no
       );
     } finally {
       close();
+    }
+  });
+
+  test("migrate.ts qemu-recv: SIGINT while it waits for QEMU ends it, exit 130, no file left", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-recv-sigint-"));
+    try {
+      const out = join(dir, "state");
+      const child = new LineChild(runtimeArgv(cli, ["qemu-recv", "--listen", "127.0.0.1:0", "--out", out]));
+      await child.waitFor(/listening on 127\.0\.0\.1:\d+/, "stderr");
+      child.process.kill("SIGINT");
+      const { code, signal } = await child.exited;
+      // Deno's node:child_process reports the signal it sent rather than the exit code 130.
+      assert.ok(code === 130 || (code === null && signal === "SIGINT"), `exit ${code} ${signal}: ${child.stderr}`);
+      assert.match(child.stderr, /interrupted: migration aborted\n/);
+      assert.equal(existsSync(join(out, "manifest.json")), false);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
