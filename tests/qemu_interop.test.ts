@@ -23,7 +23,7 @@ import type { QemuVersion } from "../dev/qemu_binaries.ts";
 import { fileURLToPath } from "node:url";
 import { lastJson, LineChild } from "../dev/child.ts";
 import { runtimeArgv } from "../dev/runtime.ts";
-import { qemuAvailable, startQemuDestination, startQemuSource } from "./helpers/qemu.ts";
+import { qemuAvailable, type QemuDestination, startQemuDestination, startQemuSource } from "./helpers/qemu.ts";
 import { requirement } from "./helpers/preconditions.ts";
 import { encodeMultifdInit } from "../src/qemu/wire.ts";
 import { WorkerPool } from "../src/multifd/worker_pool.ts";
@@ -466,27 +466,39 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
     }
   });
 
-  test("qemu-send: a received directory into QEMU 7.2 (2 channels): exit 0, one JSON line, completed", {
-    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
-  }, async () => {
+  /**
+   * `migrate.ts qemu-send --to <a QEMU 7.2 destination of ramBytes, 2 channels> --from <a
+   * received 7.2 guest> ...args`; `check` gets the exited child, the destination and the source's RAM.
+   */
+  async function cliSend(
+    seed: number,
+    ramBytes: number,
+    args: string[],
+    check: (child: LineChild, code: number | null, destination: QemuDestination, ram: Uint8Array) => Promise<void>,
+  ): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-"));
     try {
-      const ram = await receivedInto(dir, "7.2", 11);
-      const destination = await startQemuDestination("7.2", SIZE, 2);
+      const ram = await receivedInto(dir, "7.2", seed);
+      const destination = await startQemuDestination("7.2", ramBytes, 2);
       try {
         const child = new LineChild(
-          runtimeArgv(cli, [
-            "qemu-send",
-            "--to",
-            `127.0.0.1:${destination.port}`,
-            "--from",
-            dir,
-            "--send-buffer",
-            "512K",
-            "--json",
-          ]),
+          runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${destination.port}`, "--from", dir, ...args]),
         );
-        const { code } = await child.exited;
+        await check(child, (await child.exited).code, destination, ram);
+      } finally {
+        await destination.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const skip = requirement(available === true, `QEMU 7.2 is not available: ${available}`);
+
+  test(
+    "qemu-send: a received directory into QEMU 7.2 (2 channels): exit 0, one JSON line, completed",
+    { skip },
+    () =>
+      cliSend(11, SIZE, ["--send-buffer", "512K", "--json"], async (child, code, destination, ram) => {
         assert.equal(code, 0, child.stderr);
         const result = lastJson(child.stdout);
         assert.equal(result.status, "sent");
@@ -494,61 +506,30 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
         assert.ok(result.cpuSeconds > 0, "the JSON says what the send cost");
         await destination.completed();
         assert.ok(readFileSync(destination.ram).equals(ram));
-      } finally {
-        await destination.close();
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+      }),
+  );
 
-  test("qemu-send with more channels than the destination's: exit 1, the error asks about multifd-channels", {
-    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
-  }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-mismatch-"));
-    try {
-      await receivedInto(dir, "7.2", 12);
-      const destination = await startQemuDestination("7.2", SIZE, 2);
-      try {
-        const child = new LineChild(
-          runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${destination.port}`, "--from", dir, "--channels", "4"]),
-        );
-        const { code } = await child.exited;
+  test(
+    "qemu-send with more channels than the destination's: exit 1, the error asks about multifd-channels",
+    { skip },
+    () =>
+      cliSend(12, SIZE, ["--channels", "4"], async (child, code) => {
         assert.equal(code, 1, child.stderr);
         assert.match(
           child.stderr,
           /multifd capability on, with multifd-channels 4\? QEMU resets the connections it does not/,
         );
-      } finally {
-        await destination.close();
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+      }),
+  );
 
   test("qemu-send into a destination with RAM of another size: exit 1, the error says the destination ended it", {
-    skip: requirement(available === true, `QEMU 7.2 is not available: ${available}`),
-  }, async () => {
-    const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-size-"));
-    try {
-      await receivedInto(dir, "7.2", 13);
-      const destination = await startQemuDestination("7.2", SIZE * 2, 2);
-      try {
-        const child = new LineChild(
-          runtimeArgv(cli, ["qemu-send", "--to", `127.0.0.1:${destination.port}`, "--from", dir]),
-        );
-        const { code } = await child.exited;
-        assert.equal(code, 1, child.stderr);
-        assert.match(child.stderr, /the destination ended the migration: its query-migrate error-desc says why/);
-        await assert.rejects(destination.completed(), /Size mismatch/);
-      } finally {
-        await destination.close();
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    skip,
+  }, () =>
+    cliSend(13, SIZE * 2, [], async (child, code, destination) => {
+      assert.equal(code, 1, child.stderr);
+      assert.match(child.stderr, /the destination ended the migration: its query-migrate error-desc says why/);
+      await assert.rejects(destination.completed(), /Size mismatch/);
+    }));
 
   test("bad command lines exit 2 with the usage", {}, async () => {
     for (
