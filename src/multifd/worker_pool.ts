@@ -146,8 +146,9 @@ export class WorkerPool<In, Out extends Reply> {
    * Asks every Worker to exit and waits, up to `graceMs`, until each has said so (it
    * finishes the message it is handling first: wake blocked ones by shutting their sockets
    * down and raising the abort flag before), then terminates them all. Resolves with the
-   * ids of Workers that never confirmed: they may still be inside a native call, so the
-   * caller must not unmap the region or close an fd they use. Idempotent.
+   * ids of Workers that never confirmed and had been given something (one never posted to
+   * runs no native call): they may still be inside one, so the caller must not unmap the
+   * region or close an fd they use. Idempotent.
    */
   shutdown(graceMs: number): Promise<number[]> {
     return (this.#shutdown ??= this.#stop(graceMs));
