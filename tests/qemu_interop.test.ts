@@ -474,7 +474,12 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
     seed: number,
     ramBytes: number,
     args: string[],
-    check: (child: LineChild, code: number | null, destination: QemuDestination, ram: Uint8Array) => Promise<void>,
+    check: (
+      child: LineChild,
+      code: number | null,
+      destination: QemuDestination,
+      ram: Uint8Array,
+    ) => void | Promise<void>,
   ): Promise<void> {
     const dir = mkdtempSync(join(tmpdir(), "qemu-send-cli-"));
     try {
@@ -513,7 +518,7 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
     "qemu-send with more channels than the destination's: exit 1, the error asks about multifd-channels",
     { skip },
     () =>
-      cliSend(12, SIZE, ["--channels", "4"], async (child, code) => {
+      cliSend(12, SIZE, ["--channels", "4"], (child, code) => {
         assert.equal(code, 1, child.stderr);
         assert.match(
           child.stderr,
