@@ -194,16 +194,18 @@ export const multifdKey = (r: BenchRecord) =>
     r.encrypt ?? "plain"
   }/${r.pagesPerPacket ?? "default"}/${r.zeroPages === false ? "no-zero-pages" : "zero-pages"}/${r.zeroShare ?? 0}`;
 
+/** What names a multifd case in every summary record: runtime, channels, zero-copy mode, page size. */
+function caseFields(r: BenchRecord): BenchRecord {
+  const { runtime, channels, zerocopy, zerocopyAlways, hugePages } = r;
+  return { runtime, channels, zerocopy, zerocopyAlways, hugePages };
+}
+
 export function multifdSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "multifd" && isRun(r));
   return [...groupBy(runs, multifdKey).values()].map((rs) => ({
     bench: "multifd",
     summary: true,
-    runtime: rs[0].runtime,
-    channels: rs[0].channels,
-    zerocopy: rs[0].zerocopy,
-    zerocopyAlways: rs[0].zerocopyAlways,
-    hugePages: rs[0].hugePages,
+    ...caseFields(rs[0]),
     sendBufferBytes: rs[0].sendBufferBytes,
     encrypt: rs[0].encrypt,
     pagesPerPacket: rs[0].pagesPerPacket,
@@ -405,11 +407,7 @@ export function encryptionSummaries(records: BenchRecord[]): BenchRecord[] {
     return {
       bench: "encryption-ratio",
       summary: true,
-      runtime: e.runtime,
-      channels: e.channels,
-      zerocopy: e.zerocopy,
-      zerocopyAlways: e.zerocopyAlways,
-      hugePages: e.hugePages,
+      ...caseFields(e),
       encrypt: e.encrypt,
       GBps: spread(group.map(({ ratio }) => ratio)),
     };
@@ -438,11 +436,7 @@ export function zeroPagesSummaries(records: BenchRecord[]): BenchRecord[] {
     return {
       bench: "zero-pages-ratio",
       summary: true,
-      runtime: off.runtime,
-      channels: off.channels,
-      zerocopy: off.zerocopy,
-      zerocopyAlways: off.zerocopyAlways,
-      hugePages: off.hugePages,
+      ...caseFields(off),
       zeroShare: off.zeroShare ?? 0,
       speed: spread(group.map((g) => g.speed)),
       senderCpuSeconds: spread(group.map((g) => g.sender)),
