@@ -124,6 +124,11 @@ export class TransferAbortedError extends ZeroCopyMultifdError {
   override name = "TransferAbortedError";
 }
 
+/** The error of a transfer that an option's `signal` aborted, with the signal's reason. */
+export function abortedBySignal(signal: AbortSignal | undefined): TransferAbortedError {
+  return new TransferAbortedError(`aborted by the signal: ${String(signal?.reason)}`);
+}
+
 /**
  * The peer could not prove that it knows the shared secret: a receiver whose INIT_ACK
  * carries no valid MAC (a wrong secret, an impostor, a replay of an earlier session:

@@ -11,6 +11,7 @@
  * @module
  */
 import {
+  abortedBySignal,
   AuthenticationError,
   ChannelClosedError,
   InvalidArgumentError,
@@ -252,8 +253,7 @@ export class MultifdSender {
     const config = senderConfig(options, region);
     const keys = await importSecret(options.secret);
     const signal = options.signal;
-    const abortedError = () => new TransferAbortedError(`aborted by the signal: ${String(signal?.reason)}`);
-    if (signal?.aborted) throw abortedError();
+    if (signal?.aborted) throw abortedBySignal(signal);
     const sessionId = crypto.getRandomValues(new Uint8Array(SESSION_ID_BYTES));
     const transfer = new Transfer(config.channels, cipherName(config.cipher) ?? "none");
     transfer.holdRegion(region);
@@ -272,7 +272,7 @@ export class MultifdSender {
       );
       const channels = opened.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
       transfer.adoptFds(channels.map((channel) => channel.fd));
-      if (signal?.aborted) throw abortedError();
+      if (signal?.aborted) throw abortedBySignal(signal);
       const failures = opened.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
       // A refusal names the cause; the receiver closes the other channels without a word.
       if (failures.length > 0) throw failures.find((e) => e instanceof TransferRefusedError) ?? failures[0];
@@ -288,7 +288,7 @@ export class MultifdSender {
         (error) => void created.sender?.abortWith(error),
       );
       transfer.adoptPool(pool);
-      if (signal?.aborted) throw abortedError();
+      if (signal?.aborted) throw abortedBySignal(signal);
       // The receiver on this host: a short send queue keeps the kernel's copy of what the
       // sender queues (zero-copy or not) on the sending side (bench/RESULTS.md, run C).
       const sameHost = config.sendBufferAuto && channels.every((channel) => channel.peerOnThisHost);
@@ -307,7 +307,7 @@ export class MultifdSender {
         checksum,
       );
       created.sender = sender;
-      signal?.addEventListener("abort", () => void sender.abortWith(abortedError()), { once: true });
+      signal?.addEventListener("abort", () => void sender.abortWith(abortedBySignal(signal)), { once: true });
       transfer.fds.forEach((fd, channelId) => {
         const channelConfig: SenderConfig = {
           ...config.channel,
@@ -532,7 +532,7 @@ async function handshakeOnce(
   const close = () => channel.close();
   options.signal?.addEventListener("abort", close, { once: true });
   try {
-    if (options.signal?.aborted) throw new TransferAbortedError("aborted by the signal");
+    if (options.signal?.aborted) throw abortedBySignal(options.signal);
     const hello = new Uint8Array(HELLO_BYTES);
     if (await channel.readFull(hello) < HELLO_BYTES) {
       throw new ChannelClosedError("the receiver closed the connection during the handshake");

@@ -10,7 +10,7 @@
  */
 import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
-import { InvalidArgumentError, TransferAbortedError } from "../errors.ts";
+import { abortedBySignal, InvalidArgumentError, type TransferAbortedError } from "../errors.ts";
 import { connect, DEFAULT_CONNECT_TIMEOUT_MS } from "../connect.ts";
 import { integerOption } from "../options.ts";
 import { Region } from "../region.ts";
@@ -97,8 +97,7 @@ export class QemuMigrationSender {
   static async send(dir: string, options: QemuSenderOptions): Promise<QemuSendResult> {
     const started = performance.now();
     const signal = options.signal;
-    const abortedError = () => new TransferAbortedError(`aborted by the signal: ${String(signal?.reason)}`);
-    if (signal?.aborted) throw abortedError();
+    if (signal?.aborted) throw abortedBySignal(signal);
     const channels = integerOption("channels", options.channels, 2, 1, MAX_QEMU_CHANNELS);
     const manifest = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
     const format = options.format ?? manifest.streamFormat;
@@ -117,7 +116,7 @@ export class QemuMigrationSender {
     let aborted: TransferAbortedError | undefined;
     let main: SocketChannel | undefined;
     const onAbort = () => {
-      aborted ??= abortedError();
+      aborted ??= abortedBySignal(signal);
       main?.close();
       void transfer.abort(aborted);
     };
