@@ -585,10 +585,10 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
 
   /**
    * A fake QEMU opens the main channel and both multifd channels of a 2-channel receive (and
-   * sends nothing more), then one more connection sends `late`; resolves with how the receive
-   * ended after `settleMs`, or "running" (then aborted).
+   * sends nothing more), then one more connection per entry of `late` sends it (empty: says
+   * nothing); resolves with how the receive ended after `settleMs`, or "running" (then aborted).
    */
-  async function afterQemuConnected(late: Uint8Array, settleMs: number): Promise<Error | "running"> {
+  async function afterQemuConnected(late: Uint8Array[], settleMs: number): Promise<Error | "running"> {
     const dir = mkdtempSync(join(tmpdir(), "qemu-recv-late-"));
     const receiver = await QemuMigrationReceiver.listen({ channels: 2 });
     const receiving = receiver.receive(dir).then(() => new Error("the receive succeeded"), (error: Error) => error);
@@ -604,7 +604,7 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
       await open(encodeMultifdInit(0));
       await open(encodeMultifdInit(1));
       await new Promise((resolve) => setTimeout(resolve, 200)); // all three accepted
-      await open(late);
+      for (const bytes of late) await open(bytes);
       const ended = await Promise.race([
         receiving,
         new Promise<"running">((r) => setTimeout(() => r("running"), settleMs)),
@@ -622,14 +622,23 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
   }
 
   test("after QEMU's channels, a stranger's connection is closed and the receive goes on", async () => {
-    assert.equal(await afterQemuConnected(new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n"), 500), "running");
+    assert.equal(await afterQemuConnected([new TextEncoder().encode("GET / HTTP/1.0\r\n\r\n")], 500), "running");
   });
 
   test("after QEMU's channels, a multifd opening beyond them fails the receive at once (qemu.init.id)", async () => {
     const started = performance.now();
-    const ended = await afterQemuConnected(encodeMultifdInit(2), 2_500);
+    const ended = await afterQemuConnected([encodeMultifdInit(2)], 2_500);
     assert.ok(ended instanceof ProtocolError, String(ended));
     assert.match(ended.message, /qemu\.init\.id.*channel 2 of 2 \(multifd-channels differ\?\)/);
     assert.ok(performance.now() - started < 4_000);
+  });
+
+  test("a late connection that says nothing is dropped after 2 s: a multifd opening behind it still fails the receive", async () => {
+    const started = performance.now();
+    const ended = await afterQemuConnected([new Uint8Array(0), encodeMultifdInit(2)], 6_000);
+    const seconds = (performance.now() - started) / 1000;
+    assert.ok(ended instanceof ProtocolError, String(ended));
+    assert.match(ended.message, /qemu\.init\.id/);
+    assert.ok(seconds > 1.9 && seconds < 5, `the silent connection held the late-channel check ${seconds} s`);
   });
 });
