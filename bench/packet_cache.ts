@@ -9,9 +9,10 @@
  *   deno run -A bench/packet_cache.ts [--packets 8192] [--evict-mib 16]
  *   bun bench/packet_cache.ts
  *
- * No socket: the codec's `next()` (src/qemu/qemu_codec.ts: header parse, offsets decode, the
- * native page receive) is timed with the header put where it reads it, and the page receive
- * made on no socket (its checks and iovecs, then a recvmsg that fails at once); beside
+ * No socket: the codec's `next()` (src/qemu/qemu_codec.ts: the header's parse, then one native
+ * call that decodes the offsets, receives the pages and reads the next header ahead) is timed
+ * with that call made on no socket (its checks and iovecs, then a recvmsg that fails at once)
+ * and the next header put where its read ahead puts it; beside
  * it, one FFI call that does no work (`zc_zero_pages` of no pages), and nothing at all (the
  * timer's own cost). Warm and evicted batches alternate after a warm-up of both; "evicted"
  * copies `--evict-mib` MiB before each call (outside the timing). One JSON line per case and
@@ -74,7 +75,7 @@ async function main(): Promise<number> {
   );
   let next = 0;
   let header: Uint8Array | undefined;
-  const outcome = new Float64Array(2);
+  const outcome = new Float64Array(4);
   const input: PacketInput = {
     read: (addresses, lengths) => {
       if (lengths.length === 1 && lengths[0] === MULTIFD_PACKET_HEADER_BYTES) {
@@ -83,10 +84,30 @@ async function main(): Promise<number> {
       }
       return true;
     },
-    // The channel's native page receive on no socket (fd -1): its checks and iovecs, and a
-    // recvmsg that fails at once (EBADF).
     readPages: (block, pageSize, offsets, pages) => {
       native.zc_recv_pages(-1, block.address, block.size, pageSize, offsets, pages, 0, 0, outcome);
+    },
+    // The channel's native packet receive on no socket (fd -1): the offsets' decode, the
+    // iovecs, and a recvmsg that fails at once (EBADF); the next header is then put in place
+    // as its read ahead would.
+    readWirePages: (block, pageSize, wire, at, offsetCount, normalCount, offsets, aheadLength) => {
+      native.zc_recv_wire_pages(
+        -1,
+        block.address,
+        block.size,
+        pageSize,
+        wire,
+        at,
+        offsetCount,
+        normalCount,
+        offsets,
+        0,
+        0,
+        aheadLength,
+        outcome,
+      );
+      if (aheadLength > 0) wire.set(packets[next++ % count].subarray(0, aheadLength));
+      return aheadLength;
     },
   };
   const from = new Uint8Array(evictBytes).fill(1);

@@ -49,6 +49,27 @@ export const symbols = {
     parameters: ["i32", "address", "address", "address", "buffer", "u32", "u32", "i32", "buffer"],
     result: "i32",
   },
+  // fd, memory base, size, page size, wire (Uint8Array: offsets in, the read-ahead out), offsets
+  // at, count, normal count, out: offsets (Float64Array), populate, timeout ms, read-ahead bytes,
+  // out: Float64Array(4) bytes received, bytes asked, bytes read ahead, index of an invalid offset
+  zc_recv_wire_pages: {
+    parameters: [
+      "i32",
+      "address",
+      "address",
+      "address",
+      "buffer",
+      "u32",
+      "u32",
+      "u32",
+      "buffer",
+      "u32",
+      "i32",
+      "u32",
+      "buffer",
+    ],
+    result: "i32",
+  },
   // zig/errqueue.zig
   zc_drain_errqueue: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   // zig/poll.zig

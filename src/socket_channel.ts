@@ -68,7 +68,7 @@ type Operation<T> = Generator<Wait, T, number>;
 
 const RECORDS_PER_DRAIN = 64;
 /** zc_recv_full / zc_send_full's results besides -errno (zig/transfer.zig `Full`). */
-const FullResult = { done: 0, timedOut: 1 } as const;
+const FullResult = { done: 0, timedOut: 1, invalidOffset: 2 } as const;
 const AF_INET = 2;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
 
@@ -107,8 +107,11 @@ export class SocketChannel {
    * as its two 32-bit halves (little-endian), so that no BigInt is made per call.
    */
   readonly #moved = new Uint32Array(new ArrayBuffer(8)); // its own (8-byte aligned) backing store
-  /** What the last zc_recv_pages wrote: bytes received, bytes its pages hold. */
-  readonly #pagesOutcome = new Float64Array(2);
+  /**
+   * What the last zc_recv_pages / zc_recv_wire_pages wrote: bytes received, bytes its pages
+   * hold, bytes read ahead, the index of an invalid offset.
+   */
+  readonly #pagesOutcome = new Float64Array(4);
   readonly #waits: FdWaits;
   #closed = false;
   #writeTail: Promise<unknown> = Promise.resolve();
@@ -357,6 +360,75 @@ export class SocketChannel {
         throw new InvalidArgumentError("readPagesSync: a page offset outside the memory, or a size that is not whole");
       }
       return this.#fullResult("read", rc, outcome[0], outcome[1]) === outcome[1];
+    } finally {
+      this.#end("read");
+    }
+  }
+
+  /**
+   * @internal A packet that lists its pages' offsets in its header, as QEMU's multifd
+   * packets do, in one native call (zc_recv_wire_pages): decodes `count` big-endian u64
+   * offsets from `wire` (from byte `at`) into `offsets` — each must be a multiple of
+   * `pageSize` with its whole page inside `memory` —, reads the data of the first
+   * `normalCount` of them into their places (as {@link readPagesSync}), then reads the next
+   * packet's first `aheadLength` bytes into `wire` itself, from byte 0 (0: none). One crossing per
+   * packet where three were: each pays most from the cold caches a packet's copy leaves.
+   * Returns the bytes read ahead (`aheadLength`, or 0 when the peer ended the stream between
+   * the packets), or `-(1 + i)` when offset `i` is not a page of `memory` (nothing read). The peer
+   * ending the stream anywhere else throws ChannelClosedError; other errors as {@link readFullSync}'s.
+   */
+  readWirePagesSync(
+    memory: { readonly address: number; readonly size: number },
+    pageSize: number,
+    wire: Uint8Array,
+    at: number,
+    count: number,
+    normalCount: number,
+    offsets: Float64Array,
+    aheadLength: number,
+    populate: boolean,
+  ): number {
+    if (!this.#quietErrorQueue) {
+      throw new InvalidArgumentError("readWirePagesSync: flush this channel's zero-copy sends first");
+    }
+    if (
+      !(normalCount <= count && count <= offsets.length && at + 8 * count <= wire.length && aheadLength <= wire.length)
+    ) {
+      throw new InvalidArgumentError(
+        `readWirePagesSync: ${count} offsets at byte ${at} (${normalCount} with data, room for ${offsets.length}), ` +
+          `${aheadLength} bytes ahead, in ${wire.length} bytes`,
+      );
+    }
+    this.#begin("read");
+    try {
+      const outcome = this.#pagesOutcome;
+      const rc = native.zc_recv_wire_pages(
+        this.#fd,
+        memory.address,
+        memory.size,
+        pageSize,
+        wire,
+        at,
+        count,
+        normalCount,
+        offsets,
+        populate ? 1 : 0,
+        this.#ioTimeoutMs,
+        aheadLength,
+        outcome,
+      );
+      if (rc === FullResult.invalidOffset) return -1 - outcome[3];
+      if (rc === -Errno.EINVAL && outcome[1] === 0 && outcome[3] === 0 && count > 0) {
+        throw new InvalidArgumentError("readWirePagesSync: a memory or page size that is not whole");
+      }
+      // A timeout or an error in the read ahead counts what it was missing of the next packet.
+      const received = outcome[0], asked = outcome[1], ahead = outcome[2];
+      const pagesDone = received === asked;
+      this.#fullResult("read", rc, pagesDone ? received + ahead : received, pagesDone ? asked + aheadLength : asked);
+      if (!pagesDone || (ahead > 0 && ahead < aheadLength)) {
+        throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
+      }
+      return ahead;
     } finally {
       this.#end("read");
     }

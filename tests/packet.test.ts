@@ -52,6 +52,9 @@ function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
       pageRanges(block, pageSize, offsets, count, ranges);
       read(ranges.addresses, ranges.lengths);
     },
+    readWirePages() {
+      throw new Error("not a format whose header lists its pages");
+    },
     left: () => stream.length - at,
   };
 }

@@ -1,10 +1,12 @@
 // SocketChannel.readPagesSync: a packet's pages read straight into their places in one native
-// call (zig/transfer.zig zc_recv_pages), over real loopback sockets. The data is written
+// call (zig/transfer.zig zc_recv_pages), and readWirePagesSync: the same for a packet whose
+// header lists its pages (zc_recv_wire_pages: offsets decoded, pages, the next header read
+// ahead), over real loopback sockets. The data is written
 // before the read starts (the sizes fit the socket buffers), so the blocking read cannot wait
 // on a writer in the same thread.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { InvalidArgumentError } from "../src/errors.ts";
+import { ChannelClosedError, InvalidArgumentError } from "../src/errors.ts";
 import { Region } from "../src/region.ts";
 import { channelPair, type Pair } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
@@ -98,6 +100,158 @@ describe("readPagesSync", () => {
       assert.throws(
         () => pair.server.readPagesSync(region.descriptor, pageSize, new Float64Array(1), 2, false),
         InvalidArgumentError,
+      );
+      assert.ok(region.view().every((b) => b === 0x5a), "nothing was written");
+      const rest = new Uint8Array(data.length);
+      assert.equal(pair.server.readFullSync(rest), data.length, "nothing was consumed from the socket");
+      assert.deepEqual(rest, data);
+    });
+  });
+});
+
+/** A header of `length` bytes listing `offsets` as big-endian u64 from byte `at`, the rest a pattern. */
+function wireHeader(length: number, at: number, offsets: number[]): Uint8Array {
+  const wire = patternBytes(length, 5);
+  const view = new DataView(wire.buffer);
+  offsets.forEach((offset, i) => view.setBigUint64(at + 8 * i, BigInt(offset)));
+  return wire;
+}
+
+describe("readWirePagesSync", () => {
+  const pageSize = 4096;
+  const at = 16;
+  const headerBytes = 64; // room for 6 offsets after byte 16
+
+  test("decodes the offsets, lands the pages with data, and reads the next header into the same buffer", async () => {
+    const offsets = [3, 0, 1, 7, 5].map((page) => page * pageSize); // the last two: zero pages, not read
+    await withRegionAndPair(8 * pageSize, async (region, pair) => {
+      region.view().fill(0xee);
+      const wire = wireHeader(headerBytes, at, offsets);
+      const data = pageBytes(offsets.slice(0, 3), pageSize, 8 * pageSize);
+      const nextHeader = patternBytes(headerBytes, 9);
+      await pair.client.writev([data, nextHeader]);
+      const decoded = new Float64Array(8);
+      const before = pair.server.stats.bytesRead;
+      const ahead = pair.server.readWirePagesSync(
+        region.descriptor,
+        pageSize,
+        wire,
+        at,
+        5,
+        3,
+        decoded,
+        headerBytes,
+        true,
+      );
+      assert.equal(ahead, headerBytes);
+      assert.equal(pair.server.stats.bytesRead - before, data.length + headerBytes);
+      assert.deepEqual([...decoded.subarray(0, 5)], offsets);
+      assert.deepEqual(wire, nextHeader);
+      offsets.slice(0, 3).forEach((offset, i) => {
+        assert.deepEqual(region.view(offset, pageSize), data.subarray(i * pageSize, (i + 1) * pageSize));
+      });
+      for (const untouched of [2, 4, 5, 6, 7]) {
+        assert.ok(region.view(untouched * pageSize, pageSize).every((b) => b === 0xee), `page ${untouched} untouched`);
+      }
+    });
+  });
+
+  test("no read ahead when asked for none: the bytes after the pages stay in the socket", async () => {
+    await withRegionAndPair(2 * pageSize, async (region, pair) => {
+      const data = pageBytes([0, pageSize], pageSize, 2 * pageSize);
+      await pair.client.writev([data, new Uint8Array(3)]);
+      const wire = wireHeader(headerBytes, at, [pageSize]);
+      const decoded = new Float64Array(1);
+      assert.equal(pair.server.readWirePagesSync(region.descriptor, pageSize, wire, at, 1, 1, decoded, 0, false), 0);
+      assert.deepEqual(region.view(pageSize, pageSize), data.subarray(0, pageSize));
+      assert.deepEqual(wire, wireHeader(headerBytes, at, [pageSize]), "no byte read into the header");
+      pair.client.close();
+      const again = wireHeader(headerBytes, at, [0]);
+      assert.equal(pair.server.readWirePagesSync(region.descriptor, pageSize, again, at, 1, 1, decoded, 0, false), 0);
+      const rest = new Uint8Array(3);
+      assert.equal(pair.server.readFullSync(rest), 3, "the 3 bytes after the pages are still there");
+    });
+  });
+
+  test("the peer ending the stream after the pages: 0 bytes ahead; inside the next header or the pages: ChannelClosedError", async () => {
+    for (const [tail, outcome] of [[0, 0], [10, "closed"], [-1, "closed"]] as const) {
+      await withRegionAndPair(2 * pageSize, async (region, pair) => {
+        const data = pageBytes([0, pageSize], pageSize, 2 * pageSize);
+        const sent = tail < 0 ? data.subarray(0, pageSize + 100) : data;
+        await pair.client.writev([sent, new Uint8Array(Math.max(tail, 0))]);
+        pair.client.close();
+        const wire = wireHeader(headerBytes, at, [0, pageSize]);
+        const read = () =>
+          pair.server.readWirePagesSync(
+            region.descriptor,
+            pageSize,
+            wire,
+            at,
+            2,
+            2,
+            new Float64Array(2),
+            headerBytes,
+            false,
+          );
+        if (outcome === 0) assert.equal(read(), 0);
+        else assert.throws(read, ChannelClosedError, `tail ${tail}`);
+      });
+    }
+  });
+
+  test("an offset that is not a whole page inside the memory: -(1 + its index), nothing read or written", async () => {
+    const size = 4 * pageSize;
+    await withRegionAndPair(size, async (region, pair) => {
+      region.view().fill(0x5a);
+      const data = patternBytes(2 * pageSize, 3);
+      await pair.client.writev([data]);
+      for (const bad of [size, size - pageSize + 8, 100, 2 ** 64 - pageSize]) {
+        const wire = wireHeader(headerBytes, at, [0, pageSize, bad]);
+        const decoded = new Float64Array(3);
+        const got = pair.server.readWirePagesSync(
+          region.descriptor,
+          pageSize,
+          wire,
+          at,
+          3,
+          2,
+          decoded,
+          headerBytes,
+          false,
+        );
+        assert.equal(got, -3, `offset ${bad}`);
+      }
+      assert.throws(
+        () =>
+          pair.server.readWirePagesSync(
+            region.descriptor,
+            pageSize,
+            new Uint8Array(32),
+            at,
+            3,
+            3,
+            new Float64Array(3),
+            0,
+            false,
+          ),
+        InvalidArgumentError,
+        "offsets past the end of the header",
+      );
+      assert.throws(
+        () =>
+          pair.server.readWirePagesSync(
+            region.descriptor,
+            pageSize,
+            new Uint8Array(64),
+            at,
+            2,
+            3,
+            new Float64Array(3),
+            0,
+            false,
+          ),
+        InvalidArgumentError,
+        "more pages with data than offsets",
       );
       assert.ok(region.view().every((b) => b === 0x5a), "nothing was written");
       const rest = new Uint8Array(data.length);

@@ -49,12 +49,18 @@ export fn zc_block_offsets_decode(wire: [*]const u8, at: u32, count: u32, page_s
     const page_size = sys.whole(page_size_number) orelse 0;
     const block_size = sys.whole(block_size_number) orelse 0;
     if (page_size == 0) return 0;
+    return @intCast(decodeBlockOffsets(wire + at, count, page_size, block_size, out));
+}
+
+/// zc_block_offsets_decode's rule and loop (also zc_recv_wire_pages'): `count`, or the index
+/// of the first offset that is not a whole page inside the block. `page_size` > 0.
+pub fn decodeBlockOffsets(wire: [*]const u8, count: u32, page_size: u64, block_size: u64, out: [*]f64) u32 {
     for (0..count) |i| {
-        const offset = wireOffset(wire + at, i);
+        const offset = wireOffset(wire, i);
         if (offset % page_size != 0 or offset >= block_size or block_size - offset < page_size) return @intCast(i);
         out[i] = @floatFromInt(offset);
     }
-    return @intCast(count);
+    return count;
 }
 
 /// Writes `count` offsets as big-endian u64 to `wire`, from byte `at`.

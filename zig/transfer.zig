@@ -4,7 +4,8 @@
 //! else to do, e.g. a multifd channel Worker: its whole read or write is one FFI call).
 const sys = @import("sys.zig");
 const linux = sys.linux;
-const pageLength = @import("pages.zig").pageLength;
+const pages = @import("pages.zig");
+const pageLength = pages.pageLength;
 const MADV_POPULATE_WRITE = @import("memory.zig").MADV_POPULATE_WRITE;
 
 const Iovec = extern struct { base: usize, len: usize };
@@ -44,7 +45,8 @@ const iov_max = 1024;
 
 /// What the `_full` variants return besides -errno: every byte moved (or, reading, the
 /// peer ended the stream first), or a wait without progress outlasted `timeout_ms`.
-const Full = enum(i32) { done = 0, timed_out = 1 };
+/// zc_recv_wire_pages adds `invalid_offset`: a page offset outside the memory, nothing read.
+const Full = enum(i32) { done = 0, timed_out = 1, invalid_offset = 2 };
 
 /// Moves every byte of `count` iovecs: sendmsg (`send`) or recvmsg until done, waiting in
 /// poll(2) for up to `timeout_ms` (-1: no limit) whenever the socket has no room or no
@@ -127,16 +129,65 @@ export fn zc_send_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, move
 export fn zc_recv_pages(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
     outcome[0] = 0;
     outcome[1] = 0;
-    const base = sys.whole(base_number) orelse return sys.invalid_number;
-    const size = sys.whole(size_number) orelse return sys.invalid_number;
-    const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
-    if (page_size == 0) return sys.invalid_number;
+    const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
     var asked: u64 = 0;
     for (0..count) |i| {
         const offset = sys.whole(offsets[i]) orelse return sys.invalid_number;
-        if (offset >= size) return sys.invalid_number;
-        asked += pageLength(offset, page_size, size);
+        if (offset >= memory.size) return sys.invalid_number;
+        asked += pageLength(offset, memory.page_size, memory.size);
     }
+    return recvPages(fd, memory, offsets, count, asked, populate, timeout_ms, outcome);
+}
+
+/// One packet of a format whose header lists its pages' offsets (QEMU's multifd packet) as
+/// one FFI call, the crossing a packet costs from cold caches paid once instead of three
+/// times: decodes `count` big-endian u64 offsets from `wire` + `at` into `offsets`
+/// (pages.zig decodeBlockOffsets: each a multiple of `page_size` with its whole page inside
+/// the memory; the first that is not: nothing read, `invalid_offset` and `outcome[3]` its index), receives the data of the first
+/// `normal_count` as zc_recv_pages does (the rest are the caller's: e.g. zero pages), then,
+/// when they all arrived, reads the next packet's first `ahead_length` bytes into `wire`
+/// itself (from byte 0: its offsets are decoded by then; 0: no read ahead, e.g. after a
+/// packet that ends a sync round, where the next bytes may come only after the barrier).
+/// Returns a `Full` or -errno; `outcome[0..2)` as zc_recv_pages, `outcome[2]` the bytes
+/// read ahead (0 with `done`: the peer ended the stream between packets).
+export fn zc_recv_wire_pages(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, at: u32, count: u32, normal_count: u32, offsets: [*]f64, populate: u32, timeout_ms: i32, ahead_length: u32, outcome: [*]f64) i32 {
+    for (0..4) |i| outcome[i] = 0;
+    const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
+    if (normal_count > count) return sys.invalid_number;
+    const valid = pages.decodeBlockOffsets(wire + at, count, memory.page_size, memory.size, offsets);
+    if (valid < count) {
+        outcome[3] = @floatFromInt(valid);
+        return @intFromEnum(Full.invalid_offset);
+    }
+    const asked = normal_count * memory.page_size; // whole pages, each inside the memory
+    const rc = recvPages(fd, memory, offsets, normal_count, asked, populate, timeout_ms, outcome);
+    if (rc != @intFromEnum(Full.done) or outcome[0] < outcome[1] or ahead_length == 0) return rc;
+    var iov = [1]Iovec{.{ .base = @intFromPtr(wire), .len = ahead_length }};
+    var moved: u64 = 0;
+    defer outcome[2] = @floatFromInt(moved);
+    return moveFull(false, fd, &iov, 1, timeout_ms, &moved);
+}
+
+/// A memory the page loops receive into: its base address, size and page size, from the
+/// Numbers the TypeScript layers pass (null when one is not whole, or the page size is 0).
+const Memory = struct {
+    base: u64,
+    size: u64,
+    page_size: u64,
+
+    fn of(base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number) ?Memory {
+        const memory = Memory{
+            .base = sys.whole(base_number) orelse return null,
+            .size = sys.whole(size_number) orelse return null,
+            .page_size = sys.whole(page_size_number) orelse return null,
+        };
+        return if (memory.page_size == 0) null else memory;
+    }
+};
+
+/// The receive of zc_recv_pages, for offsets checked already (`asked`: the bytes they hold).
+fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: u64, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
+    const base = memory.base;
     var received: u64 = 0;
     defer {
         outcome[0] = @floatFromInt(received);
@@ -149,7 +200,7 @@ export fn zc_recv_pages(fd: i32, base_number: sys.Number, size_number: sys.Numbe
         var batch: u64 = 0;
         while (next < count) : (next += 1) {
             const offset: u64 = @intFromFloat(offsets[next]);
-            const length = pageLength(offset, page_size, size);
+            const length = pageLength(offset, memory.page_size, memory.size);
             if (n > 0 and iov[n - 1].base + iov[n - 1].len == base + offset) {
                 iov[n - 1].len += length;
             } else if (n < iov_max) {

@@ -22,6 +22,7 @@ import type {
   Populate,
   ReadPages,
   ReadRanges,
+  ReadWirePages,
   ReceiveCodec,
   SendCodec,
   WireFormat,
@@ -71,6 +72,10 @@ class ChannelEnd implements PacketInput {
       throw new ChannelClosedError(PEER_CLOSED_EARLY);
     }
   };
+
+  /** Reads a packet that lists its pages, and the start of the next one; see ReadWirePages. */
+  readonly readWirePages: ReadWirePages = (block, pageSize, wire, at, count, normalCount, offsets, aheadLength) =>
+    this.channel.readWirePagesSync(block, pageSize, wire, at, count, normalCount, offsets, aheadLength, this.#populate);
 
   /**
    * Faults a packet's pages of a file region in with one madvise per range, before the

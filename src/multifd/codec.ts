@@ -103,10 +103,32 @@ export type ReadRanges = (addresses: readonly number[], lengths: readonly number
  */
 export type ReadPages = (block: RegionDescriptor, pageSize: number, offsets: Float64Array, count: number) => void;
 
+/**
+ * Reads a packet whose header lists its pages (QEMU's) in one native call: decodes the
+ * `count` big-endian u64 offsets at `wire[at..]` into `offsets` (each must be a whole page
+ * inside `block`), reads the data of the first `normalCount` into their places (faulting a
+ * file region's pages in first), then the next packet's first `aheadLength` bytes into
+ * `wire` from byte 0 (0: none). Returns the bytes read ahead (`aheadLength`, or 0: the peer
+ * ended the stream between the packets), or `-(1 + i)` when offset `i` is not a page of the
+ * block (nothing read). The peer ending the stream anywhere else is an error.
+ * SocketChannel.readWirePagesSync.
+ */
+export type ReadWirePages = (
+  block: RegionDescriptor,
+  pageSize: number,
+  wire: Uint8Array,
+  at: number,
+  count: number,
+  normalCount: number,
+  offsets: Float64Array,
+  aheadLength: number,
+) => number;
+
 /** How a receiving codec reads a packet from its channel. */
 export interface PacketInput {
   read: ReadRanges;
   readPages: ReadPages;
+  readWirePages: ReadWirePages;
 }
 
 /** What the receiving half found in one packet. */

@@ -23,6 +23,7 @@ import type {
 import { pageRanges, PageScan, Ranges } from "../multifd/packet.ts";
 import {
   MULTIFD_FLAG_SYNC,
+  MULTIFD_PACKET_FIXED_BYTES,
   MULTIFD_PACKET_HEADER_BYTES,
   MULTIFD_PAGES_PER_PACKET,
   MultifdPacketReader,
@@ -47,6 +48,10 @@ class QemuReceiveCodec implements ReceiveCodec {
   readonly #headerLengths: readonly number[] = [MULTIFD_PACKET_HEADER_BYTES];
   readonly #offsets = new Float64Array(MULTIFD_PAGES_PER_PACKET);
   #syncs = 0;
+  /** The next packet's header is in place: read ahead with the last packet's pages. */
+  #headerAhead = false;
+  /** QEMU closed the channel right after the last packet (its read ahead found the end). */
+  #ended = false;
 
   constructor(config: CodecConfig) {
     const blocks = config.qemu?.ramBlocks ?? [];
@@ -56,15 +61,37 @@ class QemuReceiveCodec implements ReceiveCodec {
     this.#headerAddresses = [addressOf(this.#packet.bytes)];
   }
 
-  next({ read, readPages }: PacketInput): Incoming {
-    if (!read(this.#headerAddresses, this.#headerLengths, true)) return { kind: "end" };
+  next({ read, readWirePages }: PacketInput): Incoming {
+    if (this.#ended) return { kind: "end" };
+    if (!this.#headerAhead && !read(this.#headerAddresses, this.#headerLengths, true)) return { kind: "end" };
+    this.#headerAhead = false;
     const packet = this.#packet;
-    packet.parse(this.#offsets);
+    const count = packet.parseFixed();
     const { normalPages, zeroPages, block } = packet;
-    if (normalPages > 0) readPages(this.#regions[block], QEMU_PAGE_SIZE, this.#offsets, normalPages);
-    if (zeroPages > 0) this.#zeroFill[block].zeroFill(this.#offsets, normalPages, zeroPages);
+    const sync = (packet.flags & MULTIFD_FLAG_SYNC) !== 0;
+    if (count > 0) {
+      // The next packet's header comes with these pages (one native call per packet), except
+      // after a SYNC: what follows it on this channel may wait for the barrier.
+      const ahead = sync ? 0 : MULTIFD_PACKET_HEADER_BYTES;
+      const got = readWirePages(
+        this.#regions[block],
+        QEMU_PAGE_SIZE,
+        packet.bytes,
+        MULTIFD_PACKET_FIXED_BYTES,
+        count,
+        normalPages,
+        this.#offsets,
+        ahead,
+      );
+      if (got < 0) packet.refuseOffset(-1 - got);
+      if (ahead > 0) {
+        if (got === ahead) this.#headerAhead = true;
+        else this.#ended = true;
+      }
+      if (zeroPages > 0) this.#zeroFill[block].zeroFill(this.#offsets, normalPages, zeroPages);
+    }
     const payloadBytes = normalPages * QEMU_PAGE_SIZE;
-    if (packet.flags & MULTIFD_FLAG_SYNC) return { kind: "sync", syncNumber: this.#syncs++, normalPages, payloadBytes };
+    if (sync) return { kind: "sync", syncNumber: this.#syncs++, normalPages, payloadBytes };
     return { kind: "data", normalPages, zeroPages, payloadBytes };
   }
 

@@ -106,6 +106,28 @@ export class MultifdPacketReader {
    * 0 in 7.2). Throws ProtocolError for the first field that is wrong.
    */
   parse(offsets: Float64Array): void {
+    const count = this.parseFixed();
+    if (count === 0) return;
+    if (offsets.length < count) throw new RangeError(`parse: room for ${offsets.length} offsets, not ${count}`);
+    // The per-page loop, native (zig/pages.zig); a message only for the offset that fails.
+    const valid = native.zc_block_offsets_decode(
+      this.bytes,
+      MULTIFD_PACKET_FIXED_BYTES,
+      count,
+      QEMU_PAGE_SIZE,
+      this.#blocks[this.block].size,
+      offsets,
+    );
+    if (valid < count) this.refuseOffset(valid);
+  }
+
+  /**
+   * Validates the header's fixed part (everything but the offsets) and returns how many
+   * offsets follow it at MULTIFD_PACKET_FIXED_BYTES (`normalPages + zeroPages`), to be decoded
+   * and checked against {@link block} by zig/pages.zig's rule (as {@link parse} does, or the
+   * channel's native page receive: SocketChannel.readWirePagesSync).
+   */
+  parseFixed(): number {
     const view = this.#view;
     if (view.getUint32(0) !== MULTIFD_MAGIC) refuse("qemu.packet.magic", hex(view.getUint32(0)));
     if (view.getUint32(4) !== MULTIFD_VERSION) refuse("qemu.packet.version", `${view.getUint32(4)}`);
@@ -125,26 +147,16 @@ export class MultifdPacketReader {
     this.normalPages = normalPages;
     this.zeroPages = zeroPages;
     this.packetNumber = view.getUint32(24) * 0x1_0000_0000 + view.getUint32(28);
-    this.block = -1;
     const count = normalPages + zeroPages;
-    if (count === 0) return;
-    const block = this.#findBlock();
-    const size = this.#blocks[block].size;
-    if (offsets.length < count) throw new RangeError(`parse: room for ${offsets.length} offsets, not ${count}`);
-    // The per-page loop, native (zig/pages.zig); a message only for the offset that fails.
-    const valid = native.zc_block_offsets_decode(
-      this.bytes,
-      MULTIFD_PACKET_FIXED_BYTES,
-      count,
-      QEMU_PAGE_SIZE,
-      size,
-      offsets,
-    );
-    if (valid < count) {
-      const offset = view.getBigUint64(MULTIFD_PACKET_FIXED_BYTES + 8 * valid);
-      refuse("qemu.packet.offset", `${offset} is not a page of block "${this.#blocks[block].name}" (${size} bytes)`);
-    }
-    this.block = block;
+    this.block = count === 0 ? -1 : this.#findBlock();
+    return count;
+  }
+
+  /** Throws the ProtocolError for offset `index` of the header, which is not a page of its block. */
+  refuseOffset(index: number): never {
+    const offset = this.#view.getBigUint64(MULTIFD_PACKET_FIXED_BYTES + 8 * index);
+    const { name, size } = this.#blocks[this.block];
+    return refuse("qemu.packet.offset", `${offset} is not a page of block "${name}" (${size} bytes)`);
   }
 
   /** The index of the block the header names (the id is NUL-terminated within its 256 bytes, at most 255 long). */
