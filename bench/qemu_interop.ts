@@ -27,9 +27,11 @@
  *   `ownSeconds`, its data phase alone (from the first packet round to the last byte).
  * - `--zerocopy on`: the source sends with zero-copy (QEMU `zero-copy-send`, ours
  *   `--zerocopy`); in recv it is the QEMU source's setting for both destinations.
- * - `--also-library PATH`: every round also runs ours with another build of the native
- *   library (`ZEROCOPY_MULTIFD_LIB=PATH`, e.g. an older commit's `zig-out/lib/…so`), so two
- *   builds compare inside the same rounds; the report adds this build / that one.
+ * - `--also-library PATH`: every round also runs ours with another build, so two builds
+ *   compare inside the same rounds; the report adds this build / that one. PATH is a build of
+ *   the native library (`ZEROCOPY_MULTIFD_LIB=PATH`, e.g. an older commit's `zig-out/lib/…so`,
+ *   with this checkout's TypeScript), or another checkout's directory (e.g. a `git worktree`
+ *   of an older commit, built: its `examples/migrate.ts`, its TypeScript and its library).
  * GB/s = RAM bytes / that time. CPU s/GB: every thread of the process on our end against the
  * QEMU process on that end, over the same window. recv: `migrate` to completion for both (ours:
  * its CPU read from /proc at `migrate`, subtracted from the `processCpuSeconds` of its `--json`;
@@ -43,8 +45,8 @@
  * Needs root (tmpfs, mem-lock, apt). Results: bench/results/<timestamp>-qemu-interop.{jsonl,md}.
  * @module
  */
-import { existsSync, rmSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, rmSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { LIBRARY_ENV } from "../ffi/library_path.ts";
@@ -107,10 +109,16 @@ interface OurRun {
 /** A run of ours as its case is labelled: the runtime, marked when it loads the other library. */
 const ourLabel = (runtime: Runtime, library?: string) => library ? `${runtime}, --also-library` : runtime;
 
-/** How a run of ours is spawned: its label, and the other library's path in its environment. */
+/** Whether --also-library names another checkout (a directory) rather than a library file. */
+const isCheckout = (path: string) => statSync(path).isDirectory();
+
+/** The CLI a run of ours starts: this checkout's, or the other checkout's (--also-library DIR). */
+const cliOf = ({ library }: OurRun) => library && isCheckout(library) ? join(library, "examples/migrate.ts") : CLI;
+
+/** How a run of ours is spawned: its label, and another library's path in its environment. */
 const childOptions = ({ runtime, library }: OurRun, command: string) => ({
   label: `${command} (${ourLabel(runtime, library)})`,
-  env: library ? { [LIBRARY_ENV]: library } : {},
+  env: library && !isCheckout(library) ? { [LIBRARY_ENV]: library } : {},
 });
 
 /**
@@ -159,7 +167,7 @@ async function oursReceive(
   const run: OurRun = { direction: "recv", runtime, version, zerocopy, settings: { size, channels }, library };
   rmSync(out, { recursive: true, force: true });
   const recv = new LineChild(
-    scriptArgv(runtime, CLI, [
+    scriptArgv(runtime, cliOf(run), [
       "qemu-recv",
       "--listen",
       "127.0.0.1:0",
@@ -222,7 +230,7 @@ async function oursSend(
     const cpu0 = dst.cpuSeconds();
     const started = performance.now();
     send = new LineChild(
-      scriptArgv(runtime, CLI, [
+      scriptArgv(runtime, cliOf(run), [
         "qemu-send",
         "--to",
         `127.0.0.1:${dst.port}`,
@@ -500,7 +508,7 @@ async function main(): Promise<number> {
   });
   const versions = parseQemuVersions(values.versions);
   const alsoLibrary = values["also-library"] === undefined ? undefined : resolve(values["also-library"]);
-  if (alsoLibrary !== undefined && !existsSync(alsoLibrary)) throw new Error(`--also-library: no file ${alsoLibrary}`);
+  if (alsoLibrary !== undefined && !existsSync(alsoLibrary)) throw new Error(`--also-library: no ${alsoLibrary}`);
   if (!(rounds >= 1) || !(settings.size > 0) || !(settings.channels >= 1)) {
     throw new Error("--rounds, --size-mib, --channels: positive numbers");
   }
