@@ -75,7 +75,7 @@ async function main(): Promise<number> {
   );
   let next = 0;
   let header: Uint8Array | undefined;
-  const outcome = new Float64Array(4);
+  const outcome = new Float64Array(5);
   const input: PacketInput = {
     read: (addresses, lengths) => {
       if (lengths.length === 1 && lengths[0] === MULTIFD_PACKET_HEADER_BYTES) {
@@ -90,7 +90,7 @@ async function main(): Promise<number> {
     // The channel's native packet receive on no socket (fd -1): the offsets' decode, the
     // iovecs, and a recvmsg that fails at once (EBADF); the next header is then put in place
     // as its read ahead would.
-    readWirePages: (block, pageSize, wire, at, offsetCount, normalCount, offsets, aheadLength) => {
+    readWirePages: (block, pageSize, wire, at, offsetCount, normalCount, offsets, layout, payload, aheadLength) => {
       native.zc_recv_wire_pages(
         -1,
         block.address,
@@ -101,6 +101,8 @@ async function main(): Promise<number> {
         offsetCount,
         normalCount,
         offsets,
+        layout,
+        payload,
         0,
         0,
         aheadLength,

@@ -49,9 +49,10 @@ export const symbols = {
     parameters: ["i32", "address", "address", "address", "buffer", "u32", "u32", "i32", "buffer"],
     result: "i32",
   },
-  // fd, memory base, size, page size, wire (Uint8Array: offsets in, the read-ahead out), offsets
-  // at, count, normal count, out: offsets (Float64Array), populate, timeout ms, read-ahead bytes,
-  // out: Float64Array(4) bytes received, bytes asked, bytes read ahead, index of an invalid offset
+  // fd, memory base, size, page size, wire (Uint8Array: the offsets, then the read-ahead), offsets
+  // at, count, normal count, out: offsets (Float64Array), layout bits, payload bytes, populate,
+  // timeout ms, read-ahead bytes, out: Float64Array(5) bytes received, bytes asked, bytes read
+  // ahead, the offsets' decode result, offset bytes received
   zc_recv_wire_pages: {
     parameters: [
       "i32",
@@ -63,6 +64,8 @@ export const symbols = {
       "u32",
       "u32",
       "buffer",
+      "u32",
+      "address",
       "u32",
       "i32",
       "u32",

@@ -68,7 +68,37 @@ type Operation<T> = Generator<Wait, T, number>;
 
 const RECORDS_PER_DRAIN = 64;
 /** zc_recv_full / zc_send_full's results besides -errno (zig/transfer.zig `Full`). */
-const FullResult = { done: 0, timedOut: 1, invalidOffset: 2 } as const;
+const FullResult = { done: 0, timedOut: 1, invalidOffset: 2, payloadMismatch: 3 } as const;
+
+/**
+ * @internal How {@link SocketChannel.readWirePagesSync} finds and checks a packet's offsets
+ * (zig/transfer.zig `Layout`).
+ */
+export const WireLayout = {
+  /**
+   * QEMU's multifd packets: the offsets are in the header, read before; each must be a
+   * whole page inside the memory, in any order.
+   */
+  qemu: 0,
+  /**
+   * The module's packets (docs/PROTOCOL.md): the offsets follow the header in the socket;
+   * each list (data pages, then zero pages) ascending, no page in both, a short last page
+   * allowed, and the pages with data hold exactly the header's payload bytes.
+   */
+  module: 3,
+} as const;
+/** @internal A {@link WireLayout} value. */
+export type WireLayout = typeof WireLayout[keyof typeof WireLayout];
+
+/**
+ * @internal What broke a packet's offset rules in {@link SocketChannel.readWirePagesSync}:
+ * offset `index` itself, data page `index` listed as a zero page too, or pages that do not
+ * hold the header's payload bytes.
+ */
+export type WirePagesRejection =
+  | { reason: "offset"; index: number }
+  | { reason: "bothLists"; index: number }
+  | { reason: "payload"; pagesHold: number };
 const AF_INET = 2;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
 
@@ -109,9 +139,9 @@ export class SocketChannel {
   readonly #moved = new Uint32Array(new ArrayBuffer(8)); // its own (8-byte aligned) backing store
   /**
    * What the last zc_recv_pages / zc_recv_wire_pages wrote: bytes received, bytes its pages
-   * hold, bytes read ahead, the index of an invalid offset.
+   * hold, bytes read ahead, the offsets' decode result, offset bytes received.
    */
-  readonly #pagesOutcome = new Float64Array(4);
+  readonly #pagesOutcome = new Float64Array(5);
   readonly #waits: FdWaits;
   #closed = false;
   #writeTail: Promise<unknown> = Promise.resolve();
@@ -366,16 +396,18 @@ export class SocketChannel {
   }
 
   /**
-   * @internal A packet that lists its pages' offsets in its header, as QEMU's multifd
-   * packets do, in one native call (zc_recv_wire_pages): decodes `count` big-endian u64
-   * offsets from `wire` (from byte `at`) into `offsets` — each must be a multiple of
-   * `pageSize` with its whole page inside `memory` —, reads the data of the first
-   * `normalCount` of them into their places (as {@link readPagesSync}), then reads the next
-   * packet's first `aheadLength` bytes into `wire` itself, from byte 0 (0: none). One crossing per
-   * packet where three were: each pays most from the cold caches a packet's copy leaves.
-   * Returns the bytes read ahead (`aheadLength`, or 0 when the peer ended the stream between
-   * the packets), or `-(1 + i)` when offset `i` is not a page of `memory` (nothing read). The peer
-   * ending the stream anywhere else throws ChannelClosedError; other errors as {@link readFullSync}'s.
+   * @internal One data packet of a format whose packets list their pages' offsets (big-endian
+   * u64) before the pages' data, in one native call (zc_recv_wire_pages): with
+   * {@link WireLayout.module} the `count` offsets are received into `wire` at `at` first
+   * (with {@link WireLayout.qemu} they are there already, in a header read before), then
+   * decoded into `offsets` and checked by the layout's rules; the data of the first
+   * `normalCount` pages is read into its places (as {@link readPagesSync}), then the next
+   * packet's first `aheadLength` bytes into `wire` itself, from byte 0 (0: none). One crossing
+   * per packet where three or four were: each pays most from the cold caches a packet's copy
+   * leaves. Returns the bytes read ahead (`aheadLength`, or 0 when the peer ended the stream
+   * between the packets), or what broke the layout's rules (nothing more read). The peer
+   * ending the stream anywhere else throws ChannelClosedError; other errors as
+   * {@link readFullSync}'s.
    */
   readWirePagesSync(
     memory: { readonly address: number; readonly size: number },
@@ -385,9 +417,11 @@ export class SocketChannel {
     count: number,
     normalCount: number,
     offsets: Float64Array,
+    layout: WireLayout,
+    payloadBytes: number,
     aheadLength: number,
     populate: boolean,
-  ): number {
+  ): number | WirePagesRejection {
     if (!this.#quietErrorQueue) {
       throw new InvalidArgumentError("readWirePagesSync: flush this channel's zero-copy sends first");
     }
@@ -412,19 +446,30 @@ export class SocketChannel {
         count,
         normalCount,
         offsets,
+        layout,
+        payloadBytes,
         populate ? 1 : 0,
         this.#ioTimeoutMs,
         aheadLength,
         outcome,
       );
-      if (rc === FullResult.invalidOffset) return -1 - outcome[3];
-      if (rc === -Errno.EINVAL && outcome[1] === 0 && outcome[3] === 0 && count > 0) {
-        throw new InvalidArgumentError("readWirePagesSync: a memory or page size that is not whole");
+      const offsetBytes = outcome[4];
+      if (rc === FullResult.invalidOffset || rc === FullResult.payloadMismatch) this.#bytesRead += offsetBytes;
+      if (rc === FullResult.invalidOffset) {
+        const decoded = outcome[3];
+        return decoded < 0 ? { reason: "bothLists", index: -1 - decoded } : { reason: "offset", index: decoded };
       }
-      // A timeout or an error in the read ahead counts what it was missing of the next packet.
+      if (rc === FullResult.payloadMismatch) return { reason: "payload", pagesHold: outcome[1] };
+      if (rc === -Errno.EINVAL && outcome[0] === 0 && outcome[1] === 0 && offsetBytes === 0) {
+        throw new InvalidArgumentError("readWirePagesSync: a memory size, page size or payload that is not whole");
+      }
+      // A timeout or an error counts what its step was missing: the offsets, the pages or the next header.
       const received = outcome[0], asked = outcome[1], ahead = outcome[2];
-      const pagesDone = received === asked;
-      this.#fullResult("read", rc, pagesDone ? received + ahead : received, pagesDone ? asked + aheadLength : asked);
+      const offsetsDone = layout === WireLayout.qemu || offsetBytes === 8 * count;
+      const pagesDone = offsetsDone && received === asked;
+      if (!offsetsDone) this.#fullResult("read", rc, offsetBytes, 8 * count);
+      else if (!pagesDone) this.#fullResult("read", rc, offsetBytes + received, offsetBytes + asked);
+      else this.#fullResult("read", rc, offsetBytes + received + ahead, offsetBytes + asked + aheadLength);
       if (!pagesDone || (ahead > 0 && ahead < aheadLength)) {
         throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
       }

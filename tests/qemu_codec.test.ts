@@ -28,8 +28,20 @@ function inputOf(channel: SocketChannel): PacketInput {
       return true;
     },
     readPages: () => assert.fail("QEMU's codec reads its pages with readWirePages"),
-    readWirePages: (block, pageSize, wire, at, count, normalCount, offsets, aheadLength) =>
-      channel.readWirePagesSync(block, pageSize, wire, at, count, normalCount, offsets, aheadLength, false),
+    readWirePages: (block, pageSize, wire, at, count, normalCount, offsets, layout, payload, aheadLength) =>
+      channel.readWirePagesSync(
+        block,
+        pageSize,
+        wire,
+        at,
+        count,
+        normalCount,
+        offsets,
+        layout,
+        payload,
+        aheadLength,
+        false,
+      ),
   };
 }
 

@@ -8,6 +8,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ChannelClosedError, InvalidArgumentError } from "../src/errors.ts";
 import { Region } from "../src/region.ts";
+import { WireLayout } from "../src/socket_channel.ts";
 import { channelPair, type Pair } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
 
@@ -117,10 +118,29 @@ function wireHeader(length: number, at: number, offsets: number[]): Uint8Array {
   return wire;
 }
 
+/** `offsets` as the module's packets send them after the header: big-endian u64. */
+const offsetBytes = (offsets: number[]) => wireHeader(8 * offsets.length, 0, offsets);
+
 describe("readWirePagesSync", () => {
   const pageSize = 4096;
   const at = 16;
   const headerBytes = 64; // room for 6 offsets after byte 16
+
+  /** A QEMU-style packet whose `count` offsets are in `wire` already, `normal` of them with data. */
+  const qemuPacket = (pair: Pair, region: Region, wire: Uint8Array, count: number, normal: number, ahead: number) =>
+    pair.server.readWirePagesSync(
+      region.descriptor,
+      pageSize,
+      wire,
+      at,
+      count,
+      normal,
+      new Float64Array(8),
+      WireLayout.qemu,
+      normal * pageSize,
+      ahead,
+      false,
+    );
 
   test("decodes the offsets, lands the pages with data, and reads the next header into the same buffer", async () => {
     const offsets = [3, 0, 1, 7, 5].map((page) => page * pageSize); // the last two: zero pages, not read
@@ -140,6 +160,8 @@ describe("readWirePagesSync", () => {
         5,
         3,
         decoded,
+        WireLayout.qemu,
+        3 * pageSize,
         headerBytes,
         true,
       );
@@ -161,13 +183,11 @@ describe("readWirePagesSync", () => {
       const data = pageBytes([0, pageSize], pageSize, 2 * pageSize);
       await pair.client.writev([data, new Uint8Array(3)]);
       const wire = wireHeader(headerBytes, at, [pageSize]);
-      const decoded = new Float64Array(1);
-      assert.equal(pair.server.readWirePagesSync(region.descriptor, pageSize, wire, at, 1, 1, decoded, 0, false), 0);
+      assert.equal(qemuPacket(pair, region, wire, 1, 1, 0), 0);
       assert.deepEqual(region.view(pageSize, pageSize), data.subarray(0, pageSize));
       assert.deepEqual(wire, wireHeader(headerBytes, at, [pageSize]), "no byte read into the header");
       pair.client.close();
-      const again = wireHeader(headerBytes, at, [0]);
-      assert.equal(pair.server.readWirePagesSync(region.descriptor, pageSize, again, at, 1, 1, decoded, 0, false), 0);
+      assert.equal(qemuPacket(pair, region, wireHeader(headerBytes, at, [0]), 1, 1, 0), 0);
       const rest = new Uint8Array(3);
       assert.equal(pair.server.readFullSync(rest), 3, "the 3 bytes after the pages are still there");
     });
@@ -180,76 +200,30 @@ describe("readWirePagesSync", () => {
         const sent = tail < 0 ? data.subarray(0, pageSize + 100) : data;
         await pair.client.writev([sent, new Uint8Array(Math.max(tail, 0))]);
         pair.client.close();
-        const wire = wireHeader(headerBytes, at, [0, pageSize]);
-        const read = () =>
-          pair.server.readWirePagesSync(
-            region.descriptor,
-            pageSize,
-            wire,
-            at,
-            2,
-            2,
-            new Float64Array(2),
-            headerBytes,
-            false,
-          );
+        const read = () => qemuPacket(pair, region, wireHeader(headerBytes, at, [0, pageSize]), 2, 2, headerBytes);
         if (outcome === 0) assert.equal(read(), 0);
         else assert.throws(read, ChannelClosedError, `tail ${tail}`);
       });
     }
   });
 
-  test("an offset that is not a whole page inside the memory: -(1 + its index), nothing read or written", async () => {
+  test("an offset that is not a whole page inside the memory: rejected by index, nothing read or written", async () => {
     const size = 4 * pageSize;
     await withRegionAndPair(size, async (region, pair) => {
       region.view().fill(0x5a);
       const data = patternBytes(2 * pageSize, 3);
       await pair.client.writev([data]);
       for (const bad of [size, size - pageSize + 8, 100, 2 ** 64 - pageSize]) {
-        const wire = wireHeader(headerBytes, at, [0, pageSize, bad]);
-        const decoded = new Float64Array(3);
-        const got = pair.server.readWirePagesSync(
-          region.descriptor,
-          pageSize,
-          wire,
-          at,
-          3,
-          2,
-          decoded,
-          headerBytes,
-          false,
-        );
-        assert.equal(got, -3, `offset ${bad}`);
+        const got = qemuPacket(pair, region, wireHeader(headerBytes, at, [0, pageSize, bad]), 3, 2, headerBytes);
+        assert.deepEqual(got, { reason: "offset", index: 2 }, `offset ${bad}`);
       }
       assert.throws(
-        () =>
-          pair.server.readWirePagesSync(
-            region.descriptor,
-            pageSize,
-            new Uint8Array(32),
-            at,
-            3,
-            3,
-            new Float64Array(3),
-            0,
-            false,
-          ),
+        () => qemuPacket(pair, region, new Uint8Array(32), 3, 3, 0),
         InvalidArgumentError,
         "offsets past the end of the header",
       );
       assert.throws(
-        () =>
-          pair.server.readWirePagesSync(
-            region.descriptor,
-            pageSize,
-            new Uint8Array(64),
-            at,
-            2,
-            3,
-            new Float64Array(3),
-            0,
-            false,
-          ),
+        () => qemuPacket(pair, region, new Uint8Array(64), 2, 3, 0),
         InvalidArgumentError,
         "more pages with data than offsets",
       );
@@ -257,6 +231,81 @@ describe("readWirePagesSync", () => {
       const rest = new Uint8Array(data.length);
       assert.equal(pair.server.readFullSync(rest), data.length, "nothing was consumed from the socket");
       assert.deepEqual(rest, data);
+    });
+  });
+
+  describe("the module's layout: offsets received first, each list ascending, the payload exact", () => {
+    const size = 6 * pageSize - 96; // the last page holds 4000 bytes
+    /** The module's packet with offsets `normal` (with data) and `zero`, `payload` in its header. */
+    const modulePacket = (pair: Pair, region: Region, normal: number[], zero: number[], payload: number) =>
+      pair.server.readWirePagesSync(
+        region.descriptor,
+        pageSize,
+        new Uint8Array(32 + 8 * 8),
+        32,
+        normal.length + zero.length,
+        normal.length,
+        new Float64Array(8),
+        WireLayout.module,
+        payload,
+        32,
+        false,
+      );
+
+    test("offsets, then pages (the short last one included), then the next header", async () => {
+      await withRegionAndPair(size, async (region, pair) => {
+        const normal = [1, 2, 5].map((page) => page * pageSize);
+        const data = pageBytes(normal, pageSize, size);
+        const nextHeader = patternBytes(32, 4);
+        await pair.client.writev([offsetBytes([...normal, 0, 3 * pageSize]), data, nextHeader]);
+        const wire = new Uint8Array(32 + 8 * 8);
+        const decoded = new Float64Array(8);
+        const before = pair.server.stats.bytesRead;
+        const ahead = pair.server.readWirePagesSync(
+          region.descriptor,
+          pageSize,
+          wire,
+          32,
+          5,
+          3,
+          decoded,
+          WireLayout.module,
+          data.length,
+          32,
+          false,
+        );
+        assert.equal(ahead, 32);
+        assert.equal(pair.server.stats.bytesRead - before, 5 * 8 + data.length + 32);
+        assert.deepEqual([...decoded.subarray(0, 5)], [...normal, 0, 3 * pageSize]);
+        assert.deepEqual(wire.subarray(0, 32), nextHeader);
+        assert.deepEqual(region.view(5 * pageSize), data.subarray(2 * pageSize), "the short last page");
+      });
+    });
+
+    test("out of order, in both lists, outside the region, or a payload the pages do not hold: rejected", async () => {
+      const cases: [number[], number[], number, unknown][] = [
+        [[2 * pageSize, pageSize], [], 2 * pageSize, { reason: "offset", index: 1 }],
+        [[pageSize], [pageSize], pageSize, { reason: "bothLists", index: 0 }],
+        [[6 * pageSize], [], pageSize, { reason: "offset", index: 0 }],
+        [[pageSize + 8], [], pageSize, { reason: "offset", index: 0 }],
+        [[pageSize, 5 * pageSize], [], 2 * pageSize, { reason: "payload", pagesHold: 2 * pageSize - 96 }],
+      ];
+      for (const [normal, zero, payload, expected] of cases) {
+        await withRegionAndPair(size, async (region, pair) => {
+          region.view().fill(0x5a);
+          await pair.client.writev([offsetBytes([...normal, ...zero]), patternBytes(2 * pageSize, 1)]);
+          assert.deepEqual(modulePacket(pair, region, normal, zero, payload), expected, `${normal} / ${zero}`);
+          assert.ok(region.view().every((b) => b === 0x5a), "nothing was written");
+        });
+      }
+    });
+
+    test("the peer ending the stream inside the offsets: ChannelClosedError", async () => {
+      await withRegionAndPair(size, async (region, pair) => {
+        await pair.client.writev([offsetBytes([0, pageSize]).subarray(0, 12)]);
+        pair.client.close();
+        assert.throws(() => modulePacket(pair, region, [0, pageSize], [], 2 * pageSize), ChannelClosedError);
+      });
     });
   });
 });

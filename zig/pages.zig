@@ -21,6 +21,12 @@ export fn zc_offsets_decode(wire: [*]const u8, count: u32, normal_count: u32, pa
     const page_size = sys.whole(page_size_number) orelse 0;
     const region_size = sys.whole(region_size_number) orelse 0;
     if (page_size == 0 or normal_count > count) return 0;
+    return decodeOrderedOffsets(wire, count, normal_count, page_size, region_size, out);
+}
+
+/// zc_offsets_decode's rules and loop (also zc_recv_wire_pages'), same result; `page_size`
+/// > 0, `normal_count` ≤ `count`.
+pub fn decodeOrderedOffsets(wire: [*]const u8, count: u32, normal_count: u32, page_size: u64, region_size: u64, out: [*]f64) i32 {
     var previous: u64 = 0;
     for (0..count) |i| {
         const offset = wireOffset(wire, i);

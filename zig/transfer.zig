@@ -45,8 +45,9 @@ const iov_max = 1024;
 
 /// What the `_full` variants return besides -errno: every byte moved (or, reading, the
 /// peer ended the stream first), or a wait without progress outlasted `timeout_ms`.
-/// zc_recv_wire_pages adds `invalid_offset`: a page offset outside the memory, nothing read.
-const Full = enum(i32) { done = 0, timed_out = 1, invalid_offset = 2 };
+/// zc_recv_wire_pages adds `invalid_offset` and `payload_mismatch`: a packet's offsets break
+/// its format's rules, nothing more read.
+const Full = enum(i32) { done = 0, timed_out = 1, invalid_offset = 2, payload_mismatch = 3 };
 
 /// Moves every byte of `count` iovecs: sendmsg (`send`) or recvmsg until done, waiting in
 /// poll(2) for up to `timeout_ms` (-1: no limit) whenever the socket has no room or no
@@ -139,27 +140,63 @@ export fn zc_recv_pages(fd: i32, base_number: sys.Number, size_number: sys.Numbe
     return recvPages(fd, memory, offsets, count, asked, populate, timeout_ms, outcome);
 }
 
-/// One packet of a format whose header lists its pages' offsets (QEMU's multifd packet) as
-/// one FFI call, the crossing a packet costs from cold caches paid once instead of three
-/// times: decodes `count` big-endian u64 offsets from `wire` + `at` into `offsets`
-/// (pages.zig decodeBlockOffsets: each a multiple of `page_size` with its whole page inside
-/// the memory; the first that is not: nothing read, `invalid_offset` and `outcome[3]` its index), receives the data of the first
-/// `normal_count` as zc_recv_pages does (the rest are the caller's: e.g. zero pages), then,
-/// when they all arrived, reads the next packet's first `ahead_length` bytes into `wire`
-/// itself (from byte 0: its offsets are decoded by then; 0: no read ahead, e.g. after a
-/// packet that ends a sync round, where the next bytes may come only after the barrier).
-/// Returns a `Full` or -errno; `outcome[0..2)` as zc_recv_pages, `outcome[2]` the bytes
-/// read ahead (0 with `done`: the peer ended the stream between packets).
-export fn zc_recv_wire_pages(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, at: u32, count: u32, normal_count: u32, offsets: [*]f64, populate: u32, timeout_ms: i32, ahead_length: u32, outcome: [*]f64) i32 {
-    for (0..4) |i| outcome[i] = 0;
+/// How zc_recv_wire_pages finds and checks a packet's offsets (`layout` bits).
+const Layout = struct {
+    /// The offsets are still in the socket, right before the pages: received into `wire` +
+    /// `at` first (the module's packets); without it they are in `wire` already (QEMU's header).
+    const offsets_in_socket: u32 = 1;
+    /// The module's rules (pages.zig decodeOrderedOffsets: each list ascending, no page in
+    /// both, a short last page allowed), and the pages must hold exactly `payload` bytes;
+    /// without it QEMU's (decodeBlockOffsets: whole pages inside the memory, any order).
+    const ordered: u32 = 2;
+};
+
+/// One data packet of a format whose packets list their pages' offsets (big-endian u64)
+/// before the pages' data — QEMU's multifd packets, the module's own — as one FFI call, the
+/// crossing a packet costs from cold caches paid once instead of three or four times:
+/// receives the offsets first when they are still in the socket (`layout`), decodes `count`
+/// of them from `wire` + `at` into `offsets` and checks them by the layout's rules (the first
+/// that breaks one: nothing more read, `invalid_offset` and `outcome[3]` as the rule's
+/// decode returns it; pages that do not hold `payload` bytes under the ordered rule:
+/// `payload_mismatch`, `outcome[1]` what they hold), receives the data of the first
+/// `normal_count` as zc_recv_pages does (the rest are the caller's: zero pages), then, when
+/// they all arrived, reads the next packet's first `ahead_length` bytes into `wire` itself
+/// (from byte 0: the offsets are decoded by then; 0: no read ahead, e.g. after a packet that
+/// ends a sync round, where the next bytes may come only after the barrier). Returns a
+/// `Full` or -errno; `outcome[0..2)` as zc_recv_pages, `outcome[2]` the bytes read ahead (0
+/// with `done`: the peer ended the stream between packets), `outcome[4]` the offset bytes received.
+export fn zc_recv_wire_pages(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, at: u32, count: u32, normal_count: u32, offsets: [*]f64, layout: u32, payload_number: sys.Number, populate: u32, timeout_ms: i32, ahead_length: u32, outcome: [*]f64) i32 {
+    for (0..5) |i| outcome[i] = 0;
     const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
     if (normal_count > count) return sys.invalid_number;
-    const valid = pages.decodeBlockOffsets(wire + at, count, memory.page_size, memory.size, offsets);
-    if (valid < count) {
-        outcome[3] = @floatFromInt(valid);
-        return @intFromEnum(Full.invalid_offset);
+    if (layout & Layout.offsets_in_socket != 0) {
+        var iov = [1]Iovec{.{ .base = @intFromPtr(wire + at), .len = @as(usize, count) * 8 }};
+        var moved: u64 = 0;
+        const rc = moveFull(false, fd, &iov, 1, timeout_ms, &moved);
+        outcome[4] = @floatFromInt(moved);
+        if (rc != @intFromEnum(Full.done) or moved < @as(u64, count) * 8) return rc;
     }
-    const asked = normal_count * memory.page_size; // whole pages, each inside the memory
+    var asked: u64 = 0;
+    if (layout & Layout.ordered != 0) {
+        const valid = pages.decodeOrderedOffsets(wire + at, count, normal_count, memory.page_size, memory.size, offsets);
+        if (valid != count) {
+            outcome[3] = @floatFromInt(valid);
+            return @intFromEnum(Full.invalid_offset);
+        }
+        for (0..normal_count) |i| asked += pageLength(@intFromFloat(offsets[i]), memory.page_size, memory.size);
+        const payload = sys.whole(payload_number) orelse return sys.invalid_number;
+        if (asked != payload) {
+            outcome[1] = @floatFromInt(asked);
+            return @intFromEnum(Full.payload_mismatch);
+        }
+    } else {
+        const valid = pages.decodeBlockOffsets(wire + at, count, memory.page_size, memory.size, offsets);
+        if (valid < count) {
+            outcome[3] = @floatFromInt(valid);
+            return @intFromEnum(Full.invalid_offset);
+        }
+        asked = normal_count * memory.page_size; // whole pages, each inside the memory
+    }
     const rc = recvPages(fd, memory, offsets, normal_count, asked, populate, timeout_ms, outcome);
     if (rc != @intFromEnum(Full.done) or outcome[0] < outcome[1] or ahead_length == 0) return rc;
     var iov = [1]Iovec{.{ .base = @intFromPtr(wire), .len = ahead_length }};

@@ -73,9 +73,21 @@ class ChannelEnd implements PacketInput {
     }
   };
 
-  /** Reads a packet that lists its pages, and the start of the next one; see ReadWirePages. */
-  readonly readWirePages: ReadWirePages = (block, pageSize, wire, at, count, normalCount, offsets, aheadLength) =>
-    this.channel.readWirePagesSync(block, pageSize, wire, at, count, normalCount, offsets, aheadLength, this.#populate);
+  /** Reads a data packet that lists its pages, and the start of the next one; see ReadWirePages. */
+  readonly readWirePages: ReadWirePages = (block, pageSize, wire, at, count, normal, offsets, layout, payload, ahead) =>
+    this.channel.readWirePagesSync(
+      block,
+      pageSize,
+      wire,
+      at,
+      count,
+      normal,
+      offsets,
+      layout,
+      payload,
+      ahead,
+      this.#populate,
+    );
 
   /**
    * Faults a packet's pages of a file region in with one madvise per range, before the

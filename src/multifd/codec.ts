@@ -10,6 +10,7 @@
  * @module
  */
 import type { RegionDescriptor } from "../region.ts";
+import type { WireLayout, WirePagesRejection } from "../socket_channel.ts";
 import type { Ranges } from "./packet.ts";
 import { type PacketHeader, PacketType, ProtocolError } from "./wire.ts";
 
@@ -104,14 +105,15 @@ export type ReadRanges = (addresses: readonly number[], lengths: readonly number
 export type ReadPages = (block: RegionDescriptor, pageSize: number, offsets: Float64Array, count: number) => void;
 
 /**
- * Reads a packet whose header lists its pages (QEMU's) in one native call: decodes the
- * `count` big-endian u64 offsets at `wire[at..]` into `offsets` (each must be a whole page
- * inside `block`), reads the data of the first `normalCount` into their places (faulting a
- * file region's pages in first), then the next packet's first `aheadLength` bytes into
- * `wire` from byte 0 (0: none). Returns the bytes read ahead (`aheadLength`, or 0: the peer
- * ended the stream between the packets), or `-(1 + i)` when offset `i` is not a page of the
- * block (nothing read). The peer ending the stream anywhere else is an error.
- * SocketChannel.readWirePagesSync.
+ * Reads a data packet that lists its pages' offsets (big-endian u64) before their data, in
+ * one native call: the `count` offsets at `wire[at..]` (received there first with
+ * `WireLayout.module`, where they follow the header in the stream; read with the header with
+ * `WireLayout.qemu`) are decoded into `offsets` and checked by the layout's rules, the data of
+ * the first `normalCount` pages lands in its places in `block` (a file region's pages faulted
+ * in first), then the next packet's first `aheadLength` bytes are read into `wire` from byte
+ * 0 (0: none). Returns the bytes read ahead (`aheadLength`, or 0: the peer ended the stream
+ * between the packets), or what broke the rules (nothing more read). The peer ending the
+ * stream anywhere else is an error. SocketChannel.readWirePagesSync.
  */
 export type ReadWirePages = (
   block: RegionDescriptor,
@@ -121,8 +123,10 @@ export type ReadWirePages = (
   count: number,
   normalCount: number,
   offsets: Float64Array,
+  layout: WireLayout,
+  payloadBytes: number,
   aheadLength: number,
-) => number;
+) => number | WirePagesRejection;
 
 /** How a receiving codec reads a packet from its channel. */
 export interface PacketInput {

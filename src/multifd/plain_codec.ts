@@ -7,6 +7,7 @@
  */
 import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
+import { WireLayout } from "../socket_channel.ts";
 import {
   type CodecConfig,
   type ControlKind,
@@ -32,9 +33,9 @@ import {
   PACKET_HEADER_BYTES,
   type PacketLimits,
   PacketType,
-  parseOffsets,
   parsePacketHeader,
   parseResult,
+  refuseOffsets,
   REPLY_BYTES,
 } from "./wire.ts";
 
@@ -116,34 +117,53 @@ class PlainReceiveCodec implements ReceiveCodec {
   /** Header, then the offsets: one buffer whose address is taken once (not per read). */
   readonly #packetAddress: number;
   readonly #headerView: DataView;
-  readonly #offsetBytes: Uint8Array;
   readonly #offsets: Float64Array;
   readonly #limits: PacketLimits;
   readonly #scan: PageScan;
   readonly #control = new ControlPackets();
+  /** That buffer, where the native packet receive also puts the offsets and the next header. */
+  readonly #packet: Uint8Array;
+  /** The next packet's header is in place: read ahead with the last packet's pages. */
+  #headerAhead = false;
 
   constructor(config: CodecConfig, region: RegionDescriptor) {
     this.#region = region;
     this.#pageSize = config.pageSize;
     const packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
+    this.#packet = packet;
     this.#packetAddress = addressOf(packet);
     this.#headerView = new DataView(packet.buffer, 0, PACKET_HEADER_BYTES);
-    this.#offsetBytes = new Uint8Array(packet.buffer, PACKET_HEADER_BYTES);
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#limits = { expectedPacketNumber: 0, pagesPerPacket: config.pagesPerPacket, pageSize: config.pageSize };
     this.#scan = new PageScan(region, config.pageSize);
   }
 
-  next({ read, readPages }: PacketInput): Incoming {
-    read([this.#packetAddress], [PACKET_HEADER_BYTES]);
+  next({ read, readWirePages }: PacketInput): Incoming {
+    if (!this.#headerAhead) read([this.#packetAddress], [PACKET_HEADER_BYTES]);
+    this.#headerAhead = false;
     const header = parsePacketHeader(this.#headerView, this.#limits);
     this.#limits.expectedPacketNumber++;
     switch (header.type) {
       case PacketType.DATA: {
         const { normalPages, zeroPages } = header;
-        read([this.#packetAddress + PACKET_HEADER_BYTES], [(normalPages + zeroPages) * OFFSET_BYTES]);
-        parseOffsets(this.#offsetBytes, header, this.#region.size, this.#pageSize, this.#offsets);
-        if (normalPages > 0) readPages(this.#region, this.#pageSize, this.#offsets, normalPages);
+        // The offsets, the pages and the next header as one native call: a DATA packet is never
+        // the last (END follows), and the sender waits for nothing before its next header.
+        const got = readWirePages(
+          this.#region,
+          this.#pageSize,
+          this.#packet,
+          PACKET_HEADER_BYTES,
+          normalPages + zeroPages,
+          normalPages,
+          this.#offsets,
+          WireLayout.module,
+          header.payloadBytes,
+          PACKET_HEADER_BYTES,
+        );
+        if (typeof got !== "number") {
+          refuseOffsets(got, this.#packet, PACKET_HEADER_BYTES, header, this.#pageSize, this.#region.size);
+        }
+        this.#headerAhead = got === PACKET_HEADER_BYTES;
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
         return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
       }

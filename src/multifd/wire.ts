@@ -6,6 +6,7 @@
  */
 import { native } from "../../ffi/mod.ts";
 import { ZeroCopyMultifdError } from "../errors.ts";
+import type { WirePagesRejection } from "../socket_channel.ts";
 
 export const PROTOCOL_VERSION = 2;
 /** Bytes per page: the unit of multifd transfers (the page indices of `sendRound` count these). */
@@ -301,16 +302,41 @@ export function parseOffsets(
   const bytes = wire instanceof Uint8Array ? wire : new Uint8Array(wire.buffer, wire.byteOffset, wire.byteLength);
   // The receive path's per-page loop, native (zig/pages.zig); a message only for the offset that fails.
   const valid = native.zc_offsets_decode(bytes, count, normalPages, pageSize, regionSize, out);
-  if (valid < 0) throw new ProtocolError("packet.offset", `${out[-1 - valid]} is both a normal and a zero page`);
-  if (valid < count) {
-    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    badOffset(getUint64(view, valid * OFFSET_BYTES, "packet.offset"), pageSize, regionSize);
-  }
+  if (valid < 0) refuseOffsets({ reason: "bothLists", index: -1 - valid }, bytes, 0, header, pageSize, regionSize);
+  if (valid < count) refuseOffsets({ reason: "offset", index: valid }, bytes, 0, header, pageSize, regionSize);
   // Strictly increasing: only the last normal page can be the region's short last page.
   const payload = normalPages === 0
     ? 0
     : (normalPages - 1) * pageSize + Math.min(pageSize, regionSize - out[normalPages - 1]);
-  expect(payload === header.payloadBytes, "packet.payloadBytes", () => `${header.payloadBytes}, pages hold ${payload}`);
+  if (payload !== header.payloadBytes) {
+    refuseOffsets({ reason: "payload", pagesHold: payload }, bytes, 0, header, pageSize, regionSize);
+  }
+}
+
+/**
+ * Throws the ProtocolError for a packet's offsets (at `wire[at..]`) that broke the rules
+ * {@link parseOffsets} checks, as found by it or by the channel's native packet receive
+ * (SocketChannel.readWirePagesSync, `WireLayout.module`).
+ */
+export function refuseOffsets(
+  rejection: WirePagesRejection,
+  wire: Uint8Array,
+  at: number,
+  header: PacketHeader,
+  pageSize: number,
+  regionSize: number,
+): never {
+  const view = new DataView(wire.buffer, wire.byteOffset + at, wire.byteLength - at);
+  switch (rejection.reason) {
+    case "bothLists": {
+      const offset = getUint64(view, rejection.index * OFFSET_BYTES, "packet.offset");
+      throw new ProtocolError("packet.offset", `${offset} is both a normal and a zero page`);
+    }
+    case "offset":
+      return badOffset(getUint64(view, rejection.index * OFFSET_BYTES, "packet.offset"), pageSize, regionSize);
+    case "payload":
+      throw new ProtocolError("packet.payloadBytes", `${header.payloadBytes}, pages hold ${rejection.pagesHold}`);
+  }
 }
 
 function badOffset(offset: number, pageSize: number, regionSize: number): never {

@@ -9,6 +9,7 @@
 import { addressOf } from "../../ffi/mod.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
+import { WireLayout } from "../socket_channel.ts";
 import type {
   CodecConfig,
   ControlKind,
@@ -81,9 +82,11 @@ class QemuReceiveCodec implements ReceiveCodec {
         count,
         normalPages,
         this.#offsets,
+        WireLayout.qemu,
+        normalPages * QEMU_PAGE_SIZE,
         ahead,
       );
-      if (got < 0) packet.refuseOffset(-1 - got);
+      if (typeof got !== "number") return packet.refuseOffset(got.reason === "offset" ? got.index : 0);
       if (ahead > 0) {
         if (got === ahead) this.#headerAhead = true;
         else this.#ended = true;
