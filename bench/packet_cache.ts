@@ -84,9 +84,6 @@ async function main(): Promise<number> {
       }
       return true;
     },
-    readPages: (block, pageSize, offsets, pages) => {
-      native.zc_recv_pages(-1, block.address, block.size, pageSize, offsets, pages, 0, 0, outcome);
-    },
     // The channel's native packet receive on no socket (fd -1): the offsets' decode, the
     // iovecs, and a recvmsg that fails at once (EBADF); the next header is then put in place
     // as its read ahead would.

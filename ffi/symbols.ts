@@ -43,12 +43,6 @@ export const symbols = {
   // fd, iovecs (consumed in place), count, timeout ms, out: BigUint64Array(1) bytes moved
   zc_recv_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
   zc_send_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
-  // fd, memory base, size, page size, offsets (Float64Array), count, populate, timeout ms,
-  // out: Float64Array(2) bytes received, bytes asked
-  zc_recv_pages: {
-    parameters: ["i32", "address", "address", "address", "buffer", "u32", "u32", "i32", "buffer"],
-    result: "i32",
-  },
   // fd, memory base, size, page size, wire (Uint8Array: the offsets, then the read-ahead), offsets
   // at, count, normal count, out: offsets (Float64Array), layout bits, payload bytes, populate,
   // timeout ms, read-ahead bytes, out: Float64Array(5) bytes received, bytes asked, bytes read

@@ -138,8 +138,8 @@ export class SocketChannel {
    */
   readonly #moved = new Uint32Array(new ArrayBuffer(8)); // its own (8-byte aligned) backing store
   /**
-   * What the last zc_recv_pages / zc_recv_wire_pages wrote: bytes received, bytes its pages
-   * hold, bytes read ahead, the offsets' decode result, offset bytes received.
+   * What the last zc_recv_wire_pages wrote: bytes received, bytes its pages hold, bytes
+   * read ahead, the offsets' decode result, offset bytes received.
    */
   readonly #pagesOutcome = new Float64Array(5);
   readonly #waits: FdWaits;
@@ -351,57 +351,13 @@ export class SocketChannel {
   }
 
   /**
-   * @internal Reads the data of the pages at `offsets[0..count)` of `memory` (each a page
-   * inside it, the last page possibly short) straight into their places, as one native call
-   * that builds the iovecs and waits itself (zc_recv_pages): a multifd receive's per-packet
-   * hot path. `populate` faults them in first (file mappings; best effort). Returns whether
-   * every page arrived (false: the peer ended the stream first); errors as {@link readFullSync}'s. Not
-   * while zero-copy sends of this channel are outstanding (flush them first): a receiving
-   * channel makes none.
-   */
-  readPagesSync(
-    memory: { readonly address: number; readonly size: number },
-    pageSize: number,
-    offsets: Float64Array,
-    count: number,
-    populate: boolean,
-  ): boolean {
-    if (!this.#quietErrorQueue) {
-      throw new InvalidArgumentError("readPagesSync: flush this channel's zero-copy sends first");
-    }
-    if (offsets.length < count) {
-      throw new InvalidArgumentError(`readPagesSync: ${count} pages, ${offsets.length} offsets`);
-    }
-    this.#begin("read");
-    try {
-      const outcome = this.#pagesOutcome;
-      const rc = native.zc_recv_pages(
-        this.#fd,
-        memory.address,
-        memory.size,
-        pageSize,
-        offsets,
-        count,
-        populate ? 1 : 0,
-        this.#ioTimeoutMs,
-        outcome,
-      );
-      if (rc === -Errno.EINVAL && outcome[1] === 0 && count > 0) {
-        throw new InvalidArgumentError("readPagesSync: a page offset outside the memory, or a size that is not whole");
-      }
-      return this.#fullResult("read", rc, outcome[0], outcome[1]) === outcome[1];
-    } finally {
-      this.#end("read");
-    }
-  }
-
-  /**
    * @internal One data packet of a format whose packets list their pages' offsets (big-endian
    * u64) before the pages' data, in one native call (zc_recv_wire_pages): with
    * {@link WireLayout.module} the `count` offsets are received into `wire` at `at` first
    * (with {@link WireLayout.qemu} they are there already, in a header read before), then
    * decoded into `offsets` and checked by the layout's rules; the data of the first
-   * `normalCount` pages is read into its places (as {@link readPagesSync}), then the next
+   * `normalCount` pages is read straight into its places (pages that follow each other as one
+   * iovec; a file region's pages faulted in first with `populate`, best effort), then the next
    * packet's first `aheadLength` bytes into `wire` itself, from byte 0 (0: none). One crossing
    * per packet where three or four were: each pays most from the cold caches a packet's copy
    * leaves. Returns the bytes read ahead (`aheadLength`, or 0 when the peer ended the stream

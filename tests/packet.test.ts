@@ -5,7 +5,7 @@
 // or an AuthenticationError (sealed: also for a packet dropped, repeated or reordered).
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { addressOf, viewOf } from "../ffi/mod.ts";
+import { addressOf, native, viewOf } from "../ffi/mod.ts";
 import { AuthenticationError, PAGE_SIZE, ProtocolError, Region } from "../mod.ts";
 import type { Outgoing, PacketInput, ReadRanges } from "../src/multifd/codec.ts";
 import { type Cipher, CIPHER_IDS } from "../src/multifd/aead.ts";
@@ -14,6 +14,7 @@ import { concatBytes } from "../util/bytes.ts";
 import { Buffer } from "node:buffer";
 import { packetOffsets, pageRanges, PageScan, Ranges } from "../src/multifd/packet.ts";
 import { plainFormat } from "../src/multifd/plain_codec.ts";
+import { WireLayout } from "../src/socket_channel.ts";
 import { fillPattern } from "./helpers/multifd.ts";
 
 const PAGE = PAGE_SIZE;
@@ -36,26 +37,35 @@ function wireBytes(out: Outgoing): Uint8Array {
  * ranges), without a socket.
  */
 function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
-  let at = 0;
+  let position = 0;
   const read: ReadRanges = (addresses, lengths) => {
     addresses.forEach((address, i) => {
-      if (at + lengths[i] > stream.length) throw new Error("end of stream");
-      viewOf(address, lengths[i]).set(stream.subarray(at, at + lengths[i]));
-      at += lengths[i];
+      if (position + lengths[i] > stream.length) throw new Error("end of stream");
+      viewOf(address, lengths[i]).set(stream.subarray(position, position + lengths[i]));
+      position += lengths[i];
     });
     return true;
   };
   return {
     read,
-    readPages(block, pageSize, offsets, count) {
+    // What the channel's one native call per packet does (SocketChannel.readWirePagesSync,
+    // tested over sockets in read_pages.test.ts), over the stream: the same decode and rules.
+    readWirePages(block, pageSize, wire, at, count, normalCount, offsets, layout, payloadBytes, aheadLength) {
+      if (layout === WireLayout.module) read([addressOf(wire) + at], [8 * count]);
+      const decoded = layout === WireLayout.module
+        ? native.zc_offsets_decode(wire.subarray(at), count, normalCount, pageSize, block.size, offsets)
+        : native.zc_block_offsets_decode(wire, at, count, pageSize, block.size, offsets);
+      if (decoded < 0) return { reason: "bothLists", index: -1 - decoded };
+      if (decoded < count) return { reason: "offset", index: decoded };
       const ranges = new Ranges();
-      pageRanges(block, pageSize, offsets, count, ranges);
+      const holds = pageRanges(block, pageSize, offsets, normalCount, ranges);
+      if (layout === WireLayout.module && holds !== payloadBytes) return { reason: "payload", pagesHold: holds };
       read(ranges.addresses, ranges.lengths);
+      if (aheadLength === 0 || position === stream.length) return 0;
+      read([addressOf(wire)], [aheadLength]);
+      return aheadLength;
     },
-    readWirePages() {
-      throw new Error("not a format whose header lists its pages");
-    },
-    left: () => stream.length - at,
+    left: () => stream.length - position,
   };
 }
 

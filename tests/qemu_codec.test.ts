@@ -27,7 +27,6 @@ function inputOf(channel: SocketChannel): PacketInput {
       assert.equal(got, total, "the peer closed the connection early");
       return true;
     },
-    readPages: () => assert.fail("QEMU's codec reads its pages with readWirePages"),
     readWirePages: (block, pageSize, wire, at, count, normalCount, offsets, layout, payload, aheadLength) =>
       channel.readWirePagesSync(
         block,

@@ -1,6 +1,6 @@
-// SocketChannel.readPagesSync: a packet's pages read straight into their places in one native
-// call (zig/transfer.zig zc_recv_pages), and readWirePagesSync: the same for a packet whose
-// header lists its pages (zc_recv_wire_pages: offsets decoded, pages, the next header read
+// SocketChannel.readWirePagesSync: a data packet in one native call (zig/transfer.zig
+// zc_recv_wire_pages: its offsets received or taken from its header, decoded and checked by
+// the packet layout's rules, its pages read straight into their places, the next header read
 // ahead), over real loopback sockets. The data is written
 // before the read starts (the sizes fit the socket buffers), so the blocking read cannot wait
 // on a writer in the same thread.
@@ -29,86 +29,6 @@ async function withRegionAndPair(size: number, body: (region: Region, pair: Pair
     await region.close();
   }
 }
-
-describe("readPagesSync", () => {
-  test("lands each page at its offset (populated first), the short last page included, and nothing else", async () => {
-    const pageSize = 4096;
-    const size = 10 * pageSize - 100; // the last page is short
-    const offsets = [0, 1, 2, 5, 9, 7].map((page) => page * pageSize); // runs merge; any order
-    await withRegionAndPair(size, async (region, pair) => {
-      region.view().fill(0xee);
-      const data = pageBytes(offsets, pageSize, size);
-      await pair.client.writev([data]);
-      const before = pair.server.stats.bytesRead;
-      // populate: each range faulted in first (MADV_POPULATE_WRITE), as for a file region.
-      assert.equal(pair.server.readPagesSync(region.descriptor, pageSize, new Float64Array(offsets), 6, true), true);
-      assert.equal(pair.server.stats.bytesRead - before, data.length);
-      let at = 0;
-      for (const offset of offsets) {
-        const length = Math.min(pageSize, size - offset);
-        assert.deepEqual(region.view(offset, length), data.subarray(at, at + length), `page at ${offset}`);
-        at += length;
-      }
-      for (const untouched of [3, 4, 6, 8]) {
-        assert.ok(region.view(untouched * pageSize, pageSize).every((b) => b === 0xee), `page ${untouched} untouched`);
-      }
-    });
-  });
-
-  test("more ranges than one recvmsg takes (IOV_MAX) arrive in order", async () => {
-    const pageSize = 32; // small pages: 2,100 separate ranges in a few dozen KiB
-    const pages = 2100;
-    const size = 2 * pages * pageSize;
-    const offsets = Array.from({ length: pages }, (_, i) => 2 * i * pageSize); // every other page: no merging
-    await withRegionAndPair(size, async (region, pair) => {
-      const data = pageBytes(offsets, pageSize, size);
-      await pair.client.writev([data]);
-      assert.equal(
-        pair.server.readPagesSync(region.descriptor, pageSize, new Float64Array(offsets), pages, false),
-        true,
-      );
-      offsets.forEach((offset, i) => {
-        assert.deepEqual(region.view(offset, pageSize), data.subarray(i * pageSize, (i + 1) * pageSize), `page ${i}`);
-      });
-    });
-  });
-
-  test("the peer ending the stream early: false, with what arrived in place", async () => {
-    const pageSize = 4096;
-    await withRegionAndPair(4 * pageSize, async (region, pair) => {
-      const data = pageBytes([0], pageSize, 4 * pageSize);
-      await pair.client.writev([data]); // one page of the three asked for
-      pair.client.close();
-      const offsets = new Float64Array([0, pageSize, 2 * pageSize]);
-      assert.equal(pair.server.readPagesSync(region.descriptor, pageSize, offsets, 3, false), false);
-      assert.deepEqual(region.view(0, pageSize), data);
-    });
-  });
-
-  test("an offset outside the memory, or one that is not whole, is refused before any byte is read", async () => {
-    const pageSize = 4096;
-    await withRegionAndPair(2 * pageSize, async (region, pair) => {
-      region.view().fill(0x5a);
-      const data = patternBytes(2 * pageSize, 3);
-      await pair.client.writev([data]);
-      for (const bad of [2 * pageSize, 3 * pageSize, 0.5, -pageSize, NaN]) {
-        assert.throws(
-          () => pair.server.readPagesSync(region.descriptor, pageSize, new Float64Array([0, bad]), 2, false),
-          InvalidArgumentError,
-          `offset ${bad}`,
-        );
-      }
-      assert.throws(
-        () => pair.server.readPagesSync(region.descriptor, pageSize, new Float64Array(1), 2, false),
-        InvalidArgumentError,
-      );
-      assert.ok(region.view().every((b) => b === 0x5a), "nothing was written");
-      const rest = new Uint8Array(data.length);
-      assert.equal(pair.server.readFullSync(rest), data.length, "nothing was consumed from the socket");
-      assert.deepEqual(rest, data);
-    });
-  });
-});
 
 /** A header of `length` bytes listing `offsets` as big-endian u64 from byte `at`, the rest a pattern. */
 function wireHeader(length: number, at: number, offsets: number[]): Uint8Array {
@@ -279,6 +199,59 @@ describe("readWirePagesSync", () => {
         assert.deepEqual([...decoded.subarray(0, 5)], [...normal, 0, 3 * pageSize]);
         assert.deepEqual(wire.subarray(0, 32), nextHeader);
         assert.deepEqual(region.view(5 * pageSize), data.subarray(2 * pageSize), "the short last page");
+      });
+    });
+
+    test("more ranges than one recvmsg takes (IOV_MAX) arrive in order, each populated first", async () => {
+      const small = 32; // small pages: 2,100 separate ranges in a few dozen KiB
+      const pages = 2100;
+      const offsets = Array.from({ length: pages }, (_, i) => 2 * i * small); // every other page: no merging
+      await withRegionAndPair(2 * pages * small, async (region, pair) => {
+        region.view().fill(0xee);
+        const data = pageBytes(offsets, small, 2 * pages * small);
+        await pair.client.writev([offsetBytes(offsets), data]);
+        const got = pair.server.readWirePagesSync(
+          region.descriptor,
+          small,
+          new Uint8Array(32 + 8 * pages),
+          32,
+          pages,
+          pages,
+          new Float64Array(pages),
+          WireLayout.module,
+          data.length,
+          0,
+          true, // MADV_POPULATE_WRITE per range, as for a file region
+        );
+        assert.equal(got, 0);
+        offsets.forEach((offset, i) => {
+          assert.deepEqual(region.view(offset, small), data.subarray(i * small, (i + 1) * small), `page ${i}`);
+          assert.ok(region.view(offset + small, small).every((b) => b === 0xee), `the page after ${i} untouched`);
+        });
+      });
+    });
+
+    test("a memory, page size or payload that is not a whole number: InvalidArgumentError, nothing read", async () => {
+      await withRegionAndPair(size, async (region, pair) => {
+        await pair.client.writev([offsetBytes([0]), patternBytes(pageSize, 2)]);
+        const read = (pageSizeArg: number, payload: number) => () =>
+          pair.server.readWirePagesSync(
+            region.descriptor,
+            pageSizeArg,
+            new Uint8Array(40),
+            32,
+            1,
+            1,
+            new Float64Array(1),
+            WireLayout.module,
+            payload,
+            0,
+            false,
+          );
+        assert.throws(read(0.5, pageSize), InvalidArgumentError);
+        assert.throws(read(0, pageSize), InvalidArgumentError);
+        assert.equal(pair.server.stats.bytesRead, 0, "nothing was read");
+        assert.equal(read(pageSize, pageSize)(), 0);
       });
     });
 

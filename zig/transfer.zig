@@ -114,32 +114,6 @@ export fn zc_send_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, move
     return moveFull(true, fd, iov, count, timeout_ms, moved);
 }
 
-/// Receives the data of the pages at `offsets[0..count)` of the memory at `base` (`size`
-/// bytes, pages of `page_size`, the last one possibly short) straight into their places:
-/// pages that follow each other as one iovec, up to `iov_max` iovecs a batch, each batch
-/// read in full as moveFull does. A multifd receive's per-packet page work as one FFI call,
-/// where JS made three or more (ranges, a populate per range, recvmsg) and built the iovecs: from JS
-/// each crossing costs most from cold caches, as they are after a packet's copy.
-/// `populate != 0` first faults a batch's ranges in for writing (MADV_POPULATE_WRITE, one
-/// madvise per range instead of a fault per page; best effort: on failure the copy takes
-/// the faults). The offsets are the caller's validated ones; each is checked once more to
-/// lie inside the memory: when one does not, or a Number is not whole, -EINVAL with nothing
-/// read and `outcome` zero. Returns a `Full` or -errno; `outcome[0]` gets the bytes
-/// received, `outcome[1]` the bytes the pages hold (fewer received with `done`: the peer
-/// ended the stream).
-export fn zc_recv_pages(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
-    outcome[0] = 0;
-    outcome[1] = 0;
-    const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
-    var asked: u64 = 0;
-    for (0..count) |i| {
-        const offset = sys.whole(offsets[i]) orelse return sys.invalid_number;
-        if (offset >= memory.size) return sys.invalid_number;
-        asked += pageLength(offset, memory.page_size, memory.size);
-    }
-    return recvPages(fd, memory, offsets, count, asked, populate, timeout_ms, outcome);
-}
-
 /// How zc_recv_wire_pages finds and checks a packet's offsets (`layout` bits).
 const Layout = struct {
     /// The offsets are still in the socket, right before the pages: received into `wire` +
@@ -159,11 +133,12 @@ const Layout = struct {
 /// that breaks one: nothing more read, `invalid_offset` and `outcome[3]` as the rule's
 /// decode returns it; pages that do not hold `payload` bytes under the ordered rule:
 /// `payload_mismatch`, `outcome[1]` what they hold), receives the data of the first
-/// `normal_count` as zc_recv_pages does (the rest are the caller's: zero pages), then, when
+/// `normal_count` (recvPages; the rest are the caller's: zero pages), then, when
 /// they all arrived, reads the next packet's first `ahead_length` bytes into `wire` itself
 /// (from byte 0: the offsets are decoded by then; 0: no read ahead, e.g. after a packet that
 /// ends a sync round, where the next bytes may come only after the barrier). Returns a
-/// `Full` or -errno; `outcome[0..2)` as zc_recv_pages, `outcome[2]` the bytes read ahead (0
+/// `Full` or -errno; `outcome[0]` the page bytes received, `outcome[1]` the bytes the pages
+/// hold (fewer received with `done`: the peer ended the stream), `outcome[2]` the bytes read ahead (0
 /// with `done`: the peer ended the stream between packets), `outcome[4]` the offset bytes received.
 export fn zc_recv_wire_pages(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, at: u32, count: u32, normal_count: u32, offsets: [*]f64, layout: u32, payload_number: sys.Number, populate: u32, timeout_ms: i32, ahead_length: u32, outcome: [*]f64) i32 {
     for (0..5) |i| outcome[i] = 0;
@@ -222,7 +197,13 @@ const Memory = struct {
     }
 };
 
-/// The receive of zc_recv_pages, for offsets checked already (`asked`: the bytes they hold).
+/// Receives the data of the pages at `offsets[0..count)` (checked already: each a page of
+/// the memory; `asked`: the bytes they hold, the last page of the memory possibly short)
+/// straight into their places: pages that follow each other as one iovec, up to `iov_max`
+/// iovecs a batch, each batch read in full as moveFull does. `populate != 0` first faults a
+/// batch's ranges in for writing (MADV_POPULATE_WRITE, one madvise per range instead of a
+/// fault per page; best effort: on failure the copy takes the faults). Returns a `Full` or
+/// -errno; `outcome[0]` gets the bytes received, `outcome[1]` `asked`.
 fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: u64, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
     const base = memory.base;
     var received: u64 = 0;

@@ -20,7 +20,6 @@ import type {
   Outgoing,
   PacketInput,
   Populate,
-  ReadPages,
   ReadRanges,
   ReadWirePages,
   ReceiveCodec,
@@ -64,13 +63,6 @@ class ChannelEnd implements PacketInput {
     if (got === 0 && endAllowed) return false;
     if (got < total) throw new ChannelClosedError(PEER_CLOSED_EARLY);
     return true;
-  };
-
-  /** Reads a packet's pages into their places (faulted in first in a file region); see ReadPages. */
-  readonly readPages: ReadPages = (block, pageSize, offsets, count) => {
-    if (!this.channel.readPagesSync(block, pageSize, offsets, count, this.#populate)) {
-      throw new ChannelClosedError(PEER_CLOSED_EARLY);
-    }
   };
 
   /** Reads a data packet that lists its pages, and the start of the next one; see ReadWirePages. */

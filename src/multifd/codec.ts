@@ -97,14 +97,6 @@ export interface SendCodec {
 export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], endAllowed?: boolean) => boolean;
 
 /**
- * Reads the data of the pages at `offsets[0..count)` of `block` (offsets the codec
- * validated: each a page inside it) from the channel's socket straight into their places,
- * faulting a file region's pages in first; the peer ending the stream first is an error.
- * One native call per packet (SocketChannel.readPagesSync).
- */
-export type ReadPages = (block: RegionDescriptor, pageSize: number, offsets: Float64Array, count: number) => void;
-
-/**
  * Reads a data packet that lists its pages' offsets (big-endian u64) before their data, in
  * one native call: the `count` offsets at `wire[at..]` (received there first with
  * `WireLayout.module`, where they follow the header in the stream; read with the header with
@@ -131,7 +123,6 @@ export type ReadWirePages = (
 /** How a receiving codec reads a packet from its channel. */
 export interface PacketInput {
   read: ReadRanges;
-  readPages: ReadPages;
   readWirePages: ReadWirePages;
 }
 
