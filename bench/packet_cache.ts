@@ -87,11 +87,13 @@ async function main(): Promise<number> {
     // The channel's native packet receive on no socket (fd -1): the offsets' decode, the
     // iovecs, and a recvmsg that fails at once (EBADF); the next header is then put in place
     // as its read ahead would.
-    readWirePages: (block, pageSize, wire, at, offsetCount, normalCount, offsets, layout, payload, aheadLength) => {
+    readWirePages: (
+      { memory, pageSize, wire, at, count: offsetCount, normalCount, offsets, layout, payloadBytes, aheadLength },
+    ) => {
       native.zc_recv_wire_pages(
         -1,
-        block.address,
-        block.size,
+        memory.address,
+        memory.size,
         pageSize,
         wire,
         at,
@@ -99,7 +101,7 @@ async function main(): Promise<number> {
         normalCount,
         offsets,
         layout,
-        payload,
+        payloadBytes,
         0,
         0,
         aheadLength,

@@ -91,6 +91,30 @@ export const WireLayout = {
 export type WireLayout = typeof WireLayout[keyof typeof WireLayout];
 
 /**
+ * @internal A data packet as {@link SocketChannel.readWirePagesSync} reads it: a receiving
+ * codec keeps one and refills what changes from packet to packet (nothing is allocated per
+ * packet).
+ */
+export interface WirePacket {
+  /** Where its pages go (the region, or the RAM block the packet names). */
+  memory: { readonly address: number; readonly size: number };
+  pageSize: number;
+  /** The header and its offsets (at `at`); the next header is read ahead into it from byte 0. */
+  wire: Uint8Array;
+  at: number;
+  /** Its offsets, the first `normalCount` of them pages with data (the rest: zero pages, the codec's). */
+  count: number;
+  normalCount: number;
+  /** Where the decoded offsets go. */
+  offsets: Float64Array;
+  layout: WireLayout;
+  /** What the pages with data must hold ({@link WireLayout.module}; unchecked for QEMU's). */
+  payloadBytes: number;
+  /** Bytes of the next packet to read with this one (0: none). */
+  aheadLength: number;
+}
+
+/**
  * @internal What broke a packet's offset rules in {@link SocketChannel.readWirePagesSync}:
  * offset `index` itself, data page `index` listed as a zero page too, or pages that do not
  * hold the header's payload bytes.
@@ -353,31 +377,20 @@ export class SocketChannel {
   /**
    * @internal One data packet of a format whose packets list their pages' offsets (big-endian
    * u64) before the pages' data, in one native call (zc_recv_wire_pages): with
-   * {@link WireLayout.module} the `count` offsets are received into `wire` at `at` first
-   * (with {@link WireLayout.qemu} they are there already, in a header read before), then
-   * decoded into `offsets` and checked by the layout's rules; the data of the first
-   * `normalCount` pages is read straight into its places (pages that follow each other as one
-   * iovec; a file region's pages faulted in first with `populate`, best effort), then the next
-   * packet's first `aheadLength` bytes into `wire` itself, from byte 0 (0: none). One crossing
-   * per packet where three or four were: each pays most from the cold caches a packet's copy
-   * leaves. Returns the bytes read ahead (`aheadLength`, or 0 when the peer ended the stream
-   * between the packets), or what broke the layout's rules (nothing more read). The peer
-   * ending the stream anywhere else throws ChannelClosedError; other errors as
-   * {@link readFullSync}'s.
+   * {@link WireLayout.module} the packet's `count` offsets are received into `wire` at `at`
+   * first (with {@link WireLayout.qemu} they are there already, in a header read before),
+   * then decoded into `offsets` and checked by the layout's rules; the data of the first
+   * `normalCount` pages is read straight into its places in `memory` (pages that follow each
+   * other as one iovec; a file region's pages faulted in first with `populate`, best effort),
+   * then the next packet's first `aheadLength` bytes into `wire` itself, from byte 0 (0:
+   * none). One crossing per packet where three or four were: each pays most from the cold
+   * caches a packet's copy leaves. Returns the bytes read ahead (`aheadLength`, or 0 when the
+   * peer ended the stream between the packets), or what broke the layout's rules (nothing
+   * more read). The peer ending the stream anywhere else throws ChannelClosedError; other
+   * errors as {@link readFullSync}'s.
    */
-  readWirePagesSync(
-    memory: { readonly address: number; readonly size: number },
-    pageSize: number,
-    wire: Uint8Array,
-    at: number,
-    count: number,
-    normalCount: number,
-    offsets: Float64Array,
-    layout: WireLayout,
-    payloadBytes: number,
-    aheadLength: number,
-    populate: boolean,
-  ): number | WirePagesRejection {
+  readWirePagesSync(packet: WirePacket, populate: boolean): number | WirePagesRejection {
+    const { memory, wire, at, count, normalCount, offsets, layout, aheadLength } = packet;
     if (!this.#quietErrorQueue) {
       throw new InvalidArgumentError("readWirePagesSync: flush this channel's zero-copy sends first");
     }
@@ -396,14 +409,14 @@ export class SocketChannel {
         this.#fd,
         memory.address,
         memory.size,
-        pageSize,
+        packet.pageSize,
         wire,
         at,
         count,
         normalCount,
         offsets,
         layout,
-        payloadBytes,
+        packet.payloadBytes,
         populate ? 1 : 0,
         this.#ioTimeoutMs,
         aheadLength,

@@ -50,15 +50,15 @@ function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
     read,
     // What the channel's one native call per packet does (SocketChannel.readWirePagesSync,
     // tested over sockets in read_pages.test.ts), over the stream: the same decode and rules.
-    readWirePages(block, pageSize, wire, at, count, normalCount, offsets, layout, payloadBytes, aheadLength) {
+    readWirePages({ memory, pageSize, wire, at, count, normalCount, offsets, layout, payloadBytes, aheadLength }) {
       if (layout === WireLayout.module) read([addressOf(wire) + at], [8 * count]);
       const decoded = layout === WireLayout.module
-        ? native.zc_offsets_decode(wire.subarray(at), count, normalCount, pageSize, block.size, offsets)
-        : native.zc_block_offsets_decode(wire, at, count, pageSize, block.size, offsets);
+        ? native.zc_offsets_decode(wire.subarray(at), count, normalCount, pageSize, memory.size, offsets)
+        : native.zc_block_offsets_decode(wire, at, count, pageSize, memory.size, offsets);
       if (decoded < 0) return { reason: "bothLists", index: -1 - decoded };
       if (decoded < count) return { reason: "offset", index: decoded };
       const ranges = new Ranges();
-      const holds = pageRanges(block, pageSize, offsets, normalCount, ranges);
+      const holds = pageRanges(memory, pageSize, offsets, normalCount, ranges);
       if (layout === WireLayout.module && holds !== payloadBytes) return { reason: "payload", pagesHold: holds };
       read(ranges.addresses, ranges.lengths);
       if (aheadLength === 0 || position === stream.length) return 0;

@@ -27,20 +27,7 @@ function inputOf(channel: SocketChannel): PacketInput {
       assert.equal(got, total, "the peer closed the connection early");
       return true;
     },
-    readWirePages: (block, pageSize, wire, at, count, normalCount, offsets, layout, payload, aheadLength) =>
-      channel.readWirePagesSync(
-        block,
-        pageSize,
-        wire,
-        at,
-        count,
-        normalCount,
-        offsets,
-        layout,
-        payload,
-        aheadLength,
-        false,
-      ),
+    readWirePages: (packet) => channel.readWirePagesSync(packet, false),
   };
 }
 

@@ -66,20 +66,7 @@ class ChannelEnd implements PacketInput {
   };
 
   /** Reads a data packet that lists its pages, and the start of the next one; see ReadWirePages. */
-  readonly readWirePages: ReadWirePages = (block, pageSize, wire, at, count, normal, offsets, layout, payload, ahead) =>
-    this.channel.readWirePagesSync(
-      block,
-      pageSize,
-      wire,
-      at,
-      count,
-      normal,
-      offsets,
-      layout,
-      payload,
-      ahead,
-      this.#populate,
-    );
+  readonly readWirePages: ReadWirePages = (packet) => this.channel.readWirePagesSync(packet, this.#populate);
 
   /**
    * Faults a packet's pages of a file region in with one madvise per range, before the

@@ -10,7 +10,7 @@
  * @module
  */
 import type { RegionDescriptor } from "../region.ts";
-import type { WireLayout, WirePagesRejection } from "../socket_channel.ts";
+import type { WirePacket, WirePagesRejection } from "../socket_channel.ts";
 import type { Ranges } from "./packet.ts";
 import { type PacketHeader, PacketType, ProtocolError } from "./wire.ts";
 
@@ -97,28 +97,13 @@ export interface SendCodec {
 export type ReadRanges = (addresses: readonly number[], lengths: readonly number[], endAllowed?: boolean) => boolean;
 
 /**
- * Reads a data packet that lists its pages' offsets (big-endian u64) before their data, in
- * one native call: the `count` offsets at `wire[at..]` (received there first with
- * `WireLayout.module`, where they follow the header in the stream; read with the header with
- * `WireLayout.qemu`) are decoded into `offsets` and checked by the layout's rules, the data of
- * the first `normalCount` pages lands in its places in `block` (a file region's pages faulted
- * in first), then the next packet's first `aheadLength` bytes are read into `wire` from byte
- * 0 (0: none). Returns the bytes read ahead (`aheadLength`, or 0: the peer ended the stream
- * between the packets), or what broke the rules (nothing more read). The peer ending the
- * stream anywhere else is an error. SocketChannel.readWirePagesSync.
+ * Reads a data packet that lists its pages' offsets before their data (QEMU's, the
+ * module's), and the next packet's header with it, in one native call; returns the bytes read
+ * ahead (0: the peer ended the stream between the packets) or what broke the format's rules
+ * (nothing more read). The peer ending the stream anywhere else is an error.
+ * SocketChannel.readWirePagesSync.
  */
-export type ReadWirePages = (
-  block: RegionDescriptor,
-  pageSize: number,
-  wire: Uint8Array,
-  at: number,
-  count: number,
-  normalCount: number,
-  offsets: Float64Array,
-  layout: WireLayout,
-  payloadBytes: number,
-  aheadLength: number,
-) => number | WirePagesRejection;
+export type ReadWirePages = (packet: WirePacket) => number | WirePagesRejection;
 
 /** How a receiving codec reads a packet from its channel. */
 export interface PacketInput {

@@ -7,7 +7,7 @@
  */
 import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WireLayout } from "../socket_channel.ts";
+import { WireLayout, type WirePacket } from "../socket_channel.ts";
 import {
   type CodecConfig,
   type ControlKind,
@@ -121,8 +121,8 @@ class PlainReceiveCodec implements ReceiveCodec {
   readonly #limits: PacketLimits;
   readonly #scan: PageScan;
   readonly #control = new ControlPackets();
-  /** That buffer, where the native packet receive also puts the offsets and the next header. */
-  readonly #packet: Uint8Array;
+  /** A DATA packet as the channel reads it (its offsets into that buffer, then the next header): refilled for each. */
+  readonly #wire: WirePacket;
   /** The next packet's header is in place: read ahead with the last packet's pages. */
   #headerAhead = false;
 
@@ -130,12 +130,23 @@ class PlainReceiveCodec implements ReceiveCodec {
     this.#region = region;
     this.#pageSize = config.pageSize;
     const packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
-    this.#packet = packet;
     this.#packetAddress = addressOf(packet);
     this.#headerView = new DataView(packet.buffer, 0, PACKET_HEADER_BYTES);
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#limits = { expectedPacketNumber: 0, pagesPerPacket: config.pagesPerPacket, pageSize: config.pageSize };
     this.#scan = new PageScan(region, config.pageSize);
+    this.#wire = {
+      memory: region,
+      pageSize: config.pageSize,
+      wire: packet,
+      at: PACKET_HEADER_BYTES,
+      count: 0,
+      normalCount: 0,
+      offsets: this.#offsets,
+      layout: WireLayout.module,
+      payloadBytes: 0,
+      aheadLength: PACKET_HEADER_BYTES,
+    };
   }
 
   next({ read, readWirePages }: PacketInput): Incoming {
@@ -148,20 +159,13 @@ class PlainReceiveCodec implements ReceiveCodec {
         const { normalPages, zeroPages } = header;
         // The offsets, the pages and the next header as one native call: a DATA packet is never
         // the last (END follows), and the sender waits for nothing before its next header.
-        const got = readWirePages(
-          this.#region,
-          this.#pageSize,
-          this.#packet,
-          PACKET_HEADER_BYTES,
-          normalPages + zeroPages,
-          normalPages,
-          this.#offsets,
-          WireLayout.module,
-          header.payloadBytes,
-          PACKET_HEADER_BYTES,
-        );
+        const wire = this.#wire;
+        wire.count = normalPages + zeroPages;
+        wire.normalCount = normalPages;
+        wire.payloadBytes = header.payloadBytes;
+        const got = readWirePages(wire);
         if (typeof got !== "number") {
-          refuseOffsets(got, this.#packet, PACKET_HEADER_BYTES, header, this.#pageSize, this.#region.size);
+          refuseOffsets(got, wire.wire, PACKET_HEADER_BYTES, header, this.#pageSize, this.#region.size);
         }
         this.#headerAhead = got === PACKET_HEADER_BYTES;
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);

@@ -9,7 +9,7 @@
 import { addressOf } from "../../ffi/mod.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WireLayout } from "../socket_channel.ts";
+import { WireLayout, type WirePacket } from "../socket_channel.ts";
 import type {
   CodecConfig,
   ControlKind,
@@ -51,6 +51,8 @@ class QemuReceiveCodec implements ReceiveCodec {
   #syncs = 0;
   /** The next packet's header is in place: read ahead with the last packet's pages. */
   #headerAhead = false;
+  /** The packet as the channel reads it (refilled for each). */
+  readonly #wire: WirePacket;
   /** QEMU closed the channel right after the last packet (its read ahead found the end). */
   #ended = false;
 
@@ -60,6 +62,18 @@ class QemuReceiveCodec implements ReceiveCodec {
     this.#zeroFill = blocks.map((block) => new PageScan(block.region, QEMU_PAGE_SIZE));
     this.#packet = new MultifdPacketReader(blocks.map((block) => ({ name: block.name, size: block.region.size })));
     this.#headerAddresses = [addressOf(this.#packet.bytes)];
+    this.#wire = {
+      memory: this.#regions[0] ?? { address: 0, size: 0 },
+      pageSize: QEMU_PAGE_SIZE,
+      wire: this.#packet.bytes,
+      at: MULTIFD_PACKET_FIXED_BYTES,
+      count: 0,
+      normalCount: 0,
+      offsets: this.#offsets,
+      layout: WireLayout.qemu,
+      payloadBytes: 0,
+      aheadLength: 0,
+    };
   }
 
   next({ read, readWirePages }: PacketInput): Incoming {
@@ -74,18 +88,13 @@ class QemuReceiveCodec implements ReceiveCodec {
       // The next packet's header comes with these pages (one native call per packet), except
       // after a SYNC: what follows it on this channel may wait for the barrier.
       const ahead = sync ? 0 : MULTIFD_PACKET_HEADER_BYTES;
-      const got = readWirePages(
-        this.#regions[block],
-        QEMU_PAGE_SIZE,
-        packet.bytes,
-        MULTIFD_PACKET_FIXED_BYTES,
-        count,
-        normalPages,
-        this.#offsets,
-        WireLayout.qemu,
-        normalPages * QEMU_PAGE_SIZE,
-        ahead,
-      );
+      const wire = this.#wire;
+      wire.memory = this.#regions[block];
+      wire.count = count;
+      wire.normalCount = normalPages;
+      wire.aheadLength = ahead;
+      const got = readWirePages(wire);
+      // QEMU's rule rejects single offsets only (no order, no payload to check).
       if (typeof got !== "number") return packet.refuseOffset(got.reason === "offset" ? got.index : 0);
       if (ahead > 0) {
         if (got === ahead) this.#headerAhead = true;
