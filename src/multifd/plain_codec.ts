@@ -122,7 +122,7 @@ class PlainReceiveCodec implements ReceiveCodec {
   readonly #scan: PageScan;
   readonly #control = new ControlPackets();
   /** A DATA packet as the channel reads it (its offsets into that buffer, then the next header): refilled for each. */
-  readonly #wire: WirePacket;
+  readonly #wirePacket: WirePacket;
   /** The next packet's header is in place: read ahead with the last packet's pages. */
   #headerAhead = false;
 
@@ -135,7 +135,7 @@ class PlainReceiveCodec implements ReceiveCodec {
     this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#limits = { expectedPacketNumber: 0, pagesPerPacket: config.pagesPerPacket, pageSize: config.pageSize };
     this.#scan = new PageScan(region, config.pageSize);
-    this.#wire = {
+    this.#wirePacket = {
       memory: region,
       pageSize: config.pageSize,
       wire: packet,
@@ -159,13 +159,13 @@ class PlainReceiveCodec implements ReceiveCodec {
         const { normalPages, zeroPages } = header;
         // The offsets, the pages and the next header as one native call: a DATA packet is never
         // the last (END follows), and the sender waits for nothing before its next header.
-        const wire = this.#wire;
-        wire.count = normalPages + zeroPages;
-        wire.normalCount = normalPages;
-        wire.payloadBytes = header.payloadBytes;
-        const got = readWirePages(wire);
+        const wirePacket = this.#wirePacket;
+        wirePacket.count = normalPages + zeroPages;
+        wirePacket.normalCount = normalPages;
+        wirePacket.payloadBytes = header.payloadBytes;
+        const got = readWirePages(wirePacket);
         if (typeof got !== "number") {
-          refuseOffsets(got, wire.wire, PACKET_HEADER_BYTES, header, this.#pageSize, this.#region.size);
+          refuseOffsets(got, wirePacket.wire, PACKET_HEADER_BYTES, header, this.#pageSize, this.#region.size);
         }
         this.#headerAhead = got === PACKET_HEADER_BYTES;
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);

@@ -52,7 +52,7 @@ class QemuReceiveCodec implements ReceiveCodec {
   /** The next packet's header is in place: read ahead with the last packet's pages. */
   #headerAhead = false;
   /** The packet as the channel reads it (refilled for each). */
-  readonly #wire: WirePacket;
+  readonly #wirePacket: WirePacket;
   /** QEMU closed the channel right after the last packet (its read ahead found the end). */
   #ended = false;
 
@@ -62,7 +62,7 @@ class QemuReceiveCodec implements ReceiveCodec {
     this.#zeroFill = blocks.map((block) => new PageScan(block.region, QEMU_PAGE_SIZE));
     this.#packet = new MultifdPacketReader(blocks.map((block) => ({ name: block.name, size: block.region.size })));
     this.#headerAddresses = [addressOf(this.#packet.bytes)];
-    this.#wire = {
+    this.#wirePacket = {
       memory: this.#regions[0] ?? { address: 0, size: 0 },
       pageSize: QEMU_PAGE_SIZE,
       wire: this.#packet.bytes,
@@ -88,12 +88,12 @@ class QemuReceiveCodec implements ReceiveCodec {
       // The next packet's header comes with these pages (one native call per packet), except
       // after a SYNC: what follows it on this channel may wait for the barrier.
       const ahead = sync ? 0 : MULTIFD_PACKET_HEADER_BYTES;
-      const wire = this.#wire;
-      wire.memory = this.#regions[block];
-      wire.count = count;
-      wire.normalCount = normalPages;
-      wire.aheadLength = ahead;
-      const got = readWirePages(wire);
+      const wirePacket = this.#wirePacket;
+      wirePacket.memory = this.#regions[block];
+      wirePacket.count = count;
+      wirePacket.normalCount = normalPages;
+      wirePacket.aheadLength = ahead;
+      const got = readWirePages(wirePacket);
       // QEMU's rule rejects single offsets only (no order, no payload to check).
       if (typeof got !== "number") return packet.refuseOffset(got.reason === "offset" ? got.index : 0);
       if (ahead > 0) {
