@@ -121,6 +121,11 @@ export class QemuMigrationSender {
       void transfer.abort(aborted);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
+    /** Between set-up steps: an abort, or a Worker that failed, ends the send here. */
+    const throwIfEnded = () => {
+      const ended = aborted ?? transfer.failure;
+      if (ended) throw ended;
+    };
     // The channel Workers start while the files are mapped and the channels connect.
     const starting = transfer.startPool<ToSender, FromSender>(channels);
     starting.catch(() => {}); // awaited below, unless the transfer fails first
@@ -140,7 +145,7 @@ export class QemuMigrationSender {
       };
       // The main channel first: a 7.2 destination takes its first connection for it.
       main = await connect(connectOptions);
-      if (aborted) throw aborted;
+      throwIfEnded();
       await main.writev([state.subarray(0, headBytes)]);
       // Each channel is the transfer's once its opening is written (the array is shared with
       // it), so a failure or an abort half-way closes those already open.
@@ -149,9 +154,9 @@ export class QemuMigrationSender {
       for (let id = 0; id < channels; id++) {
         const channel = await connect(connectOptions);
         try {
-          if (aborted ?? transfer.failure) throw aborted ?? transfer.failure;
+          throwIfEnded();
           await channel.writev([encodeMultifdInit(id)]);
-          if (aborted ?? transfer.failure) throw aborted ?? transfer.failure;
+          throwIfEnded();
         } catch (error) {
           channel.close();
           throw error;
