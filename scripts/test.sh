@@ -70,6 +70,8 @@ rc=$?
 bun_pass=$(bun_count pass)
 bun_fail=$(bun_count fail)
 bun_skip=$(bun_count skip)
+# The failed tests by name, repeated in the summary: a CI log is often read from its end.
+bun_failed=$(plain | grep -E '^\(fail\) ' || true)
 bun_line="bun:  $bun_pass pass | $bun_fail fail | $bun_skip skip"
 if timed_out $rc; then bun_line="$bun_line | TIMED OUT after $bun_limit_s s (ZCMF_BUN_LIMIT_S)"; fi
 
@@ -80,12 +82,18 @@ deno_files=0
 deno_timed_out=""
 deno_no_result=""
 deno_skipped=""
+deno_failed=""
 for file in $files; do
   # --no-check: every Worker would be type-checked again at start-up (seconds each);
   # types are checked once by `deno check` (npm run check, CI).
   run_limited "$file_limit_s" "$bin/deno" test -A --no-check --v8-flags=--expose-gc "$file"
   rc=$?
-  [ $rc -eq 0 ] || status=1
+  if [ $rc -ne 0 ]; then
+    status=1
+    # Deno's FAILURES section lists each failed test as "name => file:line:column".
+    deno_failed="$deno_failed
+deno test $file failed (exit $rc)$(plain | sed -n '/^ *FAILURES *$/,$p' | grep -F ' => ' | sed 's/^/\n  /')"
+  fi
   if timed_out $rc; then
     echo "deno test $file: TIMED OUT after $file_limit_s s (ZCMF_FILE_LIMIT_S)" >&2
     deno_timed_out="$deno_timed_out $file"
@@ -113,6 +121,8 @@ fi
 echo "== summary =="
 echo "$bun_line"
 echo "$deno_line"
+[ -z "$bun_failed" ] || printf 'bun failed:\n%s\n' "$bun_failed"
+[ -z "$deno_failed" ] || printf '%s\n' "${deno_failed#?}"
 if [ $status -eq 0 ]; then echo "all tests passed under bun and deno"; else echo "TESTS FAILED" >&2; fi
 # Last, one line in the plain "N passed, N failed" form, both runtimes together (deno: its
 # steps, the node:test tests inside each describe, as bun counts them).
