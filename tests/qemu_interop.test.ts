@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   ChannelFailedError,
+  InvalidArgumentError,
   ProtocolError,
   QemuMigrationReceiver,
   QemuMigrationSender,
@@ -557,6 +558,31 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
 });
 
 describe("qemu-recv against strangers (no QEMU needed)", () => {
+  test("listen() resolves with the channel Workers ready; close() ends them, and one receive is all there is", async () => {
+    const receiver = await QemuMigrationReceiver.listen({ channels: 3 });
+    // Ready before QEMU connects (as QEMU's -incoming is): a migration started now waits for none to start.
+    assert.equal(WorkerPool.running, 3);
+    await receiver.close();
+    assert.equal(WorkerPool.running, 0);
+    await assert.rejects(receiver.receive(tmpdir()), InvalidArgumentError);
+    const refused = await new Promise<boolean>((resolve) => {
+      const socket = net.connect(receiver.port, "127.0.0.1", () => (socket.destroy(), resolve(false)));
+      socket.on("error", () => resolve(true));
+    });
+    assert.ok(refused, "the listener is closed");
+  });
+
+  test("a second receive() is refused while the first runs", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "qemu-recv-twice-"));
+    const receiver = await QemuMigrationReceiver.listen({ channels: 1 });
+    const receiving = receiver.receive(dir);
+    receiving.catch(() => {});
+    await assert.rejects(receiver.receive(dir), InvalidArgumentError);
+    await receiver.abort("test over");
+    await assert.rejects(receiving, TransferAbortedError);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   test("a connection that is neither QEMU channel fails the receive with a ProtocolError", async () => {
     const dir = mkdtempSync(join(tmpdir(), "qemu-recv-stranger-"));
     const receiver = await QemuMigrationReceiver.listen({ channels: 2 });

@@ -141,7 +141,7 @@ describe(`QEMU main channel parser against mutated streams (seed ${seed})`, () =
         blocks: (list: { name: string; bytes: number }[]) => {
           ram += list.reduce((sum, b) => sum + b.bytes, 0);
           assert.ok(ram <= MAX_RAM, `seed ${seed} stream ${i}: ${ram} bytes of RAM accepted`);
-          return Promise.resolve(list.map((b) => block(b.bytes)));
+          return list.map((b) => block(b.bytes));
         },
         barrier: () => Promise.resolve(),
       };

@@ -24,8 +24,8 @@ export interface RamBlockTarget {
 
 /** What the stream asks of its destination. */
 export interface MainStreamHandler {
-  /** START's block list, in QEMU's order (validated): resolves with where each block lands. */
-  blocks(list: { name: string; bytes: number }[]): Promise<RamBlockTarget[]>;
+  /** START's block list, in QEMU's order (validated): where each block lands. */
+  blocks(list: { name: string; bytes: number }[]): RamBlockTarget[];
   /** A multifd sync point: resolves once every channel has read its SYNC and may go on. */
   barrier(): Promise<void>;
 }
@@ -159,7 +159,7 @@ export async function readMainStream(
           list.push({ name, bytes });
           total -= bytes;
         }
-        const targets = await handler.blocks(list);
+        const targets = handler.blocks(list);
         list.forEach((block, i) => blocks.set(block.name, targets[i]));
         started = true;
         continue;

@@ -17,7 +17,7 @@
  */
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { ChannelClosedError, TimeoutError, TransferAbortedError } from "../errors.ts";
+import { ChannelClosedError, InvalidArgumentError, TimeoutError, TransferAbortedError } from "../errors.ts";
 import { listen, type Listener } from "../listener.ts";
 import { integerOption, timeoutMs } from "../options.ts";
 import { Region } from "../region.ts";
@@ -117,7 +117,10 @@ export class QemuMigrationReceiver {
   readonly #connectTimeoutMs: number;
   readonly #ioTimeoutMs: number;
   readonly #maxSize: number;
-  #transfer: Transfer | undefined;
+  /** The one receive's transfer and its channel Workers, started by {@link listen}. */
+  readonly #transfer: Transfer;
+  readonly #pool: WorkerPool<ToReceiver, FromReceiver>;
+  #receiving = false;
   #accepted: SocketChannel[] = [];
   /**
    * Why the receive failed when something besides the main stream ended it (abort(), a channel
@@ -129,11 +132,15 @@ export class QemuMigrationReceiver {
 
   private constructor(
     listener: Listener,
+    transfer: Transfer,
+    pool: WorkerPool<ToReceiver, FromReceiver>,
     channels: number,
     connectTimeoutMs: number,
     ioTimeoutMs: number,
     maxSize: number,
   ) {
+    this.#transfer = transfer;
+    this.#pool = pool;
     this.#maxSize = maxSize;
     this.#listener = listener;
     this.#channels = channels;
@@ -141,14 +148,29 @@ export class QemuMigrationReceiver {
     this.#ioTimeoutMs = ioTimeoutMs;
   }
 
-  /** Validates the options, then listens. */
+  /**
+   * Validates the options, listens, and starts the channel Workers: it resolves once they are
+   * ready, so a migration started after it finds the destination as ready as QEMU's own
+   * `-incoming` (a Worker's start takes tens of ms of CPU, which a migration already under
+   * way would wait for). Call {@link receive} next — or {@link close}, which the Workers keep
+   * the process alive until.
+   */
   static async listen(options: QemuReceiverOptions = {}): Promise<QemuMigrationReceiver> {
     const channels = integerOption("channels", options.channels, 2, 1, MAX_QEMU_CHANNELS);
     const connect = timeoutMs("connectTimeoutMs", options.connectTimeoutMs, 30_000, false);
     const io = timeoutMs("ioTimeoutMs", options.ioTimeoutMs, 60_000);
     const maxSize = integerOption("maxSize", options.maxSize, DEFAULT_MAX_REGION_BYTES, 0, Number.MAX_SAFE_INTEGER);
     const listener = await listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
-    return new QemuMigrationReceiver(listener, channels, connect, io, maxSize);
+    const transfer = new Transfer(channels, "none");
+    let pool: WorkerPool<ToReceiver, FromReceiver>;
+    try {
+      pool = await transfer.startPool<ToReceiver, FromReceiver>(channels);
+    } catch (error) {
+      listener.close();
+      await transfer.close();
+      throw error;
+    }
+    return new QemuMigrationReceiver(listener, transfer, pool, channels, connect, io, maxSize);
   }
 
   /** The port to give QEMU's `migrate` (`tcp:HOST:PORT`). */
@@ -166,23 +188,21 @@ export class QemuMigrationReceiver {
    * after `connectTimeoutMs`.
    */
   async receive(dir: string): Promise<QemuReceiveResult> {
-    mkdirSync(dir, { recursive: true });
+    if (this.#receiving) throw new InvalidArgumentError("a QemuMigrationReceiver receives one migration");
+    this.#receiving = true;
     let main: SocketChannel | undefined;
     const regions: Region[] = [];
-    const transfer = (this.#transfer = new Transfer(this.#channels, "none"));
-    // The channel Workers start now, while QEMU has yet to connect: ready when the pages come
-    // (as a QEMU destination is). They get their blocks once START has named them.
-    const starting = transfer.startPool<ToReceiver, FromReceiver>(this.#channels);
-    starting.catch(() => {}); // awaited below, unless the transfer fails first
+    const transfer = this.#transfer;
     try {
+      mkdirSync(dir, { recursive: true });
       const { mainChannel, fds, firstConnectionAt } = await this.#accept();
       main = mainChannel;
       transfer.adoptFds(fds);
       void this.#refuseLateChannels();
-      return await this.#run(new StreamReader(main), transfer, starting, dir, regions, firstConnectionAt);
+      return await this.#run(new StreamReader(main), transfer, dir, regions, firstConnectionAt);
     } catch (error) {
       const cause = this.#cause ?? error as Error;
-      await this.#transfer?.abort(cause);
+      await transfer.abort(cause);
       throw cause;
     } finally {
       main?.close();
@@ -200,7 +220,18 @@ export class QemuMigrationReceiver {
     const error = (this.#cause ??= new TransferAbortedError(reason));
     for (const channel of this.#accepted) channel.close();
     this.#listener.close();
-    await this.#transfer?.abort(error);
+    await this.#transfer.abort(error);
+  }
+
+  /**
+   * Stops listening and ends the channel Workers, when no {@link receive} was started (one
+   * that was closes everything as it ends; {@link abort} ends it early).
+   */
+  async close(): Promise<void> {
+    if (this.#receiving) return;
+    this.#receiving = true; // a receive after close() fails at once
+    this.#listener.close();
+    await this.#transfer.close();
   }
 
   /**
@@ -295,7 +326,7 @@ export class QemuMigrationReceiver {
       this.#cause ??= cause;
       for (const accepted of this.#accepted) accepted.close();
       // The receive awaits this same teardown (abort returns it) and reports what it throws.
-      this.#transfer?.abort(this.#cause).catch(() => {});
+      this.#transfer.abort(this.#cause).catch(() => {});
       return;
     }
   }
@@ -304,15 +335,14 @@ export class QemuMigrationReceiver {
   async #run(
     stream: StreamReader,
     transfer: Transfer,
-    starting: Promise<WorkerPool<ToReceiver, FromReceiver>>,
     dir: string,
     regions: Region[],
     started: number,
   ): Promise<QemuReceiveResult> {
     const order: QemuRamBlock[] = [];
-    let pool: WorkerPool<ToReceiver, FromReceiver> | undefined;
+    const pool = this.#pool;
     const handler: MainStreamHandler = {
-      blocks: async (list) => {
+      blocks: (list) => {
         for (const { name, bytes } of list) {
           const file = join(dir, `${name.replaceAll("/", "_")}.ram`);
           rmSync(file, { force: true });
@@ -321,13 +351,12 @@ export class QemuMigrationReceiver {
           transfer.holdRegion(region);
           order.push({ name, bytes, file });
         }
-        pool = await starting;
         this.#startChannels(pool, transfer, order, regions, started);
         return regions.map(zeroFillable);
       },
       // QEMU's multifd_recv_sync_main: every channel has read its SYNC; then all go on.
       barrier: async () => {
-        await pool!.all("sync");
+        await pool.all("sync");
         transfer.rounds++;
         Atomics.add(transfer.state.control, Control.BARRIER, 1);
         Atomics.notify(transfer.state.control, Control.BARRIER);
@@ -337,7 +366,7 @@ export class QemuMigrationReceiver {
       maxRamBytes: this.#maxSize,
       maxStateBytes: MAX_DEVICE_STATE_BYTES,
     });
-    await pool!.all("ended");
+    await pool.all("ended");
     transfer.stopClock();
     for (const region of regions) region.sync();
     const stats = transfer.stats(false);
