@@ -125,6 +125,16 @@ export class Listener {
     }
   }
 
+  /**
+   * Starts what waiting for a connection needs (the reactor's helper Worker, tens of ms)
+   * ahead of the first {@link accept}, so that a connection arriving right after is taken
+   * at once. The listener holds it until closed.
+   */
+  async prepare(): Promise<void> {
+    if (this.#closed) throw new ChannelClosedError("listener is closed");
+    await this.#waits.ready();
+  }
+
   /** Whether {@link close} was called. */
   get closed(): boolean {
     return this.#closed;

@@ -50,6 +50,16 @@ export class Reactor {
     this.#holders++;
   }
 
+  /** @internal Whether the helper Worker runs (started, not stopped). For tests. */
+  get running(): boolean {
+    return this.#worker !== undefined;
+  }
+
+  /** Resolves once the helper Worker runs (starting it if needed): a wait after it starts at once. */
+  ready(): Promise<void> {
+    return this.#start();
+  }
+
   /** The inverse of retain; the Worker stops when nobody holds it and nothing waits. */
   release(): void {
     this.#holders--;
@@ -165,16 +175,26 @@ export class FdWaits {
   constructor(readonly fd: number) {}
 
   async wait(events: number, timeoutMs: number): Promise<number> {
+    const reactor = this.#hold();
+    this.#inFlight++;
+    try {
+      return await reactor.wait(this.fd, events, timeoutMs);
+    } finally {
+      if (--this.#inFlight === 0 && this.#closeWhenIdle) this.#close();
+    }
+  }
+
+  /** Holds the reactor for this fd and resolves once it runs, ahead of a first wait. */
+  ready(): Promise<void> {
+    return this.#hold().ready();
+  }
+
+  #hold(): Reactor {
     if (!this.#reactor) {
       this.#reactor = Reactor.shared;
       this.#reactor.retain();
     }
-    this.#inFlight++;
-    try {
-      return await this.#reactor.wait(this.fd, events, timeoutMs);
-    } finally {
-      if (--this.#inFlight === 0 && this.#closeWhenIdle) this.#close();
-    }
+    return this.#reactor;
   }
 
   /**

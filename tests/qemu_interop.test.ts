@@ -28,6 +28,7 @@ import { qemuAvailable, type QemuDestination, startQemuDestination, startQemuSou
 import { requirement } from "./helpers/preconditions.ts";
 import { encodeMultifdInit } from "../src/qemu/wire.ts";
 import { WorkerPool } from "../src/multifd/worker_pool.ts";
+import { Reactor } from "../src/reactor.ts";
 
 const SIZE = 64 * 2 ** 20;
 // Whatever a test did, success or failure, no channel Worker may be left running after it
@@ -562,6 +563,7 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
     const receiver = await QemuMigrationReceiver.listen({ channels: 3 });
     // Ready before QEMU connects (as QEMU's -incoming is): a migration started now waits for none to start.
     assert.equal(WorkerPool.running, 3);
+    assert.equal(Reactor.shared.running, true, "the reactor too, which the accepts and the main channel wait through");
     await receiver.close();
     assert.equal(WorkerPool.running, 0);
     await assert.rejects(receiver.receive(tmpdir()), InvalidArgumentError);

@@ -149,8 +149,9 @@ export class QemuMigrationReceiver {
   }
 
   /**
-   * Validates the options, listens, and starts the channel Workers: it resolves once they are
-   * ready, so a migration started after it finds the destination as ready as QEMU's own
+   * Validates the options, listens, and starts the channel Workers (and the reactor's, through
+   * which the main channel is read): it resolves once they are ready, so a migration started
+   * after it finds the destination as ready as QEMU's own
    * `-incoming` (a Worker's start takes tens of ms of CPU, which a migration already under
    * way would wait for). Call {@link receive} next — or {@link close}, which the Workers keep
    * the process alive until.
@@ -164,7 +165,8 @@ export class QemuMigrationReceiver {
     const transfer = new Transfer(channels, "none");
     let pool: WorkerPool<ToReceiver, FromReceiver>;
     try {
-      pool = await transfer.startPool<ToReceiver, FromReceiver>(channels);
+      // The accepts and the main stream's reads wait through the reactor: its Worker too.
+      [pool] = await Promise.all([transfer.startPool<ToReceiver, FromReceiver>(channels), listener.prepare()]);
     } catch (error) {
       listener.close();
       await transfer.close();
