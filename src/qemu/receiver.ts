@@ -149,12 +149,12 @@ export class QemuMigrationReceiver {
   }
 
   /**
-   * Validates the options, listens, and starts the channel Workers (and the reactor's, through
-   * which the main channel is read): it resolves once they are ready, so a migration started
-   * after it finds the destination as ready as QEMU's own
-   * `-incoming` (a Worker's start takes tens of ms of CPU, which a migration already under
-   * way would wait for). Call {@link receive} next — or {@link close}, which the Workers keep
-   * the process alive until.
+   * Validates the options, listens, and starts the channel Workers and the reactor's (through
+   * which the connections are accepted and the main channel is read): it resolves once they
+   * run, so a migration started after it finds the destination as ready as QEMU's own
+   * `-incoming` (a Worker's start takes tens of ms of CPU, which a migration already under way
+   * would wait for). Call {@link receive} next, or {@link close}: until one of them ends, the
+   * Workers keep the process alive.
    */
   static async listen(options: QemuReceiverOptions = {}): Promise<QemuMigrationReceiver> {
     const channels = integerOption("channels", options.channels, 2, 1, MAX_QEMU_CHANNELS);
