@@ -9,6 +9,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  ChannelClosedError,
   ChannelFailedError,
   InvalidArgumentError,
   ProtocolError,
@@ -559,19 +560,23 @@ describe("migrate.ts qemu-recv and qemu-send", () => {
 });
 
 describe("qemu-recv against strangers (no QEMU needed)", () => {
-  test("listen() resolves with the channel Workers ready; close() ends them, and one receive is all there is", async () => {
+  test("listen() resolves with the channel Workers ready; close() ends them, and no receive follows", async () => {
     const receiver = await QemuMigrationReceiver.listen({ channels: 3 });
     // Ready before QEMU connects (as QEMU's -incoming is): a migration started now waits for none to start.
     assert.equal(WorkerPool.running, 3);
     assert.equal(Reactor.shared.running, true, "the reactor too, which the accepts and the main channel wait through");
     await receiver.close();
     assert.equal(WorkerPool.running, 0);
-    await assert.rejects(receiver.receive(tmpdir()), InvalidArgumentError);
+    await assert.rejects(receiver.receive(tmpdir()), ChannelClosedError);
     const refused = await new Promise<boolean>((resolve) => {
       const socket = net.connect(receiver.port, "127.0.0.1", () => (socket.destroy(), resolve(false)));
       socket.on("error", () => resolve(true));
     });
     assert.ok(refused, "the listener is closed");
+    const aborted = await QemuMigrationReceiver.listen({ channels: 1 });
+    await aborted.abort("not wanted");
+    assert.equal(WorkerPool.running, 0);
+    await assert.rejects(aborted.receive(tmpdir()), TransferAbortedError);
   });
 
   test("a second receive() is refused while the first runs", async () => {

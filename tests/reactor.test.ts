@@ -1,6 +1,6 @@
 // The reactor (src/reactor.ts): one helper Worker per process polls every fd an async
 // operation waits on. It runs while something holds it — a listener made ready, a channel
-// that waited — and stops when the last holder closes, so it never keeps a process alive.
+// that waited — and stops when the last holder closes: it keeps no process alive then.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ChannelClosedError, connect, listen } from "../mod.ts";

@@ -190,6 +190,10 @@ export class QemuMigrationReceiver {
    * after `connectTimeoutMs`.
    */
   async receive(dir: string): Promise<QemuReceiveResult> {
+    // After close() (or abort()) no receive can start: its Workers are gone.
+    if (this.#listener.closed && !this.#receiving) {
+      throw this.#cause ?? new ChannelClosedError("the receiver is closed");
+    }
     if (this.#receiving) throw new InvalidArgumentError("a QemuMigrationReceiver receives one migration");
     this.#receiving = true;
     let main: SocketChannel | undefined;
@@ -231,8 +235,7 @@ export class QemuMigrationReceiver {
    */
   async close(): Promise<void> {
     if (this.#receiving) return;
-    this.#receiving = true; // a receive after close() fails at once
-    this.#listener.close();
+    this.#listener.close(); // a receive after it fails at once
     await this.#transfer.close();
   }
 
