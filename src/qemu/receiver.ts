@@ -190,11 +190,9 @@ export class QemuMigrationReceiver {
    * after `connectTimeoutMs`.
    */
   async receive(dir: string): Promise<QemuReceiveResult> {
-    // After close() (or abort()) no receive can start: its Workers are gone.
-    if (this.#listener.closed && !this.#receiving) {
-      throw this.#cause ?? new ChannelClosedError("the receiver is closed");
-    }
     if (this.#receiving) throw new InvalidArgumentError("a QemuMigrationReceiver receives one migration");
+    // After close() (or abort()) no receive can start: its Workers are gone.
+    if (this.#listener.closed) throw this.#cause ?? new ChannelClosedError("the receiver is closed");
     this.#receiving = true;
     let main: SocketChannel | undefined;
     const regions: Region[] = [];
