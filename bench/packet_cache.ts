@@ -76,6 +76,7 @@ async function main(): Promise<number> {
   let next = 0;
   let header: Uint8Array | undefined;
   const outcome = new Float64Array(5);
+  const runOutcome = new Float64Array(8);
   const input: PacketInput = {
     read: (addresses, lengths) => {
       if (lengths.length === 1 && lengths[0] === MULTIFD_PACKET_HEADER_BYTES) {
@@ -109,6 +110,13 @@ async function main(): Promise<number> {
       );
       if (aheadLength > 0) wire.set(packets[next++ % count].subarray(0, aheadLength));
       return aheadLength;
+    },
+    // A run of data packets, the same way: its first packet's decode and a recvmsg that fails,
+    // then the next header in place (each call one packet, as without runs).
+    readWireRun: ({ memory, pageSize, wire, offsets }, run) => {
+      native.zc_recv_wire_run(-1, memory.address, memory.size, pageSize, wire, run.rule, offsets, 0, 0, runOutcome);
+      wire.set(packets[next++ % count]);
+      return MULTIFD_PACKET_HEADER_BYTES;
     },
   };
   const from = new Uint8Array(evictBytes).fill(1);

@@ -115,6 +115,24 @@ export interface WirePacket {
 }
 
 /**
+ * @internal A run of data packets as {@link SocketChannel.readWireRunSync} reads them in one
+ * native call: the rule by which a packet's header continues the run (u32 words,
+ * zig/transfer.zig `RunRule`: header bytes, where its offsets start, the bytes [from, to) a
+ * following header may change, where its counts of pages with data and of zero pages are, the
+ * most pages a packet may list, the most packets a call receives), and what the last call got.
+ */
+export interface WireRun {
+  readonly rule: Uint32Array;
+  /** Packets whose pages all arrived in the last call, their pages with data and their zero pages (zero-filled). */
+  packets: number;
+  normalPages: number;
+  zeroPages: number;
+}
+
+/** The words of a {@link WireRun}'s rule. */
+export const WIRE_RUN_RULE_WORDS = 8;
+
+/**
  * @internal What broke a packet's offset rules in {@link SocketChannel.readWirePagesSync}:
  * offset `index` itself, data page `index` listed as a zero page too, or pages that do not
  * hold the header's payload bytes.
@@ -166,6 +184,8 @@ export class SocketChannel {
    * read ahead, the offsets' decode result, offset bytes received.
    */
   readonly #pagesOutcome = new Float64Array(5);
+  /** What the last zc_recv_wire_run wrote (its outcome, zig/transfer.zig). */
+  readonly #runOutcome = new Float64Array(8);
   readonly #waits: FdWaits;
   #closed = false;
   #writeTail: Promise<unknown> = Promise.resolve();
@@ -440,6 +460,72 @@ export class SocketChannel {
       else if (!pagesDone) this.#fullResult("read", rc, offsetBytes + received, offsetBytes + asked);
       else this.#fullResult("read", rc, offsetBytes + received + ahead, offsetBytes + asked + aheadLength);
       if (!pagesDone || (ahead > 0 && ahead < aheadLength)) {
+        throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
+      }
+      return ahead;
+    } finally {
+      this.#end("read");
+    }
+  }
+
+  /**
+   * @internal A run of data packets of QEMU's layout ({@link WireLayout.qemu}) in one native
+   * call (zc_recv_wire_run): the first header is in `packet.wire`, validated by the caller;
+   * each packet's offsets are decoded and checked, its pages with data read into `memory`
+   * (faulted in first with `populate`), its zero pages zero-filled, and the next header read
+   * into `wire`, for as long as that header continues the run by `run.rule` (every byte the
+   * caller validated unchanged, its counts within the limit), at most the rule's packet count.
+   * `run` gets the packets received and their pages. Returns the bytes of the header read
+   * after the last packet — one the caller must parse — or 0 when the peer ended the stream
+   * between packets, or the offset that broke the rule (in the header then in `wire`; nothing
+   * more read). The peer ending the stream anywhere else throws ChannelClosedError; other
+   * errors as {@link readFullSync}'s.
+   */
+  readWireRunSync(packet: WirePacket, run: WireRun, populate: boolean): number | WirePagesRejection {
+    const { memory, wire, offsets } = packet;
+    const rule = run.rule;
+    if (!this.#quietErrorQueue) {
+      throw new InvalidArgumentError("readWireRunSync: flush this channel's zero-copy sends first");
+    }
+    const [headerBytes, , , , , , maxCount] = rule;
+    if (rule.length !== WIRE_RUN_RULE_WORDS || wire.length < headerBytes || offsets.length < maxCount) {
+      throw new InvalidArgumentError(
+        `readWireRunSync: a rule of ${rule.length} words for ${headerBytes}-byte headers of up to ${maxCount} ` +
+          `pages, with ${wire.length} bytes of header and room for ${offsets.length} offsets`,
+      );
+    }
+    this.#begin("read");
+    try {
+      const outcome = this.#runOutcome;
+      const rc = native.zc_recv_wire_run(
+        this.#fd,
+        memory.address,
+        memory.size,
+        packet.pageSize,
+        wire,
+        rule,
+        offsets,
+        populate ? 1 : 0,
+        this.#ioTimeoutMs,
+        outcome,
+      );
+      const [received, asked, ahead, decoded, bytes, packets, normalPages, zeroPages] = outcome;
+      run.packets = packets;
+      run.normalPages = normalPages;
+      run.zeroPages = zeroPages;
+      if (rc === FullResult.invalidOffset) {
+        this.#bytesRead += bytes;
+        return { reason: "offset", index: decoded };
+      }
+      if (rc === -Errno.EINVAL && bytes === 0 && packets === 0 && asked === 0) {
+        throw new InvalidArgumentError(
+          "readWireRunSync: a memory size, page size, rule or first header that is not valid",
+        );
+      }
+      // A timeout or an error counts what its step was missing: the pages, or the next header.
+      const pagesDone = received === asked;
+      this.#fullResult("read", rc, bytes, bytes + (pagesDone ? headerBytes - ahead : asked - received));
+      if (!pagesDone || (ahead > 0 && ahead < headerBytes)) {
         throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
       }
       return ahead;

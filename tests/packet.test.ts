@@ -65,6 +65,9 @@ function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
       read([addressOf(wire)], [aheadLength]);
       return aheadLength;
     },
+    readWireRun: () => {
+      throw new Error("the module's formats read no runs of packets (QEMU's: qemu_codec.test.ts)");
+    },
     left: () => stream.length - position,
   };
 }

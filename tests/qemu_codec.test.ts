@@ -1,7 +1,8 @@
 // QEMU's receive codec (src/qemu/qemu_codec.ts) over a real loopback socket: one native call
-// per packet that also reads the next header ahead — never after a SYNC, whose next packet
-// may come only once every channel reached the barrier — and the end of the channel found by
-// that read ahead. Each test writes what the reads need before reading (it fits the socket
+// per run of data packets, each packet's next header read ahead with its pages — never after
+// a SYNC, whose next packet may come only once every channel reached the barrier — the run
+// going on while a header repeats every field the codec validated, and the end of the channel
+// found by that read ahead. Each test writes what the reads need before reading (it fits the socket
 // buffers), so a read ahead that should not happen fails on the channel's short I/O timeout.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -28,6 +29,7 @@ function inputOf(channel: SocketChannel): PacketInput {
       return true;
     },
     readWirePages: (packet) => channel.readWirePagesSync(packet, false),
+    readWireRun: (packet, run) => channel.readWireRunSync(packet, run, false),
   };
 }
 
@@ -70,7 +72,8 @@ describe("QEMU receive codec", () => {
   test("reads each packet's next header with its pages, but not after a SYNC; the end found by the read ahead", async () => {
     await withCodec(async (next, client, region) => {
       await client.writev([...packet([0, 1], 0), ...packet([5], 1, { sync: true })]);
-      assert.deepEqual(next(), { kind: "data", normalPages: 2, zeroPages: 0, payloadBytes: 2 * QEMU_PAGE_SIZE });
+      const data = { kind: "data", packets: 1, normalPages: 2, zeroPages: 0, payloadBytes: 2 * QEMU_PAGE_SIZE };
+      assert.deepEqual(next(), data); // the run ends at the SYNC's header
       // A read ahead after this SYNC would wait for bytes that are not there: TimeoutError after 500 ms.
       assert.deepEqual(next(), { kind: "sync", syncNumber: 0, normalPages: 1, payloadBytes: QEMU_PAGE_SIZE });
       assert.deepEqual(region.view(0, 2 * QEMU_PAGE_SIZE), pageData([0, 1]));
@@ -87,15 +90,73 @@ describe("QEMU receive codec", () => {
   test("zero pages listed in a packet (QEMU ≥ 9.0) are zeroed after the read ahead overwrote the header", async () => {
     await withCodec(async (next, client, region) => {
       region.view().fill(0xff);
-      await client.writev([...packet([2, 3, 7], 0, { zero: 2 }), ...packet([4], 1)]);
-      assert.deepEqual(next(), { kind: "data", normalPages: 1, zeroPages: 2, payloadBytes: QEMU_PAGE_SIZE });
-      assert.deepEqual(region.view(2 * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE), pageData([2]));
-      assert.ok(region.view(3 * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE).every((b) => b === 0), "page 3 zeroed");
-      assert.ok(region.view(7 * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE).every((b) => b === 0), "page 7 zeroed");
+      // The second packet lists pages 3 and 7 again, with data: the first's zero-fill came before it.
+      await client.writev([...packet([2, 3, 7], 0, { zero: 2 }), ...packet([4, 6], 1, { zero: 1 })]);
       client.close();
-      assert.equal(next().kind, "data");
+      const run = { kind: "data", packets: 2, normalPages: 2, zeroPages: 3, payloadBytes: 2 * QEMU_PAGE_SIZE };
+      assert.deepEqual(next(), run);
+      assert.deepEqual(next(), { kind: "end" });
+      assert.deepEqual(region.view(2 * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE), pageData([2]));
       assert.deepEqual(region.view(4 * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE), pageData([4]));
+      for (const zero of [3, 6, 7]) {
+        assert.ok(region.view(zero * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE).every((b) => b === 0), `page ${zero} zeroed`);
+      }
       assert.ok(region.view(5 * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE).every((b) => b === 0xff), "page 5 untouched");
+    });
+  });
+
+  test("a run goes on while headers repeat the validated fields; any other header is parsed on its own", async () => {
+    await withCodec(async (next, client, region) => {
+      // An unused byte changed: the run stops there, the codec's parse accepts the header, and
+      // a run of headers like it follows.
+      const [unusedChanged, followsIt] = [packet([8], 3), packet([9], 7)];
+      unusedChanged[0][40] = followsIt[0][40] = 1;
+      await client.writev([...packet([0], 0), ...packet([1, 2], 1), ...packet([3], 2), ...unusedChanged]);
+      await client.writev([...followsIt, ...packet([10, 11], 4, { sync: true })]);
+      const one = (packets: number, pages: number) => ({
+        kind: "data",
+        packets,
+        normalPages: pages,
+        zeroPages: 0,
+        payloadBytes: pages * QEMU_PAGE_SIZE,
+      });
+      assert.deepEqual(next(), one(3, 4)); // packet numbers and counts may change within a run
+      assert.deepEqual(next(), one(2, 2)); // the changed header starts a run of its own
+      assert.deepEqual(next(), { kind: "sync", syncNumber: 0, normalPages: 2, payloadBytes: 2 * QEMU_PAGE_SIZE });
+      // Each packet's first page (pageData of a packet starts with that of its first page alone).
+      for (const page of [0, 1, 3, 8, 9, 10]) {
+        assert.deepEqual(region.view(page * QEMU_PAGE_SIZE, QEMU_PAGE_SIZE), pageData([page]), `page ${page}`);
+      }
+    });
+  });
+
+  test("a run stops at a header whose counts or flags the codec refuses: ProtocolError, its pages not read", async () => {
+    const cases: [string, (header: DataView) => void][] = [
+      ["qemu.packet.normalPages", (h) => h.setUint32(32, 128)], // normal + zero pages > pages_alloc
+      ["qemu.packet.flags", (h) => h.setUint32(8, 1 << 1)], // compression
+      ["qemu.packet.ramBlock", (h) => h.setUint8(64, "x".charCodeAt(0))], // another block's name
+    ];
+    for (const [field, spoil] of cases) {
+      await withCodec(async (next, client, region) => {
+        region.view().fill(0xee);
+        const bad = packet([1], 1);
+        spoil(new DataView(bad[0].buffer));
+        await client.writev([...packet([0], 0), ...bad]);
+        assert.equal(next().kind, "data");
+        assert.throws(next, (e) => e instanceof ProtocolError && e.field === field, field);
+        assert.ok(region.view(QEMU_PAGE_SIZE).every((b) => b === 0xee), `${field}: nothing past page 0 written`);
+      });
+    }
+  });
+
+  test("a run returns after 64 packets, so the channel's counters and abort check keep up", async () => {
+    await withCodec(async (next, client) => {
+      const packets = Array.from({ length: 70 }, (_, i) => packet([i % PAGES], i)).flat();
+      await client.writev(packets);
+      client.close();
+      assert.equal((next() as { packets: number }).packets, 64);
+      assert.equal((next() as { packets: number }).packets, 6);
+      assert.deepEqual(next(), { kind: "end" });
     });
   });
 
@@ -105,7 +166,7 @@ describe("QEMU receive codec", () => {
       const bad = packet([1], 1)[0];
       new DataView(bad.buffer).setBigUint64(320, BigInt(PAGES * QEMU_PAGE_SIZE)); // one page past the block
       await client.writev([...packet([0], 0), bad, pageData([1])]);
-      assert.equal(next().kind, "data");
+      // The header continues the run (its fixed part is the first's): the run itself finds the offset.
       assert.throws(
         next,
         (e) => e instanceof ProtocolError && e.message.includes(`${PAGES * QEMU_PAGE_SIZE} is not a page of block`),

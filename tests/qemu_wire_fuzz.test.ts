@@ -1,7 +1,10 @@
 // QEMU's multifd packets and channel openings from a hostile peer: 100,000 mutations of
 // valid `MultiFDPacket_t` headers and 20,000 of `MultiFDInit_t`s. Every input is either
 // refused with a ProtocolError or accepted with offsets that are page-aligned pages inside
-// the named RAM block (so nothing is ever written outside a block). The seed is printed;
+// the named RAM block (so nothing is ever written outside a block). And 100,000 headers
+// after a valid one: the native receive takes a header as part of a run of data packets
+// (zig/transfer.zig zc_wire_run_continues) exactly when the parser would accept it for the
+// same block. The seed is printed;
 // reproduce a run with ZCMF_FUZZ_SEED=<seed>.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -10,12 +13,16 @@ import { ProtocolError } from "../mod.ts";
 import {
   encodeMultifdInit,
   encodeMultifdPacket,
+  MULTIFD_PACKET_HEADER_BYTES,
+  MULTIFD_PACKET_PER_PACKET_FIELDS,
   MULTIFD_PAGES_PER_PACKET,
   MultifdPacketReader,
   parseMultifdInit,
   parseMultifdPacket,
   QEMU_PAGE_SIZE,
 } from "../src/qemu/wire.ts";
+import { native } from "../ffi/mod.ts";
+import { qemuRunRule, RULE_MAX_PAGES } from "../src/qemu/qemu_codec.ts";
 import { Rng } from "./helpers/rng.ts";
 
 const seed = Number(process.env.ZCMF_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -77,6 +84,44 @@ describe(`QEMU multifd parsers against mutated input (seed ${seed})`, () => {
       }
     }
     assert.ok(accepted > 10_000, `only ${accepted} accepted: the mutations are not exploring`);
+  });
+
+  test("100,000 headers after a valid one: a run goes on exactly when the parser accepts it for the same block", () => {
+    const rng = new Rng(seed + 2);
+    const rule = qemuRunRule();
+    const { from, to } = MULTIFD_PACKET_PER_PACKET_FIELDS;
+    const first = new MultifdPacketReader(BLOCK_LIST);
+    const next = new MultifdPacketReader(BLOCK_LIST);
+    let continued = 0;
+    for (let i = 0; i < 100_000; i++) {
+      // A run starts at a data packet with pages and no SYNC, validated (qemu_codec.ts).
+      let start;
+      do start = validPacket(rng); while (start[19] === 0 || start[11] !== 0);
+      first.bytes.set(start);
+      first.parseFixed();
+      rule[RULE_MAX_PAGES] = first.pagesAlloc;
+      // The header after it: a mutation of the same packet (counts, numbers…) or of another.
+      const header = new Uint8Array(MULTIFD_PACKET_HEADER_BYTES);
+      header.set(mutate(rng, rng.chance(0.7) ? start : validPacket(rng)));
+      const continues = native.zc_wire_run_continues(rule, first.bytes, header);
+      next.bytes.set(header);
+      let count = -1;
+      try {
+        count = next.parseFixed();
+      } catch (error) {
+        assert.ok(error instanceof ProtocolError, `seed ${seed} input ${i}: ${error}`);
+      }
+      const fixedSame = header.subarray(0, from).every((b, at) => b === first.bytes[at]) &&
+        header.subarray(to, 320).every((b, at) => b === first.bytes[to + at]);
+      const view = new DataView(header.buffer);
+      const pages = view.getUint32(16) + view.getUint32(32);
+      assert.equal(continues, fixedSame && pages >= 1 && pages <= first.pagesAlloc ? 1 : 0, `seed ${seed} input ${i}`);
+      if (continues === 1) {
+        continued++;
+        assert.ok(count > 0 && next.block === first.block && next.flags === first.flags, `seed ${seed} input ${i}`);
+      }
+    }
+    assert.ok(continued > 10_000, `only ${continued} headers continued a run: the mutations are not exploring`);
   });
 
   test("20,000 channel openings: a ProtocolError, or a channel id below the channel count", () => {

@@ -246,3 +246,117 @@ describe("readWirePagesSync", () => {
     });
   });
 });
+
+describe("readWireRunSync", () => {
+  // A layout of this test's own (zig/ knows no format): 64-byte headers, counts of pages with
+  // data and of zero pages as big-endian u32 at 4 and 8 — the only bytes of the fixed part
+  // that may change within a run, with a packet number at 12 — offsets from byte 16.
+  const rule = (maxPackets = 8) => Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 6, maxPackets);
+  const header = (offsets: number[], normal: number, tag = 7, number = 0) => {
+    const wire = wireHeader(HEADER_BYTES, AT, offsets);
+    const view = new DataView(wire.buffer);
+    view.setUint32(0, tag);
+    view.setUint32(4, normal);
+    view.setUint32(8, offsets.length - normal);
+    view.setUint32(12, number);
+    return wire;
+  };
+  const run = (maxPackets?: number) => ({ rule: rule(maxPackets), packets: 0, normalPages: 0, zeroPages: 0 });
+
+  test("receives packets while their headers continue the first; the first other header comes back", async () => {
+    await withRegionAndPair(8 * PAGE, async (region, pair) => {
+      region.view().fill(0xee);
+      const first = header([0, 5 * PAGE], 1); // page 5: a zero page
+      const second = header([PAGE, 2 * PAGE, 3 * PAGE], 3, 7, 1);
+      const other = header([4 * PAGE], 1, 8); // another tag: not part of the run
+      const data = [pageBytes([0], PAGE, 8 * PAGE), pageBytes([PAGE, 2 * PAGE, 3 * PAGE], PAGE, 8 * PAGE)];
+      await pair.client.writev([data[0], second, data[1], other]);
+      const packet = wirePacket(region, { wire: first });
+      const got = run();
+      const before = pair.server.stats.bytesRead;
+      assert.equal(pair.server.readWireRunSync(packet, got, true), HEADER_BYTES);
+      assert.deepEqual([got.packets, got.normalPages, got.zeroPages], [2, 4, 1]);
+      assert.equal(pair.server.stats.bytesRead - before, 4 * PAGE + 2 * HEADER_BYTES);
+      assert.deepEqual(packet.wire, other, "the header that ended the run is in the wire buffer");
+      assert.deepEqual(region.view(0, PAGE), data[0]);
+      assert.deepEqual(region.view(PAGE, 3 * PAGE), data[1]);
+      assert.ok(region.view(5 * PAGE, PAGE).every((b) => b === 0), "the zero page zeroed");
+      for (const untouched of [4, 6, 7]) {
+        assert.ok(region.view(untouched * PAGE, PAGE).every((b) => b === 0xee), `page ${untouched} untouched`);
+      }
+    });
+  });
+
+  test("stops after the rule's packet count, at the end of the stream, and at counts beyond the limit", async () => {
+    await withRegionAndPair(8 * PAGE, async (region, pair) => {
+      const page = pageBytes([0], PAGE, 8 * PAGE);
+      const tooMany = header([0, 0, 0, 0, 0, 0], 6);
+      new DataView(tooMany.buffer).setUint32(8, 1); // 6 + 1 pages listed, 6 allowed
+      await pair.client.writev([page, header([0], 1), page, header([0], 1), page, tooMany]);
+      const got = run(2);
+      assert.equal(pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false), HEADER_BYTES);
+      assert.equal(got.packets, 2, "the rule's packet count");
+      const wire = header([0], 1);
+      assert.equal(pair.server.readWireRunSync(wirePacket(region, { wire }), got, false), HEADER_BYTES);
+      assert.deepEqual([got.packets, wire], [1, tooMany], "a header listing more pages than allowed ends the run");
+      await pair.client.writev([page]);
+      pair.client.close();
+      assert.equal(pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false), 0);
+      assert.equal(got.packets, 1, "the end of the stream between packets");
+    });
+  });
+
+  test("an offset outside the memory in a later header: rejected by index, its pages not read", async () => {
+    await withRegionAndPair(4 * PAGE, async (region, pair) => {
+      region.view().fill(0x5a);
+      const page = pageBytes([0], PAGE, 4 * PAGE);
+      await pair.client.writev([page, header([PAGE, 4 * PAGE], 2), patternBytes(2 * PAGE, 1)]);
+      const got = run();
+      const result = pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false);
+      assert.deepEqual([result, got.packets], [{ reason: "offset", index: 1 }, 1]);
+      assert.deepEqual(region.view(0, PAGE), page);
+      assert.ok(region.view(PAGE).every((b) => b === 0x5a), "nothing of the rejected packet written");
+      const rest = new Uint8Array(2 * PAGE);
+      assert.equal(pair.server.readFullSync(rest), rest.length, "its pages are still in the socket");
+    });
+  });
+
+  test("the peer ending the stream inside a later packet's pages: ChannelClosedError", async () => {
+    await withRegionAndPair(4 * PAGE, async (region, pair) => {
+      const page = pageBytes([0], PAGE, 4 * PAGE);
+      await pair.client.writev([page, header([PAGE, 2 * PAGE], 2), page]);
+      pair.client.close();
+      const read = () => pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), run(), false);
+      assert.throws(read, ChannelClosedError);
+    });
+  });
+
+  test("a rule that is not valid, or a first header listing more than it allows: InvalidArgumentError, nothing read", async () => {
+    await withRegionAndPair(4 * PAGE, async (region, pair) => {
+      await pair.client.writev([new Uint8Array(10)]);
+      const invalid = [
+        Uint32Array.of(HEADER_BYTES, AT, 4, 20, 4, 8, 6, 8), // varying bytes past the offsets' start
+        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 14, 8, 6, 8), // a count not inside the varying bytes
+        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 7, 8), // 7 offsets do not fit in the header
+        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 6, 0), // no packet per call
+        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8), // too few words
+      ];
+      for (const words of invalid) {
+        const got = { rule: words, packets: 0, normalPages: 0, zeroPages: 0 };
+        assert.throws(
+          () => pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false),
+          InvalidArgumentError,
+          `rule ${words}`,
+        );
+      }
+      const overfull = header([0, 0, 0, 0, 0, 0], 6);
+      new DataView(overfull.buffer).setUint32(8, 1);
+      assert.throws(
+        () => pair.server.readWireRunSync(wirePacket(region, { wire: overfull }), run(), false),
+        InvalidArgumentError,
+      );
+      const rest = new Uint8Array(10);
+      assert.equal(pair.server.readFullSync(rest), 10, "nothing was consumed from the socket");
+    });
+  });
+});

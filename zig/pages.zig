@@ -184,9 +184,14 @@ export fn zc_zero_pages(base_number: sys.Number, region_size_number: sys.Number,
     const base = sys.whole(base_number) orelse return sys.invalid_number;
     const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
     const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
+    zeroPages(base, region_size, page_size, offsets, count);
+    return 0;
+}
+
+/// zc_zero_pages' loop (also zc_recv_wire_run's), on offsets checked already.
+pub fn zeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32) void {
     for (0..count) |i| {
         const bytes = pageBytes(base, offsets[i], page_size, region_size);
         if (!isZero(bytes)) @memset(bytes, 0);
     }
-    return 0;
 }

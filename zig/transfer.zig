@@ -2,6 +2,7 @@
 //! (MSG_DONTWAIT) and never raising SIGPIPE; waiting is the caller's choice: zc_poll, or
 //! the `_full` variants, which wait in poll(2) themselves (for a thread that has nothing
 //! else to do, e.g. a multifd channel Worker: its whole read or write is one FFI call).
+const std = @import("std");
 const sys = @import("sys.zig");
 const linux = sys.linux;
 const pages = @import("pages.zig");
@@ -178,6 +179,118 @@ export fn zc_recv_wire_pages(fd: i32, base_number: sys.Number, size_number: sys.
     var moved: u64 = 0;
     defer outcome[2] = @floatFromInt(moved);
     return moveFull(false, fd, &iov, 1, timeout_ms, &moved);
+}
+
+/// The rule by which zc_recv_wire_run goes on from a packet to the next without returning:
+/// u32 words the caller's format fills in (zig/ knows no format; src/qemu/qemu_codec.ts
+/// makes QEMU's). A header is `header_length` bytes, its offsets (big-endian u64, QEMU's
+/// rule) from byte `offsets_at`; a following header continues the run when every byte before
+/// `offsets_at` equals the first header's — the one the caller validated — outside
+/// [`vary_from`, `vary_to`), where its two counts are: pages with data (big-endian u32 at
+/// `normal_at`) and zero pages (at `zero_at`), together 1 to `max_count`.
+const RunRule = extern struct {
+    header_length: u32,
+    offsets_at: u32,
+    vary_from: u32,
+    vary_to: u32,
+    normal_at: u32,
+    zero_at: u32,
+    max_count: u32,
+    /// Packets one call receives at most, so the caller's counters and abort checks keep up.
+    max_packets: u32,
+
+    /// Longest fixed part (before the offsets) a rule may have: the copy of the first header's.
+    const max_fixed = 512;
+
+    fn valid(rule: *const RunRule) bool {
+        const inside = struct {
+            fn field(at: u32, rule_: *const RunRule) bool {
+                return at >= rule_.vary_from and at <= rule_.vary_to -| 4;
+            }
+        }.field;
+        return rule.offsets_at <= max_fixed and rule.vary_from <= rule.vary_to and rule.vary_to <= rule.offsets_at and
+            inside(rule.normal_at, rule) and inside(rule.zero_at, rule) and rule.vary_to >= 4 and
+            rule.max_count > 0 and rule.offsets_at + @as(u64, rule.max_count) * 8 <= rule.header_length and
+            rule.max_packets > 0;
+    }
+
+    fn count(rule: *const RunRule, wire: [*]const u8, normal: *u32) u64 {
+        normal.* = std.mem.readInt(u32, wire[rule.normal_at..][0..4], .big);
+        return @as(u64, normal.*) + std.mem.readInt(u32, wire[rule.zero_at..][0..4], .big);
+    }
+
+    /// Whether the header in `wire` continues the run whose first header's fixed part is `first`.
+    fn continues(rule: *const RunRule, first: []const u8, wire: [*]const u8) bool {
+        var normal: u32 = 0;
+        const n = rule.count(wire, &normal);
+        return n > 0 and n <= rule.max_count and
+            std.mem.eql(u8, first[0..rule.vary_from], wire[0..rule.vary_from]) and
+            std.mem.eql(u8, first[rule.vary_to..rule.offsets_at], wire[rule.vary_to..rule.offsets_at]);
+    }
+};
+
+/// Whether the header at `header` continues a run whose first header is at `first` by `rule`
+/// (1 or 0; -EINVAL for a rule that is not valid): zc_recv_wire_run's test, alone, so that it
+/// can be checked against the format's own parser (tests/qemu_wire_fuzz.test.ts).
+export fn zc_wire_run_continues(rule: *const RunRule, first: [*]const u8, header: [*]const u8) i32 {
+    if (!rule.valid()) return sys.invalid_number;
+    return @intFromBool(rule.continues(first[0..rule.offsets_at], header));
+}
+
+/// zc_recv_wire_pages for a run of packets of QEMU's layout (offsets in the header, whole
+/// pages inside the memory, any order), in one call: the first header is in `wire`,
+/// validated by the caller; for each packet the offsets are decoded and checked, the pages
+/// with data received into place, the zero pages zero-filled (zero pages already zero left
+/// untouched), and the next header read ahead into `wire`. The run goes on while that header
+/// continues it (`rule`); it returns with a header the caller must parse in `wire`, after
+/// `max_packets`, at the end of the stream, or at the first error. Returns a `Full` or
+/// -errno. `outcome`: [0] the page bytes of the last packet received, [1] the bytes its pages
+/// hold, [2] the bytes read ahead after it (0 with `done`: the peer ended the stream between
+/// packets), [3] the index of the offset that broke the rule (`invalid_offset`, nothing more
+/// read), [4] every byte read, [5] packets whose pages all arrived, [6] their pages with
+/// data, [7] their zero pages.
+export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, rule: *const RunRule, offsets: [*]f64, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
+    for (0..8) |i| outcome[i] = 0;
+    const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
+    if (!rule.valid()) return sys.invalid_number;
+    var first: [RunRule.max_fixed]u8 = undefined;
+    @memcpy(first[0..rule.offsets_at], wire[0..rule.offsets_at]);
+    var normal: u32 = 0;
+    const first_count = rule.count(wire, &normal);
+    if (first_count > rule.max_count) return sys.invalid_number;
+    var read: u64 = 0;
+    var packets: u64 = 0;
+    var normal_pages: u64 = 0;
+    var zero_pages: u64 = 0;
+    defer {
+        outcome[4] = @floatFromInt(read);
+        outcome[5] = @floatFromInt(packets);
+        outcome[6] = @floatFromInt(normal_pages);
+        outcome[7] = @floatFromInt(zero_pages);
+    }
+    var count: u32 = @intCast(first_count);
+    while (true) {
+        const valid = pages.decodeBlockOffsets(wire + rule.offsets_at, count, memory.page_size, memory.size, offsets);
+        if (valid < count) {
+            outcome[3] = @floatFromInt(valid);
+            return @intFromEnum(Full.invalid_offset);
+        }
+        const rc = recvPages(fd, memory, offsets, normal, normal * memory.page_size, populate, timeout_ms, outcome);
+        read += @intFromFloat(outcome[0]);
+        if (rc != @intFromEnum(Full.done) or outcome[0] < outcome[1]) return rc;
+        pages.zeroPages(memory.base, memory.size, memory.page_size, offsets + normal, count - normal);
+        packets += 1;
+        normal_pages += normal;
+        zero_pages += count - normal;
+        var iov = [1]Iovec{.{ .base = @intFromPtr(wire), .len = rule.header_length }};
+        var moved: u64 = 0;
+        const ahead = moveFull(false, fd, &iov, 1, timeout_ms, &moved);
+        read += moved;
+        outcome[2] = @floatFromInt(moved);
+        if (ahead != @intFromEnum(Full.done) or moved < rule.header_length) return ahead;
+        if (packets == rule.max_packets or !rule.continues(first[0..rule.offsets_at], wire)) return ahead;
+        count = @intCast(rule.count(wire, &normal));
+    }
 }
 
 /// A memory the page loops receive into: its base address, size and page size, from the

@@ -22,6 +22,7 @@ import type {
   Populate,
   ReadRanges,
   ReadWirePages,
+  ReadWireRun,
   ReceiveCodec,
   SendCodec,
   WireFormat,
@@ -67,6 +68,9 @@ class ChannelEnd implements PacketInput {
 
   /** Reads a data packet that lists its pages, and the start of the next one; see ReadWirePages. */
   readonly readWirePages: ReadWirePages = (packet) => this.channel.readWirePagesSync(packet, this.#populate);
+
+  /** Reads a run of data packets of QEMU's layout, and the header after them; see ReadWireRun. */
+  readonly readWireRun: ReadWireRun = (packet, run) => this.channel.readWireRunSync(packet, run, this.#populate);
 
   /**
    * Faults a packet's pages of a file region in with one madvise per range, before the
@@ -290,7 +294,7 @@ class ReceiveEnd extends ChannelEnd {
       const packet = this.#codec.next(this);
       if (packet.kind === "data") {
         this.add("bytes", packet.payloadBytes);
-        this.add("packets", 1);
+        this.add("packets", packet.packets);
         this.add("pagesNormal", packet.normalPages);
         this.add("pagesZero", packet.zeroPages);
       } else if (packet.kind === "sync") {

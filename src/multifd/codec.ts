@@ -10,7 +10,7 @@
  * @module
  */
 import type { RegionDescriptor } from "../region.ts";
-import type { WirePacket, WirePagesRejection } from "../socket_channel.ts";
+import type { WirePacket, WirePagesRejection, WireRun } from "../socket_channel.ts";
 import type { Ranges } from "./packet.ts";
 import { type PacketHeader, PacketType, ProtocolError } from "./wire.ts";
 
@@ -105,15 +105,23 @@ export type ReadRanges = (addresses: readonly number[], lengths: readonly number
  */
 export type ReadWirePages = (packet: WirePacket) => number | WirePagesRejection;
 
+/**
+ * Reads a run of data packets of QEMU's layout in one native call — the first one's header
+ * validated already, each following one's header continuing it by the run's rule — and the
+ * header after them; returns as {@link ReadWirePages}. SocketChannel.readWireRunSync.
+ */
+export type ReadWireRun = (packet: WirePacket, run: WireRun) => number | WirePagesRejection;
+
 /** How a receiving codec reads a packet from its channel. */
 export interface PacketInput {
   read: ReadRanges;
   readWirePages: ReadWirePages;
+  readWireRun: ReadWireRun;
 }
 
-/** What the receiving half found in one packet. */
+/** What the receiving half found in one packet, or in a run of data packets (`packets`). */
 export type Incoming =
-  | { kind: "data"; normalPages: number; zeroPages: number; payloadBytes: number }
+  | { kind: "data"; packets: number; normalPages: number; zeroPages: number; payloadBytes: number }
   /** A SYNC (in QEMU's format a packet may carry pages and the sync flag: then counted here). */
   | { kind: "sync"; syncNumber: number; normalPages?: number; payloadBytes?: number }
   | { kind: "end" }

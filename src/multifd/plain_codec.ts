@@ -169,7 +169,7 @@ class PlainReceiveCodec implements ReceiveCodec {
         }
         this.#headerAhead = got === PACKET_HEADER_BYTES;
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
-        return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
+        return { kind: "data", packets: 1, normalPages, zeroPages, payloadBytes: header.payloadBytes };
       }
       default:
         return this.#control.incoming(header);

@@ -260,7 +260,7 @@ class SealedReceiveCodec implements ReceiveCodec {
           this.#inbound.open(this.#staging.address, messages, "page data");
         }
         if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
-        return { kind: "data", normalPages, zeroPages, payloadBytes: header.payloadBytes };
+        return { kind: "data", packets: 1, normalPages, zeroPages, payloadBytes: header.payloadBytes };
       }
       default:
         return this.#control.incoming(header);

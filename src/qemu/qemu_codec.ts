@@ -9,7 +9,7 @@
 import { addressOf } from "../../ffi/mod.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WireLayout, type WirePacket } from "../socket_channel.ts";
+import { WIRE_RUN_RULE_WORDS, WireLayout, type WirePacket, type WireRun } from "../socket_channel.ts";
 import type {
   CodecConfig,
   ControlKind,
@@ -26,6 +26,7 @@ import {
   MULTIFD_FLAG_SYNC,
   MULTIFD_PACKET_FIXED_BYTES,
   MULTIFD_PACKET_HEADER_BYTES,
+  MULTIFD_PACKET_PER_PACKET_FIELDS,
   MULTIFD_PAGES_PER_PACKET,
   MultifdPacketReader,
   QEMU_PAGE_SIZE,
@@ -35,6 +36,38 @@ import {
 /** The block id of a packet without pages (QEMU leaves its own stale; an empty one is as good). */
 const NO_BLOCK = new Uint8Array(0);
 const NO_PAGES = new Float64Array(0);
+/**
+ * Data packets received per native call at most (32 MiB of pages): the channel's counters
+ * and its abort check run between calls.
+ */
+const PACKETS_PER_RUN = 64;
+
+/**
+ * @internal The run rule (zig/transfer.zig `RunRule`) for QEMU's packets: a following header continues
+ * a run when every byte of its fixed part outside the per-packet fields is the one
+ * `parseFixed` validated — magic, version, flags (so no SYNC), `pages_alloc`, the unused
+ * words, the block's name — and its two counts together list 1 to `pages_alloc` pages:
+ * then `parseFixed` would accept it and name the same block. Any other header ends the run
+ * and comes back here, to be parsed. The most pages, word {@link RULE_MAX_PAGES}, is set to
+ * the validated header's `pages_alloc` for each run.
+ */
+export function qemuRunRule(): Uint32Array {
+  const { from, to, normalPagesAt, zeroPagesAt } = MULTIFD_PACKET_PER_PACKET_FIELDS;
+  const rule = Uint32Array.of(
+    MULTIFD_PACKET_HEADER_BYTES,
+    MULTIFD_PACKET_FIXED_BYTES,
+    from,
+    to,
+    normalPagesAt,
+    zeroPagesAt,
+    MULTIFD_PAGES_PER_PACKET,
+    PACKETS_PER_RUN,
+  );
+  if (rule.length !== WIRE_RUN_RULE_WORDS) throw new RangeError("runRule: the rule's words changed");
+  return rule;
+}
+/** @internal The word of {@link qemuRunRule} that holds the most pages a packet may list. */
+export const RULE_MAX_PAGES = 6;
 
 class QemuReceiveCodec implements ReceiveCodec {
   /**
@@ -55,6 +88,8 @@ class QemuReceiveCodec implements ReceiveCodec {
   readonly #wirePacket: WirePacket;
   /** QEMU closed the channel right after the last packet (its read ahead found the end). */
   #ended = false;
+  /** The run of data packets read in one native call (refilled for each). */
+  readonly #run: WireRun = { rule: qemuRunRule(), packets: 0, normalPages: 0, zeroPages: 0 };
 
   constructor(config: CodecConfig) {
     const blocks = config.qemu?.ramBlocks ?? [];
@@ -76,7 +111,7 @@ class QemuReceiveCodec implements ReceiveCodec {
     };
   }
 
-  next({ read, readWirePages }: PacketInput): Incoming {
+  next({ read, readWirePages, readWireRun }: PacketInput): Incoming {
     if (this.#ended) return { kind: "end" };
     if (!this.#headerAhead && !read(this.#headerAddresses, this.#headerLengths, true)) return { kind: "end" };
     this.#headerAhead = false;
@@ -84,27 +119,35 @@ class QemuReceiveCodec implements ReceiveCodec {
     const count = packet.parseFixed();
     const { normalPages, zeroPages, block } = packet;
     const sync = (packet.flags & MULTIFD_FLAG_SYNC) !== 0;
+    const wirePacket = this.#wirePacket;
+    if (count > 0 && !sync) {
+      // This packet and the ones after it that repeat its validated fields, each with the next
+      // header read ahead with its pages, in one native call; the first other header comes back.
+      wirePacket.memory = this.#regions[block];
+      const run = this.#run;
+      run.rule[RULE_MAX_PAGES] = packet.pagesAlloc;
+      const got = readWireRun(wirePacket, run);
+      // QEMU's rule rejects single offsets only (no order, no payload to check); the header
+      // that broke it is in the reader's bytes, of the same block.
+      if (typeof got !== "number") return packet.refuseOffset(got.reason === "offset" ? got.index : 0);
+      if (got > 0) this.#headerAhead = true;
+      else this.#ended = true;
+      const { packets, normalPages, zeroPages } = run;
+      return { kind: "data", packets, normalPages, zeroPages, payloadBytes: normalPages * QEMU_PAGE_SIZE };
+    }
     if (count > 0) {
-      // The next packet's header comes with these pages (one native call per packet), except
-      // after a SYNC: what follows it on this channel may wait for the barrier.
-      const ahead = sync ? 0 : MULTIFD_PACKET_HEADER_BYTES;
-      const wirePacket = this.#wirePacket;
+      // A SYNC with pages: nothing read ahead, what follows it on this channel may wait for the barrier.
       wirePacket.memory = this.#regions[block];
       wirePacket.count = count;
       wirePacket.normalCount = normalPages;
-      wirePacket.aheadLength = ahead;
+      wirePacket.aheadLength = 0;
       const got = readWirePages(wirePacket);
-      // QEMU's rule rejects single offsets only (no order, no payload to check).
       if (typeof got !== "number") return packet.refuseOffset(got.reason === "offset" ? got.index : 0);
-      if (ahead > 0) {
-        if (got === ahead) this.#headerAhead = true;
-        else this.#ended = true;
-      }
       if (zeroPages > 0) this.#zeroFill[block].zeroFill(this.#offsets, normalPages, zeroPages);
     }
     const payloadBytes = normalPages * QEMU_PAGE_SIZE;
     if (sync) return { kind: "sync", syncNumber: this.#syncs++, normalPages, payloadBytes };
-    return { kind: "data", normalPages, zeroPages, payloadBytes };
+    return { kind: "data", packets: 1, normalPages: 0, zeroPages: 0, payloadBytes: 0 };
   }
 
   /** QEMU's destination answers nothing. */

@@ -26,6 +26,12 @@ export const MULTIFD_PACKET_HEADER_BYTES = MULTIFD_PACKET_FIXED_BYTES + 8 * MULT
 export const MULTIFD_FLAG_SYNC = 1;
 /** Bits 1..5: compression (0 = none) in 7.2 (1..3) and later (1..5). */
 export const MULTIFD_FLAG_COMPRESSION_MASK = 0x1f << 1;
+/**
+ * The bytes of a packet header that change from one data packet to the next: `normal_pages`
+ * (at 16), `next_packet_size`, `packet_num` and (QEMU ≥ 9.0) `zero_pages` (at 32); every
+ * other byte before the offsets is the same in a channel's data packets of one RAM block.
+ */
+export const MULTIFD_PACKET_PER_PACKET_FIELDS = { from: 16, to: 36, normalPagesAt: 16, zeroPagesAt: 32 } as const;
 const RAMBLOCK_OFFSET = 64;
 const RAMBLOCK_BYTES = 256;
 const UUID_BYTES = 16;
@@ -84,6 +90,8 @@ export class MultifdPacketReader {
   /** Each block's id as a packet carries it. */
   readonly #ids: Uint8Array[];
   flags = 0;
+  /** `pages_alloc`: the most pages the packet may list (≤ MULTIFD_PAGES_PER_PACKET). */
+  pagesAlloc = 0;
   normalPages = 0;
   zeroPages = 0;
   packetNumber = 0;
@@ -137,13 +145,14 @@ export class MultifdPacketReader {
     }
     if ((flags & ~(MULTIFD_FLAG_SYNC | MULTIFD_FLAG_COMPRESSION_MASK)) !== 0) refuse("qemu.packet.flags", hex(flags));
     const pagesAlloc = view.getUint32(12);
-    const normalPages = view.getUint32(16);
+    const normalPages = view.getUint32(MULTIFD_PACKET_PER_PACKET_FIELDS.normalPagesAt);
     if (pagesAlloc > MULTIFD_PAGES_PER_PACKET) refuse("qemu.packet.pagesAlloc", `${pagesAlloc}`);
-    const zeroPages = view.getUint32(32);
+    const zeroPages = view.getUint32(MULTIFD_PACKET_PER_PACKET_FIELDS.zeroPagesAt);
     if (normalPages + zeroPages > pagesAlloc) {
       refuse("qemu.packet.normalPages", `${normalPages} + ${zeroPages} zero of ${pagesAlloc}`);
     }
     this.flags = flags;
+    this.pagesAlloc = pagesAlloc;
     this.normalPages = normalPages;
     this.zeroPages = zeroPages;
     this.packetNumber = view.getUint32(24) * 0x1_0000_0000 + view.getUint32(28);
