@@ -10,7 +10,8 @@
  *   bun bench/packet_cache.ts
  *
  * No socket: the codec's `next()` (src/qemu/qemu_codec.ts: the header's parse, then one native
- * call that decodes the offsets, receives the pages and reads the next header ahead) is timed
+ * call that decodes the offsets, receives the pages and reads the next header ahead — for a
+ * run of packets on a socket, one packet here) is timed
  * with that call made on no socket (its checks and iovecs, then a recvmsg that fails at once)
  * and the next header put where its read ahead puts it; beside
  * it, one FFI call that does no work (`zc_zero_pages` of no pages), and nothing at all (the
