@@ -207,6 +207,7 @@ for (const format of ["plain", "aegis-128l", "aes-256-gcm"] as const) {
       const read = streamReader(stream);
       assert.deepEqual(receiver.next(read), {
         kind: "data",
+        packets: 1,
         normalPages: 3,
         zeroPages: 1,
         payloadBytes: 2 * PAGE + 123,
