@@ -487,7 +487,7 @@ export class SocketChannel {
     if (!this.#quietErrorQueue) {
       throw new InvalidArgumentError("readWireRunSync: flush this channel's zero-copy sends first");
     }
-    const [headerBytes, , , , , , maxCount] = rule;
+    const headerBytes = rule[0], maxCount = rule[6];
     if (rule.length !== WIRE_RUN_RULE_WORDS || wire.length < headerBytes || offsets.length < maxCount) {
       throw new InvalidArgumentError(
         `readWireRunSync: a rule of ${rule.length} words for ${headerBytes}-byte headers of up to ${maxCount} ` +
@@ -509,15 +509,16 @@ export class SocketChannel {
         this.#ioTimeoutMs,
         outcome,
       );
-      const [received, asked, ahead, decoded, bytes, packets, normalPages, zeroPages] = outcome;
-      run.packets = packets;
-      run.normalPages = normalPages;
-      run.zeroPages = zeroPages;
+      // Indexed, not destructured: no iterator per call.
+      const received = outcome[0], asked = outcome[1], ahead = outcome[2], bytes = outcome[4];
+      run.packets = outcome[5];
+      run.normalPages = outcome[6];
+      run.zeroPages = outcome[7];
       if (rc === FullResult.invalidOffset) {
         this.#bytesRead += bytes;
-        return { reason: "offset", index: decoded };
+        return { reason: "offset", index: outcome[3] };
       }
-      if (rc === -Errno.EINVAL && bytes === 0 && packets === 0 && asked === 0) {
+      if (rc === -Errno.EINVAL && bytes === 0 && run.packets === 0 && asked === 0) {
         throw new InvalidArgumentError(
           "readWireRunSync: a memory size, page size, rule or first header that is not valid",
         );
