@@ -63,7 +63,7 @@ export function qemuRunRule(): Uint32Array {
     MULTIFD_PAGES_PER_PACKET,
     PACKETS_PER_RUN,
   );
-  if (rule.length !== WIRE_RUN_RULE_WORDS) throw new RangeError("runRule: the rule's words changed");
+  if (rule.length !== WIRE_RUN_RULE_WORDS) throw new RangeError("qemuRunRule: the rule's words changed");
   return rule;
 }
 /** @internal The word of {@link qemuRunRule} that holds the most pages a packet may list. */
