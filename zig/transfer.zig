@@ -203,26 +203,28 @@ const RunRule = extern struct {
     const max_fixed = 512;
 
     fn valid(rule: *const RunRule) bool {
-        const inside = struct {
-            fn field(at: u32, rule_: *const RunRule) bool {
-                return at >= rule_.vary_from and at <= rule_.vary_to -| 4;
-            }
-        }.field;
-        return rule.offsets_at <= max_fixed and rule.vary_from <= rule.vary_to and rule.vary_to <= rule.offsets_at and
-            inside(rule.normal_at, rule) and inside(rule.zero_at, rule) and rule.vary_to >= 4 and
+        return rule.offsets_at <= max_fixed and rule.vary_to <= rule.offsets_at and
+            rule.varies(rule.normal_at) and rule.varies(rule.zero_at) and
             rule.max_count > 0 and rule.offsets_at + @as(u64, rule.max_count) * 8 <= rule.header_length and
             rule.max_packets > 0;
     }
 
-    fn count(rule: *const RunRule, wire: [*]const u8, normal: *u32) u64 {
-        normal.* = std.mem.readInt(u32, wire[rule.normal_at..][0..4], .big);
-        return @as(u64, normal.*) + std.mem.readInt(u32, wire[rule.zero_at..][0..4], .big);
+    /// Whether the u32 field at `at` lies within the bytes a following header may change.
+    fn varies(rule: *const RunRule, at: u32) bool {
+        return at >= rule.vary_from and @as(u64, at) + 4 <= rule.vary_to;
+    }
+
+    const Counts = struct { normal: u32, total: u64 };
+
+    /// The header's pages with data, and those with its zero pages.
+    fn counts(rule: *const RunRule, wire: [*]const u8) Counts {
+        const normal = std.mem.readInt(u32, wire[rule.normal_at..][0..4], .big);
+        return .{ .normal = normal, .total = @as(u64, normal) + std.mem.readInt(u32, wire[rule.zero_at..][0..4], .big) };
     }
 
     /// Whether the header in `wire` continues the run whose first header's fixed part is `first`.
     fn continues(rule: *const RunRule, first: []const u8, wire: [*]const u8) bool {
-        var normal: u32 = 0;
-        const n = rule.count(wire, &normal);
+        const n = rule.counts(wire).total;
         return n > 0 and n <= rule.max_count and
             std.mem.eql(u8, first[0..rule.vary_from], wire[0..rule.vary_from]) and
             std.mem.eql(u8, first[rule.vary_to..rule.offsets_at], wire[rule.vary_to..rule.offsets_at]);
@@ -255,9 +257,8 @@ export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Nu
     if (!rule.valid()) return sys.invalid_number;
     var first: [RunRule.max_fixed]u8 = undefined;
     @memcpy(first[0..rule.offsets_at], wire[0..rule.offsets_at]);
-    var normal: u32 = 0;
-    const first_count = rule.count(wire, &normal);
-    if (first_count > rule.max_count) return sys.invalid_number;
+    var packet = rule.counts(wire);
+    if (packet.total > rule.max_count) return sys.invalid_number;
     var read: u64 = 0;
     var packets: u64 = 0;
     var normal_pages: u64 = 0;
@@ -268,8 +269,9 @@ export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Nu
         outcome[6] = @floatFromInt(normal_pages);
         outcome[7] = @floatFromInt(zero_pages);
     }
-    var count: u32 = @intCast(first_count);
     while (true) {
+        const count: u32 = @intCast(packet.total); // ≤ max_count: checked above, or by `continues`
+        const normal = packet.normal;
         const valid = pages.decodeBlockOffsets(wire + rule.offsets_at, count, memory.page_size, memory.size, offsets);
         if (valid < count) {
             outcome[3] = @floatFromInt(valid);
@@ -289,7 +291,7 @@ export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Nu
         outcome[2] = @floatFromInt(moved);
         if (ahead != @intFromEnum(Full.done) or moved < rule.header_length) return ahead;
         if (packets == rule.max_packets or !rule.continues(first[0..rule.offsets_at], wire)) return ahead;
-        count = @intCast(rule.count(wire, &normal));
+        packet = rule.counts(wire);
     }
 }
 

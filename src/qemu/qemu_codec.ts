@@ -9,7 +9,7 @@
 import { addressOf } from "../../ffi/mod.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WIRE_RUN_RULE_WORDS, WireLayout, type WirePacket, type WireRun } from "../socket_channel.ts";
+import { WireLayout, type WirePacket, type WireRun } from "../socket_channel.ts";
 import type {
   CodecConfig,
   ControlKind,
@@ -53,7 +53,7 @@ const PACKETS_PER_RUN = 64;
  */
 export function qemuRunRule(): Uint32Array {
   const { from, to, normalPagesAt, zeroPagesAt } = MULTIFD_PACKET_PER_PACKET_FIELDS;
-  const rule = Uint32Array.of(
+  return Uint32Array.of(
     MULTIFD_PACKET_HEADER_BYTES,
     MULTIFD_PACKET_FIXED_BYTES,
     from,
@@ -63,8 +63,6 @@ export function qemuRunRule(): Uint32Array {
     MULTIFD_PAGES_PER_PACKET,
     PACKETS_PER_RUN,
   );
-  if (rule.length !== WIRE_RUN_RULE_WORDS) throw new RangeError("qemuRunRule: the rule's words changed");
-  return rule;
 }
 /** @internal The word of {@link qemuRunRule} that holds the most pages a packet may list. */
 export const RULE_MAX_PAGES = 6;
