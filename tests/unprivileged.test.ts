@@ -133,8 +133,8 @@ describe(`zero-copy as ${USER} with RLIMIT_MEMLOCK ${LIMIT_KIB} KiB`, { skip }, 
   test("4-channel zero-copy multifd transfer of 256 MiB: every byte arrives", async () => {
     const r = await asOrdinaryUser(["multifd", String(256 * MiB), "4"]);
     ok(r);
-    assert.equal(r.verified, true);
     assert.equal(r.equal, true, "destination differs");
+    assert.equal(r.verified, true, JSON.stringify(r));
     assert.equal(r.bytes, 256 * MiB);
     assert.ok((r.zerocopySends as number) > 0);
     console.log(`${runtime} as ${USER}: multifd 4 channels, 256 MiB zero-copy in ${r.ms} ms`);

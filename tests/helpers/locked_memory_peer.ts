@@ -118,6 +118,8 @@ async function multifd(size: number, channels: number, budget: string | undefine
     return {
       verified: sent.verified && received.verified,
       equal: destination.equals(source),
+      sender: { verified: sent.verified, bytes: sent.bytes, checksum: sent.checksum, remote: sent.remoteChecksum },
+      receiver: { verified: received.verified, bytes: received.bytes },
       bytes: sent.bytes,
       ms: Math.round(performance.now() - startedAt),
       zerocopySends: sent.zerocopySends,
