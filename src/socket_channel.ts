@@ -67,80 +67,12 @@ interface Wait {
 type Operation<T> = Generator<Wait, T, number>;
 
 const RECORDS_PER_DRAIN = 64;
-/** zc_recv_full / zc_send_full's results besides -errno (zig/transfer.zig `Full`). */
-const FullResult = { done: 0, timedOut: 1, invalidOffset: 2, payloadMismatch: 3 } as const;
-
 /**
- * @internal How {@link SocketChannel.readWirePagesSync} finds and checks a packet's offsets
- * (zig/transfer.zig `Layout`).
+ * @internal The native whole reads' and writes' results besides -errno (zig/transfer.zig
+ * `Full`): zc_recv_full, zc_send_full, and the packet reads of wire_reads.ts.
  */
-export const WireLayout = {
-  /**
-   * QEMU's multifd packets: the offsets are in the header, read before; each must be a
-   * whole page inside the memory, in any order.
-   */
-  qemu: 0,
-  /**
-   * The module's packets (docs/PROTOCOL.md): the offsets follow the header in the socket;
-   * each list (data pages, then zero pages) ascending, no page in both, a short last page
-   * allowed, and the pages with data hold exactly the header's payload bytes.
-   */
-  module: 3,
-} as const;
-/** @internal A {@link WireLayout} value. */
-export type WireLayout = typeof WireLayout[keyof typeof WireLayout];
+export const FullResult = { done: 0, timedOut: 1, invalidOffset: 2, payloadMismatch: 3 } as const;
 
-/**
- * @internal A data packet as {@link SocketChannel.readWirePagesSync} reads it: a receiving
- * codec keeps one and refills what changes from packet to packet (nothing is allocated per
- * packet).
- */
-export interface WirePacket {
-  /** Where its pages go (the region, or the RAM block the packet names). */
-  memory: { readonly address: number; readonly size: number };
-  pageSize: number;
-  /** The header and its offsets (at `at`); the next header is read ahead into it from byte 0. */
-  wire: Uint8Array;
-  at: number;
-  /** Its offsets, the first `normalCount` of them pages with data (the rest: zero pages, the codec's). */
-  count: number;
-  normalCount: number;
-  /** Where the decoded offsets go. */
-  offsets: Float64Array;
-  layout: WireLayout;
-  /** What the pages with data must hold ({@link WireLayout.module}; unchecked for QEMU's). */
-  payloadBytes: number;
-  /** Bytes of the next packet to read with this one (0: none). */
-  aheadLength: number;
-}
-
-/**
- * @internal A run of data packets as {@link SocketChannel.readWireRunSync} reads them in one
- * native call: the rule by which a packet's header continues the run (u32 words,
- * zig/transfer.zig `RunRule`: header bytes, where its offsets start, the bytes [from, to) a
- * following header may change, where its counts of pages with data and of zero pages are, the
- * most pages a packet may list, the most packets a call receives), and what the last call got.
- */
-export interface WireRun {
-  readonly rule: Uint32Array;
-  /** Packets whose pages all arrived in the last call, their pages with data and their zero pages (zero-filled). */
-  packets: number;
-  normalPages: number;
-  zeroPages: number;
-}
-
-/** The words of a {@link WireRun}'s rule. */
-export const WIRE_RUN_RULE_WORDS = 8;
-
-/**
- * @internal What broke a packet's offset rules in {@link SocketChannel.readWirePagesSync}:
- * offset `index` itself, data page `index` listed as a zero page too, or pages that do not
- * hold the header's payload bytes.
- */
-export type WirePagesRejection =
-  | { reason: "offset"; index: number }
-  | { reason: "bothLists"; index: number }
-  | { reason: "payload"; pagesHold: number };
 const AF_INET = 2;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
 
@@ -179,13 +111,6 @@ export class SocketChannel {
    * as its two 32-bit halves (little-endian), so that no BigInt is made per call.
    */
   readonly #moved = new Uint32Array(new ArrayBuffer(8)); // its own (8-byte aligned) backing store
-  /**
-   * What the last zc_recv_wire_pages wrote: bytes received, bytes its pages hold, bytes
-   * read ahead, the offsets' decode result, offset bytes received.
-   */
-  readonly #pagesOutcome = new Float64Array(5);
-  /** What the last zc_recv_wire_run wrote (its outcome, zig/transfer.zig). */
-  readonly #runOutcome = new Float64Array(8);
   readonly #waits: FdWaits;
   #closed = false;
   #writeTail: Promise<unknown> = Promise.resolve();
@@ -395,144 +320,31 @@ export class SocketChannel {
   }
 
   /**
-   * @internal One data packet of a format whose packets list their pages' offsets (big-endian
-   * u64) before the pages' data, in one native call (zc_recv_wire_pages): with
-   * {@link WireLayout.module} the packet's `count` offsets are received into `wire` at `at`
-   * first (with {@link WireLayout.qemu} they are there already, in a header read before),
-   * then decoded into `offsets` and checked by the layout's rules; the data of the first
-   * `normalCount` pages is read straight into its places in `memory` (pages that follow each
-   * other as one iovec; a file region's pages faulted in first with `populate`, best effort),
-   * then the next packet's first `aheadLength` bytes into `wire` itself, from byte 0 (0:
-   * none). One crossing per packet where three or four were: each pays most from the cold
-   * caches a packet's copy leaves. Returns the bytes read ahead (`aheadLength`, or 0 when the
-   * peer ended the stream between the packets), or what broke the layout's rules (nothing
-   * more read). The peer ending the stream anywhere else throws ChannelClosedError; other
-   * errors as {@link readFullSync}'s.
+   * @internal Runs `read` — one native call that receives on `fd` by itself, blocking up to
+   * `ioTimeoutMs` per wait (the packet reads of wire_reads.ts) — as this channel's read: one
+   * at a time, only while no zero-copy send is outstanding (nothing on the error queue may
+   * raise POLLERR in the native wait). `read` reports what it moved with {@link countRead}.
+   * `operation` names the caller in the error thrown otherwise.
    */
-  readWirePagesSync(packet: WirePacket, populate: boolean): number | WirePagesRejection {
-    const { memory, wire, at, count, normalCount, offsets, layout, aheadLength } = packet;
+  nativeReadSync<T>(operation: string, read: (fd: number, ioTimeoutMs: number) => T): T {
     if (!this.#quietErrorQueue) {
-      throw new InvalidArgumentError("readWirePagesSync: flush this channel's zero-copy sends first");
-    }
-    if (
-      !(normalCount <= count && count <= offsets.length && at + 8 * count <= wire.length && aheadLength <= wire.length)
-    ) {
-      throw new InvalidArgumentError(
-        `readWirePagesSync: ${count} offsets at byte ${at} (${normalCount} with data, room for ${offsets.length}), ` +
-          `${aheadLength} bytes ahead, in ${wire.length} bytes`,
-      );
+      throw new InvalidArgumentError(`${operation}: flush this channel's zero-copy sends first`);
     }
     this.#begin("read");
     try {
-      const outcome = this.#pagesOutcome;
-      const rc = native.zc_recv_wire_pages(
-        this.#fd,
-        memory.address,
-        memory.size,
-        packet.pageSize,
-        wire,
-        at,
-        count,
-        normalCount,
-        offsets,
-        layout,
-        packet.payloadBytes,
-        populate ? 1 : 0,
-        this.#ioTimeoutMs,
-        aheadLength,
-        outcome,
-      );
-      const offsetBytes = outcome[4];
-      if (rc === FullResult.invalidOffset || rc === FullResult.payloadMismatch) this.#bytesRead += offsetBytes;
-      if (rc === FullResult.invalidOffset) {
-        const decoded = outcome[3];
-        return decoded < 0 ? { reason: "bothLists", index: -1 - decoded } : { reason: "offset", index: decoded };
-      }
-      if (rc === FullResult.payloadMismatch) return { reason: "payload", pagesHold: outcome[1] };
-      if (rc === -Errno.EINVAL && outcome[0] === 0 && outcome[1] === 0 && offsetBytes === 0) {
-        throw new InvalidArgumentError("readWirePagesSync: a memory size, page size or payload that is not whole");
-      }
-      // A timeout or an error counts what its step was missing: the offsets, the pages or the next header.
-      const received = outcome[0], asked = outcome[1], ahead = outcome[2];
-      const offsetsDone = layout === WireLayout.qemu || offsetBytes === 8 * count;
-      const pagesDone = offsetsDone && received === asked;
-      if (!offsetsDone) this.#fullResult("read", rc, offsetBytes, 8 * count);
-      else if (!pagesDone) this.#fullResult("read", rc, offsetBytes + received, offsetBytes + asked);
-      else this.#fullResult("read", rc, offsetBytes + received + ahead, offsetBytes + asked + aheadLength);
-      if (!pagesDone || (ahead > 0 && ahead < aheadLength)) {
-        throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
-      }
-      return ahead;
+      return read(this.#fd, this.#ioTimeoutMs);
     } finally {
       this.#end("read");
     }
   }
 
   /**
-   * @internal A run of data packets of QEMU's layout ({@link WireLayout.qemu}) in one native
-   * call (zc_recv_wire_run): the first header is in `packet.wire`, validated by the caller;
-   * each packet's offsets are decoded and checked, its pages with data read into `memory`
-   * (faulted in first with `populate`), its zero pages zero-filled, and the next header read
-   * into `wire`, for as long as that header continues the run by `run.rule` (every byte the
-   * caller validated unchanged, its counts within the limit), at most the rule's packet count.
-   * `run` gets the packets received and their pages. Returns the bytes of the header read
-   * after the last packet — one the caller must parse — or 0 when the peer ended the stream
-   * between packets, or the offset that broke the rule (in the header then in `wire`; nothing
-   * more read). The peer ending the stream anywhere else throws ChannelClosedError; other
-   * errors as {@link readFullSync}'s.
+   * @internal Counts `bytes` read by a {@link nativeReadSync} call whose result is `rc` (a
+   * {@link FullResult} or -errno) and throws its failure: TimeoutError (`total - bytes`
+   * missing) or SocketError. Returns `bytes`.
    */
-  readWireRunSync(packet: WirePacket, run: WireRun, populate: boolean): number | WirePagesRejection {
-    const { memory, wire, offsets } = packet;
-    const rule = run.rule;
-    if (!this.#quietErrorQueue) {
-      throw new InvalidArgumentError("readWireRunSync: flush this channel's zero-copy sends first");
-    }
-    const headerBytes = rule[0], maxCount = rule[6];
-    if (rule.length !== WIRE_RUN_RULE_WORDS || wire.length < headerBytes || offsets.length < maxCount) {
-      throw new InvalidArgumentError(
-        `readWireRunSync: a rule of ${rule.length} words for ${headerBytes}-byte headers of up to ${maxCount} ` +
-          `pages, with ${wire.length} bytes of header and room for ${offsets.length} offsets`,
-      );
-    }
-    this.#begin("read");
-    try {
-      const outcome = this.#runOutcome;
-      const rc = native.zc_recv_wire_run(
-        this.#fd,
-        memory.address,
-        memory.size,
-        packet.pageSize,
-        wire,
-        rule,
-        offsets,
-        populate ? 1 : 0,
-        this.#ioTimeoutMs,
-        outcome,
-      );
-      // Indexed, not destructured: no iterator per call.
-      const received = outcome[0], asked = outcome[1], ahead = outcome[2], bytes = outcome[4];
-      run.packets = outcome[5];
-      run.normalPages = outcome[6];
-      run.zeroPages = outcome[7];
-      if (rc === FullResult.invalidOffset) {
-        this.#bytesRead += bytes;
-        return { reason: "offset", index: outcome[3] };
-      }
-      if (rc === -Errno.EINVAL && bytes === 0 && run.packets === 0 && asked === 0) {
-        throw new InvalidArgumentError(
-          "readWireRunSync: a memory size, page size, rule or first header that is not valid",
-        );
-      }
-      // A timeout or an error counts what its step was missing: the pages, or the next header.
-      const pagesDone = received === asked;
-      this.#fullResult("read", rc, bytes, bytes + (pagesDone ? headerBytes - ahead : asked - received));
-      if (!pagesDone || (ahead > 0 && ahead < headerBytes)) {
-        throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
-      }
-      return ahead;
-    } finally {
-      this.#end("read");
-    }
+  countRead(rc: number, bytes: number, total: number): number {
+    return this.#fullResult("read", rc, bytes, total);
   }
 
   /**

@@ -14,7 +14,7 @@ import { concatBytes } from "../util/bytes.ts";
 import { Buffer } from "node:buffer";
 import { packetOffsets, pageRanges, PageScan, Ranges } from "../src/multifd/packet.ts";
 import { plainFormat } from "../src/multifd/plain_codec.ts";
-import { WireLayout } from "../src/socket_channel.ts";
+import { WireLayout } from "../src/wire_reads.ts";
 import { fillPattern } from "./helpers/multifd.ts";
 
 const PAGE = PAGE_SIZE;
@@ -48,7 +48,7 @@ function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
   };
   return {
     read,
-    // What the channel's one native call per packet does (SocketChannel.readWirePagesSync,
+    // What the channel's one native call per packet does (wire_reads.ts readWirePagesSync,
     // tested over sockets in read_pages.test.ts), over the stream: the same decode and rules.
     readWirePages({ memory, pageSize, wire, at, count, normalCount, offsets, layout, payloadBytes, aheadLength }) {
       if (layout === WireLayout.module) read([addressOf(wire) + at], [8 * count]);

@@ -12,6 +12,7 @@ import { encodeMultifdPacket, QEMU_PAGE_SIZE } from "../src/qemu/wire.ts";
 import { ProtocolError } from "../src/multifd/wire.ts";
 import { Region } from "../src/region.ts";
 import type { SocketChannel } from "../src/socket_channel.ts";
+import { readWirePagesSync, readWireRunSync } from "../src/wire_reads.ts";
 import { channelPair } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
 
@@ -28,8 +29,8 @@ function inputOf(channel: SocketChannel): PacketInput {
       assert.equal(got, total, "the peer closed the connection early");
       return true;
     },
-    readWirePages: (packet) => channel.readWirePagesSync(packet, false),
-    readWireRun: (packet, run) => channel.readWireRunSync(packet, run, false),
+    readWirePages: (packet) => readWirePagesSync(channel, packet, false),
+    readWireRun: (packet, run) => readWireRunSync(channel, packet, run, false),
   };
 }
 

@@ -1,4 +1,4 @@
-// SocketChannel.readWirePagesSync: a data packet in one native call (zig/transfer.zig
+// wire_reads.ts readWirePagesSync: a data packet in one native call (zig/transfer.zig
 // zc_recv_wire_pages: its offsets received or taken from its header, decoded and checked by
 // the packet layout's rules, its pages read straight into their places, the next header read
 // ahead), over real loopback sockets. The data is written before the read starts (the sizes
@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ChannelClosedError, InvalidArgumentError } from "../src/errors.ts";
 import { Region } from "../src/region.ts";
-import { WireLayout, type WirePacket } from "../src/socket_channel.ts";
+import { readWirePagesSync, readWireRunSync, WireLayout, type WirePacket } from "../src/wire_reads.ts";
 import { channelPair, type Pair } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
 
@@ -64,7 +64,7 @@ function wirePacket(region: Region, fields: Partial<WirePacket>): WirePacket {
 describe("readWirePagesSync", () => {
   /** A QEMU packet whose `count` offsets are in `wire` already, `normal` of them with data. */
   const qemuPacket = (pair: Pair, region: Region, wire: Uint8Array, count: number, normal: number, ahead: number) =>
-    pair.server.readWirePagesSync(wirePacket(region, { wire, count, normalCount: normal, aheadLength: ahead }), false);
+    readWirePagesSync(pair.server, wirePacket(region, { wire, count, normalCount: normal, aheadLength: ahead }), false);
 
   test("decodes the offsets, lands the pages with data, and reads the next header into the same buffer", async () => {
     const offsets = [3, 0, 1, 7, 5].map((page) => page * PAGE); // the last two: zero pages, not read
@@ -76,7 +76,7 @@ describe("readWirePagesSync", () => {
       await pair.client.writev([data, nextHeader]);
       const packet = wirePacket(region, { wire, count: 5, normalCount: 3, aheadLength: HEADER_BYTES });
       const before = pair.server.stats.bytesRead;
-      assert.equal(pair.server.readWirePagesSync(packet, true), HEADER_BYTES); // populated first
+      assert.equal(readWirePagesSync(pair.server, packet, true), HEADER_BYTES); // populated first
       assert.equal(pair.server.stats.bytesRead - before, data.length + HEADER_BYTES);
       assert.deepEqual([...packet.offsets.subarray(0, 5)], offsets);
       assert.deepEqual(wire, nextHeader);
@@ -165,7 +165,7 @@ describe("readWirePagesSync", () => {
         await pair.client.writev([offsetBytes([...normal, 0, 3 * PAGE]), data, nextHeader]);
         const packet = modulePacket(region, { count: 5, normalCount: 3, payloadBytes: data.length });
         const before = pair.server.stats.bytesRead;
-        assert.equal(pair.server.readWirePagesSync(packet, false), 32);
+        assert.equal(readWirePagesSync(pair.server, packet, false), 32);
         assert.equal(pair.server.stats.bytesRead - before, 5 * 8 + data.length + 32);
         assert.deepEqual([...packet.offsets.subarray(0, 5)], [...normal, 0, 3 * PAGE]);
         assert.deepEqual(packet.wire.subarray(0, 32), nextHeader);
@@ -190,7 +190,7 @@ describe("readWirePagesSync", () => {
           payloadBytes: data.length,
           aheadLength: 0,
         });
-        assert.equal(pair.server.readWirePagesSync(packet, true), 0); // MADV_POPULATE_WRITE per range
+        assert.equal(readWirePagesSync(pair.server, packet, true), 0); // MADV_POPULATE_WRITE per range
         offsets.forEach((offset, i) => {
           assert.deepEqual(region.view(offset, small), data.subarray(i * small, (i + 1) * small), `page ${i}`);
           assert.ok(region.view(offset + small, small).every((b) => b === 0xee), `the page after ${i} untouched`);
@@ -202,7 +202,8 @@ describe("readWirePagesSync", () => {
       await withRegionAndPair(size, async (region, pair) => {
         await pair.client.writev([offsetBytes([0]), patternBytes(PAGE, 2)]);
         const read = (pageSize: number) => () =>
-          pair.server.readWirePagesSync(
+          readWirePagesSync(
+            pair.server,
             modulePacket(region, { pageSize, count: 1, normalCount: 1, payloadBytes: PAGE, aheadLength: 0 }),
             false,
           );
@@ -230,7 +231,7 @@ describe("readWirePagesSync", () => {
             normalCount: normal.length,
             payloadBytes,
           });
-          assert.deepEqual(pair.server.readWirePagesSync(packet, false), expected, `${normal} / ${zero}`);
+          assert.deepEqual(readWirePagesSync(pair.server, packet, false), expected, `${normal} / ${zero}`);
           assert.ok(region.view().every((b) => b === 0x5a), "nothing was written");
         });
       }
@@ -241,7 +242,7 @@ describe("readWirePagesSync", () => {
         await pair.client.writev([offsetBytes([0, PAGE]).subarray(0, 12)]);
         pair.client.close();
         const packet = modulePacket(region, { count: 2, normalCount: 2, payloadBytes: 2 * PAGE });
-        assert.throws(() => pair.server.readWirePagesSync(packet, false), ChannelClosedError);
+        assert.throws(() => readWirePagesSync(pair.server, packet, false), ChannelClosedError);
       });
     });
   });
@@ -274,7 +275,7 @@ describe("readWireRunSync", () => {
       const packet = wirePacket(region, { wire: first });
       const got = run();
       const before = pair.server.stats.bytesRead;
-      assert.equal(pair.server.readWireRunSync(packet, got, true), HEADER_BYTES);
+      assert.equal(readWireRunSync(pair.server, packet, got, true), HEADER_BYTES);
       assert.deepEqual([got.packets, got.normalPages, got.zeroPages], [2, 4, 1]);
       assert.equal(pair.server.stats.bytesRead - before, 4 * PAGE + 2 * HEADER_BYTES);
       assert.deepEqual(packet.wire, other, "the header that ended the run is in the wire buffer");
@@ -294,14 +295,17 @@ describe("readWireRunSync", () => {
       new DataView(tooMany.buffer).setUint32(8, 1); // 6 + 1 pages listed, 6 allowed
       await pair.client.writev([page, header([0], 1), page, header([0], 1), page, tooMany]);
       const got = run(2);
-      assert.equal(pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false), HEADER_BYTES);
+      assert.equal(
+        readWireRunSync(pair.server, wirePacket(region, { wire: header([0], 1) }), got, false),
+        HEADER_BYTES,
+      );
       assert.equal(got.packets, 2, "the rule's packet count");
       const wire = header([0], 1);
-      assert.equal(pair.server.readWireRunSync(wirePacket(region, { wire }), got, false), HEADER_BYTES);
+      assert.equal(readWireRunSync(pair.server, wirePacket(region, { wire }), got, false), HEADER_BYTES);
       assert.deepEqual([got.packets, wire], [1, tooMany], "a header listing more pages than allowed ends the run");
       await pair.client.writev([page]);
       pair.client.close();
-      assert.equal(pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false), 0);
+      assert.equal(readWireRunSync(pair.server, wirePacket(region, { wire: header([0], 1) }), got, false), 0);
       assert.equal(got.packets, 1, "the end of the stream between packets");
     });
   });
@@ -312,7 +316,7 @@ describe("readWireRunSync", () => {
       const page = pageBytes([0], PAGE, 4 * PAGE);
       await pair.client.writev([page, header([PAGE, 4 * PAGE], 2), patternBytes(2 * PAGE, 1)]);
       const got = run();
-      const result = pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false);
+      const result = readWireRunSync(pair.server, wirePacket(region, { wire: header([0], 1) }), got, false);
       assert.deepEqual([result, got.packets], [{ reason: "offset", index: 1 }, 1]);
       assert.deepEqual(region.view(0, PAGE), page);
       assert.ok(region.view(PAGE).every((b) => b === 0x5a), "nothing of the rejected packet written");
@@ -326,7 +330,7 @@ describe("readWireRunSync", () => {
       const page = pageBytes([0], PAGE, 4 * PAGE);
       await pair.client.writev([page, header([PAGE, 2 * PAGE], 2), page]);
       pair.client.close();
-      const read = () => pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), run(), false);
+      const read = () => readWireRunSync(pair.server, wirePacket(region, { wire: header([0], 1) }), run(), false);
       assert.throws(read, ChannelClosedError);
     });
   });
@@ -344,7 +348,7 @@ describe("readWireRunSync", () => {
       for (const words of invalid) {
         const got = { rule: words, packets: 0, normalPages: 0, zeroPages: 0 };
         assert.throws(
-          () => pair.server.readWireRunSync(wirePacket(region, { wire: header([0], 1) }), got, false),
+          () => readWireRunSync(pair.server, wirePacket(region, { wire: header([0], 1) }), got, false),
           InvalidArgumentError,
           `rule ${words}`,
         );
@@ -352,11 +356,44 @@ describe("readWireRunSync", () => {
       const overfull = header([0, 0, 0, 0, 0, 0], 6);
       new DataView(overfull.buffer).setUint32(8, 1);
       assert.throws(
-        () => pair.server.readWireRunSync(wirePacket(region, { wire: overfull }), run(), false),
+        () => readWireRunSync(pair.server, wirePacket(region, { wire: overfull }), run(), false),
         InvalidArgumentError,
       );
       const rest = new Uint8Array(10);
       assert.equal(pair.server.readFullSync(rest), 10, "nothing was consumed from the socket");
     });
+  });
+});
+
+describe("the channel's conditions for a native packet read", () => {
+  test("refused while the channel's zero-copy sends are outstanding (InvalidArgumentError, nothing read); after a flush, read", async () => {
+    const region = Region.allocate(2 * PAGE);
+    const pair = await channelPair({}, { zerocopy: true });
+    try {
+      assert.ok(pair.server.zerocopy, "SO_ZEROCOPY on a loopback socket");
+      pair.server.writevZerocopySync([new Uint8Array(PAGE)]); // unflushed: a completion may raise POLLERR
+      const page = pageBytes([0], PAGE, 2 * PAGE);
+      await pair.client.writev([page]);
+      const wire = wireHeader(HEADER_BYTES, AT, [0]);
+      const packet = () => wirePacket(region, { wire, count: 1, normalCount: 1 });
+      const run = {
+        rule: Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 6, 8),
+        packets: 0,
+        normalPages: 0,
+        zeroPages: 0,
+      };
+      assert.throws(() => readWirePagesSync(pair.server, packet(), false), /readWirePagesSync: flush/);
+      assert.throws(() => readWireRunSync(pair.server, packet(), run, false), InvalidArgumentError);
+      assert.equal(pair.server.stats.bytesRead, 0);
+      pair.server.flushZerocopySync();
+      assert.equal(readWirePagesSync(pair.server, packet(), false), 0);
+      assert.deepEqual(region.view(0, PAGE), page.subarray(0, PAGE));
+      assert.equal(pair.server.stats.bytesRead, PAGE, "the read is the channel's, in its counters");
+      pair.server.close();
+      assert.throws(() => readWirePagesSync(pair.server, packet(), false), ChannelClosedError);
+    } finally {
+      pair.close();
+      await region.close();
+    }
   });
 });

@@ -15,6 +15,7 @@ import { addressOf, native } from "../../ffi/mod.ts";
 import { ChannelClosedError, TimeoutError, ZeroCopyUnsupportedError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
+import { readWirePagesSync, readWireRunSync } from "../wire_reads.ts";
 import { hashBlocks } from "./checksum.ts";
 import type {
   Outgoing,
@@ -67,10 +68,10 @@ class ChannelEnd implements PacketInput {
   };
 
   /** Reads a data packet that lists its pages, and the start of the next one; see ReadWirePages. */
-  readonly readWirePages: ReadWirePages = (packet) => this.channel.readWirePagesSync(packet, this.#populate);
+  readonly readWirePages: ReadWirePages = (packet) => readWirePagesSync(this.channel, packet, this.#populate);
 
   /** Reads a run of data packets of QEMU's layout, and the header after them; see ReadWireRun. */
-  readonly readWireRun: ReadWireRun = (packet, run) => this.channel.readWireRunSync(packet, run, this.#populate);
+  readonly readWireRun: ReadWireRun = (packet, run) => readWireRunSync(this.channel, packet, run, this.#populate);
 
   /**
    * Faults a packet's pages of a file region in with one madvise per range, before the

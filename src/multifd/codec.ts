@@ -10,7 +10,7 @@
  * @module
  */
 import type { RegionDescriptor } from "../region.ts";
-import type { WirePacket, WirePagesRejection, WireRun } from "../socket_channel.ts";
+import type { WirePacket, WirePagesRejection, WireRun } from "../wire_reads.ts";
 import type { Ranges } from "./packet.ts";
 import { type PacketHeader, PacketType, ProtocolError } from "./wire.ts";
 
@@ -101,14 +101,14 @@ export type ReadRanges = (addresses: readonly number[], lengths: readonly number
  * module's), and the next packet's header with it, in one native call; returns the bytes read
  * ahead (0: the peer ended the stream between the packets) or what broke the format's rules
  * (nothing more read). The peer ending the stream anywhere else is an error.
- * SocketChannel.readWirePagesSync.
+ * wire_reads.ts readWirePagesSync.
  */
 export type ReadWirePages = (packet: WirePacket) => number | WirePagesRejection;
 
 /**
  * Reads a run of data packets of QEMU's layout in one native call — the first one's header
  * validated already, each following one's header continuing it by the run's rule — and the
- * header after them; returns as {@link ReadWirePages}. SocketChannel.readWireRunSync.
+ * header after them; returns as {@link ReadWirePages}. wire_reads.ts readWireRunSync.
  */
 export type ReadWireRun = (packet: WirePacket, run: WireRun) => number | WirePagesRejection;
 

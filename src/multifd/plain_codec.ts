@@ -7,7 +7,7 @@
  */
 import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WireLayout, type WirePacket } from "../socket_channel.ts";
+import { WireLayout, type WirePacket } from "../wire_reads.ts";
 import {
   type CodecConfig,
   type ControlKind,

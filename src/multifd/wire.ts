@@ -6,7 +6,7 @@
  */
 import { native } from "../../ffi/mod.ts";
 import { ZeroCopyMultifdError } from "../errors.ts";
-import type { WirePagesRejection } from "../socket_channel.ts";
+import type { WirePagesRejection } from "../wire_reads.ts";
 
 export const PROTOCOL_VERSION = 2;
 /** Bytes per page: the unit of multifd transfers (the page indices of `sendRound` count these). */
@@ -316,7 +316,7 @@ export function parseOffsets(
 /**
  * Throws the ProtocolError for a packet's offsets (at `wire[at..]`) that broke the rules
  * {@link parseOffsets} checks, as found by it or by the channel's native packet receive
- * (SocketChannel.readWirePagesSync, `WireLayout.module`).
+ * (wire_reads.ts readWirePagesSync, `WireLayout.module`).
  */
 export function refuseOffsets(
   rejection: WirePagesRejection,

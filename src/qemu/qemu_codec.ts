@@ -9,7 +9,7 @@
 import { addressOf } from "../../ffi/mod.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WireLayout, type WirePacket, type WireRun } from "../socket_channel.ts";
+import { WireLayout, type WirePacket, type WireRun } from "../wire_reads.ts";
 import type {
   CodecConfig,
   ControlKind,

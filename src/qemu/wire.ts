@@ -133,7 +133,7 @@ export class MultifdPacketReader {
    * Validates the header's fixed part (everything but the offsets) and returns how many
    * offsets follow it at MULTIFD_PACKET_FIXED_BYTES (`normalPages + zeroPages`), to be decoded
    * and checked against {@link block} by zig/pages.zig's rule (as {@link parse} does, or the
-   * channel's native page receive: SocketChannel.readWirePagesSync, readWireRunSync).
+   * channel's native page receive: wire_reads.ts readWirePagesSync, readWireRunSync).
    */
   parseFixed(): number {
     const view = this.#view;
