@@ -31,6 +31,20 @@ export const native: NativeLibrary = loaded.lib;
  */
 export const addressOf: (view: ArrayBufferView) => number = loaded.addressOf;
 
+/** Where {@link keepAlive} stores: a field of an object no optimizer can see all readers of. */
+const held: { last?: unknown } = {};
+/**
+ * Keeps `value` reachable up to this call. An address from {@link addressOf} does not keep
+ * its buffer alive, and neither does a local variable after its last use: the engines may
+ * collect the buffer as soon as its address is taken and reuse its memory before the native
+ * call reads it (seen with Bun: the region checksum's tags changed between the address and
+ * the call, one transfer in ~100 was not verified). Call this after the native call, for a
+ * buffer no field or caller holds. (The last value stays referenced until the next call.)
+ */
+export function keepAlive(value: unknown): void {
+  held.last = value;
+}
+
 /**
  * A Uint8Array over native memory, e.g. a window into a mapped region. It does not own
  * the memory: use it only while the mapping exists. (Bun caps one view at 4 GiB.)

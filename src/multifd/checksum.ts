@@ -16,7 +16,7 @@
  * against BLAKE3's 1.3.
  * @module
  */
-import { addressOf, native } from "../../ffi/mod.ts";
+import { addressOf, keepAlive, native } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import { checkAbort, type SharedState } from "./shared_state.ts";
@@ -100,7 +100,9 @@ export function combineBlockHashes(
 ): Uint8Array {
   const all = new Uint8Array(tags.length * CHECKSUM_BYTES);
   tags.forEach((tag, i) => all.set(tag, i * CHECKSUM_BYTES));
-  return mac(algorithm, all.length === 0 ? 0 : addressOf(all), all.length, key, Domain.REGION, size);
+  const tag = mac(algorithm, all.length === 0 ? 0 : addressOf(all), all.length, key, Domain.REGION, size);
+  keepAlive(all); // read through its address: referenced until the call has returned
+  return tag;
 }
 
 /** Splits block indices round-robin among `workers`. */

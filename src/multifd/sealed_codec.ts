@@ -15,7 +15,7 @@
  * transfer ends with AuthenticationError, never verified.
  * @module
  */
-import { addressOf } from "../../ffi/mod.ts";
+import { addressOf, keepAlive } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { MessageList, SealingDirection, TAG_BYTES } from "./aead.ts";
 import { CHECKSUM_BYTES } from "./checksum.ts";
@@ -190,6 +190,7 @@ class SealedSendCodec implements SendCodec {
     messages.clear();
     messages.push(this.#reply.address, length);
     this.#inbound.open(addressOf(sealed), messages, what);
+    keepAlive(sealed); // read through its address: referenced until the call has returned
     return this.#reply.bytes.subarray(0, length);
   }
 }
