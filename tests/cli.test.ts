@@ -407,8 +407,22 @@ describe("migrate.ts", () => {
       ["send", "--to", "127.0.0.1:1", "--file", input, "--send-buffer", "big", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--zerocopy-always", ...secret],
       ["send", "--to", "127.0.0.1:1", "--file", input, "--checksum", "md5", ...secret],
+      ["send", "--file", input, ...secret],
+      ["send", "--to", "127.0.0.1:0", "--file", input, ...secret],
+      ["qemu-send", "--from", "dir"],
+      ["qemu-send", "--to", "127.0.0.1:0", "--from", "dir"],
+      ["qemu-send", "--to", "127.0.0.1:1", "--from", "dir", "--send-buffer", "1K"],
+      ["qemu-send", "--to", "127.0.0.1:1", "--from", "dir", "--channels", "0"],
+      ["qemu-recv", "--listen", "127.0.0.1:0", "--out", "dir", "--channels", "300"],
     ];
-    const help = [["--help"], ["recv", "--help"], ["send", "-h"]];
+    // What the messages name, for the flags the commands share.
+    const reasons: Record<string, RegExp> = {
+      "send --file": /--to HOST:PORT is required/,
+      "send --to 127.0.0.1:0": /port 0 is not a receiver's port/,
+      "qemu-send --from": /--to HOST:PORT is required/,
+      "qemu-send --to 127.0.0.1:0": /port 0 is not a destination's port/,
+    };
+    const help = [["--help"], ["recv", "--help"], ["send", "-h"], ["qemu-recv", "--help"], ["qemu-send", "-h"]];
     const [badResults, helpResults] = await Promise.all([
       Promise.all(bad.map((args) => run(runtimeArgv(cli, args), 30_000))),
       Promise.all(help.map((args) => run(runtimeArgv(cli, args), 30_000))),
@@ -416,6 +430,8 @@ describe("migrate.ts", () => {
     badResults.forEach((result, i) => {
       assert.equal(result.code, 2, `${bad[i].join(" ")}: ${result.stderr}`);
       assert.match(result.stderr, /usage: migrate\.ts/, bad[i].join(" "));
+      const reason = reasons[bad[i].slice(0, 3).join(" ")] ?? reasons[bad[i].slice(0, 2).join(" ")];
+      if (reason) assert.match(result.stderr, reason, bad[i].join(" "));
     });
     helpResults.forEach((result, i) => {
       assert.equal(result.code, 0, `${help[i].join(" ")}: ${result.stderr}`);

@@ -8,7 +8,7 @@ import { unlinkSync } from "node:fs";
 import process from "node:process";
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { runtime, SEND_BUFFER_BYTES } from "../../mod.ts";
-import { oneLine, statsRows, table } from "../cli_util.ts";
+import { type HostPort, oneLine, parseHostPort, parseInteger, parseSize, statsRows, table } from "../cli_util.ts";
 import { processCpuTimes } from "../../util/cpu.ts";
 import { round } from "../../util/format.ts";
 import { err, out } from "../../util/output.ts";
@@ -63,8 +63,26 @@ export function withUsage<T>(usage: string, parse: () => T): T {
   }
 }
 
-/** A --send-buffer size, within what the channels accept. */
-export function sendBuffer(bytes: number): number {
+/** A flag's value as parseArgs gives it. */
+type FlagValue = string | boolean | undefined;
+
+/** --to HOST:PORT: required, and not port 0 (`peer`: whose port it must be, e.g. "a receiver's"). */
+export function parseTo(value: FlagValue, peer: string): HostPort {
+  if (typeof value !== "string") throw new Error("--to HOST:PORT is required");
+  const to = parseHostPort(value, "--to");
+  if (to.port === 0) throw new Error(`--to: port 0 is not ${peer} port`);
+  return to;
+}
+
+/** --channels N within 1..`max`, or `fallback` when the flag is absent. */
+export function parseChannels<T extends number | undefined>(value: FlagValue, max: number, fallback: T): number | T {
+  return typeof value === "string" ? parseInteger(value, "--channels", 1, max) : fallback;
+}
+
+/** --send-buffer SIZE within what the channels accept, or undefined when the flag is absent. */
+export function parseSendBuffer(value: FlagValue): number | undefined {
+  if (typeof value !== "string") return undefined;
+  const bytes = parseSize(value, "--send-buffer");
   if (bytes < SEND_BUFFER_BYTES.min || bytes > SEND_BUFFER_BYTES.max) {
     throw new Error(`--send-buffer must be ${SEND_BUFFER_BYTES.min} bytes to 1G, got ${bytes}`);
   }
@@ -72,7 +90,7 @@ export function sendBuffer(bytes: number): number {
 }
 
 /** A file-name flag's value: undefined when absent, an error when empty. */
-export function nonEmpty(value: string | boolean | undefined, flag: string): string | undefined {
+export function nonEmpty(value: FlagValue, flag: string): string | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== "string" || value === "") throw new Error(`${flag} needs a file name`);
   return value;

@@ -35,7 +35,18 @@ import {
 } from "../cli_util.ts";
 import { toHex } from "../../util/format.ts";
 import { err, out } from "../../util/output.ts";
-import { Failure, type Help, nonEmpty, parseFlags, report, sendBuffer, state, withUsage } from "./command.ts";
+import {
+  Failure,
+  type Help,
+  nonEmpty,
+  parseChannels,
+  parseFlags,
+  parseSendBuffer,
+  parseTo,
+  report,
+  state,
+  withUsage,
+} from "./command.ts";
 import { configuredSecret, SECRET_ENV, writeSecretFile } from "./secret.ts";
 
 const DEFAULT_CHANNELS = 4;
@@ -154,9 +165,7 @@ export function parseRecv(args: string[]): { kind: "recv"; options: RecvOptions 
       options: {
         listen: parseHostPort(values.listen, "--listen"),
         file: values.file,
-        channels: typeof values.channels === "string"
-          ? parseInteger(values.channels, "--channels", 1, MAX_CHANNELS)
-          : undefined,
+        channels: parseChannels(values.channels, MAX_CHANNELS, undefined),
         size,
         maxSize,
         acceptTimeoutMs: typeof values["accept-timeout"] === "string"
@@ -191,10 +200,8 @@ export function parseSend(args: string[]): { kind: "send"; options: SendOptions 
   }, SEND_USAGE);
   if (values.help) return { kind: "help", text: SEND_USAGE };
   return withUsage(SEND_USAGE, () => {
-    if (typeof values.to !== "string") throw new Error("--to HOST:PORT is required");
+    const to = parseTo(values.to, "a receiver's");
     if (typeof values.file !== "string" || values.file === "") throw new Error("--file IN is required");
-    const to = parseHostPort(values.to, "--to");
-    if (to.port === 0) throw new Error("--to: port 0 is not a receiver's port");
     const secretFile = nonEmpty(values["secret-file"], "--secret-file");
     if (secretFile === undefined && !process.env[SECRET_ENV]) {
       throw new Error(`a secret is required: --secret-file F (or $${SECRET_ENV})`);
@@ -205,9 +212,7 @@ export function parseSend(args: string[]): { kind: "send"; options: SendOptions 
       options: {
         to,
         file: values.file,
-        channels: typeof values.channels === "string"
-          ? parseInteger(values.channels, "--channels", 1, MAX_CHANNELS)
-          : DEFAULT_CHANNELS,
+        channels: parseChannels(values.channels, MAX_CHANNELS, DEFAULT_CHANNELS),
         zerocopy: values.zerocopy === true,
         zerocopyFallback: values["zerocopy-always"] !== true,
         zeroPages: values["no-zero-pages"] !== true,
@@ -217,9 +222,7 @@ export function parseSend(args: string[]): { kind: "send"; options: SendOptions 
           ? DEFAULT_CIPHER
           : false,
         checksum: typeof values.checksum === "string" ? parseChecksum(values.checksum) : undefined,
-        sendBufferBytes: typeof values["send-buffer"] === "string"
-          ? sendBuffer(parseSize(values["send-buffer"], "--send-buffer"))
-          : undefined,
+        sendBufferBytes: parseSendBuffer(values["send-buffer"]),
         secretFile,
         json: values.json === true,
         progress: values.progress === true,

@@ -14,17 +14,19 @@ import {
   SocketError,
   TimeoutError,
 } from "../../mod.ts";
-import {
-  formatBytes,
-  formatHostPort,
-  type HostPort,
-  oneLine,
-  parseHostPort,
-  parseInteger,
-  parseSize,
-} from "../cli_util.ts";
+import { formatBytes, formatHostPort, type HostPort, oneLine, parseHostPort, parseSize } from "../cli_util.ts";
 import { err, out } from "../../util/output.ts";
-import { cpuFields, Failure, type Help, parseFlags, sendBuffer, state, withUsage } from "./command.ts";
+import {
+  cpuFields,
+  Failure,
+  type Help,
+  parseChannels,
+  parseFlags,
+  parseSendBuffer,
+  parseTo,
+  state,
+  withUsage,
+} from "./command.ts";
 
 const QEMU_RECV_USAGE = `usage: migrate.ts qemu-recv --listen HOST:PORT --out DIR [--channels N] [--json]
 
@@ -97,9 +99,7 @@ export function parseQemuRecv(args: string[]): { kind: "qemu-recv"; options: Qem
       options: {
         listen: parseHostPort(values.listen, "--listen"),
         out: values.out,
-        channels: typeof values.channels === "string"
-          ? parseInteger(values.channels, "--channels", 1, MAX_QEMU_CHANNELS)
-          : 2,
+        channels: parseChannels(values.channels, MAX_QEMU_CHANNELS, 2),
         maxSize: typeof values["max-size"] === "string" ? parseSize(values["max-size"], "--max-size") : undefined,
         json: values.json === true,
       },
@@ -119,10 +119,8 @@ export function parseQemuSend(args: string[]): { kind: "qemu-send"; options: Qem
   }, QEMU_SEND_USAGE);
   if (values.help) return { kind: "help", text: QEMU_SEND_USAGE };
   return withUsage(QEMU_SEND_USAGE, () => {
-    if (typeof values.to !== "string") throw new Error("--to HOST:PORT is required");
+    const to = parseTo(values.to, "a destination's");
     if (typeof values.from !== "string" || values.from === "") throw new Error("--from DIR is required");
-    const to = parseHostPort(values.to, "--to");
-    if (to.port === 0) throw new Error("--to: port 0 is not a destination's port");
     const format = values.format;
     if (format !== undefined && format !== "7.2" && format !== "8.1+") throw new Error(`--format must be 7.2 or 8.1+`);
     return {
@@ -130,14 +128,10 @@ export function parseQemuSend(args: string[]): { kind: "qemu-send"; options: Qem
       options: {
         to,
         from: values.from,
-        channels: typeof values.channels === "string"
-          ? parseInteger(values.channels, "--channels", 1, MAX_QEMU_CHANNELS)
-          : 2,
+        channels: parseChannels(values.channels, MAX_QEMU_CHANNELS, 2),
         zerocopy: values.zerocopy === true,
         format: format as "7.2" | "8.1+" | undefined,
-        sendBufferBytes: typeof values["send-buffer"] === "string"
-          ? sendBuffer(parseSize(values["send-buffer"], "--send-buffer"))
-          : undefined,
+        sendBufferBytes: parseSendBuffer(values["send-buffer"]),
         json: values.json === true,
       },
     };
