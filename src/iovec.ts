@@ -16,6 +16,12 @@ export class IovecArray {
   #count = 0;
   /** The iovec {@link pending} shortened for one call (its words only), or -1. */
   #cut = -1;
+  /**
+   * The views {@link load} pointed the array at: an address keeps nothing alive, so the
+   * array references them until {@link release} (while a write or read waits, its caller's
+   * variables may be gone).
+   */
+  #views: readonly ArrayBufferView[] | undefined;
   /** Bytes not yet consumed. */
   remaining = 0;
 
@@ -31,6 +37,7 @@ export class IovecArray {
 
   /** Points the array at `views` (empty views are skipped). */
   load(views: readonly ArrayBufferView[]): this {
+    this.#views = views;
     this.#cut = -1;
     this.#first = 0;
     this.#count = 0;
@@ -48,6 +55,7 @@ export class IovecArray {
 
   /** Points the array at native memory ranges given as (address, length) pairs. */
   loadRanges(addresses: readonly number[], lengths: readonly number[]): this {
+    this.#views = undefined;
     this.#cut = -1;
     this.#first = 0;
     this.#count = 0;
@@ -103,6 +111,11 @@ export class IovecArray {
       bytes -= length;
       this.#first++;
     }
+  }
+
+  /** Ends the array's hold on the views it was loaded with (the operation is over). */
+  release(): void {
+    this.#views = undefined;
   }
 
   /** Gives the iovec that {@link pending} shortened its whole length back. */

@@ -605,6 +605,7 @@ export class SocketChannel {
   #end(side: "write" | "read"): void {
     if (side === "write") this.#writing = false;
     else this.#reading = false;
+    (side === "write" ? this.#writeIov : this.#readIov).release();
   }
 
   /** No zero-copy send outstanding: nothing on the error queue can raise POLLERR (see #moveFullSync). */
