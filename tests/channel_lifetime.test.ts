@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { ChannelClosedError, InvalidArgumentError, runtime, SocketChannel } from "../mod.ts";
 import { native, SocketOption } from "../ffi/mod.ts";
 import { channelPair, type Pair, untilStalled } from "./helpers/pair.ts";
-import { patternBytes } from "./helpers/pattern.ts";
+import { patternBytes, sameBytes } from "./helpers/pattern.ts";
 import { collectGarbage } from "../dev/runtime.ts";
 import { sleep } from "./helpers/time.ts";
 
@@ -174,6 +174,36 @@ describe("detach() and the kernel's zero-copy counter", () => {
       assert.throws(() => pair.client.detach(), ChannelClosedError);
     } finally {
       adopted?.close();
+      pair.close();
+    }
+  });
+});
+
+describe("buffers of copying writes and reads", () => {
+  test("are held by the channel while the operation waits, and released when it ends", async () => {
+    const pair = await channelPair({ ioTimeoutMs: 20_000 }, { ioTimeoutMs: 20_000 });
+    try {
+      const refs: WeakRef<Uint8Array>[] = [];
+      /** The operation on a fresh buffer that nothing but the channel references. */
+      const onFresh = (buffer: Uint8Array, operation: (buffer: Uint8Array) => Promise<number>) => {
+        refs.push(new WeakRef(buffer));
+        return operation(buffer);
+      };
+      const length = 16 * MiB;
+      // A write the peer does not read yet (it waits for room), a read of what the peer has not sent.
+      const writing = onFresh(patternBytes(length, 5), (buffer) => pair.client.writev([buffer]));
+      const reading = onFresh(new Uint8Array(MiB), (buffer) => pair.client.read(buffer));
+      await untilStalled(pair.client);
+      assert.equal(await collectedSettled(refs), 0, "a buffer was collected while its operation waited");
+
+      const received = new Uint8Array(length);
+      assert.equal(await pair.server.readFull(received), length);
+      assert.ok(sameBytes(received, patternBytes(length, 5)), "the bytes written differ");
+      await pair.server.writev([new Uint8Array(10).fill(1)]);
+      assert.equal(await writing, length);
+      assert.equal(await reading, 10);
+      assert.equal(await collectedSettled(refs), 2, "the channel still holds a buffer after its operation ended");
+    } finally {
       pair.close();
     }
   });
