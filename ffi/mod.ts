@@ -37,9 +37,10 @@ const held: { last?: unknown } = {};
  * Keeps `value` reachable up to this call. An address from {@link addressOf} does not keep
  * its buffer alive, and neither does a local variable after its last use: the engines may
  * collect the buffer as soon as its address is taken and reuse its memory before the native
- * call reads it (seen with Bun: the region checksum's tags changed between the address and
- * the call, one transfer in ~100 was not verified). Call this after the native call, for a
- * buffer no field or caller holds. (The last value stays referenced until the next call.)
+ * call reads it (seen under Bun: the region checksum's tags changed between the address and
+ * the call, and about one transfer in 150 ended not verified). Call this after the native
+ * call, for a buffer no field or caller holds. (The last value stays referenced until the
+ * next call.)
  */
 export function keepAlive(value: unknown): void {
   held.last = value;
