@@ -133,7 +133,7 @@ export function removeFiles(paths: string[]): void {
  * that read the process's CPU at some moment (e.g. from /proc when it starts a migration) can
  * tell what came after it; `processSystemCpuSeconds`, the kernel's part of that.
  */
-export const cpuFields = () => {
+const cpuFields = () => {
   const { total, system } = processCpuTimes();
   return {
     cpuSeconds: round(total - state.cpuAtStart),
@@ -142,12 +142,14 @@ export const cpuFields = () => {
   };
 };
 
+/** A command's result as --json prints it: one JSON line, what the process spent at its end. */
+export function printResult(role: string, ok: boolean, fields: Record<string, unknown>): void {
+  state.reported = true;
+  out(JSON.stringify({ role, runtime, ok, ...fields, ...cpuFields() }));
+}
+
 /** The result of recv or send: one JSON line with --json, else a stats table. */
 export function report(role: "send" | "recv", json: boolean, result: Record<string, unknown>, ok: boolean): void {
-  state.reported = true;
-  if (json) {
-    out(JSON.stringify({ role, runtime, ok, ...result, ...cpuFields() }));
-    return;
-  }
-  out(table(["", role === "send" ? "sender" : "receiver"], statsRows([result])));
+  if (json) printResult(role, ok, result);
+  else out(table(["", role === "send" ? "sender" : "receiver"], statsRows([result])));
 }

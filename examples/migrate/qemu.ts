@@ -10,20 +10,19 @@ import {
   QemuMigrationSender,
   type QemuReceiveResult,
   type QemuSendResult,
-  runtime,
   SocketError,
   TimeoutError,
 } from "../../mod.ts";
 import { formatBytes, formatHostPort, type HostPort, oneLine, parseHostPort, parseSize } from "../cli_util.ts";
 import { err, out } from "../../util/output.ts";
 import {
-  cpuFields,
   Failure,
   type Help,
   parseChannels,
   parseFlags,
   parseSendBuffer,
   parseTo,
+  printResult,
   state,
   withUsage,
 } from "./command.ts";
@@ -159,17 +158,8 @@ export async function qemuRecv(options: QemuRecvOptions): Promise<number> {
   } finally {
     state.abort = undefined;
   }
-  state.reported = true;
   if (options.json) {
-    out(JSON.stringify({
-      role: "qemu-recv",
-      runtime,
-      ok: true,
-      status: "completed",
-      out: options.out,
-      ...result,
-      ...cpuFields(),
-    }));
+    printResult("qemu-recv", true, { status: "completed", out: options.out, ...result });
   } else {
     const blocks = result.blocks.map((b) => `${b.name} (${formatBytes(b.bytes)})`).join(", ");
     out(
@@ -223,17 +213,8 @@ export async function qemuSend(options: QemuSendOptions): Promise<number> {
   } finally {
     state.abort = undefined;
   }
-  state.reported = true;
   if (options.json) {
-    out(JSON.stringify({
-      role: "qemu-send",
-      runtime,
-      ok: true,
-      status: "sent",
-      from: options.from,
-      ...result,
-      ...cpuFields(),
-    }));
+    printResult("qemu-send", true, { status: "sent", from: options.from, ...result });
   } else {
     out(`done: ${options.from} sent to ${options.to.display}: ${formatBytes(result.bytes)} at ${result.GBps} GB/s`);
   }
