@@ -39,11 +39,12 @@ pub fn build(b: *std.Build) void {
         b.installArtifact(lib);
     }
 
-    // Benchmark references (bench/): zc-ref-sink and zc-ref-send, static, no libc. They link
+    // Benchmark references (bench/): zc-ref-sink, zc-ref-send and zc-ref-multifd, static, no libc. They link
     // the library's own source (module `zc`), so they make exactly the module's syscalls.
     for ([_][2][]const u8{
         .{ "zc-ref-sink", "zig/bench/ref_sink.zig" },
         .{ "zc-ref-send", "zig/bench/ref_send.zig" },
+        .{ "zc-ref-multifd", "zig/bench/ref_multifd.zig" },
     }) |program| {
         const library_source = b.createModule(.{
             .root_source_file = b.path("zig/root.zig"),

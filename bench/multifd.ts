@@ -14,6 +14,11 @@
  *   deno run -A bench/multifd.ts --channels 4 --zerocopy on --huge on,off --reps 5
  *   deno run -A bench/multifd.ts --with-qemu --channels 4 --zerocopy off,on --encrypt off,aegis-128l --reps 5
  *
+ * With `--with-native`, each plain case is followed in its round by its native floor
+ * (zig/bench/ref_multifd.zig, runtime "native"): the same bytes over the same connections
+ * and send buffer with no protocol and no JS, against the same QEMU runs; the report gives
+ * ours/native per round.
+ *
  * Encrypted cases (`--encrypt`) are paired with QEMU multifd + TLS (zero-copy or not: QEMU
  * has no zero-copy with TLS), and with our own plain case of the same round (same channels,
  * zero-copy and pages): "encrypted/plain" in the report.
@@ -44,6 +49,7 @@ import type { Cipher } from "../mod.ts";
 import { type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round, toHex } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
+import { refMultifd } from "./lib/native.ts";
 import { runMain } from "./lib/proc.ts";
 import { threadCpuFields, type ThreadKind } from "./lib/threads.ts";
 import {
@@ -51,6 +57,7 @@ import {
   defaultVariant,
   encryptionSummaries,
   environment,
+  floorSummaries,
   markdownReport,
   multifdSummaries,
   pairRecords,
@@ -88,6 +95,8 @@ export interface MultifdOptions {
   runtimes: readonly Runtime[];
   configs: MultifdConfig[];
   withQemu: boolean;
+  /** Each plain case of ours followed in its round by the native floor (zig/bench/ref_multifd.zig). */
+  withNative: boolean;
   /** Unversioned ("multifd4+zc"): each runs under every one of `qemuVersions`. */
   qemuConfigs: readonly string[];
   qemuVersions: readonly QemuVersion[];
@@ -114,6 +123,7 @@ export function defaultMultifdOptions(quick: boolean): MultifdOptions {
     runtimes: RUNTIMES,
     configs,
     withQemu: false,
+    withNative: false,
     qemuConfigs: QEMU_CONFIGS,
     qemuVersions: QEMU_VERSIONS,
   };
@@ -177,6 +187,8 @@ export async function runMultifdCase(
       receiverCpuSeconds: round(Number(sent.peerCpuSeconds)),
       senderCpuSecondsPerGB: round(Number(sent.cpuSeconds) / gb),
       receiverCpuSecondsPerGB: round(Number(sent.peerCpuSeconds) / gb),
+      senderSystemCpuSecondsPerGB: round(Number(sent.systemCpuSeconds) / gb),
+      receiverSystemCpuSecondsPerGB: round(Number(sent.peerSystemCpuSeconds) / gb),
       ...(sent.peerCpuByThread &&
         threadCpuFields("receiver", sent.peerCpuByThread as unknown as Record<ThreadKind, number>, Number(sent.bytes))),
       senderPeakRssMiB: Math.round(Number(sent.peakRssKiB) / 1024),
@@ -192,6 +204,44 @@ export async function runMultifdCase(
   } finally {
     await Promise.all([sender?.kill(), receiver.kill()]);
   }
+}
+
+/** What the native floor can measure: a plain case (no zero-copy, no encryption, default variants). */
+export const hasNativeFloor = (config: MultifdConfig) =>
+  !config.zerocopy && config.encrypt === undefined && defaultVariant(config);
+
+/**
+ * The native floor of a plain case: zc-ref-multifd moves the same bytes over the same
+ * number of connections with the same send buffer, and nothing else (no protocol, no JS).
+ * Recorded as runtime "native" with our cases' fields.
+ */
+export async function runNativeFloorCase(config: MultifdConfig, sizeBytes: number, rep: number): Promise<BenchRecord> {
+  const started = performance.now();
+  const sendBufferBytes = config.sendBufferBytes === -1 ? 0 : config.sendBufferBytes ?? SAME_HOST_SEND_BUFFER;
+  const { sent, received } = await refMultifd(
+    { bytes: sizeBytes, channels: config.channels, hugePages: config.hugePages, sendBufferBytes },
+    120_000 + sizeBytes / 20e6 * 1000,
+  );
+  const gb = sent.bytes / 1e9;
+  return {
+    bench: "multifd",
+    runtime: "native",
+    rep,
+    ...config,
+    bytes: sent.bytes,
+    seconds: round(sent.seconds),
+    GBps: round(gb / sent.seconds),
+    senderCpuSeconds: round(sent.cpuSeconds),
+    receiverCpuSeconds: round(received.cpuSeconds),
+    senderCpuSecondsPerGB: round(sent.cpuSeconds / gb),
+    receiverCpuSecondsPerGB: round(received.cpuSeconds / gb),
+    senderSystemCpuSecondsPerGB: round(sent.systemCpuSeconds / gb),
+    receiverSystemCpuSecondsPerGB: round(received.systemCpuSeconds / gb),
+    senderPeakRssMiB: Math.round(sent.peakRssKiB / 1024),
+    receiverPeakRssMiB: Math.round(received.peakRssKiB / 1024),
+    verified: received.verified === true && received.bytes === sent.bytes,
+    wallSeconds: round((performance.now() - started) / 1000),
+  };
 }
 
 export const configLabel = (c: MultifdConfig) =>
@@ -258,6 +308,7 @@ export async function runMultifdSuite(
         // pages; encrypted against TLS (which QEMU runs without zero-copy only).
         const partner = `multifd${config.channels}${config.encrypt ? "+tls" : config.zerocopy ? "+zc" : ""}`;
         const pairs = qemu && config.hugePages && defaultVariant(config) && options.qemuConfigs.includes(partner);
+        let theirs: BenchRecord[] = []; // the QEMU runs of this case's last runtime
         for (const runtime of options.runtimes) {
           note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} ${runtime}`);
           let ours: BenchRecord;
@@ -272,9 +323,21 @@ export async function runMultifdSuite(
           // The versions' order flips by round and by runtime: neither always runs first.
           const flip = (rep + options.runtimes.indexOf(runtime)) % 2 === 1;
           const versions = flip ? [...qemu!.versions].reverse() : qemu!.versions;
-          const theirs: BenchRecord[] = [];
+          theirs = [];
           for (const version of versions) theirs.push(await runQemu(versionedConfig(version, partner), rep));
           for (const pair of pairRecords(ours, theirs)) emit(pair);
+        }
+        if (options.withNative && hasNativeFloor(config)) {
+          note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} native floor`);
+          let floor: BenchRecord;
+          try {
+            floor = await runNativeFloorCase(config, options.sizeBytes, rep);
+          } catch (error) {
+            floor = { bench: "multifd", runtime: "native", rep, ...config, error: (error as Error).message };
+          }
+          emit(floor);
+          // Against the QEMU runs just before it, in the same round.
+          for (const pair of pairRecords(floor, theirs)) emit(pair);
         }
       }
       for (const config of qemu ? options.qemuConfigs : []) {
@@ -288,7 +351,8 @@ export async function runMultifdSuite(
   return notes;
 }
 
-const USAGE = `usage: multifd.ts [--quick] [--with-qemu] [--qemu-versions 7.2,10.0] [--size-mib N] [--reps N]
+const USAGE =
+  `usage: multifd.ts [--quick] [--with-qemu] [--qemu-versions 7.2,10.0] [--with-native] [--size-mib N] [--reps N]
                   [--runtimes deno,bun] [--channels 1,2,4,8] [--zerocopy off,on,always] [--huge on,off]
                   [--send-buffer default,auto,262144] [--encrypt off,aegis-128l,aes-256-gcm]
                   [--pages-per-packet default,512] [--zero-pages on,off] [--zero-share 0,50] [--no-save]`;
@@ -323,6 +387,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     options: {
       quick: { type: "boolean", default: false },
       "with-qemu": { type: "boolean", default: false },
+      "with-native": { type: "boolean", default: false },
       "qemu-versions": { type: "string" },
       "size-mib": { type: "string" },
       reps: { type: "string" },
@@ -412,6 +477,7 @@ export function parseMultifdArgs(args: string[]): MultifdOptions & { save: boole
     throw new Error("bad --size-mib, --reps or --channels");
   }
   options.withQemu = values["with-qemu"];
+  options.withNative = values["with-native"];
   if (values["qemu-versions"] !== undefined) options.qemuVersions = parseQemuVersions(values["qemu-versions"]);
   return { ...options, save: !values["no-save"], quick: values.quick };
 }
@@ -441,6 +507,7 @@ async function main(): Promise<number> {
     ...multifdSummaries(records),
     ...qemuSummaries(records),
     ...pairSummaries(records),
+    ...floorSummaries(records),
     ...encryptionSummaries(records),
     ...zeroPagesSummaries(records),
   ]);

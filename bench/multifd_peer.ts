@@ -20,7 +20,7 @@ import { parseArgs } from "node:util";
 import { type Cipher, MultifdReceiver, MultifdSender, PAGE_SIZE, Region } from "../mod.ts";
 import { err as note, out } from "../util/output.ts";
 import { fillRandom } from "../util/random.ts";
-import { cpuSecondsOf, peakRssKiB, runMain, settle } from "./lib/proc.ts";
+import { cpuTimesOf, peakRssKiB, runMain, settle } from "./lib/proc.ts";
 import { ThreadCpu } from "./lib/threads.ts";
 
 function secret(): Uint8Array {
@@ -83,12 +83,16 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
   });
   // Worker start-up (both sides) is set-up, not transfer: wait until both processes idle.
   await settle(peer === undefined ? [process.pid] : [process.pid, peer]);
-  const cpuBefore = cpuSecondsOf("self");
-  const peerBefore = peer === undefined ? 0 : cpuSecondsOf(peer);
+  const cpuBefore = cpuTimesOf("self");
+  const peerBefore = peer === undefined ? undefined : cpuTimesOf(peer);
   const peerThreads = peer === undefined ? undefined : new ThreadCpu(peer).start();
   await sender.sendRound();
-  const cpuSeconds = cpuSecondsOf("self") - cpuBefore;
-  const peerCpuSeconds = peer === undefined ? undefined : cpuSecondsOf(peer) - peerBefore;
+  const cpuAfter = cpuTimesOf("self");
+  const peerAfter = peer === undefined ? undefined : cpuTimesOf(peer);
+  const cpuSeconds = cpuAfter.total - cpuBefore.total;
+  const systemCpuSeconds = cpuAfter.system - cpuBefore.system;
+  const peerCpuSeconds = peerAfter && peerBefore && peerAfter.total - peerBefore.total;
+  const peerSystemCpuSeconds = peerAfter && peerBefore && peerAfter.system - peerBefore.system;
   const peerCpuByThread = peerThreads?.stop();
   const result = await sender.finish();
   await region.close();
@@ -97,7 +101,9 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
     role: "send",
     ...rest,
     cpuSeconds,
+    systemCpuSeconds,
     peerCpuSeconds,
+    peerSystemCpuSeconds,
     peerCpuByThread,
     allocateSeconds,
     fillSeconds,

@@ -2,7 +2,7 @@
 # In-memory multifd (bench/multifd_peer.ts: 2 MiB pages, prefaulted, random data, default
 # options), two versions of this repository interleaved round by round (A, B, A, B…; only
 # ratios inside a round compare on this VM). Prints one JSON line per round and the median
-# of the ratios B/A (GB/s, and the receiver's CPU over the round). Each checkout builds and
+# of the ratios B/A (GB/s, and each side's CPU over the round). Each checkout builds and
 # loads its own native library (with this checkout's Zig).
 #
 #   bash bench/multifd_versions.sh REV_A REV_B [ROUNDS=5] [RUNTIME=deno] [CHANNELS=4] [ZEROCOPY=0|1] [SIZE_MIB=1024]
@@ -30,7 +30,7 @@ flags=(--channels "$channels" --huge)
 [ "$zerocopy" = 1 ] && flags+=(--zerocopy)
 size=$((size_mib << 20))
 
-# One transfer with tree $1: prints its GB/s and the receiver's CPU seconds over the round.
+# One transfer with tree $1: prints its GB/s and the receiver's and the sender's CPU seconds over the round.
 transfer() {
   local tree=$1 out
   out=$(mktemp)
@@ -49,7 +49,7 @@ for line in sys.stdin:
     except ValueError:
         continue
     if "GBps" in r:
-        print(r["GBps"], r.get("peerCpuSeconds", 0))
+        print(r["GBps"], r.get("peerCpuSeconds", 0), r.get("cpuSeconds", 0))
         break'
 
   wait "$receiver" || true
@@ -58,13 +58,16 @@ for line in sys.stdin:
 
 ratios=()
 cpu_ratios=()
+sender_cpu_ratios=()
 for round in $(seq 1 "$rounds"); do
-  read -r a cpu_a <<<"$(transfer "$trees/a")"
-  read -r b cpu_b <<<"$(transfer "$trees/b")"
+  read -r a cpu_a sender_a <<<"$(transfer "$trees/a")"
+  read -r b cpu_b sender_b <<<"$(transfer "$trees/b")"
   ratio=$(python3 -c "print(round($b / $a, 3))")
   cpu_ratio=$(python3 -c "print(round($cpu_b / $cpu_a, 3) if $cpu_a else 0)")
+  sender_cpu_ratio=$(python3 -c "print(round($sender_b / $sender_a, 3) if $sender_a else 0)")
   ratios+=("$ratio")
   cpu_ratios+=("$cpu_ratio")
-  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"channels\":$channels,\"zerocopy\":$([ "$zerocopy" = 1 ] && echo true || echo false),\"a\":$a,\"b\":$b,\"ratio\":$ratio,\"receiverCpuSeconds\":{\"a\":$cpu_a,\"b\":$cpu_b},\"receiverCpuRatio\":$cpu_ratio}"
+  sender_cpu_ratios+=("$sender_cpu_ratio")
+  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"channels\":$channels,\"zerocopy\":$([ "$zerocopy" = 1 ] && echo true || echo false),\"a\":$a,\"b\":$b,\"ratio\":$ratio,\"receiverCpuSeconds\":{\"a\":$cpu_a,\"b\":$cpu_b},\"receiverCpuRatio\":$cpu_ratio,\"senderCpuSeconds\":{\"a\":$sender_a,\"b\":$sender_b},\"senderCpuRatio\":$sender_cpu_ratio}"
 done
-python3 -c "import statistics, sys; n = len(sys.argv) // 2; print('{\"medianRatio\": %s, \"medianReceiverCpuRatio\": %s, \"rounds\": %d}' % (statistics.median(map(float, sys.argv[1:n + 1])), statistics.median(map(float, sys.argv[n + 1:])), n))" "${ratios[@]}" "${cpu_ratios[@]}"
+python3 -c "import statistics, sys; n = len(sys.argv) // 3; m = lambda k: statistics.median(map(float, sys.argv[1 + k * n:1 + (k + 1) * n])); print('{\"medianRatio\": %s, \"medianReceiverCpuRatio\": %s, \"medianSenderCpuRatio\": %s, \"rounds\": %d}' % (m(0), m(1), m(2), n))" "${ratios[@]}" "${cpu_ratios[@]}" "${sender_cpu_ratios[@]}"

@@ -1,6 +1,7 @@
 /**
  * The native reference programs (zig/bench/, installed by `zig build` into zig-out/bin/):
- * `zc-ref-sink` receives one stream, `zc-ref-send` sends one. Built on demand with the
+ * `zc-ref-sink` receives one stream, `zc-ref-send` sends one, `zc-ref-multifd` moves a
+ * region over N connections with nothing else (the multifd benchmark's floor). Built on demand with the
  * pinned Zig when missing (a fresh clone after `npm install` already has them).
  * @module
  */
@@ -10,7 +11,7 @@ import { LineChild } from "../../dev/child.ts";
 import { ROOT } from "../../dev/root.ts";
 import { err as note } from "../../util/output.ts";
 
-export type NativeProgram = "zc-ref-sink" | "zc-ref-send";
+export type NativeProgram = "zc-ref-sink" | "zc-ref-send" | "zc-ref-multifd";
 
 let buildTried = false;
 
@@ -70,4 +71,50 @@ export async function startSink(host = "127.0.0.1", port = 0): Promise<Sink> {
   const result = child.nextJson<SinkResult>(600_000).finally(() => child.kill());
   result.catch(() => {});
   return { port: listening.port, result, kill: () => child.kill() };
+}
+
+/** What each end of zc-ref-multifd prints when done (`verified`: the receiver's only). */
+export interface RefMultifdResult {
+  bytes: number;
+  channels: number;
+  seconds: number;
+  GBps: number;
+  cpuSeconds: number;
+  systemCpuSeconds: number;
+  peakRssKiB: number;
+  verified?: boolean;
+}
+
+/** How a zc-ref-multifd pair runs: `sendBufferBytes` 0 is the kernel's autotuning. */
+export interface RefMultifdSettings {
+  bytes: number;
+  channels: number;
+  hugePages: boolean;
+  sendBufferBytes: number;
+}
+
+/** One zc-ref-multifd transfer over loopback: both ends' results. */
+export async function refMultifd(
+  { bytes, channels, hugePages, sendBufferBytes }: RefMultifdSettings,
+  timeoutMs: number,
+): Promise<{ sent: RefMultifdResult; received: RefMultifdResult }> {
+  const program = nativeProgram("zc-ref-multifd");
+  if (!program) throw new Error("zc-ref-multifd is not available (zig build failed)");
+  const common = ["--channels", String(channels), ...(hugePages ? ["--huge"] : [])];
+  const receiver = new LineChild([program, "recv", String(bytes), ...common], { label: "zc-ref-multifd recv" });
+  let sender: LineChild | undefined;
+  try {
+    const { port } = await receiver.nextJson<{ port: number }>(timeoutMs);
+    sender = new LineChild(
+      [program, "send", "127.0.0.1", String(port), String(bytes), ...common, "--send-buffer", String(sendBufferBytes)],
+      { label: "zc-ref-multifd send" },
+    );
+    const [sent, received] = await Promise.all([
+      sender.nextJson<RefMultifdResult>(timeoutMs),
+      receiver.nextJson<RefMultifdResult>(timeoutMs),
+    ]);
+    return { sent, received };
+  } finally {
+    await Promise.all([sender?.kill(), receiver.kill()]);
+  }
 }

@@ -516,6 +516,71 @@ export function pairTable(summaries: BenchRecord[]): string {
   );
 }
 
+/**
+ * Ours over the native floor (runtime "native", zig/bench/ref_multifd.zig) of the same round,
+ * channels, pages and send buffer, plain only: GB/s and each side's CPU per GB (the ratio
+ * inside the round, then the median), and each side's user-space CPU per GB, ours and the
+ * floor's (CPU − its kernel part: what is not the kernel's work for the same bytes).
+ */
+export function floorSummaries(records: BenchRecord[]): BenchRecord[] {
+  const runs = records.filter((r) => r.bench === "multifd" && isRun(r) && !r.zerocopy && defaultVariant(r));
+  const floors = runs.filter((r) => r.runtime === "native");
+  const pairs = runs.filter((r) => r.runtime !== "native").flatMap((ours) => {
+    const floor = floors.find((f) =>
+      f.rep === ours.rep && f.channels === ours.channels && f.hugePages === ours.hugePages &&
+      f.sendBufferBytes === ours.sendBufferBytes && f.encrypt === ours.encrypt
+    );
+    return floor ? [{ ours, floor }] : [];
+  });
+  const ratio = (key: string) => (p: { ours: BenchRecord; floor: BenchRecord }) => num(p.ours, key) / num(p.floor, key);
+  const user = (side: string) => (r: BenchRecord) =>
+    num(r, `${side}CpuSecondsPerGB`) - num(r, `${side}SystemCpuSecondsPerGB`);
+  return [...groupBy(pairs, ({ ours }) => multifdKey(ours)).values()].map((group) => ({
+    bench: "floor-ratio",
+    summary: true,
+    ...caseFields(group[0].ours),
+    sendBufferBytes: group[0].ours.sendBufferBytes,
+    GBps: spread(group.map(ratio("GBps"))),
+    senderCpuSecondsPerGB: spread(group.map(ratio("senderCpuSecondsPerGB"))),
+    receiverCpuSecondsPerGB: spread(group.map(ratio("receiverCpuSecondsPerGB"))),
+    senderUserCpuSecondsPerGB: spread(group.map(({ ours }) => user("sender")(ours))),
+    receiverUserCpuSecondsPerGB: spread(group.map(({ ours }) => user("receiver")(ours))),
+    floorUserCpuSecondsPerGB: spread(group.map(({ floor }) => user("sender")(floor) + user("receiver")(floor))),
+  }));
+}
+
+export function floorTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "floor-ratio" && s.summary).map((s) => [
+    String(s.runtime),
+    String(s.channels),
+    s.hugePages ? "2 MiB" : "4 KiB",
+    s.sendBufferBytes === -1 ? "auto" : s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "default",
+    formatSpread(s.GBps as Spread, 2),
+    formatSpread(s.senderCpuSecondsPerGB as Spread, 2),
+    formatSpread(s.receiverCpuSecondsPerGB as Spread, 2),
+    `${formatSpread(s.senderUserCpuSecondsPerGB as Spread, 3)} / ${
+      formatSpread(s.receiverUserCpuSecondsPerGB as Spread, 3)
+    }`,
+    formatSpread(s.floorUserCpuSecondsPerGB as Spread, 3),
+    String((s.GBps as Spread | undefined)?.n ?? 0),
+  ]);
+  return markdownTable(
+    [
+      "runtime",
+      "channels",
+      "pages",
+      "send buffer",
+      "GB/s ours/native",
+      "sender CPU/GB ours/native",
+      "receiver CPU/GB ours/native",
+      "ours, user CPU s/GB (sender / receiver)",
+      "native, user CPU s/GB (both)",
+      "rounds",
+    ],
+    rows,
+  );
+}
+
 /** QEMU's rows, and ours/QEMU for the matching configurations (huge pages, same channels and zero-copy). */
 export function qemuTable(summaries: BenchRecord[]): string {
   const qemu = summaries.filter((s) => s.bench === "qemu" && s.summary);
@@ -671,6 +736,15 @@ export function markdownReport(title: string, environment: Record<string, string
       "ratios compare. `better`: against the faster QEMU version of each round (max of their GB/s; receiver CPU " +
       "against that run), the last column says which version it was. > 1: ours faster (GB/s) or more CPU per GB. " +
       "QEMU's time includes its channel set-up; ours excludes set-up and Worker start-up.",
+  );
+  section(
+    "Ours against the native floor, interleaved",
+    floorTable(sums),
+    "The native floor (`native` in the tables above; zig/bench/ref_multifd.zig) moves the same bytes over the same " +
+      "number of loopback connections with the same send buffer and pages, and nothing else: one thread per channel " +
+      "on each side, blocking sendmsg/recvmsg of 2 MiB, no protocol, no JavaScript; its receiver checks every byte " +
+      "after the clock stops. It runs right after our case in each round (after the QEMU runs that follow ours). " +
+      "Ratios inside the round, then the median; user CPU = CPU − its kernel part (10 ms ticks).",
   );
   section(
     "Encrypted channels against our own plain ones, interleaved",

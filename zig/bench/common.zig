@@ -1,4 +1,4 @@
-//! Shared helpers of the native reference programs (zc-ref-sink, zc-ref-send): clocks,
+//! Shared helpers of the native reference programs (zc-ref-sink, zc-ref-send, zc-ref-multifd): clocks,
 //! CPU time, argument parsing, JSON output on stdout. No libc: std.os.linux only.
 //!
 //! The socket work itself goes through the library's own exports (zig/*.zig, linked into
@@ -32,6 +32,7 @@ pub extern fn zc_prefault(address: f64, length: f64, for_write: u32) i32;
 pub const Option = struct {
     pub const zerocopy: u32 = 0;
     pub const nodelay: u32 = 1;
+    pub const send_buffer: u32 = 2;
     pub const reuse_address: u32 = 10;
     pub const pending_error: u32 = 11;
 };
@@ -139,4 +140,18 @@ pub fn fillPattern(bytes: []u8, seed: u64) void {
         w.* = x;
     }
     for (bytes[bytes.len & ~@as(usize, 7) ..]) |*b| b.* = 0x5a;
+}
+
+/// Whether `bytes` hold exactly what {@link fillPattern} with `seed` writes.
+pub fn patternMatches(bytes: []const u8, seed: u64) bool {
+    var x: u64 = seed | 1;
+    const words: []align(1) const u64 = std.mem.bytesAsSlice(u64, bytes[0 .. bytes.len & ~@as(usize, 7)]);
+    for (words) |w| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (w != x) return false;
+    }
+    for (bytes[bytes.len & ~@as(usize, 7) ..]) |b| if (b != 0x5a) return false;
+    return true;
 }

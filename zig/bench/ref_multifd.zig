@@ -1,0 +1,248 @@
+//! zc-ref-multifd: the native floor of the multifd benchmark — the same bytes over the same
+//! number of loopback TCP connections as a multifd transfer, with nothing else: no protocol,
+//! no headers, no JavaScript. What no implementation on this machine's sockets can beat.
+//!
+//!   zc-ref-multifd recv BYTES [--channels N] [--huge] [--host A.B.C.D]
+//!   zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N]
+//!
+//! Both ends hold a BYTES region (anonymous memory, with --huge on 2 MiB pages as
+//! `Region.allocate({ hugePages: true })` does), every page touched before timing; the
+//! sender's is filled with a non-zero pattern. Channel i carries the i-th of N equal slices
+//! of the region, into the same place of the receiver's: blocking sockets, one
+//! sendmsg of --chunk bytes (default 2 MiB, the module's default packet) per call and one
+//! recvmsg(MSG_WAITALL) per chunk, one thread per channel on each side. --send-buffer sets
+//! SO_SNDBUF on every sending socket (default 262144, what the module uses with its peer on
+//! the same host; 0 = the kernel's autotuning). When a receiving thread has its slice it
+//! answers one byte; the sender's clock stops when every answer is in, as the module's
+//! round ends at the receiver's word.
+//!
+//! recv prints `{"port":N}`, then one JSON line when done; send prints one JSON line. Both:
+//! bytes, seconds, GBps, cpuSeconds (getrusage user+sys of the whole process over the
+//! transfer: the sender from its first send to the last answer, the receiver from the last
+//! accept to the last slice) and systemCpuSeconds (its kernel part).
+const std = @import("std");
+const c = @import("common.zig");
+const linux = c.linux;
+
+comptime {
+    _ = @import("zc"); // the library's exports, called through common.zig's externs
+}
+
+const USAGE = "usage: zc-ref-multifd recv BYTES [--channels N] [--huge] [--host A.B.C.D]\n" ++
+    "       zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N]\n";
+const MAX_CHANNELS = 64;
+const SLICE_ALIGN = 4096;
+const SEED = 0x9e3779b97f4a7c15;
+
+const Settings = struct {
+    bytes: u64 = 0,
+    channels: u64 = 4,
+    huge: bool = false,
+    host: [4]u8 = .{ 127, 0, 0, 1 },
+    port: u64 = 0,
+    send_buffer: u64 = 256 << 10,
+    chunk: u64 = 2 << 20,
+};
+
+pub fn main(init: std.process.Init.Minimal) u8 {
+    var positional: [4][]const u8 = undefined;
+    var count: usize = 0;
+    var s = Settings{};
+    var args = init.args.iterate();
+    _ = args.skip();
+    while (args.next()) |arg| {
+        if (std.mem.eql(u8, arg, "--huge")) {
+            s.huge = true;
+        } else if (std.mem.eql(u8, arg, "--channels")) {
+            s.channels = c.parseU64(args.next() orelse c.fail("--channels needs a value", .{}), "--channels");
+        } else if (std.mem.eql(u8, arg, "--send-buffer")) {
+            s.send_buffer = c.parseU64(args.next() orelse c.fail("--send-buffer needs a value", .{}), "--send-buffer");
+        } else if (std.mem.eql(u8, arg, "--chunk")) {
+            s.chunk = c.parseU64(args.next() orelse c.fail("--chunk needs a value", .{}), "--chunk");
+        } else if (std.mem.eql(u8, arg, "--host")) {
+            s.host = c.parseIpv4(args.next() orelse c.fail("--host needs an IPv4 address", .{}));
+        } else if (std.mem.eql(u8, arg, "-h") or std.mem.eql(u8, arg, "--help")) {
+            c.writeStdout(USAGE);
+            return 0;
+        } else {
+            if (count == positional.len) c.fail("too many arguments; " ++ USAGE, .{});
+            positional[count] = arg;
+            count += 1;
+        }
+    }
+    if (count == 0) c.fail(USAGE, .{});
+    const sending = std.mem.eql(u8, positional[0], "send");
+    if (!sending and !std.mem.eql(u8, positional[0], "recv")) c.fail(USAGE, .{});
+    if (count != @as(usize, if (sending) 4 else 2)) c.fail(USAGE, .{});
+    if (sending) {
+        s.host = c.parseIpv4(positional[1]);
+        s.port = c.parseU64(positional[2], "port");
+        if (s.port == 0 or s.port > 65535) c.fail("bad port {d}", .{s.port});
+    }
+    s.bytes = c.parseU64(positional[count - 1], "byte count");
+    if (s.channels == 0 or s.channels > MAX_CHANNELS) c.fail("bad --channels {d} (1 to {d})", .{ s.channels, MAX_CHANNELS });
+    if (s.bytes == 0 or s.bytes % (s.channels * SLICE_ALIGN) != 0) {
+        c.fail("BYTES must be a positive multiple of {d} x channels", .{SLICE_ALIGN});
+    }
+    if (s.chunk == 0 or s.chunk > (1 << 30)) c.fail("bad --chunk {d}", .{s.chunk});
+    if (s.send_buffer > std.math.maxInt(i32)) c.fail("bad --send-buffer {d}", .{s.send_buffer});
+
+    const region = mapRegion(s.bytes, s.huge);
+    if (sending) {
+        c.fillPattern(region, SEED);
+        return send(s, region);
+    }
+    return receive(s, region);
+}
+
+/// The region, every page touched (for the receiver, as a prefaulted Region is).
+fn mapRegion(bytes: u64, huge: bool) []u8 {
+    var address: usize = 0;
+    _ = c.check(c.zc_map_anonymous(@floatFromInt(bytes), @intFromBool(huge), &address), "mmap");
+    _ = c.check(c.zc_prefault(@floatFromInt(address), @floatFromInt(bytes), 1), "madvise(MADV_POPULATE_WRITE)");
+    const base: [*]u8 = @ptrFromInt(address);
+    return base[0..bytes];
+}
+
+/// Clears O_NONBLOCK (the library's sockets are created non-blocking): here every call waits
+/// in the kernel, the fewest system calls a transfer can make.
+fn makeBlocking(fd: i32) void {
+    const rc: isize = @bitCast(linux.fcntl(fd, linux.F.SETFL, 0));
+    if (rc < 0) c.fail("fcntl(F_SETFL) failed: errno {d}", .{-rc});
+}
+
+const Slice = struct { fd: i32, bytes: []u8, chunk: usize };
+
+fn sendSlice(slice: Slice) void {
+    var at: usize = 0;
+    while (at < slice.bytes.len) {
+        const length = @min(slice.chunk, slice.bytes.len - at);
+        const iov = [1]std.posix.iovec_const{.{ .base = slice.bytes.ptr + at, .len = length }};
+        const msg = linux.msghdr_const{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = null, .controllen = 0, .flags = 0 };
+        const rc: isize = @bitCast(linux.sendmsg(slice.fd, &msg, 0));
+        if (rc == -@as(isize, c.EINTR)) continue;
+        if (rc <= 0) c.fail("sendmsg failed: errno {d}", .{-rc});
+        at += @intCast(rc);
+    }
+    var answer: [1]u8 = undefined;
+    if (readAll(slice.fd, &answer) != 1) c.fail("no answer from the receiver", .{});
+}
+
+fn receiveSlice(slice: Slice) void {
+    var at: usize = 0;
+    while (at < slice.bytes.len) {
+        const got = readAll(slice.fd, slice.bytes[at..@min(at + slice.chunk, slice.bytes.len)]);
+        if (got == 0) c.fail("the sender closed early", .{});
+        at += got;
+    }
+    sendByte(slice.fd, 1);
+}
+
+fn sendByte(fd: i32, byte: u8) void {
+    const one = [1]u8{byte};
+    const iov = [1]std.posix.iovec_const{.{ .base = &one, .len = 1 }};
+    const msg = linux.msghdr_const{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = null, .controllen = 0, .flags = 0 };
+    const rc: isize = @bitCast(linux.sendmsg(fd, &msg, 0));
+    if (rc != 1) c.fail("sendmsg of one byte failed: errno {d}", .{-rc});
+}
+
+/// recvmsg(MSG_WAITALL) until `into` is full or the peer closed; the bytes read.
+fn readAll(fd: i32, into: []u8) usize {
+    var at: usize = 0;
+    while (at < into.len) {
+        var iov = [1]std.posix.iovec{.{ .base = into.ptr + at, .len = into.len - at }};
+        var msg = linux.msghdr{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = null, .controllen = 0, .flags = 0 };
+        const rc: isize = @bitCast(linux.recvmsg(fd, &msg, linux.MSG.WAITALL));
+        if (rc == -@as(isize, c.EINTR)) continue;
+        if (rc < 0) c.fail("recvmsg failed: errno {d}", .{-rc});
+        if (rc == 0) break;
+        at += @intCast(rc);
+    }
+    return at;
+}
+
+/// Runs `work` on one thread per channel, each with its slice; the seconds and CPU it took.
+fn runChannels(comptime work: fn (Slice) void, fds: []const i32, region: []u8, chunk: usize) [3]f64 {
+    var threads: [MAX_CHANNELS]std.Thread = undefined;
+    const per = region.len / fds.len;
+    const started = c.now();
+    const cpu_started = cpuTimes();
+    for (fds, 0..) |fd, i| {
+        const slice = Slice{ .fd = fd, .bytes = region[i * per ..][0..per], .chunk = chunk };
+        threads[i] = std.Thread.spawn(.{ .stack_size = 64 << 10 }, work, .{slice}) catch c.fail("thread spawn failed", .{});
+    }
+    for (threads[0..fds.len]) |thread| thread.join();
+    const cpu = cpuTimes();
+    return .{ c.now() - started, cpu[0] - cpu_started[0], cpu[1] - cpu_started[1] };
+}
+
+/// User + system and system CPU seconds of the whole process.
+fn cpuTimes() [2]f64 {
+    var ru: linux.rusage = undefined;
+    _ = linux.getrusage(linux.rusage.SELF, &ru);
+    const user = @as(f64, @floatFromInt(ru.utime.sec)) + @as(f64, @floatFromInt(ru.utime.usec)) / 1e6;
+    const sys = @as(f64, @floatFromInt(ru.stime.sec)) + @as(f64, @floatFromInt(ru.stime.usec)) / 1e6;
+    return .{ user + sys, sys };
+}
+
+fn send(s: Settings, region: []u8) u8 {
+    var fds: [MAX_CHANNELS]i32 = undefined;
+    for (fds[0..s.channels]) |*fd| {
+        fd.* = c.check(c.zc_socket(4), "socket");
+        if (s.send_buffer > 0) _ = c.check(c.zc_set_option(fd.*, c.Option.send_buffer, @intCast(s.send_buffer)), "setsockopt(SO_SNDBUF)");
+        const rc = c.zc_connect(fd.*, 4, &s.host, @intCast(s.port), 0);
+        if (rc == -c.EINPROGRESS) {
+            _ = c.waitFor(fd.*, c.POLLOUT, "poll(connect)");
+            const pending = c.zc_get_option(fd.*, c.Option.pending_error);
+            if (pending != 0) c.fail("connect failed: errno {d}", .{pending});
+        } else _ = c.check(rc, "connect");
+        _ = c.zc_set_option(fd.*, c.Option.nodelay, 1);
+        makeBlocking(fd.*);
+    }
+    // Each connection first says which slice it carries (the receiver accepts them in the
+    // order they arrive), before the clock starts.
+    for (fds[0..s.channels], 0..) |fd, i| sendByte(fd, @intCast(i));
+    const took = runChannels(sendSlice, fds[0..s.channels], region, s.chunk);
+    for (fds[0..s.channels]) |fd| _ = c.zc_close(fd);
+    report(s, took, null);
+    return 0;
+}
+
+fn receive(s: Settings, region: []u8) u8 {
+    const listener = c.check(c.zc_socket(4), "socket");
+    _ = c.zc_set_option(listener, c.Option.reuse_address, 1);
+    _ = c.check(c.zc_bind(listener, 4, &s.host, 0, 0), "bind");
+    _ = c.check(c.zc_listen(listener, @intCast(s.channels)), "listen");
+    c.printLine("{{\"port\":{d}}}", .{c.check(c.zc_local_port(listener), "getsockname")});
+    var fds: [MAX_CHANNELS]i32 = @splat(-1);
+    for (0..s.channels) |_| {
+        var fd: i32 = undefined;
+        while (true) {
+            fd = c.zc_accept(listener);
+            if (fd >= 0) break;
+            if (fd != -c.EAGAIN and fd != -c.EINTR) _ = c.check(fd, "accept");
+            _ = c.waitFor(listener, c.POLLIN, "poll(accept)");
+        }
+        makeBlocking(fd);
+        var index: [1]u8 = undefined;
+        if (readAll(fd, &index) != 1 or index[0] >= s.channels or fds[index[0]] != -1) c.fail("bad channel index", .{});
+        fds[index[0]] = fd;
+    }
+    _ = c.zc_close(listener);
+    const took = runChannels(receiveSlice, fds[0..s.channels], region, s.chunk);
+    for (fds[0..s.channels]) |fd| _ = c.zc_close(fd);
+    report(s, took, c.patternMatches(region, SEED));
+    return 0;
+}
+
+/// The JSON line; `verified` (the receiver's: the region holds the sender's pattern) only on the receiving side.
+fn report(s: Settings, took: [3]f64, verified: ?bool) void {
+    c.printLine(
+        "{{\"bytes\":{d},\"channels\":{d},\"seconds\":{d:.6},\"GBps\":{d:.4},\"cpuSeconds\":{d:.6},\"systemCpuSeconds\":{d:.6}," ++
+            "\"peakRssKiB\":{d}{s}}}",
+        .{
+            s.bytes,        s.channels,                                                                           took[0], @as(f64, @floatFromInt(s.bytes)) / took[0] / 1e9, took[1], took[2],
+            c.peakRssKiB(), if (verified) |ok| (if (ok) ",\"verified\":true" else ",\"verified\":false") else "",
+        },
+    );
+}
