@@ -139,9 +139,7 @@ export fn zc_set_option(fd: i32, option_id: u32, value: i32) i32 {
 fn blockingReceive(fd: i32, timeout_ms: i32) i32 {
     const ms: i64 = if (timeout_ms < 0) 0 else timeout_ms;
     const tv = linux.timeval{ .sec = @intCast(@divTrunc(ms, 1000)), .usec = @rem(ms, 1000) * 1000 };
-    var rc = sys.result32(linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.RCVTIMEO, std.mem.asBytes(&tv), @sizeOf(linux.timeval)));
-    if (rc < 0) return rc;
-    rc = sys.result32(linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.SNDTIMEO, std.mem.asBytes(&tv), @sizeOf(linux.timeval)));
+    const rc = sys.result32(linux.setsockopt(fd, linux.SOL.SOCKET, linux.SO.RCVTIMEO, std.mem.asBytes(&tv), @sizeOf(linux.timeval)));
     if (rc < 0) return rc;
     const flags = sys.result(linux.fcntl(fd, linux.F.GETFL, 0));
     if (flags < 0) return @intCast(flags);

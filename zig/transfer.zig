@@ -75,7 +75,7 @@ fn moveFull(comptime send: bool, fd: i32, iov: [*]Iovec, count: u32, timeout_ms:
         // what is there, as ever; on one made blocking (socket.zig blockingReceive) it waits
         // in the kernel until every byte arrived, up to SO_RCVTIMEO.
         const rc = sys.result(if (send)
-            linux.sendmsg(fd, @ptrCast(&msg), linux.MSG.NOSIGNAL)
+            linux.sendmsg(fd, @ptrCast(&msg), linux.MSG.NOSIGNAL | linux.MSG.DONTWAIT)
         else
             linux.recvmsg(fd, &msg, linux.MSG.WAITALL));
         if (rc > 0) {

@@ -145,7 +145,6 @@ class SendEnd extends ChannelEnd {
     this.#normal = new Float64Array(config.pagesPerPacket);
     this.#zero = new Float64Array(config.pagesPerPacket);
     this.#zerocopyPages = !config.zerocopy ? "no" : config.zerocopyFallback ? "judging" : "yes";
-    this.channel.blockInReceive();
   }
 
   /** Sends packets until the round's cursor runs out, then SYNC, flush, and the ack. */
