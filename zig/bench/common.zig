@@ -62,11 +62,27 @@ pub fn cpuSeconds() f64 {
     return user + sys;
 }
 
-/// Peak resident set size of this process, KiB.
+/// Peak resident set size of this process, KiB: VmHWM of /proc/self/status (getrusage's
+/// maxrss also counts what the process that exec'd this program had, e.g. a benchmark's
+/// runtime), -1 when it cannot be read.
 pub fn peakRssKiB() i64 {
-    var ru: linux.rusage = undefined;
-    _ = linux.getrusage(linux.rusage.SELF, &ru);
-    return ru.maxrss;
+    const fd_rc: isize = @bitCast(linux.open("/proc/self/status", .{ .ACCMODE = .RDONLY, .CLOEXEC = true }, 0));
+    if (fd_rc < 0) return -1;
+    const fd: i32 = @intCast(fd_rc);
+    defer _ = linux.close(fd);
+    var buf: [8192]u8 = undefined;
+    var len: usize = 0;
+    while (len < buf.len) {
+        const rc: isize = @bitCast(linux.read(fd, buf[len..].ptr, buf.len - len));
+        if (rc <= 0) break;
+        len += @intCast(rc);
+    }
+    const key = "VmHWM:";
+    const at = std.mem.indexOf(u8, buf[0..len], key) orelse return -1;
+    var rest = std.mem.trimStart(u8, buf[at + key.len .. len], " \t");
+    const end = std.mem.indexOfAny(u8, rest, " \n") orelse return -1;
+    rest = rest[0..end];
+    return std.fmt.parseInt(i64, rest, 10) catch -1;
 }
 
 /// Writes all of `bytes` to stdout.
