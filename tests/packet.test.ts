@@ -126,6 +126,23 @@ describe("packet.ts", () => {
     await region.close();
   });
 
+  test("PageScan over a packet's worth of pages in any order: the same split as a byte-by-byte look", async () => {
+    const pages = 512; // a default packet: the scan reads ahead of the page it looks at
+    const region = Region.allocate(pages * PAGE);
+    const bytes = region.view();
+    const random = crypto.getRandomValues(new Uint32Array(pages));
+    for (let p = 0; p < pages; p++) {
+      if (random[p] % 3 === 0) bytes[p * PAGE + (random[p] >>> 4) % PAGE] = 1 + (random[p] & 0x7f); // one byte anywhere
+    }
+    const order = Float64Array.from({ length: pages }, (_, i) => ((i * 97) % pages) * PAGE); // not ascending
+    const normal = new Float64Array(pages), zero = new Float64Array(pages);
+    const zeros = new PageScan(region.descriptor, PAGE).splitZero(order, pages, normal, zero);
+    const isData = (offset: number) => bytes.subarray(offset, offset + PAGE).some((b) => b !== 0);
+    assert.deepEqual([...normal.subarray(0, pages - zeros)], [...order].filter(isData));
+    assert.deepEqual([...zero.subarray(0, zeros)], [...order].filter((offset) => !isData(offset)));
+    await region.close();
+  });
+
   test("PageScan sees one non-zero byte anywhere in a page, a short last page too (the scan samples a few words first)", async () => {
     // Page 0 whole; page 1 the region's short last page: 2 × 256 + 13 bytes (block scan, then a tail).
     for (const size of [PAGE + 525, PAGE + 5]) {
