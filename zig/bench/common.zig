@@ -145,6 +145,26 @@ pub fn waitFor(fd: i32, events: u32, comptime what: []const u8) u32 {
     }
 }
 
+/// Connects the (non-blocking) socket `fd` to an IPv4 `host`:`port`, waiting for the handshake; fails on error.
+pub fn connectTo(fd: i32, host: *const [4]u8, port: u64) void {
+    const rc = zc_connect(fd, 4, host, @intCast(port), 0);
+    if (rc == -EINPROGRESS) {
+        _ = waitFor(fd, POLLOUT, "poll(connect)");
+        const pending = zc_get_option(fd, Option.pending_error);
+        if (pending != 0) fail("connect failed: errno {d}", .{pending});
+    } else _ = check(rc, "connect");
+}
+
+/// The next connection on `listener` (non-blocking: waits in poll); fails on error.
+pub fn acceptOne(listener: i32) i32 {
+    while (true) {
+        const fd = zc_accept(listener);
+        if (fd >= 0) return fd;
+        if (fd != -EAGAIN and fd != -EINTR) _ = check(fd, "accept");
+        _ = waitFor(listener, POLLIN, "poll(accept)");
+    }
+}
+
 /// A random-looking, non-zero fill (xorshift64) so nothing on the path can shortcut zeros.
 pub fn fillPattern(bytes: []u8, seed: u64) void {
     var x: u64 = seed | 1;

@@ -190,12 +190,7 @@ fn send(s: Settings, region: []u8) u8 {
     for (fds[0..s.channels]) |*fd| {
         fd.* = c.check(c.zc_socket(4), "socket");
         if (s.send_buffer > 0) _ = c.check(c.zc_set_option(fd.*, c.Option.send_buffer, @intCast(s.send_buffer)), "setsockopt(SO_SNDBUF)");
-        const rc = c.zc_connect(fd.*, 4, &s.host, @intCast(s.port), 0);
-        if (rc == -c.EINPROGRESS) {
-            _ = c.waitFor(fd.*, c.POLLOUT, "poll(connect)");
-            const pending = c.zc_get_option(fd.*, c.Option.pending_error);
-            if (pending != 0) c.fail("connect failed: errno {d}", .{pending});
-        } else _ = c.check(rc, "connect");
+        c.connectTo(fd.*, &s.host, s.port);
         _ = c.zc_set_option(fd.*, c.Option.nodelay, 1);
         makeBlocking(fd.*);
     }
@@ -216,13 +211,7 @@ fn receive(s: Settings, region: []u8) u8 {
     c.printLine("{{\"port\":{d}}}", .{c.check(c.zc_local_port(listener), "getsockname")});
     var fds: [MAX_CHANNELS]i32 = @splat(-1);
     for (0..s.channels) |_| {
-        var fd: i32 = undefined;
-        while (true) {
-            fd = c.zc_accept(listener);
-            if (fd >= 0) break;
-            if (fd != -c.EAGAIN and fd != -c.EINTR) _ = c.check(fd, "accept");
-            _ = c.waitFor(listener, c.POLLIN, "poll(accept)");
-        }
+        const fd = c.acceptOne(listener);
         makeBlocking(fd);
         var index: [1]u8 = undefined;
         if (readAll(fd, &index) != 1 or index[0] >= s.channels or fds[index[0]] != -1) c.fail("bad channel index", .{});

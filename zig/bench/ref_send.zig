@@ -104,12 +104,7 @@ pub fn main(init: std.process.Init.Minimal) u8 {
     c.fillPattern(buffer[0..buffer_bytes], 0x9e3779b97f4a7c15);
 
     const fd = c.check(c.zc_socket(4), "socket");
-    const rc = c.zc_connect(fd, 4, &host, @intCast(port), 0);
-    if (rc == -c.EINPROGRESS) {
-        _ = c.waitFor(fd, c.POLLOUT, "poll(connect)");
-        const pending = c.zc_get_option(fd, c.Option.pending_error);
-        if (pending != 0) c.fail("connect failed: errno {d}", .{pending});
-    } else _ = c.check(rc, "connect");
+    c.connectTo(fd, &host, port);
     _ = c.zc_set_option(fd, c.Option.nodelay, 1);
     if (zerocopy) _ = c.check(c.zc_set_option(fd, c.Option.zerocopy, 1), "setsockopt(SO_ZEROCOPY)");
 

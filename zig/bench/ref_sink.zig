@@ -44,13 +44,7 @@ pub fn main(init: std.process.Init.Minimal) u8 {
     _ = c.check(c.zc_listen(listener, 1), "listen");
     c.printLine("{{\"port\":{d}}}", .{c.check(c.zc_local_port(listener), "getsockname")});
 
-    var fd: i32 = undefined;
-    while (true) {
-        fd = c.zc_accept(listener);
-        if (fd >= 0) break;
-        if (fd != -c.EAGAIN and fd != -c.EINTR) _ = c.check(fd, "accept");
-        _ = c.waitFor(listener, c.POLLIN, "poll(accept)");
-    }
+    const fd = c.acceptOne(listener);
     _ = c.zc_close(listener);
 
     var total: u64 = 0;
