@@ -21,7 +21,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { addressOf, native, viewOf } from "../ffi/mod.ts";
+import { native, viewOf } from "../ffi/mod.ts";
 import type { PacketInput } from "../src/multifd/codec.ts";
 import { qemuFormat } from "../src/qemu/qemu_codec.ts";
 import {
@@ -122,12 +122,10 @@ async function main(): Promise<number> {
   };
   const from = new Uint8Array(evictBytes).fill(1);
   const to = new Uint8Array(evictBytes);
-  const page = new Uint8Array(QEMU_PAGE_SIZE);
-  const pageAddress = addressOf(page);
   const noOffsets = new Float64Array(1);
   const cases: Record<string, () => unknown> = {
     "packet": () => codec.next(input),
-    "ffi-call": () => native.zc_zero_pages(pageAddress, QEMU_PAGE_SIZE, QEMU_PAGE_SIZE, noOffsets, 0),
+    "ffi-call": () => native.zc_zero_pages(0, QEMU_PAGE_SIZE, QEMU_PAGE_SIZE, noOffsets, 0),
     "nothing": () => 0,
   };
   const batch = (call: () => unknown, evict: boolean): number => {

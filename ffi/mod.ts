@@ -40,7 +40,8 @@ const held: { last?: unknown } = {};
  * call reads it (seen under Bun: the region checksum's tags changed between the address and
  * the call, and about one transfer in 150 ended not verified). Call this after the native
  * call, for a buffer no field or caller holds. (The last value stays referenced until the
- * next call.)
+ * next call.) dev/address_lifetime.ts checks the repository for addresses of locals that
+ * nothing references afterwards (tests/ffi_address.test.ts).
  */
 export function keepAlive(value: unknown): void {
   held.last = value;

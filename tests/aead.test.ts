@@ -7,7 +7,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { createDecipheriv, hkdfSync } from "node:crypto";
-import { addressOf, native } from "../ffi/mod.ts";
+import { addressOf, keepAlive, native } from "../ffi/mod.ts";
 import { EncryptionLimitError, PAGE_SIZE, Region } from "../mod.ts";
 import {
   CIPHER_IDS,
@@ -171,6 +171,7 @@ describe("key schedule and nonces", () => {
     list.clear();
     for (let i = 0; i < 3; i++) list.push(addressOf(back) + i * 100, 100);
     opener.open(addressOf(out), list, "test");
+    keepAlive(out); // read through its address only
     assert.deepEqual(back.subarray(200), plain);
   });
 
@@ -185,6 +186,7 @@ describe("key schedule and nonces", () => {
     sealer.seal(list, addressOf(out));
     assert.throws(() => sealer.seal(list, addressOf(out)), EncryptionLimitError);
     assert.throws(() => sealer.skipTo(5), RangeError);
+    keepAlive(plain); // the list holds its address only
   });
 });
 

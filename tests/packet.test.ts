@@ -188,7 +188,7 @@ function channelPair(format: "plain" | Cipher, pagesPerPacket: number, source: R
   );
   const staging = new Uint8Array(sender.stagingBytes);
   stagingBuffers.push(staging);
-  return { sender, receiver, staging: addressOf(staging) };
+  return { sender, receiver, staging: addressOf(staging) }; // held: stagingBuffers
 }
 const stagingBuffers: Uint8Array[] = [];
 
