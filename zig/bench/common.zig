@@ -22,6 +22,8 @@ pub extern fn zc_shutdown(fd: i32, how: i32) i32;
 pub extern fn zc_close(fd: i32) i32;
 pub extern fn zc_sendv(fd: i32, iov: [*]const Iovec, count: u32, zerocopy: u32) i32;
 pub extern fn zc_recvv(fd: i32, iov: [*]const Iovec, count: u32) i32;
+pub extern fn zc_send_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, moved: *u64) i32;
+pub extern fn zc_recv_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, moved: *u64) i32;
 pub extern fn zc_drain_errqueue(fd: i32, out: [*]u32, capacity: u32) i32;
 pub extern fn zc_poll_one(fd: i32, events: u32, timeout_ms: i32) i32;
 // Addresses and sizes cross as f64, as the JS layers pass them (zig/sys.zig `Number`).
@@ -35,6 +37,7 @@ pub const Option = struct {
     pub const send_buffer: u32 = 2;
     pub const reuse_address: u32 = 10;
     pub const pending_error: u32 = 11;
+    pub const blocking_receive: u32 = 12;
 };
 
 pub const POLLIN: u32 = 0x001;

@@ -1,6 +1,6 @@
-//! zc-ref-multifd: the native floor of the multifd benchmark — the same bytes over the same
-//! number of loopback TCP connections as a multifd transfer, with nothing else: no protocol,
-//! no headers, no JavaScript. What no implementation on this machine's sockets can beat.
+//! zc-ref-multifd: the native reference of the multifd benchmark — the same bytes over the
+//! same number of loopback TCP connections as a multifd transfer, with the system calls of
+//! the module's channel Workers and nothing else: no protocol, no headers, no JavaScript.
 //!
 //!   zc-ref-multifd recv BYTES [--channels N] [--huge] [--host A.B.C.D]
 //!   zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N]
@@ -8,13 +8,14 @@
 //! Both ends hold a BYTES region (anonymous memory, with --huge on 2 MiB pages as
 //! `Region.allocate({ hugePages: true })` does), every page touched before timing; the
 //! sender's is filled with a non-zero pattern. Channel i carries the i-th of N equal slices
-//! of the region, into the same place of the receiver's: blocking sockets, one
-//! sendmsg of --chunk bytes (default 2 MiB, the module's default packet) per call and one
-//! recvmsg(MSG_WAITALL) per chunk, one thread per channel on each side. --send-buffer sets
-//! SO_SNDBUF on every sending socket (default 262144, what the module uses with its peer on
-//! the same host; 0 = the kernel's autotuning). When a receiving thread has its slice it
-//! answers one byte; the sender's clock stops when every answer is in, as the module's
-//! round ends at the receiver's word.
+//! of the region, into the same place of the receiver's, in chunks of --chunk bytes (default
+//! 2 MiB, the module's default packet), one thread per channel on each side, with the calls
+//! of a channel Worker's hot path (the library's zc_send_full: non-blocking sendmsg and poll
+//! when the socket is full; zc_recv_full on a socket made blocking: recvmsg(MSG_WAITALL)).
+//! --send-buffer sets SO_SNDBUF on every sending socket (default 262144, what the module
+//! uses with its peer on the same host; 0 = the kernel's autotuning). When a receiving
+//! thread has its slice it answers one byte; the sender's clock stops when every answer is
+//! in, as the module's round ends at the receiver's word.
 //!
 //! recv prints `{"port":N}`, then one JSON line when done; send prints one JSON line. Both:
 //! bytes, seconds, GBps, cpuSeconds (getrusage user+sys of the whole process over the
@@ -104,61 +105,46 @@ fn mapRegion(bytes: u64, huge: bool) []u8 {
     return base[0..bytes];
 }
 
-/// Clears O_NONBLOCK (the library's sockets are created non-blocking): here every call waits
-/// in the kernel, the fewest system calls a transfer can make.
-fn makeBlocking(fd: i32) void {
-    const rc: isize = @bitCast(linux.fcntl(fd, linux.F.SETFL, 0));
-    if (rc < 0) c.fail("fcntl(F_SETFL) failed: errno {d}", .{-rc});
-}
-
 const Slice = struct { fd: i32, bytes: []u8, chunk: usize };
 
 fn sendSlice(slice: Slice) void {
     var at: usize = 0;
     while (at < slice.bytes.len) {
         const length = @min(slice.chunk, slice.bytes.len - at);
-        const iov = [1]std.posix.iovec_const{.{ .base = slice.bytes.ptr + at, .len = length }};
-        const msg = linux.msghdr_const{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = null, .controllen = 0, .flags = 0 };
-        const rc: isize = @bitCast(linux.sendmsg(slice.fd, &msg, 0));
-        if (rc == -@as(isize, c.EINTR)) continue;
-        if (rc <= 0) c.fail("sendmsg failed: errno {d}", .{-rc});
-        at += @intCast(rc);
+        if (move(.send, slice.fd, slice.bytes[at..][0..length]) != length) c.fail("send ended early", .{});
+        at += length;
     }
     var answer: [1]u8 = undefined;
-    if (readAll(slice.fd, &answer) != 1) c.fail("no answer from the receiver", .{});
+    if (move(.receive, slice.fd, &answer) != 1) c.fail("no answer from the receiver", .{});
 }
 
 fn receiveSlice(slice: Slice) void {
     var at: usize = 0;
     while (at < slice.bytes.len) {
-        const got = readAll(slice.fd, slice.bytes[at..@min(at + slice.chunk, slice.bytes.len)]);
-        if (got == 0) c.fail("the sender closed early", .{});
-        at += got;
+        const length = @min(slice.chunk, slice.bytes.len - at);
+        if (move(.receive, slice.fd, slice.bytes[at..][0..length]) != length) c.fail("the sender closed early", .{});
+        at += length;
     }
     sendByte(slice.fd, 1);
 }
 
 fn sendByte(fd: i32, byte: u8) void {
-    const one = [1]u8{byte};
-    const iov = [1]std.posix.iovec_const{.{ .base = &one, .len = 1 }};
-    const msg = linux.msghdr_const{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = null, .controllen = 0, .flags = 0 };
-    const rc: isize = @bitCast(linux.sendmsg(fd, &msg, 0));
-    if (rc != 1) c.fail("sendmsg of one byte failed: errno {d}", .{-rc});
+    var one = [1]u8{byte};
+    if (move(.send, fd, &one) != 1) c.fail("sending one byte failed", .{});
 }
 
-/// recvmsg(MSG_WAITALL) until `into` is full or the peer closed; the bytes read.
-fn readAll(fd: i32, into: []u8) usize {
-    var at: usize = 0;
-    while (at < into.len) {
-        var iov = [1]std.posix.iovec{.{ .base = into.ptr + at, .len = into.len - at }};
-        var msg = linux.msghdr{ .name = null, .namelen = 0, .iov = &iov, .iovlen = 1, .control = null, .controllen = 0, .flags = 0 };
-        const rc: isize = @bitCast(linux.recvmsg(fd, &msg, linux.MSG.WAITALL));
-        if (rc == -@as(isize, c.EINTR)) continue;
-        if (rc < 0) c.fail("recvmsg failed: errno {d}", .{-rc});
-        if (rc == 0) break;
-        at += @intCast(rc);
-    }
-    return at;
+/// The whole of `bytes` sent or received with the calls a channel Worker's hot path makes
+/// (zc_send_full: non-blocking sendmsg, poll when the socket is full; zc_recv_full on a
+/// socket made blocking: recvmsg(MSG_WAITALL)); the bytes moved (fewer: the peer closed).
+fn move(comptime direction: enum { send, receive }, fd: i32, bytes: []u8) u64 {
+    var iov = [1]c.Iovec{.{ .base = @intFromPtr(bytes.ptr), .len = bytes.len }};
+    var moved: u64 = 0;
+    const rc = switch (direction) {
+        .send => c.zc_send_full(fd, &iov, 1, -1, &moved),
+        .receive => c.zc_recv_full(fd, &iov, 1, -1, &moved),
+    };
+    if (rc < 0) c.fail("{s} failed: errno {d}", .{ @tagName(direction), -rc });
+    return moved;
 }
 
 /// Runs `work` on one thread per channel, each with its slice; the seconds and CPU it took.
@@ -192,7 +178,6 @@ fn send(s: Settings, region: []u8) u8 {
         if (s.send_buffer > 0) _ = c.check(c.zc_set_option(fd.*, c.Option.send_buffer, @intCast(s.send_buffer)), "setsockopt(SO_SNDBUF)");
         c.connectTo(fd.*, &s.host, s.port);
         _ = c.zc_set_option(fd.*, c.Option.nodelay, 1);
-        makeBlocking(fd.*);
     }
     // Each connection first says which slice it carries (the receiver accepts them in the
     // order they arrive), before the clock starts.
@@ -212,9 +197,10 @@ fn receive(s: Settings, region: []u8) u8 {
     var fds: [MAX_CHANNELS]i32 = @splat(-1);
     for (0..s.channels) |_| {
         const fd = c.acceptOne(listener);
-        makeBlocking(fd);
+        // As a receiving channel Worker's socket (SocketChannel.blockInReceive): reads wait in recvmsg.
+        _ = c.check(c.zc_set_option(fd, c.Option.blocking_receive, -1), "setsockopt(SO_RCVTIMEO)");
         var index: [1]u8 = undefined;
-        if (readAll(fd, &index) != 1 or index[0] >= s.channels or fds[index[0]] != -1) c.fail("bad channel index", .{});
+        if (move(.receive, fd, &index) != 1 or index[0] >= s.channels or fds[index[0]] != -1) c.fail("bad channel index", .{});
         fds[index[0]] = fd;
     }
     _ = c.zc_close(listener);
