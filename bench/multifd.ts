@@ -14,10 +14,10 @@
  *   deno run -A bench/multifd.ts --channels 4 --zerocopy on --huge on,off --reps 5
  *   deno run -A bench/multifd.ts --with-qemu --channels 4 --zerocopy off,on --encrypt off,aegis-128l --reps 5
  *
- * With `--with-native`, each plain case is followed in its round by its native floor
+ * With `--with-native`, each plain case is followed in its round by its native reference
  * (zig/bench/ref_multifd.zig, runtime "native"): the same bytes over the same connections
- * and send buffer with no protocol and no JS, against the same QEMU runs; the report gives
- * ours/native per round.
+ * and send buffer with the channel Workers' system calls and nothing else (no protocol, no
+ * JS), against the same QEMU runs; the report gives ours/native per round.
  *
  * Encrypted cases (`--encrypt`) are paired with QEMU multifd + TLS (zero-copy or not: QEMU
  * has no zero-copy with TLS), and with our own plain case of the same round (same channels,
@@ -57,9 +57,9 @@ import {
   defaultVariant,
   encryptionSummaries,
   environment,
-  floorSummaries,
   markdownReport,
   multifdSummaries,
+  nativeReferenceSummaries,
   pairRecords,
   pairSummaries,
   qemuSummaries,
@@ -95,7 +95,7 @@ export interface MultifdOptions {
   runtimes: readonly Runtime[];
   configs: MultifdConfig[];
   withQemu: boolean;
-  /** Each plain case of ours followed in its round by the native floor (zig/bench/ref_multifd.zig). */
+  /** Each plain case of ours followed in its round by the native reference (zig/bench/ref_multifd.zig). */
   withNative: boolean;
   /** Unversioned ("multifd4+zc"): each runs under every one of `qemuVersions`. */
   qemuConfigs: readonly string[];
@@ -206,16 +206,21 @@ export async function runMultifdCase(
   }
 }
 
-/** What the native floor can measure: a plain case (no zero-copy, no encryption, default variants). */
-export const hasNativeFloor = (config: MultifdConfig) =>
+/** What the native reference can stand beside: a plain case (no zero-copy, no encryption, default variants). */
+export const hasNativeReference = (config: MultifdConfig) =>
   !config.zerocopy && config.encrypt === undefined && defaultVariant(config);
 
 /**
- * The native floor of a plain case: zc-ref-multifd moves the same bytes over the same
- * number of connections with the same send buffer, and nothing else (no protocol, no JS).
+ * The native reference of a plain case: zc-ref-multifd moves the same bytes over the same
+ * number of connections with the same send buffer and the channel Workers' system calls,
+ * and nothing else (no protocol, no JS).
  * Recorded as runtime "native" with our cases' fields.
  */
-export async function runNativeFloorCase(config: MultifdConfig, sizeBytes: number, rep: number): Promise<BenchRecord> {
+export async function runNativeReferenceCase(
+  config: MultifdConfig,
+  sizeBytes: number,
+  rep: number,
+): Promise<BenchRecord> {
   const started = performance.now();
   const sendBufferBytes = config.sendBufferBytes === -1 ? 0 : config.sendBufferBytes ?? SAME_HOST_SEND_BUFFER;
   const { sent, received } = await refMultifd(
@@ -327,17 +332,17 @@ export async function runMultifdSuite(
           for (const version of versions) theirs.push(await runQemu(versionedConfig(version, partner), rep));
           for (const pair of pairRecords(ours, theirs)) emit(pair);
         }
-        if (options.withNative && hasNativeFloor(config)) {
-          note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} native floor`);
-          let floor: BenchRecord;
+        if (options.withNative && hasNativeReference(config)) {
+          note(`multifd: rep ${rep + 1}/${options.reps} ${configLabel(config)} native reference`);
+          let reference: BenchRecord;
           try {
-            floor = await runNativeFloorCase(config, options.sizeBytes, rep);
+            reference = await runNativeReferenceCase(config, options.sizeBytes, rep);
           } catch (error) {
-            floor = { bench: "multifd", runtime: "native", rep, ...config, error: (error as Error).message };
+            reference = { bench: "multifd", runtime: "native", rep, ...config, error: (error as Error).message };
           }
-          emit(floor);
+          emit(reference);
           // Against the QEMU runs just before it, in the same round.
-          for (const pair of pairRecords(floor, theirs)) emit(pair);
+          for (const pair of pairRecords(reference, theirs)) emit(pair);
         }
       }
       for (const config of qemu ? options.qemuConfigs : []) {
@@ -507,7 +512,7 @@ async function main(): Promise<number> {
     ...multifdSummaries(records),
     ...qemuSummaries(records),
     ...pairSummaries(records),
-    ...floorSummaries(records),
+    ...nativeReferenceSummaries(records),
     ...encryptionSummaries(records),
     ...zeroPagesSummaries(records),
   ]);

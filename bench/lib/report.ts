@@ -517,26 +517,27 @@ export function pairTable(summaries: BenchRecord[]): string {
 }
 
 /**
- * Ours over the native floor (runtime "native", zig/bench/ref_multifd.zig) of the same round,
+ * Ours over the native reference (runtime "native", zig/bench/ref_multifd.zig) of the same round,
  * channels, pages and send buffer, plain only: GB/s and each side's CPU per GB (the ratio
  * inside the round, then the median), and each side's user-space CPU per GB, ours and the
- * floor's (CPU − its kernel part: what is not the kernel's work for the same bytes).
+ * reference's (CPU − its kernel part: what is not the kernel's work for the same bytes).
  */
-export function floorSummaries(records: BenchRecord[]): BenchRecord[] {
+export function nativeReferenceSummaries(records: BenchRecord[]): BenchRecord[] {
   const runs = records.filter((r) => r.bench === "multifd" && isRun(r) && !r.zerocopy && defaultVariant(r));
-  const floors = runs.filter((r) => r.runtime === "native");
+  const references = runs.filter((r) => r.runtime === "native");
   const pairs = runs.filter((r) => r.runtime !== "native").flatMap((ours) => {
-    const floor = floors.find((f) =>
+    const reference = references.find((f) =>
       f.rep === ours.rep && f.channels === ours.channels && f.hugePages === ours.hugePages &&
       f.sendBufferBytes === ours.sendBufferBytes && f.encrypt === ours.encrypt
     );
-    return floor ? [{ ours, floor }] : [];
+    return reference ? [{ ours, reference }] : [];
   });
-  const ratio = (key: string) => (p: { ours: BenchRecord; floor: BenchRecord }) => num(p.ours, key) / num(p.floor, key);
+  const ratio = (key: string) => (p: { ours: BenchRecord; reference: BenchRecord }) =>
+    num(p.ours, key) / num(p.reference, key);
   const user = (side: string) => (r: BenchRecord) =>
     num(r, `${side}CpuSecondsPerGB`) - num(r, `${side}SystemCpuSecondsPerGB`);
   return [...groupBy(pairs, ({ ours }) => multifdKey(ours)).values()].map((group) => ({
-    bench: "floor-ratio",
+    bench: "reference-ratio",
     summary: true,
     ...caseFields(group[0].ours),
     sendBufferBytes: group[0].ours.sendBufferBytes,
@@ -545,12 +546,14 @@ export function floorSummaries(records: BenchRecord[]): BenchRecord[] {
     receiverCpuSecondsPerGB: spread(group.map(ratio("receiverCpuSecondsPerGB"))),
     senderUserCpuSecondsPerGB: spread(group.map(({ ours }) => user("sender")(ours))),
     receiverUserCpuSecondsPerGB: spread(group.map(({ ours }) => user("receiver")(ours))),
-    floorUserCpuSecondsPerGB: spread(group.map(({ floor }) => user("sender")(floor) + user("receiver")(floor))),
+    referenceUserCpuSecondsPerGB: spread(
+      group.map(({ reference }) => user("sender")(reference) + user("receiver")(reference)),
+    ),
   }));
 }
 
-export function floorTable(summaries: BenchRecord[]): string {
-  const rows = summaries.filter((s) => s.bench === "floor-ratio" && s.summary).map((s) => [
+export function nativeReferenceTable(summaries: BenchRecord[]): string {
+  const rows = summaries.filter((s) => s.bench === "reference-ratio" && s.summary).map((s) => [
     String(s.runtime),
     String(s.channels),
     s.hugePages ? "2 MiB" : "4 KiB",
@@ -561,7 +564,7 @@ export function floorTable(summaries: BenchRecord[]): string {
     `${formatSpread(s.senderUserCpuSecondsPerGB as Spread, 3)} / ${
       formatSpread(s.receiverUserCpuSecondsPerGB as Spread, 3)
     }`,
-    formatSpread(s.floorUserCpuSecondsPerGB as Spread, 3),
+    formatSpread(s.referenceUserCpuSecondsPerGB as Spread, 3),
     String((s.GBps as Spread | undefined)?.n ?? 0),
   ]);
   return markdownTable(
@@ -738,12 +741,12 @@ export function markdownReport(title: string, environment: Record<string, string
       "QEMU's time includes its channel set-up; ours excludes set-up and Worker start-up.",
   );
   section(
-    "Ours against the native floor, interleaved",
-    floorTable(sums),
-    "The native floor (`native` in the tables above; zig/bench/ref_multifd.zig) moves the same bytes over the same " +
-      "number of loopback connections with the same send buffer and pages, and nothing else: one thread per channel " +
-      "on each side, blocking sendmsg/recvmsg of 2 MiB, no protocol, no JavaScript; its receiver checks every byte " +
-      "after the clock stops. It runs right after our case in each round (after the QEMU runs that follow ours). " +
+    "Ours against the native reference, interleaved",
+    nativeReferenceTable(sums),
+    "The native reference (`native` in the tables above; zig/bench/ref_multifd.zig) moves the same bytes over the " +
+      "same number of loopback connections with the same send buffer and pages and the channel Workers' system calls " +
+      "(2 MiB per call, one thread per channel on each side), and nothing else: no protocol, no JavaScript; its " +
+      "receiver checks every byte after the clock stops. It runs right after our case in each round (after the QEMU runs that follow ours). " +
       "Ratios inside the round, then the median; user CPU = CPU − its kernel part (10 ms ticks).",
   );
   section(
