@@ -1,8 +1,9 @@
 /**
  * The native reference programs (zig/bench/, installed by `zig build` into zig-out/bin/):
  * `zc-ref-sink` receives one stream, `zc-ref-send` sends one, `zc-ref-multifd` moves a
- * region over N connections with the channel Workers' system calls and nothing else. Built on demand with the
- * pinned Zig when missing (a fresh clone after `npm install` already has them).
+ * region over N connections with the channel Workers' system calls and nothing else. Built
+ * on demand with the pinned Zig when missing (a fresh clone after `npm install` already has
+ * them).
  * @module
  */
 import { spawnSync } from "node:child_process";
