@@ -3,7 +3,7 @@
 //! the module's channel Workers and nothing else: no protocol, no headers, no JavaScript.
 //!
 //!   zc-ref-multifd recv BYTES [--channels N] [--huge] [--host A.B.C.D]
-//!   zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N]
+//!   zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N] [--head N]
 //!
 //! Both ends hold a BYTES region (anonymous memory, with --huge on 2 MiB pages as
 //! `Region.allocate({ hugePages: true })` does), every page touched before timing; the
@@ -12,6 +12,8 @@
 //! 2 MiB, the module's default packet), one thread per channel on each side, with the calls
 //! of a channel Worker's hot path (the library's zc_send_full: non-blocking sendmsg and poll
 //! when the socket is full; zc_recv_full on a socket made blocking: recvmsg(MSG_WAITALL)).
+//! --head N puts N more bytes before every chunk, in the same send call, read apart by the
+//! receiver, as a packet's header and offsets go before its pages (default 0).
 //! --send-buffer sets SO_SNDBUF on every sending socket (default 262144, what the module
 //! uses with its peer on the same host; 0 = the kernel's autotuning). When a receiving
 //! thread has its slice it answers one byte; the sender's clock stops when every answer is
@@ -30,7 +32,8 @@ comptime {
 }
 
 const USAGE = "usage: zc-ref-multifd recv BYTES [--channels N] [--huge] [--host A.B.C.D]\n" ++
-    "       zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N]\n";
+    "       zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N] [--head N]\n" ++
+    "       (--chunk and --head: the same on both ends)\n";
 const MAX_CHANNELS = 64;
 const SLICE_ALIGN = 4096;
 const SEED = 0x9e3779b97f4a7c15;
@@ -43,7 +46,11 @@ const Settings = struct {
     port: u64 = 0,
     send_buffer: u64 = 256 << 10,
     chunk: u64 = 2 << 20,
+    head: u64 = 0,
 };
+
+/// The most --head allows (a packet header and its offsets are a few KiB).
+const MAX_HEAD = 64 << 10;
 
 pub fn main(init: std.process.Init.Minimal) u8 {
     var positional: [4][]const u8 = undefined;
@@ -58,6 +65,8 @@ pub fn main(init: std.process.Init.Minimal) u8 {
             s.channels = c.parseU64(args.next() orelse c.fail("--channels needs a value", .{}), "--channels");
         } else if (std.mem.eql(u8, arg, "--send-buffer")) {
             s.send_buffer = c.parseU64(args.next() orelse c.fail("--send-buffer needs a value", .{}), "--send-buffer");
+        } else if (std.mem.eql(u8, arg, "--head")) {
+            s.head = c.parseU64(args.next() orelse c.fail("--head needs a value", .{}), "--head");
         } else if (std.mem.eql(u8, arg, "--chunk")) {
             s.chunk = c.parseU64(args.next() orelse c.fail("--chunk needs a value", .{}), "--chunk");
         } else if (std.mem.eql(u8, arg, "--host")) {
@@ -86,6 +95,7 @@ pub fn main(init: std.process.Init.Minimal) u8 {
         c.fail("BYTES must be a positive multiple of {d} x channels", .{SLICE_ALIGN});
     }
     if (s.chunk == 0 or s.chunk > (1 << 30)) c.fail("bad --chunk {d}", .{s.chunk});
+    if (s.head > MAX_HEAD) c.fail("bad --head {d} (at most {d})", .{ s.head, MAX_HEAD });
     if (s.send_buffer > std.math.maxInt(i32)) c.fail("bad --send-buffer {d}", .{s.send_buffer});
 
     const region = mapRegion(s.bytes, s.huge);
@@ -105,13 +115,21 @@ fn mapRegion(bytes: u64, huge: bool) []u8 {
     return base[0..bytes];
 }
 
-const Slice = struct { fd: i32, bytes: []u8, chunk: usize };
+const Slice = struct { fd: i32, bytes: []u8, chunk: usize, head: usize };
 
 fn sendSlice(slice: Slice) void {
+    var head: [MAX_HEAD]u8 = @splat(0x5a);
     var at: usize = 0;
     while (at < slice.bytes.len) {
         const length = @min(slice.chunk, slice.bytes.len - at);
-        if (move(.send, slice.fd, slice.bytes[at..][0..length]) != length) c.fail("send ended early", .{});
+        // Head and chunk in one call, as a packet's header and offsets go with its pages.
+        var iov = [2]c.Iovec{
+            .{ .base = @intFromPtr(&head), .len = slice.head },
+            .{ .base = @intFromPtr(slice.bytes.ptr + at), .len = length },
+        };
+        var moved: u64 = 0;
+        const rc = c.zc_send_full(slice.fd, &iov, 2, -1, &moved);
+        if (rc < 0 or moved != slice.head + length) c.fail("send failed: errno {d}", .{-rc});
         at += length;
     }
     var answer: [1]u8 = undefined;
@@ -119,9 +137,11 @@ fn sendSlice(slice: Slice) void {
 }
 
 fn receiveSlice(slice: Slice) void {
+    var head: [MAX_HEAD]u8 = undefined;
     var at: usize = 0;
     while (at < slice.bytes.len) {
         const length = @min(slice.chunk, slice.bytes.len - at);
+        if (slice.head > 0 and move(.receive, slice.fd, head[0..slice.head]) != slice.head) c.fail("the sender closed early", .{});
         if (move(.receive, slice.fd, slice.bytes[at..][0..length]) != length) c.fail("the sender closed early", .{});
         at += length;
     }
@@ -148,14 +168,14 @@ fn move(comptime direction: enum { send, receive }, fd: i32, bytes: []u8) u64 {
 }
 
 /// Runs `work` on one thread per channel, each with its slice; the seconds and CPU it took.
-fn runChannels(comptime work: fn (Slice) void, fds: []const i32, region: []u8, chunk: usize) [3]f64 {
+fn runChannels(comptime work: fn (Slice) void, fds: []const i32, region: []u8, s: Settings) [3]f64 {
     var threads: [MAX_CHANNELS]std.Thread = undefined;
     const per = region.len / fds.len;
     const started = c.now();
     const cpu_started = cpuTimes();
     for (fds, 0..) |fd, i| {
-        const slice = Slice{ .fd = fd, .bytes = region[i * per ..][0..per], .chunk = chunk };
-        threads[i] = std.Thread.spawn(.{ .stack_size = 64 << 10 }, work, .{slice}) catch c.fail("thread spawn failed", .{});
+        const slice = Slice{ .fd = fd, .bytes = region[i * per ..][0..per], .chunk = s.chunk, .head = s.head };
+        threads[i] = std.Thread.spawn(.{ .stack_size = 256 << 10 }, work, .{slice}) catch c.fail("thread spawn failed", .{});
     }
     for (threads[0..fds.len]) |thread| thread.join();
     const cpu = cpuTimes();
@@ -182,7 +202,7 @@ fn send(s: Settings, region: []u8) u8 {
     // Each connection first says which slice it carries (the receiver accepts them in the
     // order they arrive), before the clock starts.
     for (fds[0..s.channels], 0..) |fd, i| sendByte(fd, @intCast(i));
-    const took = runChannels(sendSlice, fds[0..s.channels], region, s.chunk);
+    const took = runChannels(sendSlice, fds[0..s.channels], region, s);
     for (fds[0..s.channels]) |fd| _ = c.zc_close(fd);
     report(s, took, null);
     return 0;
@@ -204,7 +224,7 @@ fn receive(s: Settings, region: []u8) u8 {
         fds[index[0]] = fd;
     }
     _ = c.zc_close(listener);
-    const took = runChannels(receiveSlice, fds[0..s.channels], region, s.chunk);
+    const took = runChannels(receiveSlice, fds[0..s.channels], region, s);
     for (fds[0..s.channels]) |fd| _ = c.zc_close(fd);
     report(s, took, c.patternMatches(region, SEED));
     return 0;
