@@ -4,6 +4,7 @@
 //!
 //!   zc-ref-multifd recv BYTES [--channels N] [--huge] [--host A.B.C.D]
 //!   zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N] [--head N]
+//!                  [--interleaved]
 //!
 //! Both ends hold a BYTES region (anonymous memory, with --huge on 2 MiB pages as
 //! `Region.allocate({ hugePages: true })` does), every page touched before timing; the
@@ -12,7 +13,8 @@
 //! 2 MiB, the module's default packet), one thread per channel on each side, with the calls
 //! of a channel Worker's hot path (the library's zc_send_full: non-blocking sendmsg and poll
 //! when the socket is full; zc_recv_full on a socket made blocking: recvmsg(MSG_WAITALL)).
-//! --head N puts N more bytes before every chunk, in the same send call, read apart by the
+//! --interleaved: channel i carries chunks i, i + N, i + 2N, … instead (as the module's
+//! Workers take packets from one cursor). --head N puts N more bytes before every chunk, in the same send call, read apart by the
 //! receiver, as a packet's header and offsets go before its pages (default 0).
 //! --send-buffer sets SO_SNDBUF on every sending socket (default 262144, what the module
 //! uses with its peer on the same host; 0 = the kernel's autotuning). When a receiving
@@ -33,7 +35,7 @@ comptime {
 
 const USAGE = "usage: zc-ref-multifd recv BYTES [--channels N] [--huge] [--host A.B.C.D]\n" ++
     "       zc-ref-multifd send HOST PORT BYTES [--channels N] [--huge] [--send-buffer N] [--chunk N] [--head N]\n" ++
-    "       (--chunk and --head: the same on both ends)\n";
+    "       [--interleaved] (--chunk, --head, --interleaved: the same on both ends)\n";
 const MAX_CHANNELS = 64;
 const SLICE_ALIGN = 4096;
 const SEED = 0x9e3779b97f4a7c15;
@@ -47,6 +49,7 @@ const Settings = struct {
     send_buffer: u64 = 256 << 10,
     chunk: u64 = 2 << 20,
     head: u64 = 0,
+    interleaved: bool = false,
 };
 
 /// The most --head allows (a packet header and its offsets are a few KiB).
@@ -65,6 +68,8 @@ pub fn main(init: std.process.Init.Minimal) u8 {
             s.channels = c.parseU64(args.next() orelse c.fail("--channels needs a value", .{}), "--channels");
         } else if (std.mem.eql(u8, arg, "--send-buffer")) {
             s.send_buffer = c.parseU64(args.next() orelse c.fail("--send-buffer needs a value", .{}), "--send-buffer");
+        } else if (std.mem.eql(u8, arg, "--interleaved")) {
+            s.interleaved = true;
         } else if (std.mem.eql(u8, arg, "--head")) {
             s.head = c.parseU64(args.next() orelse c.fail("--head needs a value", .{}), "--head");
         } else if (std.mem.eql(u8, arg, "--chunk")) {
@@ -115,22 +120,29 @@ fn mapRegion(bytes: u64, huge: bool) []u8 {
     return base[0..bytes];
 }
 
-const Slice = struct { fd: i32, bytes: []u8, chunk: usize, head: usize };
+/// What one channel's thread moves: chunks `first`, `first + step`, … of the region (a
+/// contiguous slice: step 1 over the slice; interleaved: first = channel, step = channels).
+const Slice = struct { fd: i32, region: []u8, first: usize, step: usize, chunk: usize, head: usize };
+
+/// Chunk `k` of the region (the last may be short), or null past its end.
+fn chunkAt(slice: Slice, k: usize) ?[]u8 {
+    const at = k * slice.chunk;
+    if (at >= slice.region.len) return null;
+    return slice.region[at..][0..@min(slice.chunk, slice.region.len - at)];
+}
 
 fn sendSlice(slice: Slice) void {
     var head: [MAX_HEAD]u8 = @splat(0x5a);
-    var at: usize = 0;
-    while (at < slice.bytes.len) {
-        const length = @min(slice.chunk, slice.bytes.len - at);
+    var k = slice.first;
+    while (chunkAt(slice, k)) |bytes| : (k += slice.step) {
         // Head and chunk in one call, as a packet's header and offsets go with its pages.
         var iov = [2]c.Iovec{
             .{ .base = @intFromPtr(&head), .len = slice.head },
-            .{ .base = @intFromPtr(slice.bytes.ptr + at), .len = length },
+            .{ .base = @intFromPtr(bytes.ptr), .len = bytes.len },
         };
         var moved: u64 = 0;
         const rc = c.zc_send_full(slice.fd, &iov, 2, -1, &moved);
-        if (rc < 0 or moved != slice.head + length) c.fail("send failed: errno {d}", .{-rc});
-        at += length;
+        if (rc < 0 or moved != slice.head + bytes.len) c.fail("send failed: errno {d}", .{-rc});
     }
     var answer: [1]u8 = undefined;
     if (move(.receive, slice.fd, &answer) != 1) c.fail("no answer from the receiver", .{});
@@ -138,12 +150,10 @@ fn sendSlice(slice: Slice) void {
 
 fn receiveSlice(slice: Slice) void {
     var head: [MAX_HEAD]u8 = undefined;
-    var at: usize = 0;
-    while (at < slice.bytes.len) {
-        const length = @min(slice.chunk, slice.bytes.len - at);
+    var k = slice.first;
+    while (chunkAt(slice, k)) |bytes| : (k += slice.step) {
         if (slice.head > 0 and move(.receive, slice.fd, head[0..slice.head]) != slice.head) c.fail("the sender closed early", .{});
-        if (move(.receive, slice.fd, slice.bytes[at..][0..length]) != length) c.fail("the sender closed early", .{});
-        at += length;
+        if (move(.receive, slice.fd, bytes) != bytes.len) c.fail("the sender closed early", .{});
     }
     sendByte(slice.fd, 1);
 }
@@ -174,7 +184,10 @@ fn runChannels(comptime work: fn (Slice) void, fds: []const i32, region: []u8, s
     const started = c.now();
     const cpu_started = cpuTimes();
     for (fds, 0..) |fd, i| {
-        const slice = Slice{ .fd = fd, .bytes = region[i * per ..][0..per], .chunk = s.chunk, .head = s.head };
+        const slice = if (s.interleaved)
+            Slice{ .fd = fd, .region = region, .first = i, .step = fds.len, .chunk = s.chunk, .head = s.head }
+        else
+            Slice{ .fd = fd, .region = region[i * per ..][0..per], .first = 0, .step = 1, .chunk = s.chunk, .head = s.head };
         threads[i] = std.Thread.spawn(.{ .stack_size = 256 << 10 }, work, .{slice}) catch c.fail("thread spawn failed", .{});
     }
     for (threads[0..fds.len]) |thread| thread.join();
