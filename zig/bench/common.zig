@@ -126,6 +126,11 @@ pub fn parseU64(text: []const u8, comptime what: []const u8) u64 {
     return std.fmt.parseInt(u64, text, 10) catch fail("bad " ++ what ++ ": {s}", .{text});
 }
 
+/// The number after flag `flag` in an argument iterator (the value the flag needs), or a failure.
+pub fn flagValue(args: anytype, comptime flag: []const u8) u64 {
+    return parseU64(args.next() orelse fail(flag ++ " needs a value", .{}), flag);
+}
+
 /// An IPv4 dotted quad as the 4 raw bytes zc_bind/zc_connect take (network order).
 pub fn parseIpv4(text: []const u8) [4]u8 {
     var out: [4]u8 = undefined;

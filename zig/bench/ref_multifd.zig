@@ -65,15 +65,15 @@ pub fn main(init: std.process.Init.Minimal) u8 {
         if (std.mem.eql(u8, arg, "--huge")) {
             s.huge = true;
         } else if (std.mem.eql(u8, arg, "--channels")) {
-            s.channels = c.parseU64(args.next() orelse c.fail("--channels needs a value", .{}), "--channels");
+            s.channels = c.flagValue(&args, "--channels");
         } else if (std.mem.eql(u8, arg, "--send-buffer")) {
-            s.send_buffer = c.parseU64(args.next() orelse c.fail("--send-buffer needs a value", .{}), "--send-buffer");
+            s.send_buffer = c.flagValue(&args, "--send-buffer");
         } else if (std.mem.eql(u8, arg, "--interleaved")) {
             s.interleaved = true;
         } else if (std.mem.eql(u8, arg, "--head")) {
-            s.head = c.parseU64(args.next() orelse c.fail("--head needs a value", .{}), "--head");
+            s.head = c.flagValue(&args, "--head");
         } else if (std.mem.eql(u8, arg, "--chunk")) {
-            s.chunk = c.parseU64(args.next() orelse c.fail("--chunk needs a value", .{}), "--chunk");
+            s.chunk = c.flagValue(&args, "--chunk");
         } else if (std.mem.eql(u8, arg, "--host")) {
             s.host = c.parseIpv4(args.next() orelse c.fail("--host needs an IPv4 address", .{}));
         } else if (std.mem.eql(u8, arg, "-h") or std.mem.eql(u8, arg, "--help")) {

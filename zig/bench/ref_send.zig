@@ -73,11 +73,11 @@ pub fn main(init: std.process.Init.Minimal) u8 {
         } else if (std.mem.eql(u8, arg, "--empty")) {
             empty = true;
         } else if (std.mem.eql(u8, arg, "--write-bytes")) {
-            write_bytes = c.parseU64(args.next() orelse c.fail("--write-bytes needs a value", .{}), "--write-bytes");
+            write_bytes = c.flagValue(&args, "--write-bytes");
         } else if (std.mem.eql(u8, arg, "--buffer-bytes")) {
-            buffer_bytes = c.parseU64(args.next() orelse c.fail("--buffer-bytes needs a value", .{}), "--buffer-bytes");
+            buffer_bytes = c.flagValue(&args, "--buffer-bytes");
         } else if (std.mem.eql(u8, arg, "--buffer-offset")) {
-            buffer_offset = c.parseU64(args.next() orelse c.fail("--buffer-offset needs a value", .{}), "--buffer-offset");
+            buffer_offset = c.flagValue(&args, "--buffer-offset");
         } else if (std.mem.eql(u8, arg, "-h") or std.mem.eql(u8, arg, "--help")) {
             c.writeStdout(USAGE);
             return 0;
