@@ -189,6 +189,8 @@ export async function runMultifdCase(
       receiverCpuSecondsPerGB: round(Number(sent.peerCpuSeconds) / gb),
       senderSystemCpuSecondsPerGB: round(Number(sent.systemCpuSeconds) / gb),
       receiverSystemCpuSecondsPerGB: round(Number(sent.peerSystemCpuSeconds) / gb),
+      ...(sent.cpuByThread &&
+        threadCpuFields("sender", sent.cpuByThread as unknown as Record<ThreadKind, number>, Number(sent.bytes))),
       ...(sent.peerCpuByThread &&
         threadCpuFields("receiver", sent.peerCpuByThread as unknown as Record<ThreadKind, number>, Number(sent.bytes))),
       senderPeakRssMiB: Math.round(Number(sent.peakRssKiB) / 1024),

@@ -86,6 +86,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
   const cpuBefore = cpuTimesOf("self");
   const peerBefore = peer === undefined ? undefined : cpuTimesOf(peer);
   const peerThreads = peer === undefined ? undefined : new ThreadCpu(peer).start();
+  const ownThreads = new ThreadCpu(process.pid).start();
   await sender.sendRound();
   const cpuAfter = cpuTimesOf("self");
   const peerAfter = peer === undefined ? undefined : cpuTimesOf(peer);
@@ -94,6 +95,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
   const peerCpuSeconds = peerAfter && peerBefore && peerAfter.total - peerBefore.total;
   const peerSystemCpuSeconds = peerAfter && peerBefore && peerAfter.system - peerBefore.system;
   const peerCpuByThread = peerThreads?.stop();
+  const cpuByThread = ownThreads.stop();
   const result = await sender.finish();
   await region.close();
   const { perChannelBytes: _, ...rest } = result;
@@ -104,6 +106,7 @@ async function send(values: Record<string, string | boolean | undefined>): Promi
     systemCpuSeconds,
     peerCpuSeconds,
     peerSystemCpuSeconds,
+    cpuByThread,
     peerCpuByThread,
     allocateSeconds,
     fillSeconds,
