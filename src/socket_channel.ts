@@ -320,31 +320,38 @@ export class SocketChannel {
   }
 
   /**
-   * @internal Runs `read` — one native call that receives on `fd` by itself, blocking up to
-   * `ioTimeoutMs` per wait (the packet reads of wire_reads.ts) — as this channel's read: one
-   * at a time, only while no zero-copy send is outstanding (nothing on the error queue may
-   * raise POLLERR in the native wait). `read` reports what it moved with {@link countRead}.
-   * `operation` names the caller in the error thrown otherwise.
+   * @internal Runs `call` — one native call that moves data on `fd` by itself, blocking up
+   * to `ioTimeoutMs` per wait (the packet reads of wire_reads.ts, the packet writes of
+   * wire_writes.ts) — as this channel's read or write (`side`): one at a time per side, only
+   * while no zero-copy send is outstanding (nothing on the error queue may raise POLLERR in
+   * the native wait: see {@link nativeCallsAllowed}). `call` reports what it moved with
+   * {@link countMoved}. `operation` names the caller in the error thrown otherwise.
    */
-  nativeReadSync<T>(operation: string, read: (fd: number, ioTimeoutMs: number) => T): T {
+  nativeSync<T>(side: "read" | "write", operation: string, call: (fd: number, ioTimeoutMs: number) => T): T {
     if (!this.#quietErrorQueue) {
       throw new InvalidArgumentError(`${operation}: flush this channel's zero-copy sends first`);
     }
-    this.#begin("read");
+    this.#begin(side);
     try {
-      return read(this.#fd, this.#ioTimeoutMs);
+      if (side === "write") this.#throwDeferred();
+      return call(this.#fd, this.#ioTimeoutMs);
     } finally {
-      this.#end("read");
+      this.#end(side);
     }
   }
 
+  /** @internal No zero-copy send is outstanding: {@link nativeSync} may run. */
+  get nativeCallsAllowed(): boolean {
+    return this.#quietErrorQueue;
+  }
+
   /**
-   * @internal Counts `bytes` read by a {@link nativeReadSync} call whose result is `rc` (a
-   * {@link FullResult} or -errno) and throws its failure: TimeoutError (`total - bytes`
-   * missing) or SocketError. Returns `bytes`.
+   * @internal Counts `bytes` moved by a {@link nativeSync} call on `side` whose result is
+   * `rc` (a {@link FullResult} or -errno) and throws its failure: TimeoutError (`total -
+   * bytes` missing or unsent) or SocketError. Returns `bytes`.
    */
-  countRead(rc: number, bytes: number, total: number): number {
-    return this.#fullResult("read", rc, bytes, total);
+  countMoved(side: "read" | "write", rc: number, bytes: number, total: number): number {
+    return this.#fullResult(side, rc, bytes, total);
   }
 
   /**
