@@ -43,12 +43,6 @@ export const symbols = {
   // fd, iovecs (consumed in place), count, timeout ms, out: BigUint64Array(1) bytes moved
   zc_recv_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
   zc_send_full: { parameters: ["i32", "buffer", "u32", "i32", "buffer"], result: "i32" },
-  // fd, head address, head length, memory address, size, page size, offsets (Float64Array),
-  // count, populate, timeout ms, out: u64 bytes sent
-  zc_send_pages: {
-    parameters: ["i32", "address", "u32", "address", "address", "address", "buffer", "u32", "u32", "i32", "buffer"],
-    result: "i32",
-  },
   // fd, memory base, size, page size, wire (Uint8Array: the offsets, then the read-ahead), offsets
   // at, count, normal count, out: offsets (Float64Array), layout bits, payload bytes, populate,
   // timeout ms, read-ahead bytes, out: Float64Array(5) bytes received, bytes asked, bytes read
@@ -105,10 +99,7 @@ export const symbols = {
   zc_offsets_decode: { parameters: ["buffer", "u32", "u32", "address", "address", "buffer"], result: "i32" },
   zc_block_offsets_decode: { parameters: ["buffer", "u32", "u32", "address", "address", "buffer"], result: "i32" },
   zc_offsets_encode: { parameters: ["buffer", "u32", "buffer", "u32"], result: "i32" },
-  zc_packet_pages: {
-    parameters: ["buffer", "u32", "u32", "u32", "address", "address", "address", "u32", "buffer", "buffer", "buffer"],
-    result: "i32",
-  },
+  zc_round_offsets: { parameters: ["buffer", "u32", "u32", "u32", "address", "buffer"], result: "i32" },
   zc_page_ranges: {
     parameters: ["address", "address", "address", "buffer", "u32", "buffer", "buffer"],
     result: "i32",

@@ -320,38 +320,31 @@ export class SocketChannel {
   }
 
   /**
-   * @internal Runs `call` — one native call that moves data on `fd` by itself, blocking up
-   * to `ioTimeoutMs` per wait (the packet reads of wire_reads.ts, the packet writes of
-   * wire_writes.ts) — as this channel's read or write (`side`): one at a time per side, only
-   * while no zero-copy send is outstanding (nothing on the error queue may raise POLLERR in
-   * the native wait: see {@link nativeCallsAllowed}). `call` reports what it moved with
-   * {@link countMoved}. `operation` names the caller in the error thrown otherwise.
+   * @internal Runs `read` — one native call that receives on `fd` by itself, blocking up to
+   * `ioTimeoutMs` per wait (the packet reads of wire_reads.ts) — as this channel's read: one
+   * at a time, only while no zero-copy send is outstanding (nothing on the error queue may
+   * raise POLLERR in the native wait). `read` reports what it moved with {@link countRead}.
+   * `operation` names the caller in the error thrown otherwise.
    */
-  nativeSync<T>(side: "read" | "write", operation: string, call: (fd: number, ioTimeoutMs: number) => T): T {
+  nativeReadSync<T>(operation: string, read: (fd: number, ioTimeoutMs: number) => T): T {
     if (!this.#quietErrorQueue) {
       throw new InvalidArgumentError(`${operation}: flush this channel's zero-copy sends first`);
     }
-    this.#begin(side);
+    this.#begin("read");
     try {
-      if (side === "write") this.#throwDeferred();
-      return call(this.#fd, this.#ioTimeoutMs);
+      return read(this.#fd, this.#ioTimeoutMs);
     } finally {
-      this.#end(side);
+      this.#end("read");
     }
   }
 
-  /** @internal No zero-copy send is outstanding: {@link nativeSync} may run. */
-  get nativeCallsAllowed(): boolean {
-    return this.#quietErrorQueue;
-  }
-
   /**
-   * @internal Counts `bytes` moved by a {@link nativeSync} call on `side` whose result is
-   * `rc` (a {@link FullResult} or -errno) and throws its failure: TimeoutError (`total -
-   * bytes` missing or unsent) or SocketError. Returns `bytes`.
+   * @internal Counts `bytes` read by a {@link nativeReadSync} call whose result is `rc` (a
+   * {@link FullResult} or -errno) and throws its failure: TimeoutError (`total - bytes`
+   * missing) or SocketError. Returns `bytes`.
    */
-  countMoved(side: "read" | "write", rc: number, bytes: number, total: number): number {
-    return this.#fullResult(side, rc, bytes, total);
+  countRead(rc: number, bytes: number, total: number): number {
+    return this.#fullResult("read", rc, bytes, total);
   }
 
   /**

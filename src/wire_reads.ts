@@ -4,7 +4,7 @@
  * codec's hot path. The codec keeps one {@link WirePacket} (and one {@link WireRun}) and
  * refills what changes from packet to packet: nothing is allocated per packet.
  *
- * The calls are reads of the channel ({@link SocketChannel.nativeSync}): one at a time
+ * The calls are reads of the channel ({@link SocketChannel.nativeReadSync}): one at a time
  * per channel, counted in its stats, their timeouts and errors the channel's own.
  * @module
  */
@@ -117,7 +117,7 @@ export function readWirePagesSync(
         `${aheadLength} bytes ahead, in ${wire.length} bytes`,
     );
   }
-  return channel.nativeSync("read", "readWirePagesSync", (fd, ioTimeoutMs) => {
+  return channel.nativeReadSync("readWirePagesSync", (fd, ioTimeoutMs) => {
     const outcome = pagesOutcome;
     const rc = native.zc_recv_wire_pages(
       fd,
@@ -138,7 +138,7 @@ export function readWirePagesSync(
     );
     const offsetBytes = outcome[4];
     if (rc === FullResult.invalidOffset || rc === FullResult.payloadMismatch) {
-      channel.countMoved("read", rc, offsetBytes, offsetBytes);
+      channel.countRead(rc, offsetBytes, offsetBytes);
     }
     if (rc === FullResult.invalidOffset) {
       const decoded = outcome[3];
@@ -152,9 +152,9 @@ export function readWirePagesSync(
     const received = outcome[0], asked = outcome[1], ahead = outcome[2];
     const offsetsDone = layout === WireLayout.qemu || offsetBytes === 8 * count;
     const pagesDone = offsetsDone && received === asked;
-    if (!offsetsDone) channel.countMoved("read", rc, offsetBytes, 8 * count);
-    else if (!pagesDone) channel.countMoved("read", rc, offsetBytes + received, offsetBytes + asked);
-    else channel.countMoved("read", rc, offsetBytes + received + ahead, offsetBytes + asked + aheadLength);
+    if (!offsetsDone) channel.countRead(rc, offsetBytes, 8 * count);
+    else if (!pagesDone) channel.countRead(rc, offsetBytes + received, offsetBytes + asked);
+    else channel.countRead(rc, offsetBytes + received + ahead, offsetBytes + asked + aheadLength);
     if (!pagesDone || (ahead > 0 && ahead < aheadLength)) {
       throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
     }
@@ -190,7 +190,7 @@ export function readWireRunSync(
         `pages, with ${wire.length} bytes of header and room for ${offsets.length} offsets`,
     );
   }
-  return channel.nativeSync("read", "readWireRunSync", (fd, ioTimeoutMs) => {
+  return channel.nativeReadSync("readWireRunSync", (fd, ioTimeoutMs) => {
     const outcome = runOutcome;
     const rc = native.zc_recv_wire_run(
       fd,
@@ -210,7 +210,7 @@ export function readWireRunSync(
     run.normalPages = outcome[6];
     run.zeroPages = outcome[7];
     if (rc === FullResult.invalidOffset) {
-      channel.countMoved("read", rc, bytes, bytes);
+      channel.countRead(rc, bytes, bytes);
       return { reason: "offset", index: outcome[3] };
     }
     if (rc === -Errno.EINVAL && bytes === 0 && run.packets === 0 && asked === 0) {
@@ -220,7 +220,7 @@ export function readWireRunSync(
     }
     // A timeout or an error counts what its step was missing: the pages, or the next header.
     const pagesDone = received === asked;
-    channel.countMoved("read", rc, bytes, bytes + (pagesDone ? headerBytes - ahead : asked - received));
+    channel.countRead(rc, bytes, bytes + (pagesDone ? headerBytes - ahead : asked - received));
     if (!pagesDone || (ahead > 0 && ahead < headerBytes)) {
       throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
     }

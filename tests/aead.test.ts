@@ -27,7 +27,6 @@ import {
   type Transcript,
 } from "../src/multifd/auth.ts";
 import { sealedFormat } from "../src/multifd/sealed_codec.ts";
-import { payloadBytes } from "../src/wire_writes.ts";
 import { encodeInitFields, PACKET_HEADER_BYTES } from "../src/multifd/wire.ts";
 import { fillPattern } from "./helpers/multifd.ts";
 
@@ -211,7 +210,7 @@ describe("sealed packet framing (docs/PROTOCOL.md)", () => {
     const staging = new Uint8Array(codec.stagingBytes);
     const offsets = new Float64Array(Array.from({ length: pages }, (_, i) => i * PAGE_SIZE));
     const out = codec.data(offsets, pages, new Float64Array(), 0, addressOf(staging));
-    const wire = staging.subarray(0, out.headLength + payloadBytes(out.payload));
+    const wire = staging.subarray(0, out.headLength + out.payload.lengths.reduce((a, b) => a + b, 0));
     const key = epochKey(toReceiver, 0);
     let at = 0;
     const next = (length: number, nonce: number) => {

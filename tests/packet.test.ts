@@ -12,7 +12,7 @@ import { type Cipher, CIPHER_IDS } from "../src/multifd/aead.ts";
 import { sealedFormat } from "../src/multifd/sealed_codec.ts";
 import { concatBytes } from "../util/bytes.ts";
 import { Buffer } from "node:buffer";
-import { packetPages, pageRanges, PageScan, Ranges } from "../src/multifd/packet.ts";
+import { packetOffsets, pageRanges, PageScan, Ranges } from "../src/multifd/packet.ts";
 import { plainFormat } from "../src/multifd/plain_codec.ts";
 import { WireLayout } from "../src/wire_reads.ts";
 import { fillPattern } from "./helpers/multifd.ts";
@@ -24,10 +24,7 @@ const noPopulate = () => {};
 /** The bytes a sending codec's packet puts on the wire, in order. */
 function wireBytes(out: Outgoing): Uint8Array {
   const parts = [viewOf(out.headAddress, out.headLength).slice()];
-  const pages = new Ranges();
-  const { memory, pageSize, offsets, count } = out.payload;
-  pageRanges(memory, pageSize, offsets, count, pages);
-  pages.addresses.forEach((address, i) => parts.push(viewOf(address, pages.lengths[i]).slice()));
+  out.payload.addresses.forEach((address, i) => parts.push(viewOf(address, out.payload.lengths[i]).slice()));
   const bytes = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let at = 0;
   for (const part of parts) bytes.set(part, at), (at += part.length);
@@ -88,10 +85,10 @@ describe("packet.ts", () => {
   });
 
   test("offsets of a packet, and its byte ranges with the region's short last page", () => {
-    const offsets = new Float64Array(4), unused = new Float64Array(4);
-    assert.equal(packetPages(new Uint32Array([7, 3, 4, 9, 10]), 1, 4, PAGE, null, offsets, unused, unused), 0);
+    const offsets = new Float64Array(4);
+    packetOffsets(new Uint32Array([3, 4, 9, 10]), 0, 4, PAGE, offsets);
     assert.deepEqual([...offsets], [3 * PAGE, 4 * PAGE, 9 * PAGE, 10 * PAGE]);
-    packetPages(null, 6, 2, PAGE, null, offsets, unused, unused);
+    packetOffsets(null, 6, 2, PAGE, offsets);
     assert.deepEqual([...offsets.subarray(0, 2)], [6 * PAGE, 7 * PAGE]);
     const region = { address: 1 << 20, size: 10 * PAGE + 100 }; // page 10 holds 100 bytes
     const ranges = new Ranges();
@@ -110,19 +107,6 @@ describe("packet.ts", () => {
     assert.equal(ranges.count, 1500);
     assert.deepEqual([ranges.addresses[0], ranges.lengths[0]], [region.address - PAGE, 2 * PAGE]);
     assert.deepEqual([ranges.addresses[1499], ranges.lengths[1499]], [region.address + 2998 * PAGE, PAGE]);
-  });
-
-  test("a packet's pages with the scan: the round's offsets, then split as PageScan.splitZero splits them", async () => {
-    const region = Region.allocate(12 * PAGE);
-    for (const page of [1, 4, 5, 11]) region.write(page * PAGE + 100, new Uint8Array([9]));
-    const scan = new PageScan(region.descriptor, PAGE);
-    const all = new Float64Array(6), normal = new Float64Array(6), zero = new Float64Array(6);
-    const round = new Uint32Array([0, 1, 3, 4, 5, 8, 11, 2]);
-    assert.equal(packetPages(round, 1, 6, PAGE, scan, all, normal, zero), 2); // pages 1 3 4 5 8 11
-    assert.deepEqual([...all], [1, 3, 4, 5, 8, 11].map((p) => p * PAGE));
-    assert.deepEqual([...normal.subarray(0, 4)], [1, 4, 5, 11].map((p) => p * PAGE));
-    assert.deepEqual([...zero.subarray(0, 2)], [3, 8].map((p) => p * PAGE));
-    await region.close();
   });
 
   test("PageScan splits zero pages off and zero-fills only what is not zero yet", async () => {

@@ -75,19 +75,15 @@ export fn zc_offsets_encode(offsets: [*]const f64, count: u32, wire: [*]u8, at: 
     return 0;
 }
 
-/// A packet's pages, as one call: the offsets of pages [first, first + count) of a round
-/// to `all` — `pages[first + i] * page_size` when `use_pages` is 1, else the region's pages
-/// in order — and, when `scan_zero` is 1, the same offsets split into the pages holding data
-/// (`normal`) and the all-zero ones (`zero`), as zc_split_zero_pages does. Returns the
-/// number of zero pages (0 without the scan).
-export fn zc_packet_pages(pages: [*]const u32, use_pages: u32, first: u32, count: u32, base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, scan_zero: u32, all: [*]f64, normal: [*]f64, zero: [*]f64) i32 {
+/// The offsets of pages [first, first + count) of a round, to `out`: `pages[first + i] *
+/// page_size` when `use_pages` is 1, else the region's pages in order.
+export fn zc_round_offsets(pages: [*]const u32, use_pages: u32, first: u32, count: u32, page_size_number: sys.Number, out: [*]f64) i32 {
     const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
     for (0..count) |i| {
         const page: u64 = if (use_pages != 0) pages[first + i] else first + i;
-        all[i] = @floatFromInt(page * page_size);
+        out[i] = @floatFromInt(page * page_size);
     }
-    if (scan_zero == 0) return 0;
-    return zc_split_zero_pages(base_number, region_size_number, page_size_number, all, count, normal, zero);
+    return 0;
 }
 
 /// Length of the page at `offset` in a region of `region_size` bytes (the last may be short).

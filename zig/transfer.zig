@@ -8,7 +8,6 @@ const linux = sys.linux;
 const pages = @import("pages.zig");
 const pageLength = pages.pageLength;
 const MADV_POPULATE_WRITE = @import("memory.zig").MADV_POPULATE_WRITE;
-const MADV_POPULATE_READ = @import("memory.zig").MADV_POPULATE_READ;
 
 const Iovec = extern struct { base: usize, len: usize };
 
@@ -321,6 +320,7 @@ const Memory = struct {
 /// fault per page; best effort: on failure the copy takes the faults). Returns a `Full` or
 /// -errno; `outcome[0]` gets the bytes received, `outcome[1]` `asked`.
 fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: u64, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
+    const base = memory.base;
     var received: u64 = 0;
     defer {
         outcome[0] = @floatFromInt(received);
@@ -329,70 +329,26 @@ fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: 
     var iov: [iov_max]Iovec = undefined;
     var next: usize = 0;
     while (next < count) {
+        var n: usize = 0;
         var batch: u64 = 0;
-        const n = pageIovecs(memory, offsets, count, &next, &iov, &batch);
-        if (populate != 0) populateRanges(iov[0..n], MADV_POPULATE_WRITE);
+        while (next < count) : (next += 1) {
+            const offset: u64 = @intFromFloat(offsets[next]);
+            const length = pageLength(offset, memory.page_size, memory.size);
+            if (n > 0 and iov[n - 1].base + iov[n - 1].len == base + offset) {
+                iov[n - 1].len += length;
+            } else if (n < iov_max) {
+                iov[n] = .{ .base = base + offset, .len = length };
+                n += 1;
+            } else break;
+            batch += length;
+        }
+        if (populate != 0) {
+            for (iov[0..n]) |range| _ = linux.madvise(@ptrFromInt(range.base), range.len, MADV_POPULATE_WRITE);
+        }
         var moved: u64 = 0;
         const rc = moveFull(false, fd, &iov, @intCast(n), timeout_ms, &moved);
         received += moved;
         if (rc != @intFromEnum(Full.done) or moved < batch) return rc;
     }
     return @intFromEnum(Full.done);
-}
-
-/// Fills `iov` with the memory of the pages at `offsets[next.*..count)`, pages that follow
-/// each other as one iovec, until `iov` is full or the pages end; advances `next.*` past the
-/// pages taken and adds their bytes to `bytes.*`. Returns the iovecs filled.
-fn pageIovecs(memory: Memory, offsets: [*]const f64, count: u32, next: *usize, iov: []Iovec, bytes: *u64) usize {
-    var n: usize = 0;
-    while (next.* < count) : (next.* += 1) {
-        const offset: u64 = @intFromFloat(offsets[next.*]);
-        const length = pageLength(offset, memory.page_size, memory.size);
-        if (n > 0 and iov[n - 1].base + iov[n - 1].len == memory.base + offset) {
-            iov[n - 1].len += length;
-        } else if (n < iov.len) {
-            iov[n] = .{ .base = memory.base + offset, .len = length };
-            n += 1;
-        } else break;
-        bytes.* += length;
-    }
-    return n;
-}
-
-/// One madvise per range (MADV_POPULATE_*) instead of a fault per page. Best effort: on
-/// failure (a kernel before 5.14) the copy takes the faults.
-fn populateRanges(ranges: []const Iovec, advice: u32) void {
-    for (ranges) |range| _ = linux.madvise(@ptrFromInt(range.base), range.len, advice);
-}
-
-/// A data packet of a format that sends a head (header, offsets: `head_length` bytes at
-/// `head`, copied by the kernel as ever) and then the pages at `offsets[0..count)` of the
-/// memory at `base` (each a page of it: the caller's codec built them; the last page of the
-/// memory may be short), written whole in one FFI call: pages that follow each other as one
-/// iovec, up to `iov_max` iovecs per batch, each batch sent in full as moveFull does (never
-/// MSG_ZEROCOPY). `populate != 0` first faults each batch's pages in for reading (a file
-/// region; see populateRanges). Returns a `Full` or -errno; `moved.*` gets the bytes sent.
-export fn zc_send_pages(fd: i32, head_number: sys.Number, head_length: u32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, populate: u32, timeout_ms: i32, moved: *u64) i32 {
-    const head = sys.whole(head_number) orelse return sys.invalid_number;
-    const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
-    var sent: u64 = 0;
-    defer moved.* = sent;
-    var iov: [iov_max]Iovec = undefined;
-    var next: usize = 0;
-    var n: usize = 0;
-    if (head_length > 0) {
-        iov[0] = .{ .base = head, .len = head_length };
-        n = 1;
-    }
-    while (true) {
-        var batch: u64 = 0;
-        const pages_from = n;
-        n += pageIovecs(memory, offsets, count, &next, iov[n..], &batch);
-        if (populate != 0) populateRanges(iov[pages_from..n], MADV_POPULATE_READ);
-        var batch_moved: u64 = 0;
-        const rc = moveFull(true, fd, &iov, @intCast(n), timeout_ms, &batch_moved);
-        sent += batch_moved;
-        if (rc != @intFromEnum(Full.done) or next >= count) return rc;
-        n = 0;
-    }
 }

@@ -16,7 +16,6 @@ import { ChannelClosedError, TimeoutError, ZeroCopyUnsupportedError } from "../e
 import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
 import { readWirePagesSync, readWireRunSync } from "../wire_reads.ts";
-import { writePacketSync } from "../wire_writes.ts";
 import { hashBlocks } from "./checksum.ts";
 import type {
   Outgoing,
@@ -31,7 +30,7 @@ import type {
 } from "./codec.ts";
 import type { ChannelConfig, FromReceiver, FromSender, SenderConfig, ToReceiver, ToSender } from "./messages.ts";
 import { serveChannelWorker, zerocopyFallbackSends } from "./messages.ts";
-import { packetPages, pageRanges, PageScan, Ranges } from "./packet.ts";
+import { packetOffsets, PageScan, Ranges } from "./packet.ts";
 import { plainFormat } from "./plain_codec.ts";
 import { sealedFormat } from "./sealed_codec.ts";
 import { qemuFormat } from "../qemu/qemu_codec.ts";
@@ -86,11 +85,6 @@ class ChannelEnd implements PacketInput {
     }
   };
 
-  /** Whether file pages are faulted in ahead of each copy (a file region, until the kernel refuses once). */
-  get populating(): boolean {
-    return this.#populate;
-  }
-
   /** The wire format this channel speaks: sealed when the session is encrypted. */
   static formatOf(config: ChannelConfig): WireFormat {
     return config.qemu ? qemuFormat : config.encryption ? sealedFormat : plainFormat;
@@ -120,8 +114,7 @@ class SendEnd extends ChannelEnd {
   readonly #offsets: Float64Array;
   readonly #normal: Float64Array;
   readonly #zero: Float64Array;
-  /** A packet's page ranges, and its head and those ranges, when sent by the channel's own loop (reused). */
-  readonly #pageRanges = new Ranges();
+  /** Head and payload of a packet sent in one sendmsg (reused). */
   readonly #whole = new Ranges();
   /** Where a format that seals packets puts them (codec.stagingBytes > 0): a ring of slots. */
   readonly #staging: StagingRing;
@@ -169,16 +162,8 @@ class SendEnd extends ChannelEnd {
       if (packet >= packets) break;
       const first = packet * pagesPerPacket;
       const count = Math.min(pagesPerPacket, pageCount - first);
-      const zeroCount = packetPages(
-        pages,
-        first,
-        count,
-        pageSize,
-        zeroPages ? this.#scan : null,
-        this.#offsets,
-        this.#normal,
-        this.#zero,
-      );
+      packetOffsets(pages, first, count, pageSize, this.#offsets);
+      const zeroCount = zeroPages ? this.#scan.splitZero(this.#offsets, count, this.#normal, this.#zero) : 0;
       const normal = zeroPages ? this.#normal : this.#offsets;
       this.add("pagesNormal", count - zeroCount);
       this.add("pagesZero", zeroCount);
@@ -245,32 +230,19 @@ class SendEnd extends ChannelEnd {
 
   #send(out: Outgoing): void {
     checkAbort(this.state);
-    const zerocopy = this.#zerocopyPages !== "no" && out.payloadBytes > 0;
-    // A file region's pages, not a staging slot's.
-    const populate = out.payload.memory.populate === true && this.populating;
-    if (!zerocopy && this.channel.nativeCallsAllowed) {
-      // The hot path: head and pages in one native call.
-      writePacketSync(this.channel, out.headAddress, out.headLength, out.payload, populate);
+    const { addresses, lengths } = out.payload;
+    if (this.#zerocopyPages !== "no" && out.payloadBytes > 0) {
+      // As QEMU: the small head is copied, only page data goes zero-copy.
+      this.channel.writeRangesSync([out.headAddress], [out.headLength], false);
+      this.channel.writeRangesSync(addresses, lengths, true);
+      if (this.#zerocopyPages === "judging") this.#judgeZerocopy();
     } else {
-      const pages = this.#pageRanges;
-      pages.clear();
-      const { memory, pageSize, offsets, count } = out.payload;
-      pageRanges(memory, pageSize, offsets, count, pages);
-      if (populate) this.populate(pages.addresses, pages.lengths, false);
-      if (zerocopy) {
-        // As QEMU: the small head is copied, only page data goes zero-copy.
-        this.channel.writeRangesSync([out.headAddress], [out.headLength], false);
-        this.channel.writeRangesSync(pages.addresses, pages.lengths, true);
-        if (this.#zerocopyPages === "judging") this.#judgeZerocopy();
-      } else {
-        // Copied while zero-copy sends are outstanding (a SYNC after them; the first packets
-        // after the fallback): the channel's own loop, which drains their completions.
-        const all = this.#whole;
-        all.clear();
-        all.push(out.headAddress, out.headLength);
-        for (let i = 0; i < pages.count; i++) all.push(pages.addresses[i], pages.lengths[i]);
-        this.channel.writeRangesSync(all.addresses, all.lengths, false);
-      }
+      // One sendmsg for head and pages, from this loop's own lists: the packet is the codec's.
+      const all = this.#whole;
+      all.clear();
+      all.push(out.headAddress, out.headLength);
+      for (let i = 0; i < addresses.length; i++) all.push(addresses[i], lengths[i]);
+      this.channel.writeRangesSync(all.addresses, all.lengths, false);
     }
     this.add("bytes", out.payloadBytes);
   }

@@ -11,7 +11,7 @@
  */
 import type { RegionDescriptor } from "../region.ts";
 import type { WirePacket, WirePagesRejection, WireRun } from "../wire_reads.ts";
-import type { PagePayload } from "../wire_writes.ts";
+import type { Ranges } from "./packet.ts";
 import { type PacketHeader, PacketType, ProtocolError } from "./wire.ts";
 
 /** What a channel's codec is made for. */
@@ -45,11 +45,8 @@ export interface Outgoing {
   /** Address and length of the head (header, offsets): a buffer the codec keeps at a stable address. */
   headAddress: number;
   headLength: number;
-  /**
-   * The payload, sent after the head in the same call: pages of the region (or of the RAM
-   * block), or of the staging slot the codec sealed them into; no pages for control packets.
-   */
-  payload: PagePayload;
+  /** Page data ranges, in order; empty for control packets. */
+  payload: Ranges;
   /** Payload bytes (what the counters call bytes sent). */
   payloadBytes: number;
 }

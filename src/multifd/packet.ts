@@ -45,42 +45,19 @@ export function checkedPages(what: string, result: number): number {
 
 /** Stands in for a round's page list when it has none (the region's pages in order). */
 const NO_PAGES = new Uint32Array(1);
-/** Stands in for the scanned region when there is no scan (the native call reads nothing then). */
-const NO_REGION = { address: 0, size: 0 };
 
 /**
- * A packet's pages, in one native call: writes the region offsets of pages [first, first +
- * count) of a round to `all` — page indices from `pages`, or with `pages` null, the region's
- * pages in order — and, with a `scan`, splits them into the pages holding data (`normal`)
- * and the all-zero ones (`zero`), both in order. Returns how many are zero (0 without a scan).
+ * Writes the region offsets of pages [first, first + count) of a round to `out`: page
+ * indices from `pages`, or with `pages` null, the region's pages in order.
  */
-export function packetPages(
+export function packetOffsets(
   pages: Uint32Array | null,
   first: number,
   count: number,
   pageSize: number,
-  scan: PageScan | null,
-  all: Float64Array,
-  normal: Float64Array,
-  zero: Float64Array,
-): number {
-  const region = scan?.region ?? NO_REGION;
-  return checkedPages(
-    "packet pages",
-    native.zc_packet_pages(
-      pages ?? NO_PAGES,
-      pages ? 1 : 0,
-      first,
-      count,
-      region.address,
-      region.size,
-      pageSize,
-      scan ? 1 : 0,
-      all,
-      normal,
-      zero,
-    ),
-  );
+  out: Float64Array,
+): void {
+  checkedPages("round offsets", native.zc_round_offsets(pages ?? NO_PAGES, pages ? 1 : 0, first, count, pageSize, out));
 }
 
 /** Where zc_page_ranges puts (address, length) pairs and their total, grown as needed (one per Worker). */

@@ -8,7 +8,6 @@
 import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { WireLayout, type WirePacket } from "../wire_reads.ts";
-import { NO_OFFSETS, payloadBytes } from "../wire_writes.ts";
 import {
   type CodecConfig,
   type ControlKind,
@@ -16,12 +15,13 @@ import {
   type Incoming,
   type Outgoing,
   type PacketInput,
+  type Populate,
   type ReceiveCodec,
   type SendCodec,
   type WireFormat,
 } from "./codec.ts";
 import { CHECKSUM_BYTES } from "./checksum.ts";
-import { PageScan } from "./packet.ts";
+import { pageRanges, PageScan, Ranges } from "./packet.ts";
 import {
   checkSyncAck,
   CONTROL_PACKET_TYPE,
@@ -43,6 +43,9 @@ class PlainSendCodec implements SendCodec {
   readonly stagingBytes = 0;
   readonly replyBytes = REPLY_BYTES;
   readonly resultBytes = REPLY_BYTES + CHECKSUM_BYTES;
+  readonly #region: RegionDescriptor;
+  readonly #pageSize: number;
+  readonly #populate: Populate;
   /** Header plus the largest offset list: one reusable buffer at a stable address. */
   readonly #head: Uint8Array;
   readonly #view: DataView;
@@ -50,16 +53,13 @@ class PlainSendCodec implements SendCodec {
   readonly #out: Outgoing;
   #packetNumber = 0;
 
-  constructor(config: CodecConfig, region: RegionDescriptor) {
+  constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
+    this.#region = region;
+    this.#pageSize = config.pageSize;
+    this.#populate = populate;
     this.#head = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#view = new DataView(this.#head.buffer);
-    this.#out = {
-      headAddress: addressOf(this.#head),
-      headLength: 0,
-      // The pages are sent straight from the region (the channel loop populates a file's).
-      payload: { memory: region, pageSize: config.pageSize, offsets: NO_OFFSETS, count: 0 },
-      payloadBytes: 0,
-    };
+    this.#out = { headAddress: addressOf(this.#head), headLength: 0, payload: new Ranges(), payloadBytes: 0 };
   }
 
   data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number): Outgoing {
@@ -71,9 +71,9 @@ class PlainSendCodec implements SendCodec {
       zeroCount,
     );
     const out = this.#out;
-    out.payload.offsets = normal;
-    out.payload.count = normalCount;
-    out.payloadBytes = payloadBytes(out.payload);
+    out.payload.clear();
+    out.payloadBytes = pageRanges(this.#region, this.#pageSize, normal, normalCount, out.payload);
+    this.#populate(out.payload.addresses, out.payload.lengths, false);
     out.headLength = at;
     encodePacketHeader(view, {
       type: PacketType.DATA,
@@ -96,7 +96,7 @@ class PlainSendCodec implements SendCodec {
       argument,
     });
     const out = this.#out;
-    out.payload.count = 0;
+    out.payload.clear();
     out.payloadBytes = 0;
     out.headLength = PACKET_HEADER_BYTES;
     return out;
@@ -187,6 +187,6 @@ class PlainReceiveCodec implements ReceiveCodec {
 
 /** The module's own format, protocol version 2. */
 export const plainFormat: WireFormat = {
-  sender: (config, region) => new PlainSendCodec(config, region),
+  sender: (config, region, populate) => new PlainSendCodec(config, region, populate),
   receiver: (config, region) => new PlainReceiveCodec(config, region),
 };

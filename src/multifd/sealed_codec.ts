@@ -51,8 +51,6 @@ import {
 
 const SEALED_HEADER_BYTES = PACKET_HEADER_BYTES + TAG_BYTES;
 const RESULT_PLAIN_BYTES = REPLY_BYTES + CHECKSUM_BYTES;
-/** The offset list of a payload that is one whole "page" (the sealed pages in their staging slot). */
-const FIRST_BYTE = new Float64Array([0]);
 
 /** Most messages one packet's page data can make: a message per run of pages, plus a split every 64 KiB. */
 function maxPageMessages(config: CodecConfig): number {
@@ -99,14 +97,7 @@ class SealedSendCodec implements SendCodec {
   readonly #reply = new NativeBuffer(RESULT_PLAIN_BYTES);
   readonly #messages: MessageList;
   readonly #pages = new Ranges();
-  /** The sealed pages: one "page" of the staging slot, after the sealed head. */
-  readonly #sealedPages = { address: 0, size: 0 };
-  readonly #out: Outgoing = {
-    headAddress: 0,
-    headLength: 0,
-    payload: { memory: this.#sealedPages, pageSize: 1, offsets: FIRST_BYTE, count: 0 },
-    payloadBytes: 0,
-  };
+  readonly #out: Outgoing = { headAddress: 0, headLength: 0, payload: new Ranges(), payloadBytes: 0 };
   #packetNumber = 0;
 
   constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
@@ -157,11 +148,8 @@ class SealedSendCodec implements SendCodec {
     const out = this.#out;
     out.headAddress = staging;
     out.headLength = headLength;
-    const sealedPages = this.#sealedPages;
-    sealedPages.address = staging + headLength;
-    sealedPages.size = sealed - sealedPages.address;
-    out.payload.pageSize = Math.max(1, sealedPages.size);
-    out.payload.count = sealedPages.size > 0 ? 1 : 0;
+    out.payload.clear();
+    if (sealed > staging + headLength) out.payload.push(staging + headLength, sealed - staging - headLength);
     out.payloadBytes = payloadBytes;
     return out;
   }
@@ -183,7 +171,7 @@ class SealedSendCodec implements SendCodec {
     const out = this.#out;
     out.headAddress = this.#control.address;
     out.headLength = SEALED_HEADER_BYTES;
-    out.payload.count = 0;
+    out.payload.clear();
     out.payloadBytes = 0;
     return out;
   }

@@ -10,18 +10,18 @@ import { addressOf } from "../../ffi/mod.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { WireLayout, type WirePacket, type WireRun } from "../wire_reads.ts";
-import { NO_OFFSETS, payloadBytes } from "../wire_writes.ts";
 import type {
   CodecConfig,
   ControlKind,
   Incoming,
   Outgoing,
   PacketInput,
+  Populate,
   ReceiveCodec,
   SendCodec,
   WireFormat,
 } from "../multifd/codec.ts";
-import { PageScan } from "../multifd/packet.ts";
+import { pageRanges, PageScan, Ranges } from "../multifd/packet.ts";
 import {
   MULTIFD_FLAG_SYNC,
   MULTIFD_PACKET_FIXED_BYTES,
@@ -171,12 +171,18 @@ class QemuSendCodec implements SendCodec {
   /** Each block's region and id, the id as the bytes a packet carries. */
   readonly #blocks: { id: Uint8Array; region: RegionDescriptor }[];
   #block: { id: Uint8Array; region: RegionDescriptor };
+  readonly #populate: Populate;
   /** The packet header, rewritten for every packet at a stable address (the kernel copies it). */
   readonly #header = new DataView(new ArrayBuffer(MULTIFD_PACKET_HEADER_BYTES));
-  readonly #out: Outgoing;
+  readonly #out: Outgoing = {
+    headAddress: addressOf(new Uint8Array(this.#header.buffer)),
+    headLength: MULTIFD_PACKET_HEADER_BYTES,
+    payload: new Ranges(),
+    payloadBytes: 0,
+  };
   #packetNumber = 0;
 
-  constructor(config: CodecConfig) {
+  constructor(config: CodecConfig, populate: Populate) {
     const encoder = new TextEncoder();
     this.#blocks = (config.qemu?.ramBlocks ?? []).map((b) => ({ id: encoder.encode(b.name), region: b.region }));
     if (this.#blocks.length === 0) throw new InvalidArgumentError("a QEMU sending channel needs its RAM blocks");
@@ -184,13 +190,7 @@ class QemuSendCodec implements SendCodec {
       throw new InvalidArgumentError(`QEMU packets hold at most ${MULTIFD_PAGES_PER_PACKET} pages`);
     }
     this.#block = this.#blocks[0];
-    this.#out = {
-      headAddress: addressOf(new Uint8Array(this.#header.buffer)),
-      headLength: MULTIFD_PACKET_HEADER_BYTES,
-      // Pages are sent straight from the round's block (the channel loop populates a file's).
-      payload: { memory: this.#block.region, pageSize: QEMU_PAGE_SIZE, offsets: NO_OFFSETS, count: 0 },
-      payloadBytes: 0,
-    };
+    this.#populate = populate;
   }
 
   selectBlock(index: number): void {
@@ -202,17 +202,16 @@ class QemuSendCodec implements SendCodec {
   data(normal: Float64Array, normalCount: number, _zero: Float64Array, zeroCount: number): Outgoing {
     if (zeroCount > 0) throw new InvalidArgumentError("QEMU 7.2's packets carry no zero pages");
     const out = this.#out;
-    out.payload.memory = this.#block.region;
-    out.payload.offsets = normal;
-    out.payload.count = normalCount;
-    out.payloadBytes = payloadBytes(out.payload);
+    out.payload.clear();
+    out.payloadBytes = pageRanges(this.#block.region, QEMU_PAGE_SIZE, normal, normalCount, out.payload);
+    this.#populate(out.payload.addresses, out.payload.lengths, false);
     writeMultifdPacket(this.#header, this.#block.id, normal, normalCount, this.#packetNumber++, false);
     return out;
   }
 
   control(kind: ControlKind): Outgoing {
     if (kind !== "sync") throw new InvalidArgumentError(`QEMU's format has no ${kind} packet`);
-    this.#out.payload.count = 0;
+    this.#out.payload.clear();
     this.#out.payloadBytes = 0;
     writeMultifdPacket(this.#header, NO_BLOCK, NO_PAGES, 0, this.#packetNumber++, true);
     return this.#out;
@@ -227,6 +226,6 @@ class QemuSendCodec implements SendCodec {
 
 /** QEMU's multifd channels: receiving from QEMU 7.2 to 10.0; sending 7.2's packets (10.0 reads them too). */
 export const qemuFormat: WireFormat = {
-  sender: (config) => new QemuSendCodec(config),
+  sender: (config, _region, populate) => new QemuSendCodec(config, populate),
   receiver: (config) => new QemuReceiveCodec(config),
 };
