@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # In-memory multifd (bench/multifd_peer.ts: 2 MiB pages, prefaulted, random data, default
-# options), two versions of this repository interleaved round by round (A, B, A, B…; only
-# ratios inside a round compare on this VM). Prints one JSON line per round and the median
-# of the ratios B/A (GB/s, and each side's CPU over the round). Each checkout builds and
-# loads its own native library (with this checkout's Zig).
+# options), two versions of this repository interleaved round by round (A B, B A, A B…:
+# each goes first in half the rounds; only ratios inside a round compare on this VM).
+# Prints one JSON line per round and the median of the ratios B/A (GB/s, and each side's
+# CPU over the round). Each checkout builds and loads its own native library (with this
+# checkout's Zig).
 #
 #   bash bench/multifd_versions.sh REV_A REV_B [ROUNDS=5] [RUNTIME=deno] [CHANNELS=4] [ZEROCOPY=0|1] [SIZE_MIB=1024]
 set -euo pipefail
@@ -60,8 +61,14 @@ ratios=()
 cpu_ratios=()
 sender_cpu_ratios=()
 for round in $(seq 1 "$rounds"); do
-  read -r a cpu_a sender_a <<<"$(transfer "$trees/a")"
-  read -r b cpu_b sender_b <<<"$(transfer "$trees/b")"
+  # A first in odd rounds, B first in even ones: the order inside a round then favours neither.
+  if [ $((round % 2)) = 1 ]; then
+    read -r a cpu_a sender_a <<<"$(transfer "$trees/a")"
+    read -r b cpu_b sender_b <<<"$(transfer "$trees/b")"
+  else
+    read -r b cpu_b sender_b <<<"$(transfer "$trees/b")"
+    read -r a cpu_a sender_a <<<"$(transfer "$trees/a")"
+  fi
   ratio=$(python3 -c "print(round($b / $a, 3))")
   cpu_ratio=$(python3 -c "print(round($cpu_b / $cpu_a, 3) if $cpu_a else 0)")
   sender_cpu_ratio=$(python3 -c "print(round($sender_b / $sender_a, 3) if $sender_a else 0)")
