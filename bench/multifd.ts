@@ -46,6 +46,7 @@ import {
 } from "./qemu.ts";
 import { LineChild } from "../dev/child.ts";
 import type { Cipher } from "../mod.ts";
+import { DEFAULT_PAGES_PER_PACKET, PAGE_SIZE } from "../src/multifd/wire.ts";
 import { type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round, toHex } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
@@ -214,8 +215,8 @@ export const hasNativeReference = (config: MultifdConfig) =>
 
 /**
  * The native reference of a plain case: zc-ref-multifd moves the same bytes over the same
- * number of connections with the same send buffer and the channel Workers' system calls,
- * and nothing else (no protocol, no JS).
+ * number of connections with the same send buffer and the channel Workers' system calls
+ * (a packet's payload per call), and nothing else (no protocol, no JS).
  * Recorded as runtime "native" with our cases' fields.
  */
 export async function runNativeReferenceCase(
@@ -226,7 +227,13 @@ export async function runNativeReferenceCase(
   const started = performance.now();
   const sendBufferBytes = config.sendBufferBytes === -1 ? 0 : config.sendBufferBytes ?? SAME_HOST_SEND_BUFFER;
   const { sent, received } = await refMultifd(
-    { bytes: sizeBytes, channels: config.channels, hugePages: config.hugePages, sendBufferBytes },
+    {
+      bytes: sizeBytes,
+      channels: config.channels,
+      hugePages: config.hugePages,
+      sendBufferBytes,
+      chunkBytes: (config.pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET) * PAGE_SIZE,
+    },
     120_000 + sizeBytes / 20e6 * 1000,
   );
   const gb = sent.bytes / 1e9;

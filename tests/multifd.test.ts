@@ -86,6 +86,25 @@ describe("multifd transfers", () => {
     }
   });
 
+  test("a round smaller than a packet per channel is split evenly among the channels", async () => {
+    const source = Region.allocate(256 * PAGE + 100); // 257 pages, the last short
+    fillPattern(source, 8);
+    // Round 1: 257 pages over 4 channels, 65 a packet; round 2: 10 pages, 3 a packet.
+    const { sent, received, destination } = await transfer(source, {
+      sender: { channels: 4 },
+      rounds: [[1, 2, 3, 50, 51, 52, 100, 200, 255, 256]],
+    });
+    try {
+      assert.equal(sent.verified && received.verified, true);
+      assert.ok(destination.equals(source), "destination differs from source");
+      assert.equal(sent.packets, 4 + 4, "four packets in each round, not one");
+      assert.equal(received.packets, sent.packets);
+    } finally {
+      await source.close();
+      await destination.close();
+    }
+  });
+
   test("a bad sendBufferBytes is refused before any connection", async () => {
     const source = Region.allocate(PAGE);
     try {

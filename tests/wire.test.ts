@@ -544,7 +544,7 @@ describe("constants (docs/PROTOCOL.md)", () => {
   test("sizes, types and limits", () => {
     assert.deepEqual(
       [PROTOCOL_VERSION, PAGE_SIZE, DEFAULT_PAGES_PER_PACKET, MAX_PAGES_PER_PACKET, MAX_CHANNELS],
-      [2, 4096, 512, 1024, 64],
+      [2, 4096, 1024, 1024, 64],
     );
     assert.deepEqual(
       [NONCE_BYTES, SESSION_ID_BYTES, MAC_BYTES, HELLO_BYTES, INIT_FIELDS_BYTES, INIT_BYTES, INIT_ACK_BYTES],

@@ -92,16 +92,18 @@ export interface RefMultifdSettings {
   channels: number;
   hugePages: boolean;
   sendBufferBytes: number;
+  /** Bytes per send and receive call: the module's packet payload. */
+  chunkBytes: number;
 }
 
 /** One zc-ref-multifd transfer over loopback: both ends' results. */
 export async function refMultifd(
-  { bytes, channels, hugePages, sendBufferBytes }: RefMultifdSettings,
+  { bytes, channels, hugePages, sendBufferBytes, chunkBytes }: RefMultifdSettings,
   timeoutMs: number,
 ): Promise<{ sent: RefMultifdResult; received: RefMultifdResult }> {
   const program = nativeProgram("zc-ref-multifd");
   if (!program) throw new Error("zc-ref-multifd is not available (zig build failed)");
-  const common = ["--channels", String(channels), ...(hugePages ? ["--huge"] : [])];
+  const common = ["--channels", String(channels), "--chunk", String(chunkBytes), ...(hugePages ? ["--huge"] : [])];
   const receiver = new LineChild([program, "recv", String(bytes), ...common], { label: "zc-ref-multifd recv" });
   let sender: LineChild | undefined;
   try {

@@ -748,7 +748,7 @@ export function markdownReport(title: string, environment: Record<string, string
     nativeReferenceTable(sums),
     "The native reference (`native` in the tables above; zig/bench/ref_multifd.zig) moves the same bytes over the " +
       "same number of loopback connections with the same send buffer and pages and the channel Workers' system calls " +
-      "(2 MiB per call, one thread per channel on each side), and nothing else: no protocol, no JavaScript; its " +
+      "(a packet's payload per call, one thread per channel on each side), and nothing else: no protocol, no JavaScript; its " +
       "receiver checks every byte after the clock stops. It runs right after our case in each round (after the " +
       "QEMU runs that follow ours). Ratios inside the round, then the median; user CPU = CPU − its kernel part " +
       "(10 ms ticks).",

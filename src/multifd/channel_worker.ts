@@ -155,13 +155,16 @@ class SendEnd extends ChannelEnd {
     }
     const { pagesPerPacket, pageSize, zeroPages } = this.#config;
     const zeroElsewhere = this.#codec.zeroPagesElsewhere === true;
-    const packets = Math.ceil(pageCount / pagesPerPacket);
+    // A round too small to give every channel a full packet is split evenly among them, so
+    // that all channels carry it (every Worker computes the same split).
+    const perPacket = Math.max(1, Math.min(pagesPerPacket, Math.ceil(pageCount / this.state.channels)));
+    const packets = Math.ceil(pageCount / perPacket);
     for (;;) {
       checkAbort(this.state);
       const packet = Atomics.add(this.state.control, Control.CURSOR, 1);
       if (packet >= packets) break;
-      const first = packet * pagesPerPacket;
-      const count = Math.min(pagesPerPacket, pageCount - first);
+      const first = packet * perPacket;
+      const count = Math.min(perPacket, pageCount - first);
       packetOffsets(pages, first, count, pageSize, this.#offsets);
       const zeroCount = zeroPages ? this.#scan.splitZero(this.#offsets, count, this.#normal, this.#zero) : 0;
       const normal = zeroPages ? this.#normal : this.#offsets;

@@ -15,7 +15,7 @@ export interface ChannelConfig extends ResolvedChannelOptions, CodecConfig {}
 /** A send channel's: also whether to send zero pages as offsets, and its locked-memory share. */
 /**
  * Zero-copy page data a sending channel sends before it judges whether the kernel copies
- * all of it (SenderOptions.zerocopyFallback): 32 MiB, 64 packets of 512 KiB or 16 of 2 MiB.
+ * all of it (SenderOptions.zerocopyFallback): 32 MiB, 64 packets of 512 KiB or 8 of 4 MiB.
  */
 export const ZEROCOPY_FALLBACK_BYTES = 32 * 2 ** 20;
 

@@ -115,7 +115,10 @@ export interface SenderOptions extends ChannelOptions {
    * page goes with MSG_ZEROCOPY however the kernel treats it (QEMU's behaviour). Default true.
    */
   zerocopyFallback?: boolean;
-  /** Pages per data packet, 1..1024. Default 512 (2 MiB). */
+  /**
+   * Most pages per data packet, 1..1024. Default 1024 (4 MiB). A round too small to give
+   * every channel a packet this size is split evenly among the channels.
+   */
   pagesPerPacket?: number;
   /**
    * Encrypt every channel: all packets, the offsets and page data as well as the control

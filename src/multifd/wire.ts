@@ -12,10 +12,11 @@ export const PROTOCOL_VERSION = 2;
 /** Bytes per page: the unit of multifd transfers (the page indices of `sendRound` count these). */
 export const PAGE_SIZE = 4096;
 /**
- * Default number of pages in one data packet (512 x 4 KiB = 2 MiB): fewer, larger packets
- * cost less per byte on both ends than QEMU's 512 KiB (bench/RESULTS.md, "Larger packets").
+ * Default number of pages in one data packet (1024 x 4 KiB = 4 MiB, the largest): fewer,
+ * larger packets cost less per byte on both ends (bench/RESULTS.md, "Larger packets" and
+ * "4 MiB packets"). A round too small to give each channel a full packet is split evenly.
  */
-export const DEFAULT_PAGES_PER_PACKET = 512;
+export const DEFAULT_PAGES_PER_PACKET = 1024;
 /** Largest `pagesPerPacket` a sender may use (1024 x 4 KiB = 4 MiB per packet). */
 export const MAX_PAGES_PER_PACKET = 1024;
 /** Most channels one transfer may use (the largest `channels` option). */
