@@ -356,7 +356,7 @@ class ReceiveEnd extends ChannelEnd {
  * Staging per channel of a format that seals packets, with zero-copy: the kernel may still
  * read a slot after sendmsg returns, so the sender fills the next slots meanwhile and
  * reuses one only after its completion. Up to 8 slots within 4 MiB per channel: 8 of a 512
- * KiB packet, 2 of a 2 MiB one (never fewer than 2).
+ * KiB packet, 2 of a 2 MiB one; never fewer than 2 (8 MiB at the default 4 MiB packets).
  */
 const ZEROCOPY_STAGING_BYTES = 4 * 2 ** 20;
 const ZEROCOPY_STAGING_SLOTS = 8;
