@@ -46,7 +46,6 @@ import {
 } from "./qemu.ts";
 import { LineChild } from "../dev/child.ts";
 import type { Cipher } from "../mod.ts";
-import { DEFAULT_PAGES_PER_PACKET, PAGE_SIZE } from "../src/multifd/wire.ts";
 import { type Runtime, RUNTIMES, scriptArgv } from "../dev/runtime.ts";
 import { round, toHex } from "../util/format.ts";
 import { err as note, out } from "../util/output.ts";
@@ -61,6 +60,7 @@ import {
   markdownReport,
   multifdSummaries,
   nativeReferenceSummaries,
+  packetBytes,
   pairRecords,
   pairSummaries,
   qemuSummaries,
@@ -232,7 +232,7 @@ export async function runNativeReferenceCase(
       channels: config.channels,
       hugePages: config.hugePages,
       sendBufferBytes,
-      chunkBytes: (config.pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET) * PAGE_SIZE,
+      chunkBytes: packetBytes(config.pagesPerPacket),
     },
     120_000 + sizeBytes / 20e6 * 1000,
   );

@@ -194,6 +194,11 @@ export const multifdKey = (r: BenchRecord) =>
     r.encrypt ?? "plain"
   }/${r.pagesPerPacket ?? "default"}/${r.zeroPages === false ? "no-zero-pages" : "zero-pages"}/${r.zeroShare ?? 0}`;
 
+/** A case's packet payload in bytes: its `pagesPerPacket`, or the sender's default. */
+export function packetBytes(pagesPerPacket: unknown): number {
+  return Number(pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET) * PAGE_SIZE;
+}
+
 /** What names a multifd case in every summary record: runtime, channels, zero-copy mode, page size. */
 function caseFields(r: BenchRecord): BenchRecord {
   const { runtime, channels, zerocopy, zerocopyAlways, hugePages } = r;
@@ -230,7 +235,7 @@ export function multifdTable(summaries: BenchRecord[]): string {
     s.hugePages ? "2 MiB" : "4 KiB",
     s.sendBufferBytes === -1 ? "auto" : s.sendBufferBytes ? `${Number(s.sendBufferBytes) / 1024} KiB` : "default",
     String(s.encrypt ?? "none"),
-    `${Number(s.pagesPerPacket ?? DEFAULT_PAGES_PER_PACKET) * PAGE_SIZE / 1024} KiB`,
+    `${packetBytes(s.pagesPerPacket) / 1024} KiB`,
     `${s.zeroPages === false ? "off" : "on"}, ${Number(s.zeroShare ?? 0)}%`,
     String(s.runtime),
     formatSpread(s.GBps as Spread, 2),
