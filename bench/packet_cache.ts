@@ -77,7 +77,7 @@ async function main(): Promise<number> {
   let next = 0;
   let header: Uint8Array | undefined;
   const outcome = new Float64Array(5);
-  const runOutcome = new Float64Array(8);
+  const runOutcome = new Float64Array(9);
   const input: PacketInput = {
     read: (addresses, lengths) => {
       if (lengths.length === 1 && lengths[0] === MULTIFD_PACKET_HEADER_BYTES) {

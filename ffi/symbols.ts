@@ -68,13 +68,14 @@ export const symbols = {
     result: "i32",
   },
   // fd, memory base, size, page size, wire (Uint8Array: the first header, then each read
-  // ahead), rule (Uint32Array(8), zig/transfer.zig RunRule), out: offsets (Float64Array),
-  // populate, timeout ms, out: Float64Array(8) (zc_recv_wire_run's outcome)
+  // ahead, and the offsets that follow it in the socket), rule (Uint32Array(11),
+  // zig/transfer.zig RunRule), out: offsets (Float64Array), populate, timeout ms,
+  // out: Float64Array(9) (zc_recv_wire_run's outcome)
   zc_recv_wire_run: {
     parameters: ["i32", "address", "address", "address", "buffer", "buffer", "buffer", "u32", "i32", "buffer"],
     result: "i32",
   },
-  // rule (Uint32Array(8)), the run's first header, a header: 1 when it continues the run, 0 if not
+  // rule (Uint32Array(11)), the run's first header (and the one before), a header: 1 when it continues the run, 0 if not
   zc_wire_run_continues: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   // zig/errqueue.zig
   zc_drain_errqueue: { parameters: ["i32", "buffer", "u32"], result: "i32" },

@@ -54,10 +54,8 @@ export interface WirePacket {
 
 /**
  * @internal A run of data packets as {@link readWireRunSync} reads them in one native call:
- * the rule by which a packet's header continues the run (u32 words, zig/transfer.zig
- * `RunRule`: header bytes, where its offsets start, the bytes [from, to) a following header
- * may change, where its counts of pages with data and of zero pages are, the most pages a
- * packet may list, the most packets a call receives), and what the last call got.
+ * the rule by which a packet's header continues the run ({@link wireRunRule}), and what the
+ * last call got.
  */
 export interface WireRun {
   readonly rule: Uint32Array;
@@ -65,10 +63,68 @@ export interface WireRun {
   packets: number;
   normalPages: number;
   zeroPages: number;
+  /** The bytes those packets' pages with data hold. */
+  payloadBytes: number;
 }
 
-/** @internal The words of a {@link WireRun}'s rule. */
-export const WIRE_RUN_RULE_WORDS = 8;
+/**
+ * @internal The fields of a run's rule (zig/transfer.zig `RunRule`; byte positions in a
+ * header): a header is `headerLength` bytes, its offsets at `offsetsAt` (in the header, or
+ * right after it in the socket: `layout`), checked by the layout's rules; a following header
+ * continues the run when every byte before `offsetsAt` outside [`varyFrom`, `varyTo`) is the
+ * first header's, its counts of pages with data (u32 at `normalAt`) and of zero pages (at
+ * `zeroAt`) list 1 to `maxCount` pages, and its sequence number (u64 at `sequenceAt`, if the
+ * format has one) is the previous header's plus one. With {@link WireLayout.module} the
+ * pages with data must hold the u32 at `payloadAt`. At most `maxPackets` a call.
+ */
+export interface WireRunRule {
+  headerLength: number;
+  offsetsAt: number;
+  varyFrom: number;
+  varyTo: number;
+  normalAt: number;
+  zeroAt: number;
+  maxCount: number;
+  maxPackets: number;
+  layout: WireLayout;
+  payloadAt?: number;
+  sequenceAt?: number;
+}
+
+/** A rule word for a field the format does not have. */
+const NO_FIELD = 0xffff_ffff;
+
+/** @internal The words of a {@link WireRunRule}, in zig/transfer.zig `RunRule`'s order. */
+export function wireRunRule(rule: WireRunRule): Uint32Array {
+  return Uint32Array.of(
+    rule.headerLength,
+    rule.offsetsAt,
+    rule.varyFrom,
+    rule.varyTo,
+    rule.normalAt,
+    rule.zeroAt,
+    rule.maxCount,
+    rule.maxPackets,
+    rule.layout,
+    rule.payloadAt ?? NO_FIELD,
+    rule.sequenceAt ?? NO_FIELD,
+  );
+}
+
+/** @internal The words of a {@link WireRun}'s rule, and where its `maxCount` is (a codec may set it per run). */
+export const WIRE_RUN_RULE_WORDS = 11;
+export const RULE_MAX_COUNT = 6;
+
+/**
+ * The page data one run call receives at most: between calls the channel updates its
+ * counters (a progress bar's bytes) and checks for an abort.
+ */
+const RUN_BYTES = 32 * 2 ** 20;
+
+/** @internal Packets a run call receives at most, for packets of up to `packetBytes` of page data. */
+export function packetsPerRun(packetBytes: number): number {
+  return Math.max(1, Math.floor(RUN_BYTES / packetBytes));
+}
 
 /**
  * @internal What broke a packet's offset rules: offset `index` itself, data page `index`
@@ -86,7 +142,7 @@ export type WirePagesRejection =
  */
 const pagesOutcome = new Float64Array(5);
 /** What the last zc_recv_wire_run wrote (its outcome, zig/transfer.zig). */
-const runOutcome = new Float64Array(8);
+const runOutcome = new Float64Array(9);
 
 /**
  * @internal One data packet of a format whose packets list their pages' offsets (big-endian
@@ -163,17 +219,18 @@ export function readWirePagesSync(
 }
 
 /**
- * @internal A run of data packets of QEMU's layout ({@link WireLayout.qemu}) in one native
- * call (zc_recv_wire_run): the first header is in `packet.wire`, validated by the caller;
- * each packet's offsets are decoded and checked, its pages with data read into `memory`
- * (faulted in first with `populate`), its zero pages zero-filled, and the next header read
- * into `wire`, for as long as that header continues the run by `run.rule` (every byte the
- * caller validated unchanged, its counts within the limit), at most the rule's packet count.
+ * @internal A run of data packets in one native call (zc_recv_wire_run): the first header is
+ * in `packet.wire`, validated by the caller; each packet's offsets are received (when they
+ * follow the header in the socket: {@link WireLayout.module}), decoded and checked by the
+ * rule's layout, its pages with data read into `memory` (faulted in first with `populate`),
+ * its zero pages zero-filled, and the next header read into `wire`, for as long as that
+ * header continues the run by `run.rule` (every byte the caller validated unchanged, its
+ * counts within the limit, its sequence number the next), at most the rule's packet count.
  * `run` gets the packets received and their pages. Returns the bytes of the header read
  * after the last packet — one the caller must parse — or 0 when the peer ended the stream
- * between packets, or the offset that broke the rule (in the header then in `wire`; nothing
- * more read). The peer ending the stream anywhere else throws ChannelClosedError; other
- * errors as the channel's `readFullSync`.
+ * between packets, or what broke the layout's rules in packet `run.packets` of the call
+ * (its header then in `wire`; nothing more read). The peer ending the stream anywhere else
+ * throws ChannelClosedError; other errors as the channel's `readFullSync`.
  */
 export function readWireRunSync(
   channel: SocketChannel,
@@ -183,11 +240,12 @@ export function readWireRunSync(
 ): number | WirePagesRejection {
   const { memory, wire, offsets } = packet;
   const rule = run.rule;
-  const headerBytes = rule[0], maxCount = rule[6];
-  if (rule.length !== WIRE_RUN_RULE_WORDS || wire.length < headerBytes || offsets.length < maxCount) {
+  const headerBytes = rule[0], offsetsAt = rule[1], maxCount = rule[RULE_MAX_COUNT], layout = rule[8];
+  const wireBytes = layout === WireLayout.module ? offsetsAt + 8 * maxCount : headerBytes;
+  if (rule.length !== WIRE_RUN_RULE_WORDS || wire.length < wireBytes || offsets.length < maxCount) {
     throw new InvalidArgumentError(
       `readWireRunSync: a rule of ${rule.length} words for ${headerBytes}-byte headers of up to ${maxCount} ` +
-        `pages, with ${wire.length} bytes of header and room for ${offsets.length} offsets`,
+        `pages, with ${wire.length} bytes of wire and room for ${offsets.length} offsets`,
     );
   }
   return channel.nativeReadSync("readWireRunSync", (fd, ioTimeoutMs) => {
@@ -209,19 +267,22 @@ export function readWireRunSync(
     run.packets = outcome[5];
     run.normalPages = outcome[6];
     run.zeroPages = outcome[7];
-    if (rc === FullResult.invalidOffset) {
+    run.payloadBytes = outcome[8];
+    if (rc === FullResult.invalidOffset || rc === FullResult.payloadMismatch) {
       channel.countRead(rc, bytes, bytes);
-      return { reason: "offset", index: outcome[3] };
+      if (rc === FullResult.payloadMismatch) return { reason: "payload", pagesHold: asked };
+      const decoded = outcome[3];
+      return decoded < 0 ? { reason: "bothLists", index: -1 - decoded } : { reason: "offset", index: decoded };
     }
     if (rc === -Errno.EINVAL && bytes === 0 && run.packets === 0 && asked === 0) {
       throw new InvalidArgumentError(
         "readWireRunSync: a memory size, page size, rule or first header that is not valid",
       );
     }
-    // A timeout or an error counts what its step was missing: the pages, or the next header.
-    const pagesDone = received === asked;
-    channel.countRead(rc, bytes, bytes + (pagesDone ? headerBytes - ahead : asked - received));
-    if (!pagesDone || (ahead > 0 && ahead < headerBytes)) {
+    // A timeout or an error counts what its step was missing: the offsets, the pages, or the next header.
+    const packetDone = received === asked;
+    channel.countRead(rc, bytes, bytes + (packetDone ? headerBytes - ahead : asked - received));
+    if (!packetDone || (ahead > 0 && ahead < headerBytes)) {
       throw new ChannelClosedError("the peer closed the connection in the middle of a packet");
     }
     return ahead;

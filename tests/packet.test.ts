@@ -14,7 +14,7 @@ import { concatBytes } from "../util/bytes.ts";
 import { Buffer } from "node:buffer";
 import { packetOffsets, pageRanges, PageScan, Ranges } from "../src/multifd/packet.ts";
 import { plainFormat } from "../src/multifd/plain_codec.ts";
-import { WireLayout } from "../src/wire_reads.ts";
+import { WireLayout, type WirePacket, type WirePagesRejection } from "../src/wire_reads.ts";
 import { fillPattern } from "./helpers/multifd.ts";
 
 const PAGE = PAGE_SIZE;
@@ -46,27 +46,60 @@ function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
     });
     return true;
   };
+  /** One packet's offsets and pages, by the rules of its layout; the bytes its pages hold, or what broke them. */
+  const readPacket = (packet: WirePacket): number | WirePagesRejection => {
+    const { memory, pageSize, wire, at, count, normalCount, offsets, layout, payloadBytes } = packet;
+    if (layout === WireLayout.module) read([addressOf(wire) + at], [8 * count]);
+    const decoded = layout === WireLayout.module
+      ? native.zc_offsets_decode(wire.subarray(at), count, normalCount, pageSize, memory.size, offsets)
+      : native.zc_block_offsets_decode(wire, at, count, pageSize, memory.size, offsets);
+    if (decoded < 0) return { reason: "bothLists", index: -1 - decoded };
+    if (decoded < count) return { reason: "offset", index: decoded };
+    const ranges = new Ranges();
+    const holds = pageRanges(memory, pageSize, offsets, normalCount, ranges);
+    if (layout === WireLayout.module && holds !== payloadBytes) return { reason: "payload", pagesHold: holds };
+    read(ranges.addresses, ranges.lengths);
+    return holds;
+  };
+  /** The next header into `wire` (0: the stream ended between packets). */
+  const readAhead = (wire: Uint8Array, length: number) => {
+    if (length === 0 || position === stream.length) return 0;
+    read([addressOf(wire)], [length]);
+    return length;
+  };
   return {
     read,
-    // What the channel's one native call per packet does (wire_reads.ts readWirePagesSync,
-    // tested over sockets in read_pages.test.ts), over the stream: the same decode and rules.
-    readWirePages({ memory, pageSize, wire, at, count, normalCount, offsets, layout, payloadBytes, aheadLength }) {
-      if (layout === WireLayout.module) read([addressOf(wire) + at], [8 * count]);
-      const decoded = layout === WireLayout.module
-        ? native.zc_offsets_decode(wire.subarray(at), count, normalCount, pageSize, memory.size, offsets)
-        : native.zc_block_offsets_decode(wire, at, count, pageSize, memory.size, offsets);
-      if (decoded < 0) return { reason: "bothLists", index: -1 - decoded };
-      if (decoded < count) return { reason: "offset", index: decoded };
-      const ranges = new Ranges();
-      const holds = pageRanges(memory, pageSize, offsets, normalCount, ranges);
-      if (layout === WireLayout.module && holds !== payloadBytes) return { reason: "payload", pagesHold: holds };
-      read(ranges.addresses, ranges.lengths);
-      if (aheadLength === 0 || position === stream.length) return 0;
-      read([addressOf(wire)], [aheadLength]);
-      return aheadLength;
+    // What the channel's native packet reads do (wire_reads.ts, tested over sockets in
+    // read_pages.test.ts), over the stream: the same decode, rules and run rule.
+    readWirePages(packet) {
+      const got = readPacket(packet);
+      return typeof got === "number" ? readAhead(packet.wire, packet.aheadLength) : got;
     },
-    readWireRun: () => {
-      throw new Error("the module's formats read no runs of packets (QEMU's: qemu_codec.test.ts)");
+    readWireRun(packet, run) {
+      const [headerLength, offsetsAt, , , normalAt, zeroAt, , maxPackets, layout, payloadAt] = run.rule;
+      const { wire, memory, pageSize, offsets } = packet;
+      const view = new DataView(wire.buffer, wire.byteOffset);
+      Object.assign(run, { packets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0 });
+      for (;;) {
+        const normalCount = view.getUint32(normalAt), count = normalCount + view.getUint32(zeroAt);
+        const payloadBytes = layout === WireLayout.module ? view.getUint32(payloadAt) : 0;
+        const got = readPacket({
+          ...packet,
+          at: offsetsAt,
+          count,
+          normalCount,
+          layout: layout as WireLayout,
+          payloadBytes,
+        });
+        if (typeof got !== "number") return got;
+        native.zc_zero_pages(memory.address, memory.size, pageSize, offsets.subarray(normalCount), count - normalCount);
+        run.packets++, run.normalPages += normalCount, run.zeroPages += count - normalCount, run.payloadBytes += got;
+        const previous = wire.slice(0, offsetsAt);
+        const ahead = readAhead(wire, headerLength);
+        if (ahead === 0 || run.packets === maxPackets) return ahead;
+        // The rule's own test, against the previous header: its fixed bytes are the first one's.
+        if (native.zc_wire_run_continues(run.rule, previous, wire) !== 1) return ahead;
+      }
     },
     left: () => stream.length - position,
   };
@@ -230,8 +263,19 @@ for (const format of ["plain", "aegis-128l", "aes-256-gcm"] as const) {
         payloadBytes: 2 * PAGE + 123,
       });
       assert.deepEqual(receiver.next(read), { kind: "sync", syncNumber: 0 });
-      assert.equal(receiver.next(read).kind, "data");
-      assert.equal(receiver.next(read).kind, "data");
+      if (format === "plain") {
+        // One run: the second DATA packet's header continues the first's (the next number).
+        assert.deepEqual(receiver.next(read), {
+          kind: "data",
+          packets: 2,
+          normalPages: 6,
+          zeroPages: 0,
+          payloadBytes: 6 * PAGE,
+        });
+      } else {
+        assert.equal(receiver.next(read).kind, "data");
+        assert.equal(receiver.next(read).kind, "data");
+      }
       assert.deepEqual(receiver.next(read), { kind: "end" });
       assert.deepEqual(receiver.next(read), { kind: "verdict", matched: true });
       assert.equal(read.left(), 0);

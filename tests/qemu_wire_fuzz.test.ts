@@ -22,7 +22,8 @@ import {
   QEMU_PAGE_SIZE,
 } from "../src/qemu/wire.ts";
 import { native } from "../ffi/mod.ts";
-import { qemuRunRule, RULE_MAX_PAGES } from "../src/qemu/qemu_codec.ts";
+import { qemuRunRule } from "../src/qemu/qemu_codec.ts";
+import { RULE_MAX_COUNT } from "../src/wire_reads.ts";
 import { Rng } from "./helpers/rng.ts";
 
 const seed = Number(process.env.ZCMF_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
@@ -99,7 +100,7 @@ describe(`QEMU multifd parsers against mutated input (seed ${seed})`, () => {
       do start = validPacket(rng); while (start[19] === 0 || start[11] !== 0);
       first.bytes.set(start);
       first.parseFixed();
-      rule[RULE_MAX_PAGES] = first.pagesAlloc;
+      rule[RULE_MAX_COUNT] = first.pagesAlloc;
       // The header after it: a mutation of the same packet (counts, numbers…) or of another.
       const header = new Uint8Array(MULTIFD_PACKET_HEADER_BYTES);
       header.set(mutate(rng, rng.chance(0.7) ? start : validPacket(rng)));

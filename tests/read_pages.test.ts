@@ -7,7 +7,9 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ChannelClosedError, InvalidArgumentError } from "../src/errors.ts";
 import { Region } from "../src/region.ts";
-import { readWirePagesSync, readWireRunSync, WireLayout, type WirePacket } from "../src/wire_reads.ts";
+import { readWirePagesSync, readWireRunSync, WireLayout, type WirePacket, wireRunRule } from "../src/wire_reads.ts";
+import { moduleRunRule } from "../src/multifd/plain_codec.ts";
+import { encodePacketHeader, PacketType } from "../src/multifd/wire.ts";
 import { channelPair, type Pair } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
 
@@ -43,6 +45,20 @@ const offsetBytes = (offsets: number[]) => wireHeader(8 * offsets.length, 0, off
 const PAGE = 4096;
 const AT = 16;
 const HEADER_BYTES = 64; // room for 6 offsets after byte 16
+/** A run's counts before its call. */
+const NOTHING_YET = { packets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0 };
+/** A QEMU-like rule for this file's 64-byte headers (readWireRunSync's tests say which bytes mean what). */
+const QEMU_LIKE_RULE = {
+  headerLength: HEADER_BYTES,
+  offsetsAt: AT,
+  varyFrom: 4,
+  varyTo: 16,
+  normalAt: 4,
+  zeroAt: 8,
+  maxCount: 6,
+  maxPackets: 8,
+  layout: WireLayout.qemu,
+};
 
 /** A packet into `region`: QEMU's layout, 4 KiB pages, a 64-byte header with its offsets at byte 16, unless `fields` say otherwise. */
 function wirePacket(region: Region, fields: Partial<WirePacket>): WirePacket {
@@ -252,7 +268,8 @@ describe("readWireRunSync", () => {
   // A layout of this test's own (zig/ knows no format): 64-byte headers, counts of pages with
   // data and of zero pages as big-endian u32 at 4 and 8 — the only bytes of the fixed part
   // that may change within a run, with a packet number at 12 — offsets from byte 16.
-  const rule = (maxPackets = 8) => Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 6, maxPackets);
+  const fields = QEMU_LIKE_RULE;
+  const rule = (maxPackets = 8) => wireRunRule({ ...fields, maxPackets });
   const header = (offsets: number[], normal: number, tag = 7, number = 0) => {
     const wire = wireHeader(HEADER_BYTES, AT, offsets);
     const view = new DataView(wire.buffer);
@@ -262,7 +279,7 @@ describe("readWireRunSync", () => {
     view.setUint32(12, number);
     return wire;
   };
-  const run = (maxPackets?: number) => ({ rule: rule(maxPackets), packets: 0, normalPages: 0, zeroPages: 0 });
+  const run = (maxPackets?: number) => ({ rule: rule(maxPackets), ...NOTHING_YET });
 
   test("receives packets while their headers continue the first; the first other header comes back", async () => {
     await withRegionAndPair(8 * PAGE, async (region, pair) => {
@@ -276,7 +293,7 @@ describe("readWireRunSync", () => {
       const got = run();
       const before = pair.server.stats.bytesRead;
       assert.equal(readWireRunSync(pair.server, packet, got, true), HEADER_BYTES);
-      assert.deepEqual([got.packets, got.normalPages, got.zeroPages], [2, 4, 1]);
+      assert.deepEqual([got.packets, got.normalPages, got.zeroPages, got.payloadBytes], [2, 4, 1, 4 * PAGE]);
       assert.equal(pair.server.stats.bytesRead - before, 4 * PAGE + 2 * HEADER_BYTES);
       assert.deepEqual(packet.wire, other, "the header that ended the run is in the wire buffer");
       assert.deepEqual(region.view(0, PAGE), data[0]);
@@ -339,14 +356,17 @@ describe("readWireRunSync", () => {
     await withRegionAndPair(4 * PAGE, async (region, pair) => {
       await pair.client.writev([new Uint8Array(10)]);
       const invalid = [
-        Uint32Array.of(HEADER_BYTES, AT, 4, 20, 4, 8, 6, 8), // varying bytes past the offsets' start
-        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 14, 8, 6, 8), // a count not inside the varying bytes
-        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 7, 8), // 7 offsets do not fit in the header
-        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 6, 0), // no packet per call
-        Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8), // too few words
+        wireRunRule({ ...fields, varyTo: 20 }), // varying bytes past the offsets' start
+        wireRunRule({ ...fields, normalAt: 14 }), // a count not inside the varying bytes
+        wireRunRule({ ...fields, maxCount: 7 }), // 7 offsets do not fit in the header
+        wireRunRule({ ...fields, maxPackets: 0 }), // no packet per call
+        wireRunRule({ ...fields, sequenceAt: 12 }), // a sequence number not inside the varying bytes
+        wireRunRule({ ...fields, layout: WireLayout.module, payloadAt: 12 }), // offsets in the socket, not after the header
+        wireRunRule({ ...fields, layout: 4 as WireLayout }), // a layout bit of no meaning
+        rule().subarray(0, 8), // too few words
       ];
       for (const words of invalid) {
-        const got = { rule: words, packets: 0, normalPages: 0, zeroPages: 0 };
+        const got = { rule: words, ...NOTHING_YET };
         assert.throws(
           () => readWireRunSync(pair.server, wirePacket(region, { wire: header([0], 1) }), got, false),
           InvalidArgumentError,
@@ -365,6 +385,161 @@ describe("readWireRunSync", () => {
   });
 });
 
+describe("readWireRunSync, the module's packets (plain_codec.ts moduleRunRule)", () => {
+  // The module's layout: a 32-byte header (docs/PROTOCOL.md), its offsets after it in the
+  // socket, each list ascending, the pages with data holding the header's payload bytes.
+  const size = 9 * PAGE + 100; // a short last page
+  const PER_PACKET = 4;
+  /** A DATA packet's header numbered `number`, its offsets, and its pages' data. */
+  const dataPacket = (number: number, normal: number[], zero: number[] = [], payload?: number) => {
+    const data = pageBytes(normal.filter((offset) => offset < size), PAGE, size);
+    const header = new Uint8Array(32);
+    encodePacketHeader(new DataView(header.buffer), {
+      type: PacketType.DATA,
+      packetNumber: number,
+      normalPages: normal.length,
+      zeroPages: zero.length,
+      payloadBytes: payload ?? data.length,
+      argument: 0,
+    });
+    return { header, offsets: offsetBytes([...normal, ...zero]), data };
+  };
+  const controlHeader = (type: number, number: number) => {
+    const header = new Uint8Array(32);
+    const fields = { type, packetNumber: number, normalPages: 0, zeroPages: 0, payloadBytes: 0, argument: 0 };
+    encodePacketHeader(new DataView(header.buffer), fields);
+    return header;
+  };
+  /** The run's first packet as the codec hands it over: its header validated, in the wire buffer. */
+  const firstPacket = (region: Region, header: Uint8Array) => {
+    const wire = new Uint8Array(32 + 8 * PER_PACKET);
+    wire.set(header);
+    return wirePacket(region, {
+      wire,
+      at: 32,
+      offsets: new Float64Array(PER_PACKET),
+      layout: WireLayout.module,
+      aheadLength: 32,
+    });
+  };
+  const run = (maxPackets = 8) => ({ rule: moduleRunRule(PER_PACKET, maxPackets), ...NOTHING_YET });
+
+  test("consecutive DATA packets in one call (zero pages, the short last page); the SYNC after them comes back", async () => {
+    await withRegionAndPair(size, async (region, pair) => {
+      region.view().fill(0xee);
+      const packets = [
+        dataPacket(7, [0, PAGE], [2 * PAGE]),
+        dataPacket(8, [3 * PAGE, 9 * PAGE]),
+        dataPacket(9, [], [4 * PAGE, 5 * PAGE]),
+      ];
+      const sync = controlHeader(PacketType.SYNC, 10);
+      const stream = packets.flatMap((p, i) => [...(i > 0 ? [p.header] : []), p.offsets, p.data]);
+      await pair.client.writev([...stream, sync]);
+      const packet = firstPacket(region, packets[0].header);
+      const got = run();
+      const before = pair.server.stats.bytesRead;
+      assert.equal(readWireRunSync(pair.server, packet, got, false), 32);
+      const payload = packets[0].data.length + packets[1].data.length;
+      assert.deepEqual([got.packets, got.normalPages, got.zeroPages, got.payloadBytes], [3, 4, 3, payload]);
+      assert.equal(pair.server.stats.bytesRead - before, 3 * 32 + 7 * 8 + payload, "offsets, pages, headers");
+      assert.deepEqual(packet.wire.subarray(0, 32), sync, "the SYNC's header is in the wire buffer");
+      assert.deepEqual(region.view(0, 2 * PAGE), packets[0].data);
+      assert.deepEqual(region.view(3 * PAGE, PAGE), packets[1].data.subarray(0, PAGE));
+      assert.deepEqual(region.view(9 * PAGE), packets[1].data.subarray(PAGE), "the short last page");
+      for (const zero of [2, 4, 5]) {
+        assert.ok(region.view(zero * PAGE, PAGE).every((b) => b === 0), `zero page ${zero}`);
+      }
+      for (const untouched of [6, 7, 8]) {
+        assert.ok(region.view(untouched * PAGE, PAGE).every((b) => b === 0xee), `page ${untouched} untouched`);
+      }
+    });
+  });
+
+  test("a header numbered out of turn, listing too many pages, or with an argument ends the run, unread past it", async () => {
+    const breakers = {
+      "a number skipped": dataPacket(9, [PAGE]).header,
+      "a number repeated": dataPacket(7, [PAGE]).header,
+      "five pages of four": dataPacket(8, [PAGE, 2 * PAGE, 3 * PAGE, 4 * PAGE], [5 * PAGE]).header,
+      "an argument": (() => {
+        const header = dataPacket(8, [PAGE]).header;
+        header[31] = 1;
+        return header;
+      })(),
+    };
+    for (const [name, breaker] of Object.entries(breakers)) {
+      await withRegionAndPair(size, async (region, pair) => {
+        const first = dataPacket(7, [0]);
+        await pair.client.writev([first.offsets, first.data, breaker, patternBytes(100, 3)]);
+        const packet = firstPacket(region, first.header);
+        const got = run();
+        assert.equal(readWireRunSync(pair.server, packet, got, false), 32, name);
+        assert.equal(got.packets, 1, name);
+        assert.deepEqual(packet.wire.subarray(0, 32), breaker, name);
+        const rest = new Uint8Array(100);
+        assert.equal(pair.server.readFullSync(rest), 100, `${name}: nothing read past its header`);
+      });
+    }
+  });
+
+  test("the rule's packet count, and the end of the stream between packets", async () => {
+    await withRegionAndPair(size, async (region, pair) => {
+      const packets = [0, 1, 2].map((n) => dataPacket(n, [n * PAGE]));
+      await pair.client.writev(packets.flatMap((p, i) => [...(i > 0 ? [p.header] : []), p.offsets, p.data]));
+      pair.client.close();
+      const got = run(2);
+      const packet = firstPacket(region, packets[0].header);
+      assert.equal(readWireRunSync(pair.server, packet, got, false), 32);
+      assert.equal(got.packets, 2, "two a call");
+      assert.deepEqual(packet.wire.subarray(0, 32), packets[2].header);
+      assert.equal(readWireRunSync(pair.server, packet, got, false), 0, "the stream ended after the third");
+      assert.equal(got.packets, 1);
+    });
+  });
+
+  test("a later packet's offsets out of order, in both lists, or not holding its payload: rejected, nothing of it written", async () => {
+    const cases: [ReturnType<typeof dataPacket>, unknown][] = [
+      [dataPacket(1, [2 * PAGE, PAGE]), { reason: "offset", index: 1 }],
+      [dataPacket(1, [PAGE], [PAGE]), { reason: "bothLists", index: 0 }],
+      [dataPacket(1, [10 * PAGE], [], PAGE), { reason: "offset", index: 0 }],
+      [dataPacket(1, [PAGE, 9 * PAGE], [], 2 * PAGE), { reason: "payload", pagesHold: PAGE + 100 }],
+    ];
+    for (const [bad, expected] of cases) {
+      await withRegionAndPair(size, async (region, pair) => {
+        region.view().fill(0x5a);
+        const first = dataPacket(0, [0]);
+        await pair.client.writev([first.offsets, first.data, bad.header, bad.offsets, patternBytes(2 * PAGE, 1)]);
+        const packet = firstPacket(region, first.header);
+        const got = run();
+        assert.deepEqual(readWireRunSync(pair.server, packet, got, false), expected);
+        assert.equal(got.packets, 1, "the first packet arrived");
+        assert.deepEqual(packet.wire.subarray(0, 32), bad.header, "the rejected packet's header is in place");
+        assert.deepEqual(region.view(0, PAGE), first.data);
+        assert.ok(region.view(PAGE).every((b) => b === 0x5a), "nothing of the rejected packet written");
+      });
+    }
+  });
+
+  test("the peer ending the stream inside a later packet's offsets: ChannelClosedError", async () => {
+    await withRegionAndPair(size, async (region, pair) => {
+      const first = dataPacket(0, [0]);
+      const second = dataPacket(1, [PAGE, 2 * PAGE]);
+      await pair.client.writev([first.offsets, first.data, second.header, second.offsets.subarray(0, 12)]);
+      pair.client.close();
+      const read = () => readWireRunSync(pair.server, firstPacket(region, first.header), run(), false);
+      assert.throws(read, ChannelClosedError);
+    });
+  });
+
+  test("a wire buffer without room for the most offsets a packet may list: InvalidArgumentError", async () => {
+    await withRegionAndPair(size, async (region, pair) => {
+      await pair.client.writev([patternBytes(10, 2)]);
+      const packet = wirePacket(region, { wire: new Uint8Array(32 + 8 * (PER_PACKET - 1)), layout: WireLayout.module });
+      assert.throws(() => readWireRunSync(pair.server, packet, run(), false), InvalidArgumentError);
+      assert.equal(pair.server.readFullSync(new Uint8Array(10)), 10, "nothing was consumed from the socket");
+    });
+  });
+});
+
 describe("the channel's conditions for a native packet read", () => {
   test("refused while the channel's zero-copy sends are outstanding (InvalidArgumentError, nothing read); after a flush, read", async () => {
     const region = Region.allocate(2 * PAGE);
@@ -376,12 +551,7 @@ describe("the channel's conditions for a native packet read", () => {
       await pair.client.writev([page]);
       const wire = wireHeader(HEADER_BYTES, AT, [0]);
       const packet = () => wirePacket(region, { wire, count: 1, normalCount: 1 });
-      const run = {
-        rule: Uint32Array.of(HEADER_BYTES, AT, 4, 16, 4, 8, 6, 8),
-        packets: 0,
-        normalPages: 0,
-        zeroPages: 0,
-      };
+      const run = { rule: wireRunRule(QEMU_LIKE_RULE), ...NOTHING_YET };
       assert.throws(() => readWirePagesSync(pair.server, packet(), false), /readWirePagesSync: flush/);
       assert.throws(() => readWireRunSync(pair.server, packet(), run, false), InvalidArgumentError);
       assert.equal(pair.server.stats.bytesRead, 0);

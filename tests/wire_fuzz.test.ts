@@ -32,6 +32,8 @@ import {
   ReplyType,
   TransferRefusedError,
 } from "../src/multifd/wire.ts";
+import { native } from "../ffi/mod.ts";
+import { moduleRunRule } from "../src/multifd/plain_codec.ts";
 import { toHex } from "../util/format.ts";
 import { Rng } from "./helpers/rng.ts";
 
@@ -59,6 +61,8 @@ function runSeed(): number {
 
 const SEED = runSeed();
 const ITERATIONS = envNumber("WIRE_FUZZ_ITERATIONS") ?? 100_000;
+/** Headers tried after a DATA header for the run rule. */
+const RUN_HEADERS = Math.max(1, Math.floor(ITERATIONS / 2));
 const REPRODUCE = `seed ${SEED}: reproduce with ZCMF_FUZZ_SEED=${SEED}${
   ITERATIONS === 100_000 ? "" : ` WIRE_FUZZ_ITERATIONS=${ITERATIONS}`
 }`;
@@ -680,6 +684,53 @@ describe("wire fuzz", () => {
       for (const field of FIELDS) assert.ok(rejectedBy.has(field), `no packet rejected by ${field}`);
       assert.ok(ITERATIONS < 10_000 || acceptedData > ITERATIONS / 20, "too few DATA packets accepted");
       assert.ok(ITERATIONS < 10_000 || acceptedMutated > ITERATIONS / 100, "too few mutated packets accepted");
+    }),
+  );
+
+  test(
+    `${RUN_HEADERS} headers after a DATA header: a run goes on exactly when the parser accepts the next DATA packet`,
+    reproducible(() => {
+      // zig/transfer.zig zc_wire_run_continues with the plain codec's rule (plain_codec.ts
+      // moduleRunRule): the native receive goes from a DATA packet to the next without the
+      // parser, so it must take exactly the headers the parser would accept as the next one.
+      const rng = new Rng(SEED ^ 0x2545f491);
+      let continued = 0;
+      for (let i = 0; i < RUN_HEADERS; i++) {
+        let c: Case;
+        do c = validCase(rng); while (c.bytes[4] !== PacketType.DATA);
+        const first = c.bytes.slice(0, PACKET_HEADER_BYTES);
+        const limits = { ...c.limits, expectedPacketNumber: c.limits.expectedPacketNumber + 1 };
+        const rule = moduleRunRule(limits.pagesPerPacket, 8);
+        // The header after it: any valid one, often numbered next; then mutated, or not.
+        const next = validCase(rng);
+        if (rng.chance(0.7)) new DataView(next.bytes.buffer).setBigUint64(8, BigInt(limits.expectedPacketNumber));
+        if (rng.chance(0.6)) mutate(rng, next);
+        if (next.bytes.length < PACKET_HEADER_BYTES) continue;
+        const header = next.bytes.slice(0, PACKET_HEADER_BYTES);
+        const continues = native.zc_wire_run_continues(rule, first, header);
+        let accepted = false;
+        let field = "";
+        try {
+          accepted = parsePacketHeader(new DataView(header.buffer), limits).type === PacketType.DATA;
+        } catch (error) {
+          if (!(error instanceof ProtocolError)) throw error;
+          field = error.field;
+        }
+        const where = `seed ${SEED} header ${i}: ${toHex(first)} then ${toHex(header)}`;
+        if (accepted) assert.equal(continues, 1, `${where}: accepted by the parser, not by the rule`);
+        if (continues === 1 && !accepted) {
+          // The two the rule leaves to later: a payload the pages cannot hold (the run checks
+          // the payload against the pages themselves, with the same field), and a number past
+          // 2^53 (the parser's limit; 2^53 packets are never sent).
+          const number = new DataView(header.buffer).getBigUint64(8);
+          assert.ok(
+            field === "packet.payloadBytes" || (field === "packet.number" && number >= 2n ** 53n),
+            `${where}: continues the run, but the parser refuses it (${field})`,
+          );
+        }
+        if (continues === 1) continued++;
+      }
+      assert.ok(continued > RUN_HEADERS / 10, `only ${continued} headers continued a run: not exploring`);
     }),
   );
 

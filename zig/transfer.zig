@@ -115,7 +115,7 @@ export fn zc_send_full(fd: i32, iov: [*]Iovec, count: u32, timeout_ms: i32, move
     return moveFull(true, fd, iov, count, timeout_ms, moved);
 }
 
-/// How zc_recv_wire_pages finds and checks a packet's offsets (`layout` bits).
+/// How zc_recv_wire_pages and zc_recv_wire_run find and check a packet's offsets (`layout` bits).
 const Layout = struct {
     /// The offsets are still in the socket, right before the pages: received into `wire` +
     /// `at` first (the module's packets); without it they are in `wire` already (QEMU's header).
@@ -145,49 +145,83 @@ export fn zc_recv_wire_pages(fd: i32, base_number: sys.Number, size_number: sys.
     for (0..5) |i| outcome[i] = 0;
     const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
     if (normal_count > count) return sys.invalid_number;
-    if (layout & Layout.offsets_in_socket != 0) {
-        var iov = [1]Iovec{.{ .base = @intFromPtr(wire + at), .len = @as(usize, count) * 8 }};
-        var moved: u64 = 0;
-        const rc = moveFull(false, fd, &iov, 1, timeout_ms, &moved);
-        outcome[4] = @floatFromInt(moved);
-        if (rc != @intFromEnum(Full.done) or moved < @as(u64, count) * 8) return rc;
+    const payload = sys.whole(payload_number) orelse return sys.invalid_number;
+    var got = PacketRead{};
+    defer {
+        outcome[0] = @floatFromInt(got.received);
+        outcome[1] = @floatFromInt(got.asked);
+        outcome[3] = @floatFromInt(got.rejected);
+        outcome[4] = @floatFromInt(got.offset_bytes);
     }
-    var asked: u64 = 0;
-    if (layout & Layout.ordered != 0) {
-        const valid = pages.decodeOrderedOffsets(wire + at, count, normal_count, memory.page_size, memory.size, offsets);
-        if (valid != count) {
-            outcome[3] = @floatFromInt(valid);
-            return @intFromEnum(Full.invalid_offset);
-        }
-        for (0..normal_count) |i| asked += pageLength(@intFromFloat(offsets[i]), memory.page_size, memory.size);
-        const payload = sys.whole(payload_number) orelse return sys.invalid_number;
-        if (asked != payload) {
-            outcome[1] = @floatFromInt(asked);
-            return @intFromEnum(Full.payload_mismatch);
-        }
-    } else {
-        const valid = pages.decodeBlockOffsets(wire + at, count, memory.page_size, memory.size, offsets);
-        if (valid < count) {
-            outcome[3] = @floatFromInt(valid);
-            return @intFromEnum(Full.invalid_offset);
-        }
-        asked = normal_count * memory.page_size; // whole pages, each inside the memory
-    }
-    const rc = recvPages(fd, memory, offsets, normal_count, asked, populate, timeout_ms, outcome);
-    if (rc != @intFromEnum(Full.done) or outcome[0] < outcome[1] or ahead_length == 0) return rc;
+    const rc = receivePacket(fd, memory, wire + at, count, normal_count, offsets, layout, payload, populate, timeout_ms, &got);
+    if (rc != @intFromEnum(Full.done) or !got.complete(count, layout) or ahead_length == 0) return rc;
     var iov = [1]Iovec{.{ .base = @intFromPtr(wire), .len = ahead_length }};
     var moved: u64 = 0;
     defer outcome[2] = @floatFromInt(moved);
     return moveFull(false, fd, &iov, 1, timeout_ms, &moved);
 }
 
+/// What receivePacket did: offset bytes received (offsets in the socket), page bytes
+/// received and the bytes the pages hold (with `payload_mismatch`: what they hold), and the
+/// offset that broke the layout's rule (`invalid_offset`: as the rule's decode returns it).
+const PacketRead = struct {
+    offset_bytes: u64 = 0,
+    received: u64 = 0,
+    asked: u64 = 0,
+    rejected: i32 = 0,
+
+    /// Whether every byte of the packet arrived (`done` with fewer: the peer ended the stream).
+    fn complete(got: PacketRead, count: u32, layout: u32) bool {
+        const offsets_done = layout & Layout.offsets_in_socket == 0 or got.offset_bytes == @as(u64, count) * 8;
+        return offsets_done and got.received == got.asked;
+    }
+};
+
+/// One packet after its header: its `count` offsets received into `offsets_wire` when they
+/// are still in the socket, decoded into `offsets` and checked by `layout`'s rules (ordered:
+/// the pages with data must hold `payload` bytes), then the data of its first
+/// `normal_count` pages received into place (recvPages). Returns a `Full` or -errno.
+fn receivePacket(fd: i32, memory: Memory, offsets_wire: [*]u8, count: u32, normal_count: u32, offsets: [*]f64, layout: u32, payload: u64, populate: u32, timeout_ms: i32, got: *PacketRead) i32 {
+    if (layout & Layout.offsets_in_socket != 0) {
+        var iov = [1]Iovec{.{ .base = @intFromPtr(offsets_wire), .len = @as(usize, count) * 8 }};
+        const rc = moveFull(false, fd, &iov, 1, timeout_ms, &got.offset_bytes);
+        if (rc != @intFromEnum(Full.done) or got.offset_bytes < @as(u64, count) * 8) return rc;
+    }
+    var asked: u64 = 0;
+    if (layout & Layout.ordered != 0) {
+        const valid = pages.decodeOrderedOffsets(offsets_wire, count, normal_count, memory.page_size, memory.size, offsets);
+        if (valid != count) {
+            got.rejected = valid;
+            return @intFromEnum(Full.invalid_offset);
+        }
+        for (0..normal_count) |i| asked += pageLength(@intFromFloat(offsets[i]), memory.page_size, memory.size);
+        if (asked != payload) {
+            got.asked = asked;
+            return @intFromEnum(Full.payload_mismatch);
+        }
+    } else {
+        const valid = pages.decodeBlockOffsets(offsets_wire, count, memory.page_size, memory.size, offsets);
+        if (valid < count) {
+            got.rejected = @intCast(valid);
+            return @intFromEnum(Full.invalid_offset);
+        }
+        asked = normal_count * memory.page_size; // whole pages, each inside the memory
+    }
+    return recvPages(fd, memory, offsets, normal_count, asked, populate, timeout_ms, &got.received, &got.asked);
+}
+
 /// The rule by which zc_recv_wire_run goes on from a packet to the next without returning:
 /// u32 words the caller's format fills in (zig/ knows no format; src/qemu/qemu_codec.ts
-/// makes QEMU's). A header is `header_length` bytes, its offsets (big-endian u64, QEMU's
-/// rule) from byte `offsets_at`; a following header continues the run when every byte before
-/// `offsets_at` equals the first header's — the one the caller validated — outside
-/// [`vary_from`, `vary_to`), where its two counts are: pages with data (big-endian u32 at
-/// `normal_at`) and zero pages (at `zero_at`), together 1 to `max_count`.
+/// makes QEMU's, src/multifd/plain_codec.ts the module's). A header is `header_length` bytes;
+/// its offsets (big-endian u64) are at `offsets_at`, inside the header or, with
+/// `Layout.offsets_in_socket`, right after it in the socket (then `offsets_at` is
+/// `header_length`), checked by `layout`'s rules as zc_recv_wire_pages does (ordered: the
+/// pages with data hold exactly the big-endian u32 at `payload_at`). A following header
+/// continues the run when every byte before `offsets_at` equals the first header's — the one
+/// the caller validated — outside [`vary_from`, `vary_to`), where its two counts are: pages
+/// with data (big-endian u32 at `normal_at`) and zero pages (at `zero_at`), together 1 to
+/// `max_count`; and, unless `sequence_at` is `no_field`, the big-endian u64 there is the
+/// previous header's plus one.
 const RunRule = extern struct {
     header_length: u32,
     offsets_at: u32,
@@ -198,20 +232,32 @@ const RunRule = extern struct {
     max_count: u32,
     /// Packets one call receives at most, so the caller's counters and abort checks keep up.
     max_packets: u32,
+    layout: u32,
+    payload_at: u32,
+    sequence_at: u32,
 
     /// Longest fixed part (before the offsets) a rule may have: the copy of the first header's.
     const max_fixed = 512;
+    /// `payload_at` or `sequence_at` of a format without that field.
+    const no_field = std.math.maxInt(u32);
 
     fn valid(rule: *const RunRule) bool {
-        return rule.offsets_at <= max_fixed and rule.vary_to <= rule.offsets_at and
-            rule.varies(rule.normal_at) and rule.varies(rule.zero_at) and
-            rule.max_count > 0 and rule.offsets_at + @as(u64, rule.max_count) * 8 <= rule.header_length and
-            rule.max_packets > 0;
+        const in_socket = rule.layout & Layout.offsets_in_socket != 0;
+        const offsets_fit = if (in_socket)
+            rule.offsets_at == rule.header_length
+        else
+            rule.offsets_at + @as(u64, rule.max_count) * 8 <= rule.header_length;
+        return rule.offsets_at <= max_fixed and rule.vary_to <= rule.offsets_at and offsets_fit and
+            rule.layout & ~(Layout.offsets_in_socket | Layout.ordered) == 0 and
+            rule.varies(rule.normal_at, 4) and rule.varies(rule.zero_at, 4) and
+            (rule.layout & Layout.ordered == 0 or rule.varies(rule.payload_at, 4)) and
+            (rule.sequence_at == no_field or rule.varies(rule.sequence_at, 8)) and
+            rule.max_count > 0 and rule.max_packets > 0;
     }
 
-    /// Whether the u32 field at `at` lies within the bytes a following header may change.
-    fn varies(rule: *const RunRule, at: u32) bool {
-        return at >= rule.vary_from and @as(u64, at) + 4 <= rule.vary_to;
+    /// Whether the `length`-byte field at `at` lies within the bytes a following header may change.
+    fn varies(rule: *const RunRule, at: u32, length: u32) bool {
+        return at >= rule.vary_from and @as(u64, at) + length <= rule.vary_to;
     }
 
     const Counts = struct { normal: u32, total: u64 };
@@ -222,37 +268,54 @@ const RunRule = extern struct {
         return .{ .normal = normal, .total = @as(u64, normal) + std.mem.readInt(u32, wire[rule.zero_at..][0..4], .big) };
     }
 
-    /// Whether the header in `wire` continues the run whose first header's fixed part is `first`.
-    fn continues(rule: *const RunRule, first: []const u8, wire: [*]const u8) bool {
+    /// What the header's pages with data must hold (the ordered layout's).
+    fn payload(rule: *const RunRule, wire: [*]const u8) u64 {
+        if (rule.layout & Layout.ordered == 0) return 0;
+        return std.mem.readInt(u32, wire[rule.payload_at..][0..4], .big);
+    }
+
+    /// The header's sequence number (0 without one).
+    fn sequence(rule: *const RunRule, wire: [*]const u8) u64 {
+        if (rule.sequence_at == no_field) return 0;
+        return std.mem.readInt(u64, wire[rule.sequence_at..][0..8], .big);
+    }
+
+    /// Whether the header in `wire` continues the run whose first header's fixed part is
+    /// `first`, after a header whose sequence number was `previous`.
+    fn continues(rule: *const RunRule, first: []const u8, previous: u64, wire: [*]const u8) bool {
         const n = rule.counts(wire).total;
         return n > 0 and n <= rule.max_count and
+            (rule.sequence_at == no_field or rule.sequence(wire) == previous +% 1) and
             std.mem.eql(u8, first[0..rule.vary_from], wire[0..rule.vary_from]) and
             std.mem.eql(u8, first[rule.vary_to..rule.offsets_at], wire[rule.vary_to..rule.offsets_at]);
     }
 };
 
-/// Whether the header at `header` continues a run whose first header is at `first` by `rule`
-/// (1 or 0; -EINVAL for a rule that is not valid): zc_recv_wire_run's test, alone, so that it
-/// can be checked against the format's own parser (tests/qemu_wire_fuzz.test.ts).
+/// Whether the header at `header` continues a run whose first header — and, for a sequence
+/// number, the header before it — is at `first`, by `rule` (1 or 0; -EINVAL for a rule that
+/// is not valid): zc_recv_wire_run's test, alone, so that it can be checked against the
+/// format's own parser (tests/qemu_wire_fuzz.test.ts, tests/wire_fuzz.test.ts).
 export fn zc_wire_run_continues(rule: *const RunRule, first: [*]const u8, header: [*]const u8) i32 {
     if (!rule.valid()) return sys.invalid_number;
-    return @intFromBool(rule.continues(first[0..rule.offsets_at], header));
+    return @intFromBool(rule.continues(first[0..rule.offsets_at], rule.sequence(first), header));
 }
 
-/// zc_recv_wire_pages for a run of packets of QEMU's layout (offsets in the header, whole
-/// pages inside the memory, any order), in one call: the first header is in `wire`,
-/// validated by the caller; for each packet the offsets are decoded and checked, the pages
-/// with data received into place, the zero pages zero-filled (zero pages already zero left
-/// untouched), and the next header read ahead into `wire`. The run goes on while that header
-/// continues it (`rule`); it returns with a header the caller must parse in `wire`, after
-/// `max_packets`, at the end of the stream, or at the first error. Returns a `Full` or
-/// -errno. `outcome`: [0] the page bytes of the last packet received, [1] the bytes its pages
-/// hold, [2] the bytes read ahead after it (0 with `done`: the peer ended the stream between
-/// packets), [3] the index of the offset that broke the rule (`invalid_offset`, nothing more
+/// zc_recv_wire_pages for a run of packets in one call: the first header is in `wire`,
+/// validated by the caller; for each packet the offsets are received (when in the socket),
+/// decoded and checked, the pages with data received into place, the zero pages zero-filled
+/// (zero pages already zero left untouched), and the next header read ahead into `wire`. The
+/// run goes on while that header continues it (`rule`); it returns with a header the caller
+/// must parse in `wire`, after `max_packets`, at the end of the stream, or at the first
+/// error. With its offsets in the socket, `wire` must hold `offsets_at` + 8 × `max_count`
+/// bytes (the caller checks). Returns a `Full` or -errno. `outcome`: [0] the bytes received
+/// of the last step that read (a packet's offsets, or its pages), [1] the bytes that step
+/// asked for (with `payload_mismatch`: what the pages hold), [2] the bytes read ahead after
+/// the last packet (0 with `done`: the peer ended the stream between packets), [3] the
+/// offset that broke the rule as its decode returns it (`invalid_offset`, nothing more
 /// read), [4] every byte read, [5] packets whose pages all arrived, [6] their pages with
-/// data, [7] their zero pages.
+/// data, [7] their zero pages, [8] the bytes their pages with data hold.
 export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, rule: *const RunRule, offsets: [*]f64, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
-    for (0..8) |i| outcome[i] = 0;
+    for (0..9) |i| outcome[i] = 0;
     const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
     if (!rule.valid()) return sys.invalid_number;
     var first: [RunRule.max_fixed]u8 = undefined;
@@ -263,34 +326,39 @@ export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Nu
     var packets: u64 = 0;
     var normal_pages: u64 = 0;
     var zero_pages: u64 = 0;
+    var payload_bytes: u64 = 0;
     defer {
         outcome[4] = @floatFromInt(read);
         outcome[5] = @floatFromInt(packets);
         outcome[6] = @floatFromInt(normal_pages);
         outcome[7] = @floatFromInt(zero_pages);
+        outcome[8] = @floatFromInt(payload_bytes);
     }
     while (true) {
         const count: u32 = @intCast(packet.total); // ≤ max_count: checked above, or by `continues`
         const normal = packet.normal;
-        const valid = pages.decodeBlockOffsets(wire + rule.offsets_at, count, memory.page_size, memory.size, offsets);
-        if (valid < count) {
-            outcome[3] = @floatFromInt(valid);
-            return @intFromEnum(Full.invalid_offset);
-        }
-        const rc = recvPages(fd, memory, offsets, normal, normal * memory.page_size, populate, timeout_ms, outcome);
-        read += @intFromFloat(outcome[0]);
-        if (rc != @intFromEnum(Full.done) or outcome[0] < outcome[1]) return rc;
+        var got = PacketRead{};
+        const rc = receivePacket(fd, memory, wire + rule.offsets_at, count, normal, offsets, rule.layout, rule.payload(wire), populate, timeout_ms, &got);
+        read += got.offset_bytes + got.received;
+        const offsets_step = got.asked == 0 and rule.layout & Layout.offsets_in_socket != 0 and
+            got.offset_bytes < @as(u64, count) * 8;
+        outcome[0] = @floatFromInt(if (offsets_step) got.offset_bytes else got.received);
+        outcome[1] = @floatFromInt(if (offsets_step) @as(u64, count) * 8 else got.asked);
+        outcome[3] = @floatFromInt(got.rejected);
+        if (rc != @intFromEnum(Full.done) or !got.complete(count, rule.layout)) return rc;
         pages.zeroPages(memory.base, memory.size, memory.page_size, offsets + normal, count - normal);
         packets += 1;
         normal_pages += normal;
         zero_pages += count - normal;
+        payload_bytes += got.asked;
+        const sequence = rule.sequence(wire);
         var iov = [1]Iovec{.{ .base = @intFromPtr(wire), .len = rule.header_length }};
         var moved: u64 = 0;
         const ahead = moveFull(false, fd, &iov, 1, timeout_ms, &moved);
         read += moved;
         outcome[2] = @floatFromInt(moved);
         if (ahead != @intFromEnum(Full.done) or moved < rule.header_length) return ahead;
-        if (packets == rule.max_packets or !rule.continues(first[0..rule.offsets_at], wire)) return ahead;
+        if (packets == rule.max_packets or !rule.continues(first[0..rule.offsets_at], sequence, wire)) return ahead;
         packet = rule.counts(wire);
     }
 }
@@ -318,14 +386,12 @@ const Memory = struct {
 /// iovecs a batch, each batch read in full as moveFull does. `populate != 0` first faults a
 /// batch's ranges in for writing (MADV_POPULATE_WRITE, one madvise per range instead of a
 /// fault per page; best effort: on failure the copy takes the faults). Returns a `Full` or
-/// -errno; `outcome[0]` gets the bytes received, `outcome[1]` `asked`.
-fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: u64, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
+/// -errno; `received.*` gets the bytes received, `asked_out.*` `asked`.
+fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: u64, populate: u32, timeout_ms: i32, received_out: *u64, asked_out: *u64) i32 {
     const base = memory.base;
     var received: u64 = 0;
-    defer {
-        outcome[0] = @floatFromInt(received);
-        outcome[1] = @floatFromInt(asked);
-    }
+    asked_out.* = asked;
+    defer received_out.* = received;
     var iov: [iov_max]Iovec = undefined;
     var next: usize = 0;
     while (next < count) {

@@ -106,9 +106,10 @@ export type ReadRanges = (addresses: readonly number[], lengths: readonly number
 export type ReadWirePages = (packet: WirePacket) => number | WirePagesRejection;
 
 /**
- * Reads a run of data packets of QEMU's layout in one native call — the first one's header
- * validated already, each following one's header continuing it by the run's rule — and the
- * header after them; returns as {@link ReadWirePages}. wire_reads.ts readWireRunSync.
+ * Reads a run of data packets in one native call — the first one's header validated
+ * already, each following one's header continuing it by the run's rule (one the format
+ * makes: wire_reads.ts wireRunRule) — and the header after them; returns as
+ * {@link ReadWirePages}. wire_reads.ts readWireRunSync.
  */
 export type ReadWireRun = (packet: WirePacket, run: WireRun) => number | WirePagesRejection;
 

@@ -7,7 +7,7 @@
  */
 import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WireLayout, type WirePacket } from "../wire_reads.ts";
+import { packetsPerRun, WireLayout, type WirePacket, type WireRun, wireRunRule } from "../wire_reads.ts";
 import {
   type CodecConfig,
   type ControlKind,
@@ -21,7 +21,7 @@ import {
   type WireFormat,
 } from "./codec.ts";
 import { CHECKSUM_BYTES } from "./checksum.ts";
-import { pageRanges, PageScan, Ranges } from "./packet.ts";
+import { pageRanges, Ranges } from "./packet.ts";
 import {
   checkSyncAck,
   CONTROL_PACKET_TYPE,
@@ -31,6 +31,7 @@ import {
   encodeSyncAck,
   OFFSET_BYTES,
   PACKET_HEADER_BYTES,
+  PACKET_HEADER_FIELDS,
   type PacketLimits,
   PacketType,
   parsePacketHeader,
@@ -117,12 +118,12 @@ class PlainReceiveCodec implements ReceiveCodec {
   /** Header, then the offsets: one buffer whose address is taken once (not per read). */
   readonly #packetAddress: number;
   readonly #headerView: DataView;
-  readonly #offsets: Float64Array;
   readonly #limits: PacketLimits;
-  readonly #scan: PageScan;
   readonly #control = new ControlPackets();
-  /** A DATA packet as the channel reads it (its offsets into that buffer, then the next header): refilled for each. */
+  /** Where the channel reads DATA packets: the region, and that buffer (the next header read ahead into it). */
   readonly #wirePacket: WirePacket;
+  /** The run of DATA packets read in one native call (refilled for each). */
+  readonly #run: WireRun;
   /** The next packet's header is in place: read ahead with the last packet's pages. */
   #headerAhead = false;
 
@@ -132,9 +133,7 @@ class PlainReceiveCodec implements ReceiveCodec {
     const packet = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#packetAddress = addressOf(packet);
     this.#headerView = new DataView(packet.buffer, 0, PACKET_HEADER_BYTES);
-    this.#offsets = new Float64Array(config.pagesPerPacket);
     this.#limits = { expectedPacketNumber: 0, pagesPerPacket: config.pagesPerPacket, pageSize: config.pageSize };
-    this.#scan = new PageScan(region, config.pageSize);
     this.#wirePacket = {
       memory: region,
       pageSize: config.pageSize,
@@ -142,38 +141,37 @@ class PlainReceiveCodec implements ReceiveCodec {
       at: PACKET_HEADER_BYTES,
       count: 0,
       normalCount: 0,
-      offsets: this.#offsets,
+      offsets: new Float64Array(config.pagesPerPacket),
       layout: WireLayout.module,
       payloadBytes: 0,
       aheadLength: PACKET_HEADER_BYTES,
     };
+    const maxPackets = packetsPerRun(config.pagesPerPacket * config.pageSize);
+    this.#run = { rule: moduleRunRule(config.pagesPerPacket, maxPackets), packets: 0, ...NO_PAGES };
   }
 
-  next({ read, readWirePages }: PacketInput): Incoming {
+  next({ read, readWireRun }: PacketInput): Incoming {
     if (!this.#headerAhead) read([this.#packetAddress], [PACKET_HEADER_BYTES]);
     this.#headerAhead = false;
     const header = parsePacketHeader(this.#headerView, this.#limits);
     this.#limits.expectedPacketNumber++;
-    switch (header.type) {
-      case PacketType.DATA: {
-        const { normalPages, zeroPages } = header;
-        // The offsets, the pages and the next header as one native call: a DATA packet is never
-        // the last (END follows), and the sender waits for nothing before its next header.
-        const wirePacket = this.#wirePacket;
-        wirePacket.count = normalPages + zeroPages;
-        wirePacket.normalCount = normalPages;
-        wirePacket.payloadBytes = header.payloadBytes;
-        const got = readWirePages(wirePacket);
-        if (typeof got !== "number") {
-          refuseOffsets(got, wirePacket.wire, PACKET_HEADER_BYTES, header, this.#pageSize, this.#region.size);
-        }
-        this.#headerAhead = got === PACKET_HEADER_BYTES;
-        if (zeroPages > 0) this.#scan.zeroFill(this.#offsets, normalPages, zeroPages);
-        return { kind: "data", packets: 1, normalPages, zeroPages, payloadBytes: header.payloadBytes };
-      }
-      default:
-        return this.#control.incoming(header);
+    if (header.type !== PacketType.DATA) return this.#control.incoming(header);
+    // This packet and the ones after it whose headers the rule accepts, each with its offsets,
+    // pages and the next header, in one native call: a DATA packet is never the last (END
+    // follows), and the sender waits for nothing before its next header.
+    const run = this.#run;
+    const got = readWireRun(this.#wirePacket, run);
+    if (typeof got !== "number") {
+      // Packet `run.packets` of the run broke the offsets' rules; its header is in place, and
+      // the rule accepted it (when it is not the first) as the parser would.
+      this.#limits.expectedPacketNumber += run.packets - 1;
+      const failed = run.packets === 0 ? header : parsePacketHeader(this.#headerView, this.#limits);
+      refuseOffsets(got, this.#wirePacket.wire, PACKET_HEADER_BYTES, failed, this.#pageSize, this.#region.size);
     }
+    this.#limits.expectedPacketNumber += run.packets - 1;
+    this.#headerAhead = got === PACKET_HEADER_BYTES;
+    const { packets, normalPages, zeroPages, payloadBytes } = run;
+    return { kind: "data", packets, normalPages, zeroPages, payloadBytes };
   }
 
   syncAck(syncNumber: number): Uint8Array {
@@ -183,6 +181,34 @@ class PlainReceiveCodec implements ReceiveCodec {
   result(checksum: Uint8Array, bytes: number): Uint8Array {
     return encodeResult(checksum, bytes);
   }
+}
+
+const NO_PAGES = { normalPages: 0, zeroPages: 0, payloadBytes: 0 };
+
+/**
+ * The run rule (wire_reads.ts {@link wireRunRule}) for the module's DATA packets: a following
+ * header continues a run when its magic, type (DATA), flags, reserved bytes and argument are
+ * the first header's — the one `parsePacketHeader` validated — its number is the one after
+ * the previous header's, and its counts list 1 to `pagesPerPacket` pages; its pages must hold
+ * its payload bytes (checked with its offsets, as `parseOffsets` does). Then
+ * `parsePacketHeader` would accept it as the next DATA packet: every other header comes back
+ * to be parsed.
+ */
+export function moduleRunRule(pagesPerPacket: number, maxPackets: number): Uint32Array {
+  const { packetNumber, normalPages, zeroPages, payloadBytes, argument } = PACKET_HEADER_FIELDS;
+  return wireRunRule({
+    headerLength: PACKET_HEADER_BYTES,
+    offsetsAt: PACKET_HEADER_BYTES,
+    varyFrom: packetNumber,
+    varyTo: argument,
+    normalAt: normalPages,
+    zeroAt: zeroPages,
+    maxCount: pagesPerPacket,
+    maxPackets,
+    layout: WireLayout.module,
+    payloadAt: payloadBytes,
+    sequenceAt: packetNumber,
+  });
 }
 
 /** The module's own format, protocol version 2. */

@@ -45,6 +45,18 @@ export const INIT_NONCE_OFFSET = INIT_FIELDS_BYTES;
 export const INIT_MAC_OFFSET = INIT_NONCE_OFFSET + NONCE_BYTES;
 export const INIT_BYTES = INIT_MAC_OFFSET + MAC_BYTES;
 export const PACKET_HEADER_BYTES = 32;
+/**
+ * Where a packet header's numeric fields are (docs/PROTOCOL.md; big-endian): the packet
+ * number (u64), the counts of pages with data and of zero pages, the payload bytes and the
+ * argument (u32 each). Before them: the magic (u32), type (u8), flags (u8), reserved (u16).
+ */
+export const PACKET_HEADER_FIELDS = {
+  packetNumber: 8,
+  normalPages: 16,
+  zeroPages: 20,
+  payloadBytes: 24,
+  argument: 28,
+} as const;
 export const OFFSET_BYTES = 8;
 export const REPLY_BYTES = 32;
 /** INIT_ACK: the reply, then the receiver's MAC over the transcript and the reply (auth.ts). */
@@ -229,11 +241,12 @@ export function encodePacketHeader(view: DataView, header: PacketHeader): void {
   view.setUint8(4, header.type);
   view.setUint8(5, 0);
   view.setUint16(6, 0);
-  setUint64(view, 8, header.packetNumber);
-  view.setUint32(16, header.normalPages);
-  view.setUint32(20, header.zeroPages);
-  view.setUint32(24, header.payloadBytes);
-  view.setUint32(28, header.argument);
+  const at = PACKET_HEADER_FIELDS;
+  setUint64(view, at.packetNumber, header.packetNumber);
+  view.setUint32(at.normalPages, header.normalPages);
+  view.setUint32(at.zeroPages, header.zeroPages);
+  view.setUint32(at.payloadBytes, header.payloadBytes);
+  view.setUint32(at.argument, header.argument);
 }
 
 /** What a receiver channel expects next; parsing checks every field against it. */
@@ -250,13 +263,14 @@ export function parsePacketHeader(view: DataView, limits: PacketLimits): PacketH
   expect(type >= PacketType.DATA && type <= PacketType.VERDICT, "packet.type", () => `${type}`);
   expect(view.getUint8(5) === 0, "packet.flags", () => `unknown flags 0x${view.getUint8(5).toString(16)}`);
   expect(view.getUint16(6) === 0, "packet.reserved", "not zero");
+  const at = PACKET_HEADER_FIELDS;
   const header: PacketHeader = {
     type,
-    packetNumber: getUint64(view, 8, "packet.number"),
-    normalPages: view.getUint32(16),
-    zeroPages: view.getUint32(20),
-    payloadBytes: view.getUint32(24),
-    argument: view.getUint32(28),
+    packetNumber: getUint64(view, at.packetNumber, "packet.number"),
+    normalPages: view.getUint32(at.normalPages),
+    zeroPages: view.getUint32(at.zeroPages),
+    payloadBytes: view.getUint32(at.payloadBytes),
+    argument: view.getUint32(at.argument),
   };
   expect(
     header.packetNumber === limits.expectedPacketNumber,

@@ -9,7 +9,14 @@
 import { addressOf } from "../../ffi/mod.ts";
 import { InvalidArgumentError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
-import { WireLayout, type WirePacket, type WireRun } from "../wire_reads.ts";
+import {
+  packetsPerRun,
+  RULE_MAX_COUNT,
+  WireLayout,
+  type WirePacket,
+  type WireRun,
+  wireRunRule,
+} from "../wire_reads.ts";
 import type {
   CodecConfig,
   ControlKind,
@@ -37,35 +44,29 @@ import {
 const NO_BLOCK = new Uint8Array(0);
 const NO_PAGES = new Float64Array(0);
 /**
- * Data packets received per native call at most (32 MiB of pages): the channel's counters
- * and its abort check run between calls.
- */
-const PACKETS_PER_RUN = 64;
-
-/**
- * @internal The run rule (zig/transfer.zig `RunRule`) for QEMU's packets: a following header continues
- * a run when every byte of its fixed part outside the per-packet fields is the one
- * `parseFixed` validated — magic, version, flags (so no SYNC), `pages_alloc`, the unused
- * words, the block's name — and its two counts together list 1 to `pages_alloc` pages:
- * then `parseFixed` would accept it and name the same block. Any other header ends the run
- * and comes back here, to be parsed. The most pages, word {@link RULE_MAX_PAGES}, is set to
- * the validated header's `pages_alloc` for each run.
+ * @internal The run rule (wire_reads.ts {@link wireRunRule}) for QEMU's packets: a following
+ * header continues a run when every byte of its fixed part outside the per-packet fields is
+ * the one `parseFixed` validated — magic, version, flags (so no SYNC), `pages_alloc`, the
+ * unused words, the block's name — and its two counts together list 1 to `pages_alloc`
+ * pages: then `parseFixed` would accept it and name the same block. Any other header ends
+ * the run and comes back here, to be parsed. The most pages, word {@link RULE_MAX_COUNT}, is
+ * set to the validated header's `pages_alloc` for each run. QEMU numbers packets across all
+ * channels: no sequence to check.
  */
 export function qemuRunRule(): Uint32Array {
   const { from, to, normalPagesAt, zeroPagesAt } = MULTIFD_PACKET_PER_PACKET_FIELDS;
-  return Uint32Array.of(
-    MULTIFD_PACKET_HEADER_BYTES,
-    MULTIFD_PACKET_FIXED_BYTES,
-    from,
-    to,
-    normalPagesAt,
-    zeroPagesAt,
-    MULTIFD_PAGES_PER_PACKET,
-    PACKETS_PER_RUN,
-  );
+  return wireRunRule({
+    headerLength: MULTIFD_PACKET_HEADER_BYTES,
+    offsetsAt: MULTIFD_PACKET_FIXED_BYTES,
+    varyFrom: from,
+    varyTo: to,
+    normalAt: normalPagesAt,
+    zeroAt: zeroPagesAt,
+    maxCount: MULTIFD_PAGES_PER_PACKET,
+    maxPackets: packetsPerRun(MULTIFD_PAGES_PER_PACKET * QEMU_PAGE_SIZE),
+    layout: WireLayout.qemu,
+  });
 }
-/** @internal The word of {@link qemuRunRule} that holds the most pages a packet may list. */
-export const RULE_MAX_PAGES = 6;
 
 class QemuReceiveCodec implements ReceiveCodec {
   /**
@@ -87,7 +88,7 @@ class QemuReceiveCodec implements ReceiveCodec {
   /** QEMU closed the channel right after the last packet (its read ahead found the end). */
   #ended = false;
   /** The run of data packets read in one native call (refilled for each). */
-  readonly #run: WireRun = { rule: qemuRunRule(), packets: 0, normalPages: 0, zeroPages: 0 };
+  readonly #run: WireRun = { rule: qemuRunRule(), packets: 0, normalPages: 0, zeroPages: 0, payloadBytes: 0 };
 
   constructor(config: CodecConfig) {
     const blocks = config.qemu?.ramBlocks ?? [];
@@ -123,15 +124,15 @@ class QemuReceiveCodec implements ReceiveCodec {
       // header read ahead with its pages, in one native call; the first other header comes back.
       wirePacket.memory = this.#regions[block];
       const run = this.#run;
-      run.rule[RULE_MAX_PAGES] = packet.pagesAlloc;
+      run.rule[RULE_MAX_COUNT] = packet.pagesAlloc;
       const got = readWireRun(wirePacket, run);
       // QEMU's rule rejects single offsets only (no order, no payload to check); the header
       // that broke it is in the reader's bytes, of the same block.
       if (typeof got !== "number") return packet.refuseOffset(got.reason === "offset" ? got.index : 0);
       if (got > 0) this.#headerAhead = true;
       else this.#ended = true;
-      const { packets, normalPages, zeroPages } = run;
-      return { kind: "data", packets, normalPages, zeroPages, payloadBytes: normalPages * QEMU_PAGE_SIZE };
+      const { packets, normalPages, zeroPages, payloadBytes } = run;
+      return { kind: "data", packets, normalPages, zeroPages, payloadBytes };
     }
     if (count > 0) {
       // A SYNC with pages: nothing read ahead, what follows it on this channel may wait for the barrier.
