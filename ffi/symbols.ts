@@ -75,6 +75,36 @@ export const symbols = {
     parameters: ["i32", "address", "address", "address", "buffer", "buffer", "buffer", "u32", "i32", "buffer"],
     result: "i32",
   },
+  // fd, memory base, size, page size, the round's pages (Uint32Array), use them (1) or the
+  // memory's in order (0), page count, pages per packet, control (Int32Array over the shared
+  // state), its cursor and abort words, head (Uint8Array: the header template, room for the
+  // offsets), rule (Uint32Array(7), zig/transfer.zig SendRule), zero pages (0 not scanned,
+  // 1 in the packet, 2 to the caller), out: zero offsets (Float64Array), its capacity,
+  // populate, timeout ms, in/out: Float64Array(8) (zc_send_run's io)
+  zc_send_run: {
+    parameters: [
+      "i32",
+      "address",
+      "address",
+      "address",
+      "buffer",
+      "u32",
+      "u32",
+      "u32",
+      "buffer",
+      "u32",
+      "u32",
+      "buffer",
+      "buffer",
+      "u32",
+      "buffer",
+      "u32",
+      "u32",
+      "i32",
+      "buffer",
+    ],
+    result: "i32",
+  },
   // rule (Uint32Array(11)), the run's first header (and the one before), a header: 1 when it continues the run, 0 if not
   zc_wire_run_continues: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   // zig/errqueue.zig

@@ -71,7 +71,7 @@ const RECORDS_PER_DRAIN = 64;
  * @internal The native whole reads' and writes' results besides -errno (zig/transfer.zig
  * `Full`): zc_recv_full, zc_send_full, and the packet reads of wire_reads.ts.
  */
-export const FullResult = { done: 0, timedOut: 1, invalidOffset: 2, payloadMismatch: 3 } as const;
+export const FullResult = { done: 0, timedOut: 1, invalidOffset: 2, payloadMismatch: 3, stopped: 4 } as const;
 
 const AF_INET = 2;
 const FAILURE_EVENTS = Poll.ERR | Poll.HUP | Poll.NVAL;
@@ -327,15 +327,7 @@ export class SocketChannel {
    * `operation` names the caller in the error thrown otherwise.
    */
   nativeReadSync<T>(operation: string, read: (fd: number, ioTimeoutMs: number) => T): T {
-    if (!this.#quietErrorQueue) {
-      throw new InvalidArgumentError(`${operation}: flush this channel's zero-copy sends first`);
-    }
-    this.#begin("read");
-    try {
-      return read(this.#fd, this.#ioTimeoutMs);
-    } finally {
-      this.#end("read");
-    }
+    return this.#nativeSync("read", operation, read);
   }
 
   /**
@@ -345,6 +337,33 @@ export class SocketChannel {
    */
   countRead(rc: number, bytes: number, total: number): number {
     return this.#fullResult("read", rc, bytes, total);
+  }
+
+  /**
+   * @internal {@link nativeReadSync} for a native call that sends on `fd` by itself (the
+   * packet sends of wire_writes.ts), as this channel's write; it reports what it wrote with
+   * {@link countWrite}.
+   */
+  nativeWriteSync<T>(operation: string, write: (fd: number, ioTimeoutMs: number) => T): T {
+    return this.#nativeSync("write", operation, write);
+  }
+
+  /** @internal {@link countRead} for a {@link nativeWriteSync} call (`total - bytes` unsent). */
+  countWrite(rc: number, bytes: number, total: number): number {
+    return this.#fullResult("write", rc, bytes, total);
+  }
+
+  #nativeSync<T>(side: "read" | "write", operation: string, call: (fd: number, ioTimeoutMs: number) => T): T {
+    if (!this.#quietErrorQueue) {
+      throw new InvalidArgumentError(`${operation}: flush this channel's zero-copy sends first`);
+    }
+    this.#begin(side);
+    try {
+      if (side === "write") this.#throwDeferred();
+      return call(this.#fd, this.#ioTimeoutMs);
+    } finally {
+      this.#end(side);
+    }
   }
 
   /**

@@ -5,7 +5,7 @@ const std = @import("std");
 const sys = @import("sys.zig");
 const linux = sys.linux;
 
-const MADV_POPULATE_READ = 22;
+pub const MADV_POPULATE_READ = 22;
 pub const MADV_POPULATE_WRITE = 23;
 
 /// Anonymous private read-write mapping; `huge_pages != 0` asks for transparent huge pages.

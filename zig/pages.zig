@@ -169,6 +169,11 @@ export fn zc_split_zero_pages(base_number: sys.Number, region_size_number: sys.N
     const base = sys.whole(base_number) orelse return sys.invalid_number;
     const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
     const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
+    return @intCast(splitZero(base, region_size, page_size, offsets, count, normal, zero));
+}
+
+/// zc_split_zero_pages' loop (also zc_send_run's): the number of zero pages.
+pub fn splitZero(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64) u32 {
     var n: usize = 0;
     var z: usize = 0;
     for (0..count) |i| {

@@ -8,6 +8,7 @@ const linux = sys.linux;
 const pages = @import("pages.zig");
 const pageLength = pages.pageLength;
 const MADV_POPULATE_WRITE = @import("memory.zig").MADV_POPULATE_WRITE;
+const MADV_POPULATE_READ = @import("memory.zig").MADV_POPULATE_READ;
 
 const Iovec = extern struct { base: usize, len: usize };
 
@@ -48,7 +49,9 @@ const iov_max = 1024;
 /// peer ended the stream first), or a wait without progress outlasted `timeout_ms`.
 /// zc_recv_wire_pages adds `invalid_offset` and `payload_mismatch`: a packet's offsets break
 /// its format's rules, nothing more read.
-const Full = enum(i32) { done = 0, timed_out = 1, invalid_offset = 2, payload_mismatch = 3 };
+/// zc_send_run adds `stopped`: it returned before its round ended (an abort, or its list of
+/// zero pages is full), the caller looks and calls again.
+const Full = enum(i32) { done = 0, timed_out = 1, invalid_offset = 2, payload_mismatch = 3, stopped = 4 };
 
 /// Moves every byte of `count` iovecs: sendmsg (`send`) or recvmsg until done, waiting in
 /// poll(2) for up to `timeout_ms` (-1: no limit) whenever the socket has no room or no
@@ -360,6 +363,140 @@ export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Nu
         if (ahead != @intFromEnum(Full.done) or moved < rule.header_length) return ahead;
         if (packets == rule.max_packets or !rule.continues(first[0..rule.offsets_at], sequence, wire)) return ahead;
         packet = rule.counts(wire);
+    }
+}
+
+/// How zc_send_run writes a data packet's fields into the caller's header template (u32
+/// words the caller's format fills in; zig/ knows no format: src/multifd/plain_codec.ts
+/// makes the module's, src/qemu/qemu_codec.ts QEMU's). The template is `header_length`
+/// bytes; a packet's offsets (big-endian u64, the pages with data, then any zero pages it
+/// lists) go at `offsets_at`, inside the header or, when that is `header_length`, right
+/// after it (sent with it); its number (big-endian u64, one more each packet) at
+/// `number_at`, its counts of pages with data and of zero pages (big-endian u32) at
+/// `normal_at` and `zero_at`, and the bytes its pages with data hold at `payload_at`.
+const SendRule = extern struct {
+    header_length: u32,
+    offsets_at: u32,
+    number_at: u32,
+    normal_at: u32,
+    zero_at: u32,
+    payload_at: u32,
+    max_count: u32,
+
+    fn valid(rule: *const SendRule) bool {
+        const offsets_fit = rule.offsets_at == rule.header_length or
+            rule.offsets_at + @as(u64, rule.max_count) * 8 <= rule.header_length;
+        return offsets_fit and rule.max_count > 0 and rule.max_count <= max_send_count and
+            @as(u64, rule.number_at) + 8 <= rule.header_length and @as(u64, rule.normal_at) + 4 <= rule.header_length and
+            @as(u64, rule.zero_at) + 4 <= rule.header_length and @as(u64, rule.payload_at) + 4 <= rule.header_length;
+    }
+};
+
+/// Most pages zc_send_run puts in a packet (the module's protocol limit).
+const max_send_count = 1024;
+
+/// Where zc_send_run's zero pages go (`zero_pages`): not looked for (every page is sent),
+/// listed in the packet after the pages with data, or to the caller's list, not in a packet.
+const ZeroPages = enum(u32) { not_scanned = 0, in_packet = 1, to_caller = 2 };
+
+/// A round's packets sent in one call, as a channel Worker's loop sends them one by one: it
+/// claims packet after packet from the shared cursor (`control[cursor_index]`, atomically:
+/// the round's other channels claim from it too) until the round's ⌈`page_count` /
+/// `per_packet`⌉ packets are gone; packet k carries pages k·`per_packet` … of the round
+/// (`round_pages[i]` when `use_pages`, else the memory's pages in order), split into pages with data
+/// and zero pages (`zero_pages`), with its fields and offsets written into `head` by `rule`,
+/// and sent as one sendmsg (head, then the pages with data straight from the memory; pages
+/// that follow each other as one iovec; a file's pages faulted in first with `populate`,
+/// best effort) that waits in poll(2) when the socket is full, up to `timeout_ms`. A packet
+/// whose pages are all zero and go to the caller is not sent. Returns `done` once the cursor
+/// ran out, `stopped` when the abort flag (`control[abort_index]`) is up or `zero_out` may
+/// not have room for another packet's zero pages (nothing claimed then), or `timed_out` /
+/// -errno from a send. `io`: [0] the next packet's number (in and out), [1] packets sent,
+/// [2] their pages with data, [3] zero pages found, [4] the bytes the pages with data hold,
+/// [5] offsets in `zero_out` (in and out: it has `zero_capacity`), [6] bytes written, [7]
+/// the bytes the failed send left unwritten.
+export fn zc_send_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, round_pages: [*]const u32, use_pages: u32, page_count: u32, per_packet: u32, control: [*]i32, cursor_index: u32, abort_index: u32, head: [*]u8, rule: *const SendRule, zero_pages: u32, zero_out: [*]f64, zero_capacity: u32, populate: u32, timeout_ms: i32, io: [*]f64) i32 {
+    const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
+    var number = sys.whole(io[0]) orelse return sys.invalid_number;
+    const zeros_listed = sys.whole(io[5]) orelse return sys.invalid_number;
+    if (!rule.valid() or per_packet == 0 or per_packet > rule.max_count or zero_pages > 2 or zeros_listed > zero_capacity) {
+        return sys.invalid_number;
+    }
+    var zero_count: u32 = @intCast(zeros_listed);
+    const mode: ZeroPages = @enumFromInt(zero_pages);
+    for (1..5) |i| io[i] = 0;
+    io[6] = 0;
+    io[7] = 0;
+    var written: u64 = 0;
+    defer {
+        io[0] = @floatFromInt(number);
+        io[5] = @floatFromInt(zero_count);
+        io[6] = @floatFromInt(written);
+    }
+    const packets: u32 = @intCast((@as(u64, page_count) + per_packet - 1) / per_packet);
+    var offsets: [max_send_count]f64 = undefined;
+    var normal: [max_send_count]f64 = undefined;
+    var zero: [max_send_count]f64 = undefined;
+    var iov: [1 + max_send_count]Iovec = undefined;
+    while (true) {
+        if (@atomicLoad(i32, &control[abort_index], .seq_cst) != 0) return @intFromEnum(Full.stopped);
+        if (mode == .to_caller and zero_capacity - zero_count < per_packet) return @intFromEnum(Full.stopped);
+        const claimed = @atomicRmw(i32, &control[cursor_index], .Add, 1, .seq_cst);
+        if (claimed < 0 or claimed >= packets) return @intFromEnum(Full.done);
+        const first: u32 = @as(u32, @intCast(claimed)) * per_packet;
+        const count = @min(per_packet, page_count - first);
+        for (0..count) |i| {
+            const page: u64 = if (use_pages != 0) round_pages[first + i] else first + i;
+            offsets[i] = @floatFromInt(page * memory.page_size);
+        }
+        const zeros: u32 = if (mode == .not_scanned)
+            0
+        else
+            pages.splitZero(memory.base, memory.size, memory.page_size, &offsets, count, &normal, &zero);
+        const data: []const f64 = if (mode == .not_scanned) offsets[0..count] else normal[0 .. count - zeros];
+        io[3] += @floatFromInt(zeros);
+        if (mode == .to_caller) {
+            @memcpy(zero_out[zero_count..][0..zeros], zero[0..zeros]);
+            zero_count += zeros;
+            if (data.len == 0) continue;
+        }
+        const listed: []const f64 = if (mode == .in_packet) zero[0..zeros] else zero[0..0];
+        // The header's fields and offsets, then the head and the pages as one sendmsg.
+        std.mem.writeInt(u64, head[rule.number_at..][0..8], number, .big);
+        std.mem.writeInt(u32, head[rule.normal_at..][0..4], @intCast(data.len), .big);
+        if (mode == .in_packet) std.mem.writeInt(u32, head[rule.zero_at..][0..4], zeros, .big);
+        for (data, 0..) |offset, i| std.mem.writeInt(u64, head[rule.offsets_at + i * 8 ..][0..8], @intFromFloat(offset), .big);
+        for (listed, data.len..) |offset, i| std.mem.writeInt(u64, head[rule.offsets_at + i * 8 ..][0..8], @intFromFloat(offset), .big);
+        const head_length = if (rule.offsets_at == rule.header_length) rule.header_length + 8 * (data.len + listed.len) else rule.header_length;
+        iov[0] = .{ .base = @intFromPtr(head), .len = head_length };
+        var n: usize = 1;
+        var payload: u64 = 0;
+        for (data) |offset_number| {
+            const offset: u64 = @intFromFloat(offset_number);
+            const length = pageLength(offset, memory.page_size, memory.size);
+            payload += length;
+            if (n > 1 and iov[n - 1].base + iov[n - 1].len == memory.base + offset) {
+                iov[n - 1].len += length;
+            } else {
+                iov[n] = .{ .base = memory.base + offset, .len = length };
+                n += 1;
+            }
+        }
+        std.mem.writeInt(u32, head[rule.payload_at..][0..4], @intCast(payload), .big);
+        if (populate != 0) {
+            for (iov[1..n]) |range| _ = linux.madvise(@ptrFromInt(range.base), range.len, MADV_POPULATE_READ);
+        }
+        number += 1;
+        var moved: u64 = 0;
+        const rc = moveFull(true, fd, &iov, @intCast(n), timeout_ms, &moved);
+        written += moved;
+        if (rc != @intFromEnum(Full.done)) {
+            io[7] = @floatFromInt(head_length + payload - moved);
+            return rc;
+        }
+        io[1] += 1;
+        io[2] += @floatFromInt(data.len);
+        io[4] += @floatFromInt(payload);
     }
 }
 

@@ -16,6 +16,7 @@ import { ChannelClosedError, TimeoutError, ZeroCopyUnsupportedError } from "../e
 import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
 import { readWirePagesSync, readWireRunSync } from "../wire_reads.ts";
+import { RunZeroPages, type SendRun, sendWireRunSync } from "../wire_writes.ts";
 import { hashBlocks } from "./checksum.ts";
 import type {
   Outgoing,
@@ -85,6 +86,11 @@ class ChannelEnd implements PacketInput {
     }
   };
 
+  /** Whether a file region's pages are faulted in ahead of each copy (see {@link populate}). */
+  get populating(): boolean {
+    return this.#populate;
+  }
+
   /** The wire format this channel speaks: sealed when the session is encrypted. */
   static formatOf(config: ChannelConfig): WireFormat {
     return config.qemu ? qemuFormat : config.encryption ? sealedFormat : plainFormat;
@@ -153,16 +159,35 @@ class SendEnd extends ChannelEnd {
       this.#codec.selectBlock?.(block);
       this.#scan = this.#scans[block] ?? this.#scan;
     }
-    const { pagesPerPacket, pageSize, zeroPages } = this.#config;
-    const zeroElsewhere = this.#codec.zeroPagesElsewhere === true;
     // A round too small to give every channel a full packet is split evenly among them, so
     // that all channels carry it (every Worker computes the same split).
-    const perPacket = Math.max(1, Math.min(pagesPerPacket, Math.ceil(pageCount / this.state.channels)));
+    const perPacket = Math.max(1, Math.min(this.#config.pagesPerPacket, Math.ceil(pageCount / this.state.channels)));
+    // Copying sends of a format with a native run: the round in native calls. (The last
+    // round's flush left no zero-copy send outstanding; a channel that stops using zero-copy
+    // during a round goes on packet by packet until its end.)
+    const run = this.#zerocopyPages === "no" ? this.#codec.sendRun?.() : undefined;
+    if (run) this.#sendRun(run, pages, pageCount, perPacket);
+    else this.#sendPackets(pages, pageCount, perPacket);
+    // Before SYNC: the main thread sends them before the end of section that follows it.
+    this.#postZeroPages();
+    this.#send(this.#codec.control("sync", syncNumber));
+    const allCopied = this.channel.flushZerocopySync() === 1;
+    this.#codec.parseSyncAck(this.#readReply(), syncNumber);
+    this.#countZerocopy();
+    this.add("syncs", 1);
+    if (allCopied) this.add("zerocopyFlushesAllCopied", 1);
+    return allCopied;
+  }
+
+  /** The round's packets one by one: claimed from the shared cursor until it runs out. */
+  #sendPackets(pages: Uint32Array | null, pageCount: number, perPacket: number): void {
+    const { pageSize, zeroPages } = this.#config;
+    const zeroElsewhere = this.#codec.zeroPagesElsewhere === true;
     const packets = Math.ceil(pageCount / perPacket);
     for (;;) {
       checkAbort(this.state);
       const packet = Atomics.add(this.state.control, Control.CURSOR, 1);
-      if (packet >= packets) break;
+      if (packet >= packets) return;
       const first = packet * perPacket;
       const count = Math.min(perPacket, pageCount - first);
       packetOffsets(pages, first, count, pageSize, this.#offsets);
@@ -179,15 +204,41 @@ class SendEnd extends ChannelEnd {
       this.#staging.sent(this.channel);
       this.add("packets", 1);
     }
-    // Before SYNC: the main thread sends them before the end of section that follows it.
-    this.#postZeroPages();
-    this.#send(this.#codec.control("sync", syncNumber));
-    const allCopied = this.channel.flushZerocopySync() === 1;
-    this.#codec.parseSyncAck(this.#readReply(), syncNumber);
-    this.#countZerocopy();
-    this.add("syncs", 1);
-    if (allCopied) this.add("zerocopyFlushesAllCopied", 1);
-    return allCopied;
+  }
+
+  /**
+   * The round's packets in native calls (wire_writes.ts): what {@link #sendPackets} would
+   * send with copying sends, the same bytes, claimed from the same cursor; a call returns
+   * early to post a full batch of zero pages or for an abort.
+   */
+  #sendRun(run: SendRun, pages: Uint32Array | null, pageCount: number, perPacket: number): void {
+    const { pageSize, zeroPages } = this.#config;
+    const zeroMode = !zeroPages
+      ? RunZeroPages.notScanned
+      : this.#codec.zeroPagesElsewhere
+      ? RunZeroPages.toCaller
+      : RunZeroPages.inPacket;
+    const { control } = this.state;
+    const round = { memory: this.#scan.region, pageSize, pages, pageCount, perPacket, control, ...RUN_CONTROL };
+    for (;;) {
+      const sent = sendWireRunSync(
+        this.channel,
+        round,
+        run,
+        zeroMode,
+        this.#zeroPages,
+        this.#zeroPageCount,
+        this.populating,
+      );
+      this.#zeroPageCount = sent.zeroCount;
+      this.add("packets", sent.packets);
+      this.add("pagesNormal", sent.normalPages);
+      this.add("pagesZero", sent.zeroPages);
+      this.add("bytes", sent.payloadBytes);
+      if (sent.done) return;
+      checkAbort(this.state);
+      this.#postZeroPages();
+    }
   }
 
   /** Adds the packet's first `count` zero pages (this.#zero) to the batch, in bulk; posts full batches. */
@@ -365,6 +416,9 @@ function zerocopyStagingSlots(slotBytes: number): number {
   if (slotBytes === 0) return 1;
   return Math.min(ZEROCOPY_STAGING_SLOTS, Math.max(2, Math.floor(ZEROCOPY_STAGING_BYTES / slotBytes)));
 }
+
+/** Where a native send run finds the round's packet cursor and the abort flag in the shared control words. */
+const RUN_CONTROL = { cursorAt: Control.CURSOR, abortAt: Control.ABORT } as const;
 
 /** All-zero pages per "zeroPages" message (codec.zeroPagesElsewhere): 128 KiB of offsets. */
 const ZERO_PAGES_PER_MESSAGE = 16384;

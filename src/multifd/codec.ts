@@ -11,6 +11,7 @@
  */
 import type { RegionDescriptor } from "../region.ts";
 import type { WirePacket, WirePagesRejection, WireRun } from "../wire_reads.ts";
+import type { SendRun } from "../wire_writes.ts";
 import type { Ranges } from "./packet.ts";
 import { type PacketHeader, PacketType, ProtocolError } from "./wire.ts";
 
@@ -79,6 +80,15 @@ export interface SendCodec {
    * and {@link data} gets no zero pages.
    */
   readonly zeroPagesElsewhere?: boolean;
+  /**
+   * A format whose data packets are a header template with fields at fixed places (the
+   * module's, QEMU's): writes the template of the next data packets into the run's head (for
+   * the block selected) and returns the run, by which the channel loop sends a round's
+   * packets in one native call when they go with a copying send (wire_writes.ts
+   * sendWireRunSync); packets it sends so are numbered from the run's `packetNumber`, as
+   * {@link data}'s would be. Absent: every packet goes through {@link data}.
+   */
+  sendRun?(): SendRun;
   /** Size of the receiver's SYNC acknowledgement. */
   readonly replyBytes: number;
   /** Size of the receiver's result. */

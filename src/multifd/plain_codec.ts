@@ -8,6 +8,7 @@
 import { addressOf } from "../../ffi/mod.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { packetsPerRun, WireLayout, type WirePacket, type WireRun, wireRunRule } from "../wire_reads.ts";
+import { type SendRun, wireSendRule } from "../wire_writes.ts";
 import {
   type CodecConfig,
   type ControlKind,
@@ -52,7 +53,8 @@ class PlainSendCodec implements SendCodec {
   readonly #view: DataView;
   /** One packet's description, refilled for every packet (no allocation per packet). */
   readonly #out: Outgoing;
-  #packetNumber = 0;
+  /** The native send run over the same head; its `packetNumber` numbers every packet of this channel. */
+  readonly #run: SendRun;
 
   constructor(config: CodecConfig, region: RegionDescriptor, populate: Populate) {
     this.#region = region;
@@ -61,6 +63,20 @@ class PlainSendCodec implements SendCodec {
     this.#head = new Uint8Array(PACKET_HEADER_BYTES + config.pagesPerPacket * OFFSET_BYTES);
     this.#view = new DataView(this.#head.buffer);
     this.#out = { headAddress: addressOf(this.#head), headLength: 0, payload: new Ranges(), payloadBytes: 0 };
+    this.#run = { rule: moduleSendRule(config.pagesPerPacket), head: this.#head, packetNumber: 0 };
+  }
+
+  sendRun(): SendRun {
+    // The template: the run writes each packet's number, counts, payload bytes and offsets.
+    encodePacketHeader(this.#view, {
+      type: PacketType.DATA,
+      packetNumber: 0,
+      normalPages: 0,
+      zeroPages: 0,
+      payloadBytes: 0,
+      argument: 0,
+    });
+    return this.#run;
   }
 
   data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number): Outgoing {
@@ -76,31 +92,23 @@ class PlainSendCodec implements SendCodec {
     out.payloadBytes = pageRanges(this.#region, this.#pageSize, normal, normalCount, out.payload);
     this.#populate(out.payload.addresses, out.payload.lengths, false);
     out.headLength = at;
-    encodePacketHeader(view, {
-      type: PacketType.DATA,
-      packetNumber: this.#packetNumber++,
-      normalPages: normalCount,
-      zeroPages: zeroCount,
-      payloadBytes: out.payloadBytes,
-      argument: 0,
-    });
+    this.#header(PacketType.DATA, normalCount, zeroCount, out.payloadBytes, 0);
     return out;
   }
 
   control(kind: ControlKind, argument: number): Outgoing {
-    encodePacketHeader(this.#view, {
-      type: CONTROL_PACKET_TYPE[kind],
-      packetNumber: this.#packetNumber++,
-      normalPages: 0,
-      zeroPages: 0,
-      payloadBytes: 0,
-      argument,
-    });
+    this.#header(CONTROL_PACKET_TYPE[kind], 0, 0, 0, argument);
     const out = this.#out;
     out.payload.clear();
     out.payloadBytes = 0;
     out.headLength = PACKET_HEADER_BYTES;
     return out;
+  }
+
+  /** The next packet's header, with the channel's next packet number. */
+  #header(type: number, normalPages: number, zeroPages: number, payloadBytes: number, argument: number): void {
+    const packetNumber = this.#run.packetNumber++;
+    encodePacketHeader(this.#view, { type, packetNumber, normalPages, zeroPages, payloadBytes, argument });
   }
 
   parseSyncAck(reply: Uint8Array, syncNumber: number): void {
@@ -208,6 +216,23 @@ export function moduleRunRule(pagesPerPacket: number, maxPackets: number): Uint3
     layout: WireLayout.module,
     payloadAt: payloadBytes,
     sequenceAt: packetNumber,
+  });
+}
+
+/**
+ * The native send rule (wire_writes.ts {@link wireSendRule}) of the module's DATA packets:
+ * the 32-byte header with its number, counts and payload bytes, the offsets right after it.
+ */
+export function moduleSendRule(pagesPerPacket: number): Uint32Array {
+  const { packetNumber, normalPages, zeroPages, payloadBytes } = PACKET_HEADER_FIELDS;
+  return wireSendRule({
+    headerLength: PACKET_HEADER_BYTES,
+    offsetsAt: PACKET_HEADER_BYTES,
+    numberAt: packetNumber,
+    normalAt: normalPages,
+    zeroAt: zeroPages,
+    payloadAt: payloadBytes,
+    maxCount: pagesPerPacket,
   });
 }
 

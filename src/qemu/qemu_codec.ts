@@ -17,6 +17,7 @@ import {
   type WireRun,
   wireRunRule,
 } from "../wire_reads.ts";
+import { type SendRun, wireSendRule } from "../wire_writes.ts";
 import type {
   CodecConfig,
   ControlKind,
@@ -65,6 +66,25 @@ export function qemuRunRule(): Uint32Array {
     maxCount: MULTIFD_PAGES_PER_PACKET,
     maxPackets: packetsPerRun(MULTIFD_PAGES_PER_PACKET * QEMU_PAGE_SIZE),
     layout: WireLayout.qemu,
+  });
+}
+
+/**
+ * The native send rule (wire_writes.ts {@link wireSendRule}) of QEMU 7.2's data packets: the
+ * 1344-byte header with `packet_num`, `normal_pages`, `next_packet_size` (the pages' bytes)
+ * and the offsets inside it; no zero pages listed (they go as ZERO records:
+ * `zeroPagesElsewhere`), so `zero_pages` (9.0+, at 32) stays the template's 0.
+ */
+export function qemuSendRule(): Uint32Array {
+  const { packetNumberAt, normalPagesAt, zeroPagesAt, nextPacketSizeAt } = MULTIFD_PACKET_PER_PACKET_FIELDS;
+  return wireSendRule({
+    headerLength: MULTIFD_PACKET_HEADER_BYTES,
+    offsetsAt: MULTIFD_PACKET_FIXED_BYTES,
+    numberAt: packetNumberAt,
+    normalAt: normalPagesAt,
+    zeroAt: zeroPagesAt,
+    payloadAt: nextPacketSizeAt,
+    maxCount: MULTIFD_PAGES_PER_PACKET,
   });
 }
 
@@ -181,7 +201,12 @@ class QemuSendCodec implements SendCodec {
     payload: new Ranges(),
     payloadBytes: 0,
   };
-  #packetNumber = 0;
+  /** The native send run over the same header; its `packetNumber` numbers every packet of this channel. */
+  readonly #run: SendRun = {
+    rule: qemuSendRule(),
+    head: new Uint8Array(this.#header.buffer),
+    packetNumber: 0,
+  };
 
   constructor(config: CodecConfig, populate: Populate) {
     const encoder = new TextEncoder();
@@ -206,15 +231,21 @@ class QemuSendCodec implements SendCodec {
     out.payload.clear();
     out.payloadBytes = pageRanges(this.#block.region, QEMU_PAGE_SIZE, normal, normalCount, out.payload);
     this.#populate(out.payload.addresses, out.payload.lengths, false);
-    writeMultifdPacket(this.#header, this.#block.id, normal, normalCount, this.#packetNumber++, false);
+    writeMultifdPacket(this.#header, this.#block.id, normal, normalCount, this.#run.packetNumber++, false);
     return out;
+  }
+
+  sendRun(): SendRun {
+    // The template of the block's data packets: the run writes each one's number, counts and offsets.
+    writeMultifdPacket(this.#header, this.#block.id, NO_PAGES, 0, 0, false);
+    return this.#run;
   }
 
   control(kind: ControlKind): Outgoing {
     if (kind !== "sync") throw new InvalidArgumentError(`QEMU's format has no ${kind} packet`);
     this.#out.payload.clear();
     this.#out.payloadBytes = 0;
-    writeMultifdPacket(this.#header, NO_BLOCK, NO_PAGES, 0, this.#packetNumber++, true);
+    writeMultifdPacket(this.#header, NO_BLOCK, NO_PAGES, 0, this.#run.packetNumber++, true);
     return this.#out;
   }
 

@@ -31,7 +31,14 @@ export const MULTIFD_FLAG_COMPRESSION_MASK = 0x1f << 1;
  * (at 16), `next_packet_size`, `packet_num` and (QEMU ≥ 9.0) `zero_pages` (at 32); every
  * other byte before the offsets is the same in a channel's data packets of one RAM block.
  */
-export const MULTIFD_PACKET_PER_PACKET_FIELDS = { from: 16, to: 36, normalPagesAt: 16, zeroPagesAt: 32 } as const;
+export const MULTIFD_PACKET_PER_PACKET_FIELDS = {
+  from: 16,
+  to: 36,
+  normalPagesAt: 16,
+  nextPacketSizeAt: 20,
+  packetNumberAt: 24,
+  zeroPagesAt: 32,
+} as const;
 const RAMBLOCK_OFFSET = 64;
 const RAMBLOCK_BYTES = 256;
 const UUID_BYTES = 16;
@@ -252,10 +259,11 @@ export function writeMultifdPacket(
   view.setUint32(4, MULTIFD_VERSION);
   view.setUint32(8, sync ? MULTIFD_FLAG_SYNC : 0);
   view.setUint32(12, MULTIFD_PAGES_PER_PACKET);
-  view.setUint32(16, count);
-  view.setUint32(20, count * QEMU_PAGE_SIZE);
-  view.setUint32(24, Math.floor(packetNumber / 0x1_0000_0000));
-  view.setUint32(28, packetNumber >>> 0);
+  const at = MULTIFD_PACKET_PER_PACKET_FIELDS;
+  view.setUint32(at.normalPagesAt, count);
+  view.setUint32(at.nextPacketSizeAt, count * QEMU_PAGE_SIZE);
+  view.setUint32(at.packetNumberAt, Math.floor(packetNumber / 0x1_0000_0000));
+  view.setUint32(at.packetNumberAt + 4, packetNumber >>> 0);
   bytes.fill(0, RAMBLOCK_OFFSET, RAMBLOCK_OFFSET + RAMBLOCK_BYTES);
   bytes.set(ramBlock.subarray(0, RAMBLOCK_BYTES - 1), RAMBLOCK_OFFSET);
   encodeOffsets(bytes, MULTIFD_PACKET_FIXED_BYTES, offsets, count); // the per-page loop, native
