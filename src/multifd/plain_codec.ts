@@ -80,7 +80,6 @@ class PlainSendCodec implements SendCodec {
   }
 
   data(normal: Float64Array, normalCount: number, zero: Float64Array, zeroCount: number): Outgoing {
-    const view = this.#view;
     const at = encodeOffsets(
       this.#head,
       encodeOffsets(this.#head, PACKET_HEADER_BYTES, normal, normalCount),
