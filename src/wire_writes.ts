@@ -107,17 +107,23 @@ export function sendWireRunSync(
   const { rule, head } = run;
   const headerLength = rule[0], offsetsAt = rule[1], maxCount = rule[6];
   const headBytes = offsetsAt === headerLength ? headerLength + 8 * maxCount : headerLength;
-  if (rule.length !== 7 || head.length < headBytes || round.perPacket > maxCount) {
+  const { pages, control } = round;
+  if (
+    rule.length !== 7 || head.length < headBytes || round.perPacket > maxCount ||
+    (pages !== null && round.pageCount > pages.length) ||
+    !(round.cursorAt < control.length && round.abortAt < control.length)
+  ) {
     throw new InvalidArgumentError(
       `sendWireRunSync: a rule of ${rule.length} words for ${headerLength}-byte headers of up to ${maxCount} ` +
-        `pages, ${head.length} bytes of head, ${round.perPacket} pages a packet`,
+        `pages, ${head.length} bytes of head, ${round.perPacket} pages a packet, ${round.pageCount} pages of ` +
+        `${pages?.length ?? "the memory's"}, control words ${round.cursorAt} and ${round.abortAt} of ${control.length}`,
     );
   }
   return channel.nativeWriteSync("sendWireRunSync", (fd, ioTimeoutMs) => {
     io.fill(0);
     io[0] = run.packetNumber;
     io[5] = zeroCount;
-    const { memory, pages } = round;
+    const { memory } = round;
     const rc = native.zc_send_run(
       fd,
       memory.address,
@@ -127,7 +133,7 @@ export function sendWireRunSync(
       pages ? 1 : 0,
       round.pageCount,
       round.perPacket,
-      round.control,
+      control,
       round.cursorAt,
       round.abortAt,
       head,
@@ -139,8 +145,10 @@ export function sendWireRunSync(
       ioTimeoutMs,
       io,
     );
-    if (rc === -Errno.EINVAL && io[6] === 0 && io[1] === 0) {
-      throw new InvalidArgumentError("sendWireRunSync: a memory, page size, rule or zero list that is not valid");
+    if (rc === -Errno.EINVAL && io[7] === 0) {
+      throw new InvalidArgumentError(
+        "sendWireRunSync: a memory, page size, rule or zero list that is not valid, or a page outside the memory",
+      );
     }
     run.packetNumber = io[0];
     sent.packets = io[1];

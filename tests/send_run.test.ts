@@ -9,7 +9,7 @@ import { viewOf } from "../ffi/mod.ts";
 import { InvalidArgumentError, TimeoutError } from "../src/errors.ts";
 import type { Outgoing } from "../src/multifd/codec.ts";
 import { PageScan } from "../src/multifd/packet.ts";
-import { plainFormat } from "../src/multifd/plain_codec.ts";
+import { moduleSendRule, plainFormat } from "../src/multifd/plain_codec.ts";
 import { Control } from "../src/multifd/shared_state.ts";
 import { qemuFormat } from "../src/qemu/qemu_codec.ts";
 import { QEMU_PAGE_SIZE } from "../src/qemu/wire.ts";
@@ -215,12 +215,22 @@ describe("sendWireRunSync, the module's packets", () => {
         );
       assert.throws(send({ perPacket: PER_PACKET + 1 }), InvalidArgumentError, "more pages a packet than the rule's");
       assert.throws(send({ pageSize: 0 }), InvalidArgumentError, "no page size");
+      assert.throws(send({ pages: Uint32Array.of(0, 1) }), InvalidArgumentError, "8 pages of a list of 2");
+      assert.throws(send({ cursorAt: 4 }), InvalidArgumentError, "a control word past the array");
       const small = { ...run, head: run.head.subarray(0, 40) };
       assert.throws(
         () => sendWireRunSync(pair.client, round, small, RunZeroPages.inPacket, new Float64Array(4), 0, false),
         InvalidArgumentError,
       );
       assert.equal(words[Control.CURSOR], 0, "nothing claimed");
+      assert.equal(pair.client.stats.bytesWritten, 0);
+      // A page outside the memory (the callers check their lists): refused, nothing of it sent.
+      const outside = { ...round, pages: Uint32Array.of(0, 1, 2, 3, 4, 5, 6, 8), pageCount: 8, perPacket: 8 };
+      const wide = { ...run, rule: moduleSendRule(8), head: new Uint8Array(32 + 8 * 8) };
+      assert.throws(
+        () => sendWireRunSync(pair.client, outside, wide, RunZeroPages.inPacket, new Float64Array(8), 0, false),
+        InvalidArgumentError,
+      );
       assert.equal(pair.client.stats.bytesWritten, 0);
     });
     await region.close();

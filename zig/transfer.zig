@@ -410,8 +410,8 @@ const ZeroPages = enum(u32) { not_scanned = 0, in_packet = 1, to_caller = 2 };
 /// best effort) that waits in poll(2) when the socket is full, up to `timeout_ms`. A packet
 /// whose pages are all zero and go to the caller is not sent. Returns `done` once the cursor
 /// ran out, `stopped` when the abort flag (`control[abort_index]`) is up or `zero_out` may
-/// not have room for another packet's zero pages (nothing claimed then), or `timed_out` /
-/// -errno from a send. `io`: [0] the next packet's number (in and out), [1] packets sent,
+/// not have room for another packet's zero pages (nothing claimed then), `timed_out` / -errno
+/// from a send, or -EINVAL for a page outside the memory (that packet claimed, nothing of it sent). `io`: [0] the next packet's number (in and out), [1] packets sent,
 /// [2] their pages with data, [3] zero pages found, [4] the bytes the pages with data hold,
 /// [5] offsets in `zero_out` (in and out: it has `zero_capacity`), [6] bytes written, [7]
 /// the bytes the failed send left unwritten.
@@ -447,6 +447,8 @@ export fn zc_send_run(fd: i32, base_number: sys.Number, size_number: sys.Number,
         const count = @min(per_packet, page_count - first);
         for (0..count) |i| {
             const page: u64 = if (use_pages != 0) round_pages[first + i] else first + i;
+            // The callers check their page lists; a page outside the memory would send what lies beyond it.
+            if (page * memory.page_size >= memory.size) return sys.invalid_number;
             offsets[i] = @floatFromInt(page * memory.page_size);
         }
         const zeros: u32 = if (mode == .not_scanned)
