@@ -14,7 +14,7 @@ import { Control } from "../src/multifd/shared_state.ts";
 import { qemuFormat } from "../src/qemu/qemu_codec.ts";
 import { QEMU_PAGE_SIZE } from "../src/qemu/wire.ts";
 import { Region } from "../src/region.ts";
-import { RunZeroPages, sendWireRunSync } from "../src/wire_writes.ts";
+import { type RunRound, RunZeroPages, sendWireRunSync } from "../src/wire_writes.ts";
 import { concatBytes } from "../util/bytes.ts";
 import { channelPair, type Pair } from "./helpers/pair.ts";
 import { patternBytes } from "./helpers/pattern.ts";
@@ -38,6 +38,13 @@ function sourceRegion(pageSize: number, pages: number, zero: number[], short = 0
 
 /** The shared control words of a round (cursor at 0, no abort). */
 const control = () => new Int32Array(new SharedArrayBuffer(4 * 4));
+
+/** A round over all of `region`'s pages of `pageSize` bytes, `perPacket` a packet, claimed through `words`. */
+function roundOf(region: Region, pageSize: number, perPacket: number, words = control()): RunRound {
+  const pageCount = Math.ceil(region.size / pageSize);
+  const at = { cursorAt: Control.CURSOR, abortAt: Control.ABORT };
+  return { memory: region.descriptor, pageSize, pages: null, pageCount, perPacket, control: words, ...at };
+}
 
 async function withPair(body: (pair: Pair) => void): Promise<void> {
   const pair = await channelPair();
@@ -84,14 +91,9 @@ describe("sendWireRunSync, the module's packets", () => {
         const codec = plainFormat.sender(config, region.descriptor, noPopulate);
         const words = control();
         const round = {
-          memory: region.descriptor,
-          pageSize: PAGE,
+          ...roundOf(region, PAGE, PER_PACKET, words),
           pages: Uint32Array.from(pages),
           pageCount: pages.length,
-          perPacket: PER_PACKET,
-          control: words,
-          cursorAt: Control.CURSOR,
-          abortAt: Control.ABORT,
         };
         const zeroMode = zeroPages ? RunZeroPages.inPacket : RunZeroPages.notScanned;
         const run = codec.sendRun!();
@@ -117,16 +119,7 @@ describe("sendWireRunSync, the module's packets", () => {
     await withPair((pair) => {
       const words = control();
       words[Control.CURSOR] = 2; // packets 0 and 1 went to other channels
-      const round = {
-        memory: region.descriptor,
-        pageSize: PAGE,
-        pages: null,
-        pageCount: 16,
-        perPacket: PER_PACKET,
-        control: words,
-        cursorAt: Control.CURSOR,
-        abortAt: Control.ABORT,
-      };
+      const round = roundOf(region, PAGE, PER_PACKET, words);
       const run = plainFormat.sender(config, region.descriptor, noPopulate).sendRun!();
       const sent = sendWireRunSync(pair.client, round, run, RunZeroPages.inPacket, new Float64Array(4), 0, false);
       assert.deepEqual([sent.done, sent.packets, sent.normalPages], [true, 2, 8]);
@@ -143,16 +136,7 @@ describe("sendWireRunSync, the module's packets", () => {
     await withPair((pair) => {
       const words = control();
       words[Control.ABORT] = 1;
-      const round = {
-        memory: region.descriptor,
-        pageSize: PAGE,
-        pages: null,
-        pageCount: 8,
-        perPacket: PER_PACKET,
-        control: words,
-        cursorAt: Control.CURSOR,
-        abortAt: Control.ABORT,
-      };
+      const round = roundOf(region, PAGE, PER_PACKET, words);
       const run = plainFormat.sender(config, region.descriptor, noPopulate).sendRun!();
       const sent = sendWireRunSync(pair.client, round, run, RunZeroPages.inPacket, new Float64Array(4), 0, false);
       assert.deepEqual([sent.done, sent.packets], [false, 0]);
@@ -166,16 +150,7 @@ describe("sendWireRunSync, the module's packets", () => {
     const region = sourceRegion(PAGE, 64 * 1024, []); // 16 MiB: more than the socket buffers hold
     const pair = await channelPair({ ioTimeoutMs: 200 });
     try {
-      const round = {
-        memory: region.descriptor,
-        pageSize: PAGE,
-        pages: null,
-        pageCount: 64 * 1024,
-        perPacket: PER_PACKET,
-        control: control(),
-        cursorAt: Control.CURSOR,
-        abortAt: Control.ABORT,
-      };
+      const round = roundOf(region, PAGE, PER_PACKET);
       const run = plainFormat.sender(config, region.descriptor, noPopulate).sendRun!();
       assert.throws(
         () => sendWireRunSync(pair.client, round, run, RunZeroPages.inPacket, new Float64Array(4), 0, false),
@@ -192,16 +167,7 @@ describe("sendWireRunSync, the module's packets", () => {
     const region = sourceRegion(PAGE, 8, []);
     await withPair((pair) => {
       const words = control();
-      const round = {
-        memory: region.descriptor,
-        pageSize: PAGE,
-        pages: null,
-        pageCount: 8,
-        perPacket: PER_PACKET,
-        control: words,
-        cursorAt: Control.CURSOR,
-        abortAt: Control.ABORT,
-      };
+      const round = roundOf(region, PAGE, PER_PACKET, words);
       const run = plainFormat.sender(config, region.descriptor, noPopulate).sendRun!();
       const send = (changed: object) => () =>
         sendWireRunSync(
@@ -258,16 +224,7 @@ describe("sendWireRunSync, QEMU's packets (zero pages to the caller)", () => {
     const expected = concatBytes(...parts);
     await withPair((pair) => {
       const words = control();
-      const round = {
-        memory: region.descriptor,
-        pageSize: QEMU_PAGE_SIZE,
-        pages: null,
-        pageCount: PAGES,
-        perPacket: 8,
-        control: words,
-        cursorAt: Control.CURSOR,
-        abortAt: Control.ABORT,
-      };
+      const round = roundOf(region, QEMU_PAGE_SIZE, 8, words);
       const run = qemuFormat.sender(config, region.descriptor, noPopulate).sendRun!();
       // Room for 9 zero offsets: after packet 0's 8, not for another packet's 8.
       const list = new Float64Array(9);
