@@ -111,9 +111,12 @@ export function wireRunRule(rule: WireRunRule): Uint32Array {
   );
 }
 
-/** @internal The words of a {@link WireRun}'s rule, and where its `maxCount` is (a codec may set it per run). */
+/** @internal The words of a {@link WireRun}'s rule. */
 export const WIRE_RUN_RULE_WORDS = 11;
+/** @internal The word of a run's rule that holds its `maxCount` (a codec may set it per run). */
 export const RULE_MAX_COUNT = 6;
+/** The word of a run's rule that holds its `layout`. */
+const RULE_LAYOUT = 8;
 
 /**
  * The page data one run call receives at most: between calls the channel updates its
@@ -240,7 +243,7 @@ export function readWireRunSync(
 ): number | WirePagesRejection {
   const { memory, wire, offsets } = packet;
   const rule = run.rule;
-  const headerBytes = rule[0], offsetsAt = rule[1], maxCount = rule[RULE_MAX_COUNT], layout = rule[8];
+  const headerBytes = rule[0], offsetsAt = rule[1], maxCount = rule[RULE_MAX_COUNT], layout = rule[RULE_LAYOUT];
   const wireBytes = layout === WireLayout.module ? offsetsAt + 8 * maxCount : headerBytes;
   if (rule.length !== WIRE_RUN_RULE_WORDS || wire.length < wireBytes || offsets.length < maxCount) {
     throw new InvalidArgumentError(

@@ -403,18 +403,19 @@ const ZeroPages = enum(u32) { not_scanned = 0, in_packet = 1, to_caller = 2 };
 /// claims packet after packet from the shared cursor (`control[cursor_index]`, atomically:
 /// the round's other channels claim from it too) until the round's ⌈`page_count` /
 /// `per_packet`⌉ packets are gone; packet k carries pages k·`per_packet` … of the round
-/// (`round_pages[i]` when `use_pages`, else the memory's pages in order), split into pages with data
-/// and zero pages (`zero_pages`), with its fields and offsets written into `head` by `rule`,
-/// and sent as one sendmsg (head, then the pages with data straight from the memory; pages
-/// that follow each other as one iovec; a file's pages faulted in first with `populate`,
-/// best effort) that waits in poll(2) when the socket is full, up to `timeout_ms`. A packet
-/// whose pages are all zero and go to the caller is not sent. Returns `done` once the cursor
-/// ran out, `stopped` when the abort flag (`control[abort_index]`) is up or `zero_out` may
-/// not have room for another packet's zero pages (nothing claimed then), `timed_out` / -errno
-/// from a send, or -EINVAL for a page outside the memory (that packet claimed, nothing of it sent). `io`: [0] the next packet's number (in and out), [1] packets sent,
-/// [2] their pages with data, [3] zero pages found, [4] the bytes the pages with data hold,
-/// [5] offsets in `zero_out` (in and out: it has `zero_capacity`), [6] bytes written, [7]
-/// the bytes the failed send left unwritten.
+/// (`round_pages[i]` when `use_pages`, else the memory's pages in order), split into pages
+/// with data and zero pages (`zero_pages`), with its fields and offsets written into `head`
+/// by `rule`, and sent as one sendmsg (head, then the pages with data straight from the
+/// memory; pages that follow each other as one iovec; a file's pages faulted in first with
+/// `populate`, best effort) that waits in poll(2) when the socket is full, up to
+/// `timeout_ms`. A packet whose pages are all zero and go to the caller is not sent. Returns
+/// `done` once the cursor ran out, `stopped` when the abort flag (`control[abort_index]`) is
+/// up or `zero_out` may not have room for another packet's zero pages (nothing claimed
+/// then), `timed_out` / -errno from a send, or -EINVAL for a page outside the memory (that
+/// packet claimed, nothing of it sent). `io`: [0] the next packet's number (in and out), [1]
+/// packets sent, [2] their pages with data, [3] zero pages found, [4] the bytes the pages
+/// with data hold, [5] offsets in `zero_out` (in and out: it has `zero_capacity`), [6] bytes
+/// written, [7] the bytes the failed send left unwritten.
 export fn zc_send_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, round_pages: [*]const u32, use_pages: u32, page_count: u32, per_packet: u32, control: [*]i32, cursor_index: u32, abort_index: u32, head: [*]u8, rule: *const SendRule, zero_pages: u32, zero_out: [*]f64, zero_capacity: u32, populate: u32, timeout_ms: i32, io: [*]f64) i32 {
     const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
     var number = sys.whole(io[0]) orelse return sys.invalid_number;
@@ -525,7 +526,7 @@ const Memory = struct {
 /// iovecs a batch, each batch read in full as moveFull does. `populate != 0` first faults a
 /// batch's ranges in for writing (MADV_POPULATE_WRITE, one madvise per range instead of a
 /// fault per page; best effort: on failure the copy takes the faults). Returns a `Full` or
-/// -errno; `received.*` gets the bytes received, `asked_out.*` `asked`.
+/// -errno; `received_out.*` gets the bytes received, `asked_out.*` `asked`.
 fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: u64, populate: u32, timeout_ms: i32, received_out: *u64, asked_out: *u64) i32 {
     const base = memory.base;
     var received: u64 = 0;
