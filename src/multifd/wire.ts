@@ -331,7 +331,7 @@ export function parseOffsets(
 /**
  * Throws the ProtocolError for a packet's offsets (at `wire[at..]`) that broke the rules
  * {@link parseOffsets} checks, as found by it or by the channel's native packet receive
- * (wire_reads.ts readWirePagesSync, `WireLayout.module`).
+ * (wire_reads.ts readWireRunSync, `WireLayout.module`).
  */
 export function refuseOffsets(
   rejection: WirePagesRejection,
