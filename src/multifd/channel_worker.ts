@@ -162,9 +162,9 @@ class SendEnd extends ChannelEnd {
     // A round too small to give every channel a full packet is split evenly among them, so
     // that all channels carry it (every Worker computes the same split).
     const perPacket = Math.max(1, Math.min(this.#config.pagesPerPacket, Math.ceil(pageCount / this.state.channels)));
-    // Copying sends of a format with a native run: the round in native calls. (The last
-    // round's flush left no zero-copy send outstanding; a channel that stops using zero-copy
-    // during a round goes on packet by packet until its end.)
+    // Copying sends of a format with a native run: the round in native calls (the last
+    // round's flush left no zero-copy send outstanding; a channel whose zero-copy falls back
+    // during the round switches once its sends completed: #sendPackets).
     const run = this.#zerocopyPages === "no" ? this.#codec.sendRun?.() : undefined;
     if (run) this.#sendRun(run, pages, pageCount, perPacket);
     else this.#sendPackets(pages, pageCount, perPacket);
@@ -179,7 +179,10 @@ class SendEnd extends ChannelEnd {
     return allCopied;
   }
 
-  /** The round's packets one by one: claimed from the shared cursor until it runs out. */
+  /**
+   * The round's packets one by one, claimed from the shared cursor until it runs out; if
+   * zero-copy falls back meanwhile, the rest of them in a native run ({@link #sendRun}).
+   */
   #sendPackets(pages: Uint32Array | null, pageCount: number, perPacket: number): void {
     const { pageSize, zeroPages } = this.#config;
     const zeroElsewhere = this.#codec.zeroPagesElsewhere === true;
@@ -203,6 +206,12 @@ class SendEnd extends ChannelEnd {
       this.#send(this.#codec.data(normal, count - zeroCount, this.#zero, zeroElsewhere ? 0 : zeroCount, slot));
       this.#staging.sent(this.channel);
       this.add("packets", 1);
+      if (this.#zerocopyPages === "no" && this.#codec.sendRun) {
+        // Zero-copy just fell back: once the kernel is done with its sends, nothing is left on
+        // the error queue, and the rest of the round goes in native calls.
+        this.channel.awaitZerocopySendsSync(this.channel.stats.zerocopySends);
+        return this.#sendRun(this.#codec.sendRun(), pages, pageCount, perPacket);
+      }
     }
   }
 
