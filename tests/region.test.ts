@@ -4,9 +4,11 @@
 // keeps the mapping for good.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { InvalidArgumentError, Region } from "../mod.ts";
+import { InvalidArgumentError, Region, SystemError } from "../mod.ts";
 import { fillPattern, transfer } from "./helpers/multifd.ts";
+import { isRoot, requirement } from "./helpers/preconditions.ts";
 
 describe("Region holds", () => {
   test("close() waits for the last release; a release without a hold is refused", async () => {
@@ -76,4 +78,28 @@ describe("file regions in memory (tmpfs)", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+describe("a file output its file system cannot hold", () => {
+  test(
+    "SystemError ENOSPC when the file is created (reserved up front: never a SIGBUS in the middle of a transfer)",
+    { skip: requirement(isRoot, "mounting a small tmpfs needs root") },
+    async () => {
+      const dir = mkdtempSync("/tmp/zcmf-full-");
+      const mount = (args: string[]) => execFileSync(args[0], args.slice(1), { stdio: "ignore" });
+      mount(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
+      try {
+        assert.throws(
+          () => Region.createFile(`${dir}/out.bin`, 4 << 20),
+          (error) => error instanceof SystemError && error.code === "ENOSPC" && /fallocate/.test(error.message),
+        );
+        const fits = Region.createFile(`${dir}/small.bin`, 512 << 10); // the space is still there to use
+        fits.view().fill(7);
+        await fits.close();
+      } finally {
+        mount(["umount", dir]);
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
