@@ -157,9 +157,8 @@ export function sendWireRunSync(
     sent.payloadBytes = io[4];
     sent.zeroCount = io[5];
     sent.done = rc === FullResult.done;
-    // A send that failed: what the call wrote, and what its last packet had left to write.
-    if (rc !== FullResult.done && rc !== FullResult.stopped) channel.countWrite(rc, io[6], io[6] + io[7]);
-    else channel.countWrite(FullResult.done, io[6], io[6]);
+    // What the call wrote; a failed send also what its packet had left to write (io[7], else 0).
+    channel.countWrite(rc === FullResult.stopped ? FullResult.done : rc, io[6], io[6] + io[7]);
     return sent;
   });
 }

@@ -154,7 +154,13 @@ class PlainReceiveCodec implements ReceiveCodec {
       aheadLength: PACKET_HEADER_BYTES,
     };
     const maxPackets = packetsPerRun(config.pagesPerPacket * config.pageSize);
-    this.#run = { rule: moduleRunRule(config.pagesPerPacket, maxPackets), packets: 0, ...NO_PAGES };
+    this.#run = {
+      rule: moduleRunRule(config.pagesPerPacket, maxPackets),
+      packets: 0,
+      normalPages: 0,
+      zeroPages: 0,
+      payloadBytes: 0,
+    };
   }
 
   next({ read, readWireRun }: PacketInput): Incoming {
@@ -168,14 +174,14 @@ class PlainReceiveCodec implements ReceiveCodec {
     // follows), and the sender waits for nothing before its next header.
     const run = this.#run;
     const got = readWireRun(this.#wirePacket, run);
+    // The packets the run took, the first one counted above.
+    this.#limits.expectedPacketNumber += run.packets - 1;
     if (typeof got !== "number") {
       // Packet `run.packets` of the run broke the offsets' rules; its header is in place, and
       // the rule accepted it (when it is not the first) as the parser would.
-      this.#limits.expectedPacketNumber += run.packets - 1;
       const failed = run.packets === 0 ? header : parsePacketHeader(this.#headerView, this.#limits);
       refuseOffsets(got, this.#wirePacket.wire, PACKET_HEADER_BYTES, failed, this.#pageSize, this.#region.size);
     }
-    this.#limits.expectedPacketNumber += run.packets - 1;
     this.#headerAhead = got === PACKET_HEADER_BYTES;
     const { packets, normalPages, zeroPages, payloadBytes } = run;
     return { kind: "data", packets, normalPages, zeroPages, payloadBytes };
@@ -189,8 +195,6 @@ class PlainReceiveCodec implements ReceiveCodec {
     return encodeResult(checksum, bytes);
   }
 }
-
-const NO_PAGES = { normalPages: 0, zeroPages: 0, payloadBytes: 0 };
 
 /**
  * The run rule (wire_reads.ts {@link wireRunRule}) for the module's DATA packets: a following
