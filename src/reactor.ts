@@ -19,6 +19,7 @@ import {
   FIELD_FD,
   FIELD_REVENTS,
   FIELD_STATE,
+  HEADER_SCAN,
   HEADER_STOP,
   MAX_WAITS,
   type ReactorInit,
@@ -55,6 +56,11 @@ export class Reactor {
     return this.#worker !== undefined;
   }
 
+  /** @internal How many slots the Worker scans per wake-up (see HEADER_SCAN). For tests. */
+  get scannedSlots(): number {
+    return this.#control[HEADER_SCAN] ?? 0;
+  }
+
   /** Resolves once the helper Worker runs (starting it if needed): a wait after it starts at once. */
   ready(): Promise<void> {
     return this.#start();
@@ -74,6 +80,8 @@ export class Reactor {
     await this.#start();
     const slot = this.#free.pop();
     if (slot === undefined) throw new SocketError("poll", 24, `more than ${MAX_WAITS} concurrent waits`);
+    // Before the slot is armed: the Worker scans up to this mark after the eventfd wakes it.
+    if (slot >= this.#control[HEADER_SCAN]) Atomics.store(this.#control, HEADER_SCAN, slot + 1);
     const base = slotBase(slot);
     this.#control[base + FIELD_FD] = fd;
     this.#control[base + FIELD_EVENTS] = events;

@@ -9,6 +9,7 @@ import {
   FIELD_FD,
   FIELD_REVENTS,
   FIELD_STATE,
+  HEADER_SCAN,
   HEADER_STOP,
   MAX_WAITS,
   type ReactorInit,
@@ -35,7 +36,8 @@ function run({ shared, eventfd }: ReactorInit): void {
     pollfds[1] = Poll.IN;
     let count = 0;
     let nearest = Infinity;
-    for (let slot = 0; slot < MAX_WAITS; slot++) {
+    const scanned = Atomics.load(control, HEADER_SCAN);
+    for (let slot = 0; slot < scanned; slot++) {
       const base = slotBase(slot);
       if (Atomics.load(control, base + FIELD_STATE) !== SLOT_ARMED) continue;
       polled[count++] = slot;

@@ -4,6 +4,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { ChannelClosedError, connect, listen } from "../mod.ts";
+import { native, Poll } from "../ffi/mod.ts";
 import { Reactor } from "../src/reactor.ts";
 
 describe("the reactor", () => {
@@ -27,5 +28,32 @@ describe("the reactor", () => {
     assert.equal(Reactor.shared.running, false);
     await assert.rejects(listener.prepare(), ChannelClosedError);
     assert.equal(Reactor.shared.running, false);
+  });
+
+  test("the Worker scans the slots up to the highest in use: every wait fires, in any order, and the scan stays that short", async () => {
+    const reactor = Reactor.shared;
+    const fds = Array.from({ length: 40 }, () => native.zc_eventfd());
+    assert.ok(fds.every((fd) => fd >= 0));
+    try {
+      const waits = fds.map((fd) => reactor.wait(fd, Poll.IN, -1));
+      await reactor.ready();
+      assert.equal(reactor.scannedSlots, fds.length, "40 waits at once: slots 0 to 39");
+      // Highest slot first: each must be found although armed long before.
+      for (const [i, fd] of [...fds.entries()].reverse()) {
+        native.zc_eventfd_signal(fd);
+        assert.equal((await waits[i]) & Poll.IN, Poll.IN);
+      }
+      // Freed slots are reused lowest first: three more waits do not widen the scan.
+      for (const fd of fds) native.zc_eventfd_clear(fd);
+      const deadline = reactor.wait(fds[0], Poll.IN, 20);
+      const more = fds.slice(1, 3).map((fd) => reactor.wait(fd, Poll.IN, -1));
+      await reactor.ready();
+      assert.ok(reactor.scannedSlots <= fds.length, `scans ${reactor.scannedSlots} slots`);
+      for (const fd of fds.slice(1, 3)) native.zc_eventfd_signal(fd);
+      assert.deepEqual((await Promise.all(more)).map((revents) => revents & Poll.IN), [Poll.IN, Poll.IN]);
+      assert.equal(await deadline, 0, "a deadline alone fires too");
+    } finally {
+      for (const fd of fds) native.zc_close(fd);
+    }
   });
 });
