@@ -674,4 +674,63 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
     assert.match(ended.message, /qemu\.init\.id/);
     assert.ok(seconds > 1.9 && seconds < 5, `the silent connection held the late-channel check ${seconds} s`);
   });
+
+  test("a source that keeps its multifd channels open after its stream's end: the receive ends with the stream", async () => {
+    // Ours as the source (a 7.2 stream from a made-up directory), through a relay that passes
+    // the main channel's end on but holds the multifd connections open, as a QEMU source does
+    // until its clean-up. The receive must not wait for those (before: until ioTimeoutMs).
+    const from = mkdtempSync(join(tmpdir(), "qemu-open-channels-from-"));
+    const into = mkdtempSync(join(tmpdir(), "qemu-open-channels-into-"));
+    const ram = Uint8Array.from({ length: 96 * 4096 }, (_, i) => (i * 131 + (i >> 12)) & 0xff);
+    const magic = [0x51, 0x45, 0x56, 0x4d]; // "QEVM"
+    // File version 3, then the configuration section: its length and the machine type.
+    const head = Uint8Array.from([...magic, 0, 0, 0, 3, 0x07, 0, 0, 0, 4, ...new TextEncoder().encode("none")]);
+    const tail = Uint8Array.from([0x04, 1, 2, 3]); // device state: opaque to both ends
+    writeFileSync(join(from, "mem.ram"), ram);
+    writeFileSync(join(from, "state.bin"), Uint8Array.from([...head, ...tail]));
+    writeFileSync(
+      join(from, "manifest.json"),
+      JSON.stringify({
+        streamFormat: "7.2",
+        blocks: [{ name: "mem", bytes: ram.length, file: "mem.ram" }],
+        stateHeaderBytes: head.length,
+      }),
+    );
+    const receiver = await QemuMigrationReceiver.listen({ channels: 2, ioTimeoutMs: 60_000 });
+    const held: net.Socket[] = [];
+    const relay = net.createServer((incoming) => {
+      const outgoing = net.connect(receiver.port, "127.0.0.1");
+      held.push(incoming, outgoing);
+      let main: boolean | undefined;
+      incoming.on("data", (chunk: Uint8Array) => {
+        main ??= chunk[0] === magic[0] && chunk[1] === magic[1];
+        outgoing.write(chunk);
+      });
+      incoming.on("end", () => main && outgoing.end());
+      outgoing.on("data", (chunk: Uint8Array) => incoming.write(chunk));
+      for (const socket of [incoming, outgoing]) socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+    const port = (relay.address() as net.AddressInfo).port;
+    try {
+      const receiving = receiver.receive(into);
+      receiving.catch(() => {});
+      await QemuMigrationSender.send(from, { hostname: "127.0.0.1", port, channels: 2 });
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stalled = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the receive waited for the multifd channels to close")), 10_000);
+      });
+      const result = await Promise.race([receiving, stalled]).finally(() => clearTimeout(timer));
+      assert.equal(result.streamFormat, "7.2");
+      assert.deepEqual(readFileSync(join(into, "mem.ram")), Buffer.from(ram));
+      assert.deepEqual(readFileSync(join(into, "state.bin")), Buffer.from([...head, ...tail]));
+      assert.ok(held.some((socket) => !socket.destroyed && !socket.readableEnded), "multifd connections still open");
+    } finally {
+      for (const socket of held) socket.destroy();
+      relay.close();
+      await receiver.abort("test over").catch(() => {});
+      rmSync(from, { recursive: true, force: true });
+      rmSync(into, { recursive: true, force: true });
+    }
+  });
 });

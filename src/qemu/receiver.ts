@@ -369,13 +369,16 @@ export class QemuMigrationReceiver {
       maxRamBytes: this.#maxSize,
       maxStateBytes: MAX_DEVICE_STATE_BYTES,
     });
+    // The stream ended after its last sync: every channel's data has been read.
+    transfer.endReads();
     await pool.all("ended");
     transfer.stopClock();
     for (const region of regions) region.sync();
     const stats = transfer.stats(false);
-    await transfer.close();
     if (transfer.failure) throw transfer.failure;
-
+    // The Workers exit while the files are written: all have ended, and once the close has
+    // begun an abort changes nothing, so no failure can follow the manifest.
+    const closing = transfer.close();
     const state = new Uint8Array(facts.head.length + facts.tail.length);
     state.set(facts.head);
     state.set(facts.tail, facts.head.length);
@@ -393,6 +396,7 @@ export class QemuMigrationReceiver {
     };
     const manifest = { ...result, stateHeaderBytes: facts.head.length };
     writeFileSync(join(dir, "manifest.json"), JSON.stringify(manifest, null, 2) + "\n");
+    await closing;
     return result;
   }
 
