@@ -153,6 +153,15 @@ function oursRecord(
   };
 }
 
+/**
+ * A destination's two clocks, from `migrate`: when the source reported `completed` (it has
+ * written everything: how fast the destination took the data) and how long after that the
+ * destination was done (a QEMU destination: its own `completed`; ours: its JSON result).
+ */
+function sourceCompletion(sourceSeconds: number, doneSeconds: number): BenchRecord {
+  return { sourceSeconds: round(sourceSeconds), doneAfterSourceMs: round((doneSeconds - sourceSeconds) * 1000, 1) };
+}
+
 /** QEMU → `qemu-recv` into `out` (removed afterwards unless `keep`): the record of one receive. */
 async function oursReceive(
   qemu: QemuBench,
@@ -202,6 +211,7 @@ async function oursReceive(
     return {
       ...oursRecord(run, e2eSeconds, ours, Number(ours.processCpuSeconds) - oursCpu0.total, srcCpu),
       ...threadCpuFields("", byThread, size),
+      ...sourceCompletion(sourceSeconds, oursSeconds),
       systemCpuSecondsPerGB: round((Number(ours.processSystemCpuSeconds) - oursCpu0.system) / (size / 1e9)),
       verified: ours.ok === true && blocks.length === 1 && await qemu.matchesSource(blocks[0].file),
     };
@@ -294,6 +304,7 @@ async function qemuToQemu(
     cpuSeconds: r[`${ourEnd}CpuSeconds`],
     cpuSecondsPerGB: r[`${ourEnd}CpuSecondsPerGB`],
     systemCpuSecondsPerGB: r[`${ourEnd}SystemCpuSecondsPerGB`],
+    ...(direction === "recv" ? sourceCompletion(Number(r.srcCompletedSeconds), e2eSeconds) : {}),
     peerCpuSecondsPerGB: r[`${peerEnd}CpuSecondsPerGB`],
     verified: r.verified,
   };
@@ -364,7 +375,12 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
           ...references.map((label) => `**${cell(roundRatios.map((r) => r[`vs ${label}`]))}**`),
           ...(direction === "send"
             ? [cell(roundRatios.map((r) => r["call vs qemu"])), cell(roundRatios.map((r) => r["data vs qemu"]))]
-            : []),
+            : [
+              cell(roundRatios.map((r) => r["source vs qemu fresh"])),
+              `${cell(mine.map((r) => r.doneAfterSourceMs), 0)} / ${
+                cell(qemuRuns("qemu fresh").map((r) => r.doneAfterSourceMs), 0)
+              }`,
+            ]),
           cell(mine.map((r) => r.cpuSecondsPerGB), 3),
           ...(direction === "recv"
             ? [
@@ -401,6 +417,8 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
         "QEMU prealloc dst GB/s",
         "ours / fresh",
         "ours / prealloc",
+        "the source's completion: ours / fresh",
+        "done after it (ms): ours / fresh",
         "ours CPU s/GB",
         "of which Workers / JS engine / main",
         "in the kernel: ours / fresh dst",
@@ -410,7 +428,9 @@ function report(records: BenchRecord[], settings: Settings, rounds: number, env:
       rows("recv"),
     ),
     "",
-    "Clock: `migrate` → source completed and destination done (ours: its JSON result). Fresh: a newly " +
+    "Clock: `migrate` → source completed and destination done (ours: its JSON result). The source's " +
+    "completion: how soon the source had written everything into ours against into a fresh QEMU destination, " +
+    "inside each round (> 1: sooner into ours), and how long after it each destination was done. Fresh: a newly " +
     "started destination (prealloc off) allocates and zeroes its RAM during the migration, as qemu-recv's new " +
     "files are; prealloc: bench/qemu.ts's default, RAM ready before the clock. CPU: the destination process, " +
     "every thread, from `migrate` to its end (ours: what it spent before, starting its Workers and waiting, is " +
@@ -568,6 +588,10 @@ async function main(): Promise<number> {
               for (const [theirLabel, theirs] of got) {
                 if (theirs.side !== "qemu" || !mine.verified || !theirs.verified) continue;
                 vs[`vs ${theirLabel}`] = round(Number(mine.GBps) / Number(theirs.GBps));
+                // recv: the source's own completion, into ours against into that destination.
+                if (mine.sourceSeconds && theirs.sourceSeconds) {
+                  vs[`source vs ${theirLabel}`] = round(Number(theirs.sourceSeconds) / Number(mine.sourceSeconds));
+                }
                 // The library's own clocks, no process start: its call to the last byte, and its data phase.
                 if (mine.callGBps) vs[`call vs ${theirLabel}`] = round(Number(mine.callGBps) / Number(theirs.GBps));
                 if (mine.ownGBps) vs[`data vs ${theirLabel}`] = round(Number(mine.ownGBps) / Number(theirs.GBps));
