@@ -427,6 +427,9 @@ export class QemuMigrationReceiver {
         state: transfer.state,
         config,
       });
+      // Nothing follows a receive of QEMU's data: the Worker takes this request as soon as its
+      // receive has ended and says it has exited, so the teardown does not wait for a round trip.
+      pool.post(channelId, { kind: "exit" });
     });
   }
 }
