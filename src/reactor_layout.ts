@@ -10,9 +10,10 @@ export const MAX_WAITS = 1024;
 export const HEADER_STOP = 0;
 /**
  * Int32 index of how many slots, from slot 0, the Worker scans: one past the highest slot
- * ever armed. Free slots are reused lowest first, so this stays at the most waits held at
- * once (a handful), not MAX_WAITS; a scan of all 1,024 per wake-up made the Worker's loop
- * hot enough for V8 to compile it twice (~19 ms of a JIT thread's CPU during a transfer).
+ * ever armed. A freed slot is reused before one never used (reactor.ts's free list is a
+ * stack over 0, 1, 2, …), so this stays at the most waits held at once (a handful), not
+ * MAX_WAITS; a scan of all 1,024 per wake-up made the Worker's loop hot enough for V8 to
+ * compile it twice (~19 ms of a JIT thread's CPU during a transfer).
  */
 export const HEADER_SCAN = 1;
 const HEADER_FIELDS = 4;

@@ -724,7 +724,6 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
       assert.equal(result.streamFormat, "7.2");
       assert.deepEqual(readFileSync(join(into, "mem.ram")), Buffer.from(ram));
       assert.deepEqual(readFileSync(join(into, "state.bin")), Buffer.from([...head, ...tail]));
-      assert.ok(held.some((socket) => !socket.destroyed && !socket.readableEnded), "multifd connections still open");
     } finally {
       for (const socket of held) socket.destroy();
       relay.close();
