@@ -676,60 +676,136 @@ describe("qemu-recv against strangers (no QEMU needed)", () => {
   });
 
   test("a source that keeps its multifd channels open after its stream's end: the receive ends with the stream", async () => {
-    // Ours as the source (a 7.2 stream from a made-up directory), through a relay that passes
-    // the main channel's end on but holds the multifd connections open, as a QEMU source does
-    // until its clean-up. The receive must not wait for those (before: until ioTimeoutMs).
-    const from = mkdtempSync(join(tmpdir(), "qemu-open-channels-from-"));
+    // Ours as the source, through a relay that passes the main channel's end on but holds the
+    // multifd connections open, as a QEMU source does until its clean-up. The receive must not
+    // wait for those (before: until ioTimeoutMs).
+    const source = madeUpSource("7.2");
     const into = mkdtempSync(join(tmpdir(), "qemu-open-channels-into-"));
-    const ram = Uint8Array.from({ length: 96 * 4096 }, (_, i) => (i * 131 + (i >> 12)) & 0xff);
-    const magic = [0x51, 0x45, 0x56, 0x4d]; // "QEVM"
-    // File version 3, then the configuration section: its length and the machine type.
-    const head = Uint8Array.from([...magic, 0, 0, 0, 3, 0x07, 0, 0, 0, 4, ...new TextEncoder().encode("none")]);
-    const tail = Uint8Array.from([0x04, 1, 2, 3]); // device state: opaque to both ends
-    writeFileSync(join(from, "mem.ram"), ram);
-    writeFileSync(join(from, "state.bin"), Uint8Array.from([...head, ...tail]));
-    writeFileSync(
-      join(from, "manifest.json"),
-      JSON.stringify({
-        streamFormat: "7.2",
-        blocks: [{ name: "mem", bytes: ram.length, file: "mem.ram" }],
-        stateHeaderBytes: head.length,
-      }),
-    );
     const receiver = await QemuMigrationReceiver.listen({ channels: 2, ioTimeoutMs: 60_000 });
-    const held: net.Socket[] = [];
-    const relay = net.createServer((incoming) => {
-      const outgoing = net.connect(receiver.port, "127.0.0.1");
-      held.push(incoming, outgoing);
-      let main: boolean | undefined;
-      incoming.on("data", (chunk: Uint8Array) => {
-        main ??= chunk[0] === magic[0] && chunk[1] === magic[1];
-        outgoing.write(chunk);
-      });
-      incoming.on("end", () => main && outgoing.end());
-      outgoing.on("data", (chunk: Uint8Array) => incoming.write(chunk));
-      for (const socket of [incoming, outgoing]) socket.on("error", () => {});
-    });
-    await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-    const port = (relay.address() as net.AddressInfo).port;
+    const relay = await Relay.start(receiver.port);
     try {
       const receiving = receiver.receive(into);
       receiving.catch(() => {});
-      await QemuMigrationSender.send(from, { hostname: "127.0.0.1", port, channels: 2 });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const stalled = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error("the receive waited for the multifd channels to close")), 10_000);
-      });
-      const result = await Promise.race([receiving, stalled]).finally(() => clearTimeout(timer));
+      await QemuMigrationSender.send(source.dir, { hostname: "127.0.0.1", port: relay.port, channels: 2 });
+      const result = await within(10_000, receiving, "the receive waited for the multifd channels to close");
       assert.equal(result.streamFormat, "7.2");
-      assert.deepEqual(readFileSync(join(into, "mem.ram")), Buffer.from(ram));
-      assert.deepEqual(readFileSync(join(into, "state.bin")), Buffer.from([...head, ...tail]));
+      assert.deepEqual(readFileSync(join(into, "mem.ram")), Buffer.from(source.ram));
+      assert.deepEqual(readFileSync(join(into, "state.bin")), Buffer.from(source.state));
     } finally {
-      for (const socket of held) socket.destroy();
       relay.close();
       await receiver.abort("test over").catch(() => {});
-      rmSync(from, { recursive: true, force: true });
+      rmSync(source.dir, { recursive: true, force: true });
+      rmSync(into, { recursive: true, force: true });
+    }
+  });
+
+  test("a stream that ends without matching its channels' last SYNC: ProtocolError at its end, not a wait for ioTimeoutMs", async () => {
+    // QEMU ≥ 8.1's format syncs at MULTIFD_FLUSH; the relay takes the END section's flush out
+    // of the main stream, so every channel waits at a sync the stream never matches.
+    const source = madeUpSource("8.1+");
+    const into = mkdtempSync(join(tmpdir(), "qemu-unmatched-sync-into-"));
+    const receiver = await QemuMigrationReceiver.listen({ channels: 2, ioTimeoutMs: 60_000 });
+    const flushThenEos = Uint8Array.from([0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+    const relay = await Relay.start(receiver.port, (stream) => {
+      const at = lastIndexOf(stream, flushThenEos);
+      assert.ok(at > 0, "the END section's MULTIFD_FLUSH");
+      return Buffer.concat([stream.subarray(0, at), stream.subarray(at + 8)]);
+    });
+    try {
+      const receiving = receiver.receive(into);
+      receiving.catch(() => {});
+      await QemuMigrationSender.send(source.dir, { hostname: "127.0.0.1", port: relay.port, channels: 2 });
+      await assert.rejects(
+        within(10_000, receiving, "the receive waited at the unmatched sync"),
+        (e: Error) => e instanceof ProtocolError && /qemu\.sync/.test(e.message),
+      );
+      assert.equal(existsSync(join(into, "manifest.json")), false, "a failed receive writes no manifest");
+    } finally {
+      relay.close();
+      await receiver.abort("test over").catch(() => {});
+      rmSync(source.dir, { recursive: true, force: true });
       rmSync(into, { recursive: true, force: true });
     }
   });
 });
+
+/** A directory as qemu-recv writes it, made up: one 96-page block "mem" and a little device state. */
+function madeUpSource(format: "7.2" | "8.1+") {
+  const dir = mkdtempSync(join(tmpdir(), "qemu-made-up-"));
+  const ram = Uint8Array.from({ length: 96 * 4096 }, (_, i) => (i * 131 + (i >> 12)) & 0xff);
+  // "QEVM", file version 3, then the configuration section: its length and the machine type.
+  const head = Uint8Array.from([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3, 0x07, 0, 0, 0, 4, ...Buffer.from("none")]);
+  const state = Uint8Array.from([...head, 0x04, 1, 2, 3]); // then device state: opaque to both ends
+  writeFileSync(join(dir, "mem.ram"), ram);
+  writeFileSync(join(dir, "state.bin"), state);
+  const blocks = [{ name: "mem", bytes: ram.length, file: "mem.ram" }];
+  writeFileSync(
+    join(dir, "manifest.json"),
+    JSON.stringify({ streamFormat: format, blocks, stateHeaderBytes: head.length }),
+  );
+  return { dir, ram, state };
+}
+
+/**
+ * A TCP relay in front of a receiver: passes every connection through, but never passes a
+ * multifd connection's end on (as a QEMU source keeps its channels open until its clean-up);
+ * the main channel (the one opening with "QEVM") is passed on whole at its end, through
+ * `rewrite` when given.
+ */
+class Relay {
+  readonly #server: net.Server;
+  readonly #sockets: net.Socket[] = [];
+
+  private constructor(server: net.Server) {
+    this.#server = server;
+  }
+
+  static async start(target: number, rewrite?: (stream: Buffer) => Buffer): Promise<Relay> {
+    const server = net.createServer();
+    const relay = new Relay(server);
+    server.on("connection", (incoming) => {
+      const outgoing = net.connect(target, "127.0.0.1");
+      relay.#sockets.push(incoming, outgoing);
+      let main: boolean | undefined;
+      const held: Buffer[] = [];
+      incoming.on("data", (chunk: Buffer) => {
+        main ??= chunk.subarray(0, 4).toString("latin1") === "QEVM";
+        if (main && rewrite) held.push(chunk);
+        else outgoing.write(chunk);
+      });
+      incoming.on("end", () => {
+        if (!main) return;
+        if (rewrite) outgoing.write(rewrite(Buffer.concat(held)));
+        outgoing.end();
+      });
+      outgoing.on("data", (chunk: Buffer) => incoming.write(chunk));
+      for (const socket of [incoming, outgoing]) socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return relay;
+  }
+
+  get port(): number {
+    return (this.#server.address() as net.AddressInfo).port;
+  }
+
+  close(): void {
+    for (const socket of this.#sockets) socket.destroy();
+    this.#server.close();
+  }
+}
+
+/** `promise`, or a rejection with `message` after `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => timer = setTimeout(() => reject(new Error(message)), ms));
+  return await Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+function lastIndexOf(haystack: Uint8Array, needle: Uint8Array): number {
+  outer: for (let at = haystack.length - needle.length; at >= 0; at--) {
+    for (let i = 0; i < needle.length; i++) if (haystack[at + i] !== needle[i]) continue outer;
+    return at;
+  }
+  return -1;
+}

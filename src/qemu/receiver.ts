@@ -371,7 +371,16 @@ export class QemuMigrationReceiver {
     });
     // The stream ended after its last sync: every channel's data has been read.
     transfer.endReads();
-    await pool.all("ended");
+    // A channel at a sync the stream never matched (a source that left out its last barrier)
+    // would wait there for ioTimeoutMs: it fails the receive now.
+    const ends = await pool.all("ended", "sync");
+    const waiting = ends.findIndex((message) => message.kind === "sync");
+    if (waiting >= 0) {
+      throw new ProtocolError(
+        "qemu.sync",
+        `channel ${waiting} sent a SYNC that the main stream ended without matching`,
+      );
+    }
     transfer.stopClock();
     for (const region of regions) region.sync();
     const stats = transfer.stats(false);
