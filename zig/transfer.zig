@@ -12,6 +12,26 @@ const MADV_POPULATE_READ = @import("memory.zig").MADV_POPULATE_READ;
 
 const Iovec = extern struct { base: usize, len: usize };
 
+/// Appends the range at `base` of `length` bytes to the iovecs `iov[first..n)`, merged into
+/// the last one when it follows it; returns the new `n`, or null when it needs an iovec
+/// more than `iov` has.
+fn appendRange(iov: []Iovec, first: usize, n: usize, base: usize, length: usize) ?usize {
+    if (n > first and iov[n - 1].base + iov[n - 1].len == base) {
+        iov[n - 1].len += length;
+        return n;
+    }
+    if (n == iov.len) return null;
+    iov[n] = .{ .base = base, .len = length };
+    return n + 1;
+}
+
+/// Faults the ranges in ahead of a copy from them (`advice` MADV_POPULATE_READ) or into
+/// them (MADV_POPULATE_WRITE): one madvise a range instead of a fault a page. Best effort:
+/// on failure the copy takes the faults.
+fn populateRanges(ranges: []const Iovec, advice: u32) void {
+    for (ranges) |range| _ = linux.madvise(@ptrFromInt(range.base), range.len, advice);
+}
+
 /// Sends `count` iovecs; `zerocopy != 0` adds MSG_ZEROCOPY. Returns bytes sent or -errno.
 export fn zc_sendv(fd: i32, iov: [*]const Iovec, count: u32, zerocopy: u32) i32 {
     var flags: u32 = linux.MSG.NOSIGNAL | linux.MSG.DONTWAIT;
@@ -478,17 +498,10 @@ export fn zc_send_run(fd: i32, base_number: sys.Number, size_number: sys.Number,
             const offset: u64 = @intFromFloat(offset_number);
             const length = pageLength(offset, memory.page_size, memory.size);
             payload += length;
-            if (n > 1 and iov[n - 1].base + iov[n - 1].len == memory.base + offset) {
-                iov[n - 1].len += length;
-            } else {
-                iov[n] = .{ .base = memory.base + offset, .len = length };
-                n += 1;
-            }
+            n = appendRange(&iov, 1, n, memory.base + offset, length) orelse unreachable; // 1 + max_send_count iovecs
         }
         std.mem.writeInt(u32, head[rule.payload_at..][0..4], @intCast(payload), .big);
-        if (populate != 0) {
-            for (iov[1..n]) |range| _ = linux.madvise(@ptrFromInt(range.base), range.len, MADV_POPULATE_READ);
-        }
+        if (populate != 0) populateRanges(iov[1..n], MADV_POPULATE_READ);
         number += 1;
         var moved: u64 = 0;
         const rc = moveFull(true, fd, &iov, @intCast(n), timeout_ms, &moved);
@@ -540,17 +553,10 @@ fn recvPages(fd: i32, memory: Memory, offsets: [*]const f64, count: u32, asked: 
         while (next < count) : (next += 1) {
             const offset: u64 = @intFromFloat(offsets[next]);
             const length = pageLength(offset, memory.page_size, memory.size);
-            if (n > 0 and iov[n - 1].base + iov[n - 1].len == base + offset) {
-                iov[n - 1].len += length;
-            } else if (n < iov_max) {
-                iov[n] = .{ .base = base + offset, .len = length };
-                n += 1;
-            } else break;
+            n = appendRange(&iov, 0, n, base + offset, length) orelse break; // a full batch: this page starts the next
             batch += length;
         }
-        if (populate != 0) {
-            for (iov[0..n]) |range| _ = linux.madvise(@ptrFromInt(range.base), range.len, MADV_POPULATE_WRITE);
-        }
+        if (populate != 0) populateRanges(iov[0..n], MADV_POPULATE_WRITE);
         var moved: u64 = 0;
         const rc = moveFull(false, fd, &iov, @intCast(n), timeout_ms, &moved);
         received += moved;
