@@ -378,6 +378,10 @@ describe("an attacker on the path (encrypted)", () => {
         socket.on("error", () => {});
       }
       upstream.pipe(client);
+      // A close passes on as a close: the receiver's abort resets its connections, and a
+      // reset ends no pipe, so without this the sender would wait out its I/O timeout.
+      upstream.on("close", () => client.destroy());
+      client.on("close", () => upstream.destroy());
       let seen = new Uint8Array(0);
       let forwarded = 0;
       let spliced = false;
