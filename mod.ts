@@ -52,7 +52,7 @@ export {
   ZeroCopyUnsupportedError,
 } from "./src/errors.ts";
 export { ZeroCopyCompletions } from "./src/zerocopy_completions.ts";
-export { type AllocateOptions, Region, type RegionDescriptor } from "./src/region.ts";
+export { type AllocateOptions, type CreateFileOptions, Region, type RegionDescriptor } from "./src/region.ts";
 export { MultifdSender, type SenderOptions, type SenderPhase, type SenderResult } from "./src/multifd/sender.ts";
 export {
   DEFAULT_MAX_PENDING_HANDSHAKES,

@@ -125,7 +125,7 @@ async function main(): Promise<number> {
   const noOffsets = new Float64Array(1);
   const cases: Record<string, () => unknown> = {
     "packet": () => codec.next(input),
-    "ffi-call": () => native.zc_zero_pages(0, QEMU_PAGE_SIZE, QEMU_PAGE_SIZE, noOffsets, 0),
+    "ffi-call": () => native.zc_zero_pages(0, QEMU_PAGE_SIZE, QEMU_PAGE_SIZE, noOffsets, 0, 0),
     "nothing": () => 0,
   };
   const batch = (call: () => unknown, evict: boolean): number => {

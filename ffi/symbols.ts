@@ -122,9 +122,9 @@ export const symbols = {
   zc_prefault: { parameters: ["address", "address", "u32"], result: "i32" },
   zc_open_file: { parameters: ["buffer", "u32"], result: "i32" },
   zc_file_size: { parameters: ["i32", "buffer"], result: "i32" },
-  zc_fs_type: { parameters: ["i32", "buffer"], result: "i32" },
+  zc_fs_stat: { parameters: ["i32", "buffer"], result: "i32" },
   zc_socket_addresses: { parameters: ["i32", "buffer"], result: "i32" },
-  zc_allocate_file: { parameters: ["i32", "address"], result: "i32" },
+  zc_allocate_file: { parameters: ["i32", "address", "u32"], result: "i32" },
   zc_sync_file: { parameters: ["i32"], result: "i32" },
   // zig/pages.zig (offsets: Float64Array; wire: big-endian u64; ranges: (address, length) f64 pairs)
   zc_offsets_decode: { parameters: ["buffer", "u32", "u32", "address", "address", "buffer"], result: "i32" },
@@ -139,7 +139,7 @@ export const symbols = {
     parameters: ["address", "address", "address", "buffer", "u32", "buffer", "buffer"],
     result: "i32",
   },
-  zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32"], result: "i32" },
+  zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32", "u32"], result: "i32" },
   // key: 32 bytes; out: 32 bytes; algorithm 0 keyed BLAKE3, 1 AEGIS-128L-MAC (src/multifd/checksum.ts)
   zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer", "u32"], result: "i32" },
   zc_hardware_aes: { parameters: [], result: "i32" },

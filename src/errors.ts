@@ -50,6 +50,19 @@ export class SystemError extends ZeroCopyMultifdError {
   }
 }
 
+/**
+ * @internal A write into a region's memory that the kernel could not back (EFAULT where a
+ * touch would raise SIGBUS, or ENOMEM): a page of a sparse file (Region.createFile's
+ * `sparse`) that its full file system cannot give.
+ */
+export function unbackedPagesError(operation: string, errno: number): SystemError {
+  return new SystemError(
+    operation,
+    errno,
+    "a page of the destination could not be allocated: is its file system full?",
+  );
+}
+
 /** A socket system call failed, e.g. with ECONNRESET or EPIPE. */
 export class SocketError extends SystemError {
   /** Always "SocketError", so errors stay recognisable in logs and across Workers. */

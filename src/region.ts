@@ -11,8 +11,8 @@
  * @module
  */
 import { sameBytes } from "../util/bytes.ts";
-import { addressOf, native, viewOf } from "../ffi/mod.ts";
-import { ChannelClosedError, InvalidArgumentError, SystemError } from "./errors.ts";
+import { addressOf, Errno, native, viewOf } from "../ffi/mod.ts";
+import { ChannelClosedError, InvalidArgumentError, SystemError, unbackedPagesError } from "./errors.ts";
 
 /** How Workers find a region: plain numbers (and the SharedArrayBuffer, if any) post fine. */
 export interface RegionDescriptor {
@@ -49,9 +49,45 @@ export interface AllocateOptions {
   prefault?: boolean;
 }
 
+/**
+ * Options of {@link Region.createFile}.
+ *
+ * @example A file on tmpfs that a receive can start writing at once
+ * ```ts
+ * import { MultifdReceiver, Region } from "zerocopy-multifd";
+ *
+ * const receiver = await MultifdReceiver.listen({ port: 4444, secret: "a shared secret" });
+ * await receiver.receive((size) => Region.createFile("/dev/shm/guest.img", size, { sparse: true }));
+ * ```
+ */
+export interface CreateFileOptions {
+  /**
+   * On tmpfs, leave the file's pages to be allocated as they are written instead of all
+   * now: reserving them (fallocate) takes ~190 ms per 2 GiB on a tmpfs of 4 KiB pages (~5 ms
+   * with huge pages), which a receive would wait for before its first byte. The free space
+   * is still checked now (SystemError ENOSPC if the file cannot fit), and every write this
+   * module makes into the region populates its pages first (MADV_POPULATE_WRITE), so a file
+   * system filled by someone else meanwhile fails the transfer with SystemError, never with
+   * SIGBUS; a write of yours through {@link Region.view} would raise SIGBUS then. Elsewhere
+   * (a disk, where fallocate is fast; hugetlbfs; a kernel before 5.14) the space is reserved
+   * as without it. Default false.
+   */
+  sparse?: boolean;
+}
+
 const MAPPING_GRANULE = 4096;
+const TMPFS_MAGIC = 0x01021994n;
 /** statfs f_type of file systems whose files live in memory: tmpfs, hugetlbfs. */
-const IN_MEMORY_FILE_SYSTEMS: readonly bigint[] = [0x01021994n, 0x958458f6n];
+const IN_MEMORY_FILE_SYSTEMS: readonly bigint[] = [TMPFS_MAGIC, 0x958458f6n];
+
+/** What statfs says of a file's file system (zc_fs_stat). */
+interface FileSystem {
+  type: bigint;
+  blockSize: bigint;
+  freeBlocks: bigint;
+  /** 0: no limit. */
+  totalBlocks: bigint;
+}
 const MAX_SIZE = Number.MAX_SAFE_INTEGER - MAPPING_GRANULE;
 
 /**
@@ -116,7 +152,7 @@ export class Region {
       const size = Number(out[0]);
       checkSize(size);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 0, o), path);
-      return Region.#fileRegion(address, size, fd);
+      return Region.#fileRegion(address, size, fd, fileSystemOf(fd, path, false));
     } catch (error) {
       native.zc_close(fd);
       throw error;
@@ -125,16 +161,26 @@ export class Region {
 
   /**
    * Creates `path` fresh (truncating any old content), reserves `size` bytes of disk for it
-   * (a full disk fails here, never later as SIGBUS) and maps it writable: what lands in
-   * the region lands in the file. It reads as zeros until written.
+   * (a full disk fails here, never later as SIGBUS; but see {@link CreateFileOptions.sparse})
+   * and maps it writable: what lands in the region lands in the file. It reads as zeros
+   * until written.
    */
-  static createFile(path: string, size: number): Region {
+  static createFile(path: string, size: number, options: CreateFileOptions = {}): Region {
     checkSize(size);
     const fd = openFile(path, 1);
     try {
-      check("fallocate", native.zc_allocate_file(fd, size), path);
+      const fileSystem = fileSystemOf(fd, path, true);
+      const sparse = options.sparse === true && size > 0 && fileSystem.type === TMPFS_MAGIC;
+      if (sparse) checkRoom(fileSystem, size, path);
+      check(sparse ? "ftruncate" : "fallocate", native.zc_allocate_file(fd, size, sparse ? 0 : 1), path);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 1, o), path);
-      return Region.#fileRegion(address, size, fd);
+      const region = Region.#fileRegion(address, size, fd, fileSystem);
+      // Sparse is safe only where writes can populate first: a kernel without
+      // MADV_POPULATE_WRITE (EINVAL, < 5.14) gets the space reserved after all.
+      const populated = sparse ? native.zc_prefault(address, Math.min(size, MAPPING_GRANULE), 1) : 0;
+      if (populated === -Errno.EINVAL) check("fallocate", native.zc_allocate_file(fd, size, 1), path);
+      else check("create file", populated, path);
+      return region;
     } catch (error) {
       native.zc_close(fd);
       throw error;
@@ -147,10 +193,9 @@ export class Region {
    * disk are not: the faults' readahead keeps I/O ahead of the copy, which a populate per
    * packet would serialise (measured slower: bench/RESULTS.md).
    */
-  static #fileRegion(address: number, size: number, fd: number): Region {
+  static #fileRegion(address: number, size: number, fd: number, fileSystem: FileSystem | undefined): Region {
     const region = new Region(address, size, "file", fd, undefined);
-    const type = new BigUint64Array(1);
-    region.#populate = native.zc_fs_type(fd, type) === 0 && IN_MEMORY_FILE_SYSTEMS.includes(type[0]);
+    region.#populate = fileSystem !== undefined && IN_MEMORY_FILE_SYSTEMS.includes(fileSystem.type);
     return region;
   }
 
@@ -207,6 +252,20 @@ export class Region {
       if (!sameBytes(this.view(offset, length), other.view(offset, length))) return false;
     }
     return true;
+  }
+
+  /**
+   * A window for writing: on a file in memory its pages are backed first
+   * (MADV_POPULATE_WRITE), so a sparse file whose file system is full fails here with
+   * SystemError rather than raising SIGBUS on the write.
+   */
+  writable(offset: number, length: number): Uint8Array {
+    const window = this.view(offset, length);
+    if (this.#populate && length > 0) {
+      const rc = native.zc_prefault(this.address + offset, length, 1);
+      if (rc < 0 && rc !== -Errno.EINVAL) throw unbackedPagesError("madvise(MADV_POPULATE_WRITE)", -rc);
+    }
+    return window;
   }
 
   /** Faults every page in now (MADV_POPULATE_WRITE/READ). */
@@ -275,6 +334,25 @@ function checkRange(offset: number, length: number, size: number): void {
     !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size
   ) {
     throw new InvalidArgumentError(`range [${offset}, +${length}) is outside the region of ${size} bytes`);
+  }
+}
+
+/** The file system of `fd`; undefined when statfs fails and `required` is false. */
+function fileSystemOf(fd: number, path: string, required: true): FileSystem;
+function fileSystemOf(fd: number, path: string, required: false): FileSystem | undefined;
+function fileSystemOf(fd: number, path: string, required: boolean): FileSystem | undefined {
+  const out = new BigUint64Array(4);
+  const rc = native.zc_fs_stat(fd, out);
+  if (rc < 0 && !required) return undefined;
+  check("fstatfs", rc, path);
+  return { type: out[0], blockSize: out[1], freeBlocks: out[2], totalBlocks: out[3] };
+}
+
+/** A file of `size` bytes fits in the free space (a file system without a limit: always). */
+function checkRoom({ blockSize, freeBlocks, totalBlocks }: FileSystem, size: number, path: string): void {
+  const free = freeBlocks * blockSize;
+  if (totalBlocks > 0n && free < BigInt(size)) {
+    throw new SystemError("create file", Errno.ENOSPC, `${path}: ${free} bytes free, ${size} needed`);
   }
 }
 

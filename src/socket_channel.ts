@@ -21,6 +21,7 @@ import {
   InvalidArgumentError,
   SocketError,
   TimeoutError,
+  unbackedPagesError,
   ZeroCopyCompletionError,
   ZeroCopyResourceError,
   ZeroCopyUnsupportedError,
@@ -665,6 +666,8 @@ export class SocketChannel {
         `${total - bytes} bytes ${side === "read" ? "missing" : "unsent"}`,
       );
     }
+    // EFAULT, ENOMEM: a page the data was to land in could not be backed (a sparse file's full file system).
+    if ((rc === -Errno.EFAULT || rc === -Errno.ENOMEM) && side === "read") throw unbackedPagesError("recvmsg", -rc);
     if (rc < 0 && side === "read") throw new SocketError("recvmsg", -rc);
     if (rc < 0) throw new SocketError("sendmsg", -rc, `${bytes} of ${total} bytes written`);
     return bytes;

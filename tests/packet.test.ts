@@ -92,7 +92,14 @@ function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
           payloadBytes,
         });
         if (typeof got !== "number") return got;
-        native.zc_zero_pages(memory.address, memory.size, pageSize, offsets.subarray(normalCount), count - normalCount);
+        native.zc_zero_pages(
+          memory.address,
+          memory.size,
+          pageSize,
+          offsets.subarray(normalCount),
+          count - normalCount,
+          0,
+        );
         run.packets++, run.normalPages += normalCount, run.zeroPages += count - normalCount, run.payloadBytes += got;
         const previous = wire.slice(0, offsetsAt);
         const ahead = readAhead(wire, headerLength);

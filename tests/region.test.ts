@@ -5,9 +5,9 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { InvalidArgumentError, Region, SystemError } from "../mod.ts";
-import { fillPattern, transfer } from "./helpers/multifd.ts";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { InvalidArgumentError, MultifdReceiver, MultifdSender, Region, SystemError } from "../mod.ts";
+import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
 import { isRoot, requirement } from "./helpers/preconditions.ts";
 
 describe("Region holds", () => {
@@ -81,14 +81,24 @@ describe("file regions in memory (tmpfs)", () => {
 });
 
 describe("a file output its file system cannot hold", () => {
+  const onSmallTmpfs = async (megabytes: number, body: (dir: string) => Promise<void>) => {
+    const dir = mkdtempSync("/tmp/zcmf-full-");
+    const mount = (args: string[]) => execFileSync(args[0], args.slice(1), { stdio: "ignore" });
+    mount(["mount", "-t", "tmpfs", "-o", `size=${megabytes}m`, "tmpfs", dir]);
+    try {
+      await body(dir);
+    } finally {
+      mount(["umount", dir]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const needsRoot = { skip: requirement(isRoot, "mounting a small tmpfs needs root") };
+
   test(
     "SystemError ENOSPC when the file is created (reserved up front: never a SIGBUS in the middle of a transfer)",
-    { skip: requirement(isRoot, "mounting a small tmpfs needs root") },
-    async () => {
-      const dir = mkdtempSync("/tmp/zcmf-full-");
-      const mount = (args: string[]) => execFileSync(args[0], args.slice(1), { stdio: "ignore" });
-      mount(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", dir]);
-      try {
+    needsRoot,
+    () =>
+      onSmallTmpfs(1, async (dir) => {
         assert.throws(
           () => Region.createFile(`${dir}/out.bin`, 4 << 20),
           (error) => error instanceof SystemError && error.code === "ENOSPC" && /fallocate/.test(error.message),
@@ -96,10 +106,81 @@ describe("a file output its file system cannot hold", () => {
         const fits = Region.createFile(`${dir}/small.bin`, 512 << 10); // the space is still there to use
         fits.view().fill(7);
         await fits.close();
-      } finally {
-        mount(["umount", dir]);
-        rmSync(dir, { recursive: true, force: true });
-      }
-    },
+      }),
   );
+
+  test(
+    "sparse: the free space is checked up front (ENOSPC), but no page is reserved",
+    needsRoot,
+    () =>
+      onSmallTmpfs(8, async (dir) => {
+        assert.throws(
+          () => Region.createFile(`${dir}/out.bin`, 16 << 20, { sparse: true }),
+          (error) => error instanceof SystemError && error.code === "ENOSPC" && /bytes free/.test(error.message),
+        );
+        const region = Region.createFile(`${dir}/out.bin`, 6 << 20, { sparse: true });
+        try {
+          // One page backed (the check that the kernel can populate), not 6 MiB.
+          assert.ok(statSync(`${dir}/out.bin`).blocks * 512 <= 64 << 10, "the file's space was reserved");
+          assert.equal(statSync(`${dir}/out.bin`).size, 6 << 20);
+          assert.equal(region.view(0, 1 << 20).every((byte) => byte === 0), true);
+        } finally {
+          await region.close();
+        }
+      }),
+  );
+
+  // A sparse file whose file system another file filled after it was created: the receive
+  // fails with SystemError on the page that cannot be backed, and the process lives on
+  // (no SIGBUS): the pages with data (received by the kernel's copy), sealed pages (opened
+  // into place by the AEAD) and zero pages (filled in place) alike.
+  for (
+    const { name, encrypt, zeros } of [
+      { name: "pages with data", encrypt: false, zeros: false },
+      { name: "sealed pages", encrypt: true, zeros: false },
+      { name: "zero pages", encrypt: false, zeros: true },
+    ]
+  ) {
+    test(
+      `sparse, its file system filled meanwhile: ${name} fail the receive with SystemError`,
+      needsRoot,
+      () =>
+        onSmallTmpfs(8, async (dir) => {
+          const size = 6 << 20;
+          const destination = Region.createFile(`${dir}/out.bin`, size, { sparse: true });
+          const filler = Region.createFile(`${dir}/filler.bin`, 5 << 20);
+          await filler.close();
+          const source = Region.allocate(size);
+          if (!zeros) fillPattern(source, 31);
+          try {
+            const receiver = await MultifdReceiver.listen({ secret: SECRET, ioTimeoutMs: 5_000 });
+            const receiving = receiver.receive(destination).then(() => undefined, (error: Error) => error);
+            const sending = (async () => {
+              const sender = await MultifdSender.connect(source, {
+                hostname: "127.0.0.1",
+                port: receiver.port,
+                secret: SECRET,
+                encrypt,
+                ioTimeoutMs: 5_000,
+              });
+              try {
+                await sender.sendRound();
+                await sender.finish();
+              } finally {
+                await sender.abort();
+              }
+            })().catch(() => {});
+            const failure = await receiving;
+            await sending;
+            assert.ok(failure, "the receive succeeded into a full file system");
+            const remote = (failure as { remote?: { name: string; message: string } }).remote ?? failure;
+            assert.equal(remote.name, "SystemError", `${failure.name}: ${failure.message}`);
+            assert.match(remote.message, /could not be allocated: is its file system full/);
+          } finally {
+            await source.close();
+            await destination.close();
+          }
+        }),
+    );
+  }
 });

@@ -65,22 +65,24 @@ export fn zc_file_size(fd: i32, out: *u64) i32 {
     return 0;
 }
 
-/// Writes the type of the file system holding `fd` (statfs `f_type`, e.g. TMPFS_MAGIC
-/// 0x01021994) to `out[0]`.
-export fn zc_fs_type(fd: i32, out: *u64) i32 {
-    // struct statfs on x86-64: 120 bytes, f_type first. Not wrapped by this std version.
+/// Writes what statfs says of the file system holding `fd` to `out[0..4]`: its type
+/// (`f_type`, e.g. TMPFS_MAGIC 0x01021994), block size, blocks free to us, blocks in all
+/// (0: no limit, as a tmpfs mounted with size=0).
+export fn zc_fs_stat(fd: i32, out: *[4]u64) i32 {
+    // struct statfs on x86-64: 120 bytes, f_type, f_bsize, f_blocks, f_bfree, f_bavail
+    // first. Not wrapped by this std version.
     var buf: [15]u64 = undefined;
     const rc = sys.result32(linux.syscall2(.fstatfs, @as(usize, @bitCast(@as(isize, fd))), @intFromPtr(&buf)));
     if (rc < 0) return rc;
-    out.* = buf[0];
+    out.* = .{ buf[0], buf[1], buf[4], buf[2] };
     return 0;
 }
 
-/// Reserves the file's blocks up to `length` (so a full disk fails now, not as SIGBUS later)
-/// and sets its size to `length`.
-export fn zc_allocate_file(fd: i32, length_number: sys.Number) i32 {
+/// Sets the file's size to `length`; `reserve != 0` also allocates its blocks (so a full
+/// disk fails now, not as SIGBUS later).
+export fn zc_allocate_file(fd: i32, length_number: sys.Number, reserve: u32) i32 {
     const length = sys.whole(length_number) orelse return sys.invalid_number;
-    if (length == 0) return sys.result32(linux.ftruncate(fd, 0));
+    if (length == 0 or reserve == 0) return sys.result32(linux.ftruncate(fd, @intCast(length)));
     return sys.result32(linux.fallocate(fd, 0, 0, @intCast(length)));
 }
 

@@ -5,6 +5,7 @@
 //! hold them; every function takes offsets the caller produced or this file validated.
 const std = @import("std");
 const sys = @import("sys.zig");
+const MADV_POPULATE_WRITE = @import("memory.zig").MADV_POPULATE_WRITE;
 
 /// The wire's offsets, big-endian u64 (docs/PROTOCOL.md).
 fn wireOffset(wire: [*]const u8, i: usize) u64 {
@@ -195,19 +196,52 @@ pub fn splitZero(base: u64, region_size: u64, page_size: u64, offsets: [*]const 
 }
 
 /// Makes the pages at `offsets` read as zeros. Pages that already are zero are left
-/// untouched, so an untouched destination page is never faulted in.
-export fn zc_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32) i32 {
+/// untouched, so an untouched page of anonymous memory is never faulted in. `populate != 0`
+/// (a file in memory, whose space may not be reserved: Region.createFile's `sparse`): the
+/// pages are first faulted in for writing, a run of adjacent pages per madvise, so a file
+/// system that cannot give them fails the call with -errno where touching them would have
+/// raised SIGBUS.
+export fn zc_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, populate: u32) i32 {
     const base = sys.whole(base_number) orelse return sys.invalid_number;
     const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
     const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
-    zeroPages(base, region_size, page_size, offsets, count);
-    return 0;
+    return zeroPages(base, region_size, page_size, offsets, count, populate);
 }
 
-/// zc_zero_pages' loop (also zc_recv_wire_run's), on offsets checked already.
-pub fn zeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32) void {
+/// zc_zero_pages' work (also zc_recv_wire_run's), on offsets checked already.
+pub fn zeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, populate: u32) i32 {
+    if (populate != 0) {
+        const rc = populateZeroPages(base, region_size, page_size, offsets, count);
+        if (rc < 0) return rc;
+    }
     for (0..count) |i| {
         const bytes = pageBytes(base, offsets[i], page_size, region_size);
         if (!isZero(bytes)) @memset(bytes, 0);
     }
+    return 0;
+}
+
+/// MADV_POPULATE_WRITE over the pages at `offsets`, a run of adjacent pages per call.
+fn populateZeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32) i32 {
+    var start: u64 = 0;
+    var end: u64 = 0; // the run not yet populated, [start, end)
+    for (0..count) |i| {
+        const bytes = pageBytes(base, offsets[i], page_size, region_size);
+        const at = @intFromPtr(bytes.ptr);
+        if (at != end) {
+            const rc = populateWrite(start, end);
+            if (rc < 0) return rc;
+            start = at;
+        }
+        end = at + bytes.len;
+    }
+    return populateWrite(start, end);
+}
+
+/// A kernel without MADV_POPULATE_WRITE (EINVAL, < 5.14) leaves the pages to be faulted in
+/// by the touch: Region.createFile reserves a sparse file's space on such a kernel.
+fn populateWrite(start: u64, end: u64) i32 {
+    if (end == start) return 0;
+    const rc = sys.result32(sys.linux.madvise(@ptrFromInt(start), end - start, MADV_POPULATE_WRITE));
+    return if (rc == sys.invalid_number) 0 else rc;
 }

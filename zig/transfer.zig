@@ -369,7 +369,8 @@ export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Nu
         outcome[1] = @floatFromInt(if (offsets_step) @as(u64, count) * 8 else got.asked);
         outcome[3] = @floatFromInt(got.rejected);
         if (rc != @intFromEnum(Full.done) or !got.complete(count, rule.layout)) return rc;
-        pages.zeroPages(memory.base, memory.size, memory.page_size, offsets + normal, count - normal);
+        const zeroed = pages.zeroPages(memory.base, memory.size, memory.page_size, offsets + normal, count - normal, populate);
+        if (zeroed < 0) return zeroed;
         packets += 1;
         normal_pages += normal;
         zero_pages += count - normal;

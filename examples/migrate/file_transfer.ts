@@ -362,7 +362,8 @@ export async function recv(options: RecvOptions): Promise<number> {
         throw new Error(`the sender's file is ${size} bytes, not the ${prepared.size} of --size`);
       }
       if (!prepared) state.cleanupOnFailure.push(file);
-      destination = prepared ?? Region.createFile(file, size);
+      // Sparse on tmpfs: the receive starts without reserving every page first.
+      destination = prepared ?? Region.createFile(file, size, { sparse: true });
       if (!options.json || process.stderr.isTTY) err(`receiving ${formatBytes(size)} into ${options.file}`);
       progress = new ProgressBar(
         "recv",

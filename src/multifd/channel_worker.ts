@@ -11,8 +11,8 @@
  * it, so a page of a later round can never be overwritten by an older copy arriving late.
  * @module
  */
-import { addressOf, native } from "../../ffi/mod.ts";
-import { ChannelClosedError, TimeoutError, ZeroCopyUnsupportedError } from "../errors.ts";
+import { addressOf, Errno, native } from "../../ffi/mod.ts";
+import { ChannelClosedError, TimeoutError, unbackedPagesError, ZeroCopyUnsupportedError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 import { SocketChannel } from "../socket_channel.ts";
 import { readWirePagesSync, readWireRunSync } from "../wire_reads.ts";
@@ -76,13 +76,16 @@ class ChannelEnd implements PacketInput {
 
   /**
    * Faults a packet's pages of a file region in with one madvise per range, before the
-   * copy would fault them one by one. Best effort: a kernel without MADV_POPULATE_* (< 5.14)
-   * just takes the faults.
+   * copy would fault them one by one. A kernel without MADV_POPULATE_* (< 5.14) just takes
+   * the faults. A page that cannot be backed for writing (a sparse file's full file system)
+   * fails here: the write that follows would raise SIGBUS.
    */
   readonly populate: Populate = (addresses, lengths, forWrite) => {
     if (!this.#populate) return;
     for (let i = 0; i < addresses.length; i++) {
-      if (native.zc_prefault(addresses[i], lengths[i], forWrite ? 1 : 0) < 0) this.#populate = false;
+      const rc = native.zc_prefault(addresses[i], lengths[i], forWrite ? 1 : 0);
+      if (rc === -Errno.EINVAL) this.#populate = false;
+      else if (rc < 0 && forWrite) throw unbackedPagesError("madvise(MADV_POPULATE_WRITE)", -rc);
     }
   };
 

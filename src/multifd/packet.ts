@@ -6,8 +6,8 @@
  * packet's pages are native (zig/pages.zig); JS does per-packet work only.
  * @module
  */
-import { native } from "../../ffi/mod.ts";
-import { InvalidArgumentError } from "../errors.ts";
+import { Errno, native } from "../../ffi/mod.ts";
+import { InvalidArgumentError, unbackedPagesError } from "../errors.ts";
 import type { RegionDescriptor } from "../region.ts";
 
 /** (address, length) pairs for one vectored syscall, refilled packet after packet. */
@@ -106,6 +106,9 @@ export class PageScan {
   /** Makes the pages at `offsets[from..from + count)` read as zeros (untouched zero pages stay untouched). */
   zeroFill(offsets: Float64Array, from: number, count: number): void {
     const list = from === 0 ? offsets : offsets.subarray(from, from + count);
-    checkedPages("zero fill", native.zc_zero_pages(this.region.address, this.region.size, this.pageSize, list, count));
+    const { address, size, populate } = this.region;
+    const rc = native.zc_zero_pages(address, size, this.pageSize, list, count, populate ? 1 : 0);
+    if (rc < 0 && rc !== -Errno.EINVAL) throw unbackedPagesError("madvise(MADV_POPULATE_WRITE)", -rc);
+    checkedPages("zero fill", rc);
   }
 }

@@ -11,9 +11,10 @@ import { ProtocolError } from "../multifd/wire.ts";
 import type { StreamReader } from "./stream_reader.ts";
 import { QEMU_PAGE_SIZE, QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION } from "./wire.ts";
 
-/** Where a RAM block's pages land: its size, a window onto its bytes, and a zero-fill. */
+/** Where a RAM block's pages land: its size, a window for writing its bytes, and a zero-fill. */
 export interface RamBlockTarget {
   readonly size: number;
+  /** A window the parser writes into (its pages backed first: Region.writable). */
   view(offset: number, length: number): Uint8Array;
   /**
    * Makes the page at `offset` read as zeros, writing it only if it is not zero already (as

@@ -349,7 +349,9 @@ export class QemuMigrationReceiver {
         for (const { name, bytes } of list) {
           const file = join(dir, `${name.replaceAll("/", "_")}.ram`);
           rmSync(file, { force: true });
-          const region = Region.createFile(file, bytes);
+          // Sparse: no reserving of every page before the first byte can land (the free
+          // space is checked; every write populates first, so a full tmpfs fails typed).
+          const region = Region.createFile(file, bytes, { sparse: true });
           regions.push(region);
           transfer.holdRegion(region);
           order.push({ name, bytes, file });
@@ -449,7 +451,7 @@ function zeroFillable(region: Region): RamBlockTarget {
   const offset = new Float64Array(1);
   return {
     size: region.size,
-    view: (at, length) => region.view(at, length),
+    view: (at, length) => region.writable(at, length),
     zeroPage: (at) => {
       offset[0] = at;
       scan.zeroFill(offset, 0, 1);
