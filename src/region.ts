@@ -63,7 +63,7 @@ export interface AllocateOptions {
 export interface CreateFileOptions {
   /**
    * On tmpfs, leave the file's pages to be allocated as they are written instead of all
-   * now: reserving them (fallocate) takes ~190 ms per 2 GiB on a tmpfs of 4 KiB pages (~5 ms
+   * now: reserving them (fallocate) takes ~200 ms per 2 GiB on a tmpfs of 4 KiB pages (~6 ms
    * with huge pages), which a receive would wait for before its first byte. The free space
    * is still checked now (SystemError ENOSPC if the file cannot fit), and every write this
    * module makes into the region populates its pages first (MADV_POPULATE_WRITE), so a file
