@@ -82,7 +82,7 @@ function senders(channel: SocketChannel): Record<string, { send: () => unknown; 
   return {
     "ffi-empty": { send: () => rawSend(fd, iov, 0), isAsync: false },
     "ffi-1B": { send: () => rawSend(fd, iov, 1), isAsync: false },
-    "ffi-pages-empty": { send: () => native.zc_zero_pages(address, 4096, 4096, NO_OFFSETS, 0, 0), isAsync: false },
+    "ffi-pages-empty": { send: () => native.zc_zero_pages(address, 4096, 4096, NO_OFFSETS, 0, 0, -1), isAsync: false },
     "writeRangesSync-1B": { send: () => channel.writeRangesSync(addresses, lengths, false), isAsync: false },
     "writevSync-1B": { send: () => channel.writevSync(views), isAsync: false },
     "writev-1B": { send: () => channel.writev(views), isAsync: true },

@@ -115,7 +115,7 @@ async function main(): Promise<number> {
     // A run of data packets, the same way: its first packet's decode and a recvmsg that fails,
     // then the next header in place (each call one packet, as without runs).
     readWireRun: ({ memory, pageSize, wire, offsets }, run) => {
-      native.zc_recv_wire_run(-1, memory.address, memory.size, pageSize, wire, run.rule, offsets, 0, 0, runOutcome);
+      native.zc_recv_wire_run(-1, memory.address, memory.size, pageSize, wire, run.rule, offsets, 0, -1, 0, runOutcome);
       wire.set(packets[next++ % count]);
       return MULTIFD_PACKET_HEADER_BYTES;
     },
@@ -125,7 +125,7 @@ async function main(): Promise<number> {
   const noOffsets = new Float64Array(1);
   const cases: Record<string, () => unknown> = {
     "packet": () => codec.next(input),
-    "ffi-call": () => native.zc_zero_pages(0, QEMU_PAGE_SIZE, QEMU_PAGE_SIZE, noOffsets, 0, 0),
+    "ffi-call": () => native.zc_zero_pages(0, QEMU_PAGE_SIZE, QEMU_PAGE_SIZE, noOffsets, 0, 0, -1),
     "nothing": () => 0,
   };
   const batch = (call: () => unknown, evict: boolean): number => {

@@ -69,10 +69,10 @@ export const symbols = {
   },
   // fd, memory base, size, page size, wire (Uint8Array: the first header, then each read
   // ahead, and the offsets that follow it in the socket), rule (Uint32Array(11),
-  // zig/transfer.zig RunRule), out: offsets (Float64Array), populate, timeout ms,
-  // out: Float64Array(9) (zc_recv_wire_run's outcome)
+  // zig/transfer.zig RunRule), out: offsets (Float64Array), populate, the sparse file's fd
+  // (-1: none), timeout ms, out: Float64Array(9) (zc_recv_wire_run's outcome)
   zc_recv_wire_run: {
-    parameters: ["i32", "address", "address", "address", "buffer", "buffer", "buffer", "u32", "i32", "buffer"],
+    parameters: ["i32", "address", "address", "address", "buffer", "buffer", "buffer", "u32", "i32", "i32", "buffer"],
     result: "i32",
   },
   // fd, memory base, size, page size, the round's pages (Uint32Array), use them (1) or the
@@ -139,9 +139,12 @@ export const symbols = {
     parameters: ["address", "address", "address", "buffer", "u32", "buffer", "buffer"],
     result: "i32",
   },
-  zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32", "u32"], result: "i32" },
+  zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32", "u32", "i32"], result: "i32" },
   // key: 32 bytes; out: 32 bytes; algorithm 0 keyed BLAKE3, 1 AEGIS-128L-MAC (src/multifd/checksum.ts)
-  zc_region_mac: { parameters: ["address", "address", "buffer", "u32", "address", "buffer", "u32"], result: "i32" },
+  zc_region_mac: {
+    parameters: ["address", "address", "buffer", "u32", "address", "buffer", "u32", "i32", "address"],
+    result: "i32",
+  },
   zc_hardware_aes: { parameters: [], result: "i32" },
   zc_address_of: { parameters: ["buffer"], result: "f64" },
   // zig/aead.zig: cipher, key (32 bytes), first nonce, messages (iovec array), count, out / sealed

@@ -28,6 +28,12 @@ export interface RegionDescriptor {
    * a fault per 4 KiB page inside the copy (several times slower where faults trap).
    */
   populate?: boolean;
+  /**
+   * The fd of a sparse file (Region.createFile's `sparse`), mapped from its offset 0: a
+   * zero page that falls in one of its holes reads as zeros already and is left unwritten,
+   * so the file stays sparse.
+   */
+  sparseFd?: number;
 }
 
 /**
@@ -114,6 +120,8 @@ export class Region {
   #abandoned = false;
   /** Whether transfers populate each packet's pages first (see RegionDescriptor.populate). */
   #populate = false;
+  /** Created sparse: its holes read as zeros (see RegionDescriptor.sparseFd). */
+  #sparse = false;
 
   private constructor(
     /** Native address of byte 0 (0 for an empty region). */
@@ -180,6 +188,7 @@ export class Region {
       const populated = sparse ? native.zc_prefault(address, Math.min(size, MAPPING_GRANULE), 1) : 0;
       if (populated === -Errno.EINVAL) check("fallocate", native.zc_allocate_file(fd, size, 1), path);
       else check("create file", populated, path);
+      region.#sparse = sparse;
       return region;
     } catch (error) {
       native.zc_close(fd);
@@ -224,7 +233,14 @@ export class Region {
   /** Plain data a Worker can use to reach this region by pointer. */
   get descriptor(): RegionDescriptor {
     this.#checkOpen();
-    return { address: this.address, size: this.size, shared: this.shared, populate: this.#populate };
+    const descriptor: RegionDescriptor = {
+      address: this.address,
+      size: this.size,
+      shared: this.shared,
+      populate: this.#populate,
+    };
+    if (this.#sparse) descriptor.sparseFd = this.fd;
+    return descriptor;
   }
 
   /**

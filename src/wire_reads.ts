@@ -34,8 +34,11 @@ export type WireLayout = typeof WireLayout[keyof typeof WireLayout];
 
 /** @internal A data packet as {@link readWirePagesSync} and {@link readWireRunSync} read it. */
 export interface WirePacket {
-  /** Where its pages go (the region, or the RAM block the packet names). */
-  memory: { readonly address: number; readonly size: number };
+  /**
+   * Where its pages go (the region, or the RAM block the packet names); `sparseFd`: a sparse
+   * file's, whose holes its zero pages are left in (RegionDescriptor.sparseFd).
+   */
+  memory: { readonly address: number; readonly size: number; readonly sparseFd?: number };
   pageSize: number;
   /** The header and its offsets (at `at`); the next header is read ahead into it from byte 0. */
   wire: Uint8Array;
@@ -262,6 +265,7 @@ export function readWireRunSync(
       rule,
       offsets,
       populate ? 1 : 0,
+      memory.sparseFd ?? -1,
       ioTimeoutMs,
       outcome,
     );

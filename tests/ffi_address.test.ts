@@ -57,7 +57,11 @@ test("an address or size that is not a whole number below 2^53 is refused: -EINV
   const offsets = new Float64Array([0]);
   for (const bad of [0.5, -4096, NaN, Infinity, 2 ** 53 + 2]) {
     assert.equal(native.zc_prefault(bad, 4096, 1), -Errno.EINVAL, `zc_prefault(${bad})`);
-    assert.equal(native.zc_zero_pages(address, bad, 4096, offsets, 1, 0), -Errno.EINVAL, `zc_zero_pages size ${bad}`);
+    assert.equal(
+      native.zc_zero_pages(address, bad, 4096, offsets, 1, 0, -1),
+      -Errno.EINVAL,
+      `zc_zero_pages size ${bad}`,
+    );
   }
   page.fill(7);
   const region = { address: address + 0.5, size: 4096 } as RegionDescriptor;
@@ -65,7 +69,7 @@ test("an address or size that is not a whole number below 2^53 is refused: -EINV
   assert.throws(() => pageRanges(region, 4096, offsets, 1, new Ranges()), InvalidArgumentError);
   assert.ok(page.every((b) => b === 7), "a refused call wrote nothing");
   // The same calls with whole numbers work: the checks refuse only what they should.
-  assert.equal(native.zc_zero_pages(address, 4096, 4096, offsets, 1, 0), 0);
+  assert.equal(native.zc_zero_pages(address, 4096, 4096, offsets, 1, 0, -1), 0);
   assert.ok(page.every((b) => b === 0));
 });
 

@@ -99,6 +99,7 @@ function streamReader(stream: Uint8Array): PacketInput & { left(): number } {
           offsets.subarray(normalCount),
           count - normalCount,
           0,
+          -1,
         );
         run.packets++, run.normalPages += normalCount, run.zeroPages += count - normalCount, run.payloadBytes += got;
         const previous = wire.slice(0, offsetsAt);

@@ -5,7 +5,7 @@
 // and these tests must run (tests/helpers/preconditions.ts).
 import { afterEach, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -45,10 +45,10 @@ const available = qemuAvailable("7.2");
 async function migrateIntoUs(
   version: QemuVersion,
   seed: number,
-  options: { channels: number; zerocopy: boolean; idleMs?: number },
+  options: { channels: number; zerocopy: boolean; idleMs?: number; under?: string },
   check: (result: QemuReceiveResult, dir: string, ram: Uint8Array, receiveSeconds: number) => void,
 ): Promise<void> {
-  const dir = mkdtempSync(join(tmpdir(), `qemu-recv-${version}-`));
+  const dir = mkdtempSync(join(options.under ?? tmpdir(), `qemu-recv-${version}-`));
   const source = await startQemuSource(version, SIZE, seed, options);
   try {
     const receiver = await QemuMigrationReceiver.listen({ channels: options.channels });
@@ -342,6 +342,36 @@ describe("QEMU 10.0 migrates into us (its per-pass sync, zero pages in multifd p
         assert.equal(result.streamFormat, "8.1+");
         assert.ok(result.pagesZero > 0, "zero pages came in multifd packets");
         assert.ok(readFileSync(join(dir, "mem.ram")).equals(ram), "the RAM file differs from QEMU's");
+      });
+    });
+  }
+});
+
+describe("into a directory on tmpfs: the RAM file is sparse (QEMU's zero pages stay holes)", () => {
+  /** Bytes of `ram`'s 4 KiB pages that are not all zero. */
+  const dataBytes = (ram: Uint8Array) => {
+    let pages = 0;
+    for (let at = 0; at < ram.length; at += 4096) if (ram.subarray(at, at + 4096).some((b) => b !== 0)) pages++;
+    return pages * 4096;
+  };
+  for (const version of ["7.2", "10.0"] as const) {
+    test(`${version}: byte-identical, and only its pages with data are allocated`, {
+      skip: requirement(
+        (version === "7.2" ? available : available10) === true,
+        `QEMU ${version} is not available: ${version === "7.2" ? available : available10}`,
+      ),
+    }, async () => {
+      await migrateIntoUs(version, 70, { channels: 2, zerocopy: false, under: "/dev/shm" }, (result, dir, ram) => {
+        const file = join(dir, "mem.ram");
+        // Read with read(2): a read through a mapping would allocate the holes it reads.
+        assert.ok(readFileSync(file).equals(ram), "the RAM file differs from QEMU's");
+        const allocated = statSync(file).blocks * 512, data = dataBytes(ram);
+        assert.ok(data < ram.length - (1 << 20), "the guest has zero stretches");
+        assert.ok(
+          allocated >= data && allocated <= data + 4096,
+          `${allocated} bytes allocated for ${data} bytes of pages with data (${result.pagesZero} zero pages in packets, ` +
+            `${result.zeroPageRecords} ZERO records)`,
+        );
       });
     });
   }

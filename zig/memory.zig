@@ -95,32 +95,62 @@ export fn zc_sync_file(fd: i32) i32 {
 /// (src/multifd/checksum.ts), one per 64 MiB block (domain 0, index = block), then one over
 /// those tags (domain 1, index = region size). `algorithm` 0: BLAKE3 in keyed mode; 1:
 /// AEGIS-128L-MAC (256-bit tag) under the key's first 16 bytes. Both from std.crypto.
-export fn zc_region_mac(address_number: sys.Number, length_number: sys.Number, key: [*]const u8, domain: u32, index_number: sys.Number, out: [*]u8, algorithm: u32) i32 {
+/// `sparse_fd >= 0`: the bytes are a sparse file's (Region.createFile's `sparse`) mapped
+/// there, `address` at `file_offset_number`: its holes are hashed as the zeros they read as,
+/// never touched (reading a hole of a tmpfs mapping would allocate its page).
+export fn zc_region_mac(address_number: sys.Number, length_number: sys.Number, key: [*]const u8, domain: u32, index_number: sys.Number, out: [*]u8, algorithm: u32, sparse_fd: i32, file_offset_number: sys.Number) i32 {
     const address = sys.whole(address_number) orelse return sys.invalid_number;
     const length = sys.whole(length_number) orelse return sys.invalid_number;
     const index = sys.whole(index_number) orelse return sys.invalid_number;
+    const file_offset = sys.whole(file_offset_number) orelse return sys.invalid_number;
     var prefix: [16]u8 = @splat(0);
     std.mem.writeInt(u32, prefix[0..4], domain, .little);
     std.mem.writeInt(u64, prefix[8..16], index, .little);
-    const bytes: []const u8 = if (length > 0) @as([*]const u8, @ptrFromInt(address))[0..length] else &.{};
     switch (algorithm) {
         0 => {
             const Blake3 = std.crypto.hash.Blake3;
             var hasher = Blake3.init(.{ .key = key[0..Blake3.key_length].* });
             hasher.update(&prefix);
-            hasher.update(bytes);
+            updateSparse(&hasher, address, length, sparse_fd, file_offset);
             hasher.final(out[0..32]);
         },
         1 => {
             const Mac = std.crypto.auth.aegis.Aegis128LMac;
             var mac = Mac.init(key[0..Mac.key_length]);
             mac.update(&prefix);
-            mac.update(bytes);
+            updateSparse(&mac, address, length, sparse_fd, file_offset);
             mac.final(out[0..Mac.mac_length]);
         },
         else => return -@as(i32, @intFromEnum(linux.E.INVAL)),
     }
     return 0;
+}
+
+pub const SEEK_DATA = 3;
+pub const SEEK_HOLE = 4;
+const zeros: [64 * 1024]u8 = @splat(0);
+
+/// Feeds [address, address + length) to `hasher`; with `sparse_fd >= 0`, the file's holes
+/// in it as zeros from a constant buffer (an lseek error: the rest is read as it is).
+fn updateSparse(hasher: anytype, address: u64, length: u64, sparse_fd: i32, file_offset: u64) void {
+    const bytes: [*]const u8 = @ptrFromInt(if (length > 0) address else @intFromPtr(&zeros));
+    if (sparse_fd < 0) return hasher.update(bytes[0..length]);
+    var at: u64 = 0;
+    while (at < length) {
+        const data = sys.result(linux.lseek(sparse_fd, @intCast(file_offset + at), SEEK_DATA));
+        if (data < 0 and data != -@as(isize, @intFromEnum(linux.E.NXIO))) return hasher.update(bytes[at..length]);
+        const data_at = if (data < 0) length else @min(length, @as(u64, @intCast(data)) - file_offset);
+        while (at < data_at) {
+            const n = @min(zeros.len, data_at - at);
+            hasher.update(zeros[0..n]);
+            at += n;
+        }
+        if (at >= length) return;
+        const hole = sys.result(linux.lseek(sparse_fd, @intCast(file_offset + at), SEEK_HOLE));
+        const hole_at = if (hole < 0) length else @min(length, @as(u64, @intCast(hole)) - file_offset);
+        hasher.update(bytes[at..hole_at]);
+        at = hole_at;
+    }
 }
 
 /// 1 when this build's AES (std.crypto) runs on the CPU's AES instructions (the x86-64-v3

@@ -196,50 +196,79 @@ pub fn splitZero(base: u64, region_size: u64, page_size: u64, offsets: [*]const 
 }
 
 /// Makes the pages at `offsets` read as zeros. Pages that already are zero are left
-/// untouched, so an untouched page of anonymous memory is never faulted in. `populate != 0`
-/// (a file in memory, whose space may not be reserved: Region.createFile's `sparse`): the
-/// pages are first faulted in for writing, a run of adjacent pages per madvise, so a file
-/// system that cannot give them fails the call with -errno where touching them would have
-/// raised SIGBUS.
-export fn zc_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, populate: u32) i32 {
+/// untouched, so an untouched page of anonymous memory is never faulted in. `sparse_fd >= 0`
+/// (the file the memory maps from offset 0; Region.createFile's `sparse`): a page in one of
+/// its holes reads as zeros already and is not touched at all, so the file stays sparse
+/// (QEMU's destination skips a zero page it never received the same way). `populate != 0`
+/// (a file in memory, whose space may not be reserved): the pages written are first faulted
+/// in for writing, a run of adjacent pages per madvise, so a file system that cannot give
+/// them fails the call with -errno where touching them would have raised SIGBUS.
+export fn zc_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, populate: u32, sparse_fd: i32) i32 {
     const base = sys.whole(base_number) orelse return sys.invalid_number;
     const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
     const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
-    return zeroPages(base, region_size, page_size, offsets, count, populate);
+    return zeroPages(base, region_size, page_size, offsets, count, populate, sparse_fd);
 }
 
-/// zc_zero_pages' work (also zc_recv_wire_run's), on offsets checked already.
-pub fn zeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, populate: u32) i32 {
-    if (populate != 0) {
-        const rc = populateZeroPages(base, region_size, page_size, offsets, count);
+/// zc_zero_pages' work (also zc_recv_wire_run's), on offsets checked already: run by run of
+/// pages adjacent in memory.
+pub fn zeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, populate: u32, sparse_fd: i32) i32 {
+    var i: usize = 0;
+    while (i < count) {
+        const first = pageBytes(base, offsets[i], page_size, region_size);
+        const start = @intFromPtr(first.ptr);
+        var end = start + first.len;
+        i += 1;
+        while (i < count) : (i += 1) {
+            const next = pageBytes(base, offsets[i], page_size, region_size);
+            if (@intFromPtr(next.ptr) != end) break;
+            end += next.len;
+        }
+        const rc = zeroRun(base, start, end, page_size, populate, sparse_fd);
         if (rc < 0) return rc;
-    }
-    for (0..count) |i| {
-        const bytes = pageBytes(base, offsets[i], page_size, region_size);
-        if (!isZero(bytes)) @memset(bytes, 0);
     }
     return 0;
 }
 
-/// MADV_POPULATE_WRITE over the pages at `offsets`, a run of adjacent pages per call.
-fn populateZeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32) i32 {
-    var start: u64 = 0;
-    var end: u64 = 0; // the run not yet populated, [start, end)
-    for (0..count) |i| {
-        const bytes = pageBytes(base, offsets[i], page_size, region_size);
-        const at = @intFromPtr(bytes.ptr);
-        if (at != end) {
-            const rc = populateWrite(start, end);
-            if (rc < 0) return rc;
-            start = at;
+const SEEK_DATA = @import("memory.zig").SEEK_DATA;
+const SEEK_HOLE = @import("memory.zig").SEEK_HOLE;
+
+/// Zeroes [start, end) of the memory at `base`: past the file's holes when `sparse_fd >= 0`,
+/// the rest populated first when `populate != 0`, then page by page where not zero already.
+fn zeroRun(base: u64, start: u64, end: u64, page_size: u64, populate: u32, sparse_fd: i32) i32 {
+    var at = start;
+    while (at < end) {
+        var data_end = end;
+        if (sparse_fd >= 0) {
+            // Where the file holds data from `at` on; before it, a hole (zeros already).
+            // Swapped-out pages of a tmpfs file count as data. Any error: all of it is data.
+            const data = sys.result(sys.linux.lseek(sparse_fd, @intCast(at - base), SEEK_DATA));
+            if (data == -@as(isize, @intFromEnum(sys.linux.E.NXIO))) return 0; // holes to the end of the file
+            if (data >= 0) {
+                const data_at = base + @as(u64, @intCast(data));
+                if (data_at >= end) return 0;
+                at = @max(at, data_at);
+                const hole = sys.result(sys.linux.lseek(sparse_fd, @intCast(at - base), SEEK_HOLE));
+                if (hole >= 0) data_end = @min(end, base + @as(u64, @intCast(hole)));
+            }
         }
-        end = at + bytes.len;
+        if (populate != 0) {
+            const rc = populateWrite(at, data_end);
+            if (rc < 0) return rc;
+        }
+        while (at < data_end) {
+            const length = @min(page_size - (at - base) % page_size, data_end - at);
+            const bytes = @as([*]u8, @ptrFromInt(at))[0..length];
+            if (!isZero(bytes)) @memset(bytes, 0);
+            at += length;
+        }
     }
-    return populateWrite(start, end);
+    return 0;
 }
 
-/// A kernel without MADV_POPULATE_WRITE (EINVAL, < 5.14) leaves the pages to be faulted in
-/// by the touch: Region.createFile reserves a sparse file's space on such a kernel.
+/// MADV_POPULATE_WRITE over [start, end). A kernel without it (EINVAL, < 5.14) leaves the
+/// pages to be faulted in by the touch: Region.createFile reserves a sparse file's space
+/// on such a kernel.
 fn populateWrite(start: u64, end: u64) i32 {
     if (end == start) return 0;
     const rc = sys.result32(sys.linux.madvise(@ptrFromInt(start), end - start, MADV_POPULATE_WRITE));

@@ -337,7 +337,7 @@ export fn zc_wire_run_continues(rule: *const RunRule, first: [*]const u8, header
 /// offset that broke the rule as its decode returns it (`invalid_offset`, nothing more
 /// read), [4] every byte read, [5] packets whose pages all arrived, [6] their pages with
 /// data, [7] their zero pages, [8] the bytes their pages with data hold.
-export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, rule: *const RunRule, offsets: [*]f64, populate: u32, timeout_ms: i32, outcome: [*]f64) i32 {
+export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, wire: [*]u8, rule: *const RunRule, offsets: [*]f64, populate: u32, sparse_fd: i32, timeout_ms: i32, outcome: [*]f64) i32 {
     for (0..9) |i| outcome[i] = 0;
     const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
     if (!rule.valid()) return sys.invalid_number;
@@ -369,7 +369,7 @@ export fn zc_recv_wire_run(fd: i32, base_number: sys.Number, size_number: sys.Nu
         outcome[1] = @floatFromInt(if (offsets_step) @as(u64, count) * 8 else got.asked);
         outcome[3] = @floatFromInt(got.rejected);
         if (rc != @intFromEnum(Full.done) or !got.complete(count, rule.layout)) return rc;
-        const zeroed = pages.zeroPages(memory.base, memory.size, memory.page_size, offsets + normal, count - normal, populate);
+        const zeroed = pages.zeroPages(memory.base, memory.size, memory.page_size, offsets + normal, count - normal, populate, sparse_fd);
         if (zeroed < 0) return zeroed;
         packets += 1;
         normal_pages += normal;

@@ -56,6 +56,7 @@ export function blockCount(size: number): number {
   return Math.ceil(size / CHECKSUM_BLOCK_BYTES);
 }
 
+/** `sparse`: the bytes are a sparse file's from `fileOffset` on (its holes hashed as zeros, never read). */
 function mac(
   algorithm: ChecksumAlgorithm,
   address: number,
@@ -63,11 +64,13 @@ function mac(
   key: Uint8Array,
   domain: number,
   index: number,
+  sparse = { fd: -1, fileOffset: 0 },
 ): Uint8Array {
   const out = new Uint8Array(CHECKSUM_BYTES);
+  const id = CHECKSUM_ALGORITHM_IDS[algorithm];
   checkedPages(
     "region checksum",
-    native.zc_region_mac(address, length, key, domain, index, out, CHECKSUM_ALGORITHM_IDS[algorithm]),
+    native.zc_region_mac(address, length, key, domain, index, out, id, sparse.fd, sparse.fileOffset),
   );
   return out;
 }
@@ -87,7 +90,8 @@ export function hashBlocks(
     checkAbort(state);
     const offset = block * CHECKSUM_BLOCK_BYTES;
     const length = Math.min(CHECKSUM_BLOCK_BYTES, region.size - offset);
-    return mac(algorithm, region.address + offset, length, key, Domain.BLOCK, block);
+    const sparse = { fd: region.sparseFd ?? -1, fileOffset: offset };
+    return mac(algorithm, region.address + offset, length, key, Domain.BLOCK, block, sparse);
   });
 }
 

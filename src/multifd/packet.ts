@@ -103,11 +103,14 @@ export class PageScan {
     );
   }
 
-  /** Makes the pages at `offsets[from..from + count)` read as zeros (untouched zero pages stay untouched). */
+  /**
+   * Makes the pages at `offsets[from..from + count)` read as zeros (untouched zero pages
+   * stay untouched; those in a sparse file's holes are not even read).
+   */
   zeroFill(offsets: Float64Array, from: number, count: number): void {
     const list = from === 0 ? offsets : offsets.subarray(from, from + count);
-    const { address, size, populate } = this.region;
-    const rc = native.zc_zero_pages(address, size, this.pageSize, list, count, populate ? 1 : 0);
+    const { address, size, populate, sparseFd } = this.region;
+    const rc = native.zc_zero_pages(address, size, this.pageSize, list, count, populate ? 1 : 0, sparseFd ?? -1);
     if (rc < 0 && rc !== -Errno.EINVAL) throw unbackedPagesError("madvise(MADV_POPULATE_WRITE)", -rc);
     checkedPages("zero fill", rc);
   }
