@@ -74,7 +74,10 @@ export interface CreateFileOptions {
    * is still checked now (SystemError ENOSPC if the file cannot fit), and every write this
    * module makes into the region populates its pages first (MADV_POPULATE_WRITE), so a file
    * system filled by someone else meanwhile fails the transfer with SystemError, never with
-   * SIGBUS; a write of yours through {@link Region.view} would raise SIGBUS then. Elsewhere
+   * SIGBUS; a write of yours through {@link Region.view} would raise SIGBUS then (and a read
+   * through it allocates the pages it reads). A zero page a transfer receives into a hole is
+   * left there, and the checksum reads holes as zeros without touching them: the file ends
+   * up holding only pages with data. Elsewhere
    * (a disk, where fallocate is fast; hugetlbfs; a kernel before 5.14) the space is reserved
    * as without it. Default false.
    */
