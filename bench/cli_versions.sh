@@ -7,6 +7,7 @@
 #
 #   bash bench/cli_versions.sh REV_A REV_B [ROUNDS=5] [FILE_DIR=/dev/shm] [RUNTIME=deno] [SIZE_MIB=1024]
 #   SOURCE=warm bash bench/cli_versions.sh …   # the input read into the page cache first
+#   ZERO_PERCENT=75 bash bench/cli_versions.sh … # the input's last 75% all zeros (a mostly idle guest's RAM)
 #
 # FILE_DIR /dev/shm: a file in memory (tmpfs); a disk directory measures the disk path
 # (the page cache is dropped before each run, so the sender reads from the disk; with
@@ -16,6 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev_a=$1 rev_b=$2 rounds=${3:-5} dir=${4:-/dev/shm} runtime=${5:-deno} size_mib=${6:-1024} source=${SOURCE:-cold}
+zero_mib=$((size_mib * ${ZERO_PERCENT:-0} / 100))
 root=$(pwd)
 work=$(mktemp -d "$dir/zcmf-cli-versions.XXXXXX")
 trees=$(mktemp -d)
@@ -34,12 +36,13 @@ done
 zig_dir=$(dirname "$(ls "$root"/.zig/venv/lib/python3*/site-packages/ziglang/zig 2>/dev/null | head -1)")
 for t in a b; do (cd "$trees/$t" && PATH="$zig_dir:$PATH" node scripts/build_native.mjs >/dev/null); done
 unset ZEROCOPY_MULTIFD_LIB
-head -c $((size_mib << 20)) /dev/urandom >"$work/in.bin"
+{ head -c $(((size_mib - zero_mib) << 20)) /dev/urandom; head -c $((zero_mib << 20)) /dev/zero; } >"$work/in.bin"
 key="$work/secret.key"
 (umask 077 && openssl rand -hex 32 >"$key" 2>/dev/null || head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$key")
 if [ "$runtime" = deno ]; then run=("$root/node_modules/.bin/deno" run -A); else run=("$root/node_modules/.bin/bun"); fi
 
-# One transfer with tree $1: prints "GBps wall_seconds checksum_seconds verified" (the checksum: the sender's phase).
+# One transfer with tree $1: prints "GBps wall_seconds checksum_seconds verified allocated_bytes" (the checksum: the
+# sender's phase; allocated: the output file's blocks).
 transfer() {
   local tree=$1 port
   rm -f "$work/out.bin"
@@ -57,12 +60,13 @@ transfer() {
     --secret-file "$key" --json >"$work/send.json" 2>/dev/null || true
   wait "$receiver" || true
   ended=$(date +%s.%N)
-  python3 - "$work/send.json" "$work/recv.json" "$started" "$ended" <<'PY'
-import json, sys
+  python3 - "$work/send.json" "$work/recv.json" "$started" "$ended" "$work/out.bin" <<'PY'
+import json, os, sys
 send = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
 recv = json.loads(open(sys.argv[2]).read().strip().splitlines()[-1])
 wall = round(float(sys.argv[4]) - float(sys.argv[3]), 3)
-print(send.get("GBps", 0), wall, send.get("checksumSeconds", 0), str(recv.get("verified")).lower())
+allocated = os.stat(sys.argv[5]).st_blocks * 512 if os.path.exists(sys.argv[5]) else 0
+print(send.get("GBps", 0), wall, send.get("checksumSeconds", 0), str(recv.get("verified")).lower(), allocated)
 PY
 }
 
@@ -86,11 +90,11 @@ for round in $(seq 1 "$rounds"); do
   # Odd rounds A then B, even rounds B then A: on a disk the run after another one's big
   # write and delete is measurably slower, and alternating cancels that out.
   if [ $((round % 2)) = 1 ]; then
-    read -r gbps_a wall_a sum_a ok_a <<<"$(transfer "$trees/a")"
-    read -r gbps_b wall_b sum_b ok_b <<<"$(transfer "$trees/b")"
+    read -r gbps_a wall_a sum_a ok_a alloc_a <<<"$(transfer "$trees/a")"
+    read -r gbps_b wall_b sum_b ok_b alloc_b <<<"$(transfer "$trees/b")"
   else
-    read -r gbps_b wall_b sum_b ok_b <<<"$(transfer "$trees/b")"
-    read -r gbps_a wall_a sum_a ok_a <<<"$(transfer "$trees/a")"
+    read -r gbps_b wall_b sum_b ok_b alloc_b <<<"$(transfer "$trees/b")"
+    read -r gbps_a wall_a sum_a ok_a alloc_a <<<"$(transfer "$trees/a")"
   fi
   ratio=$(python3 -c "print(round($gbps_b / $gbps_a, 3) if $gbps_a else 0)")
   ratios+=("$ratio")
@@ -102,7 +106,7 @@ for round in $(seq 1 "$rounds"); do
     read -r gbps_d wall_d <<<"$(disk_copy)"
     disk=",\"disk\":{\"GBps\":$gbps_d,\"wallSeconds\":$wall_d}"
   fi
-  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"dir\":\"$dir\",\"source\":\"$source\",\"a\":{\"GBps\":$gbps_a,\"wallSeconds\":$wall_a,\"checksumSeconds\":$sum_a,\"verified\":$ok_a},\"b\":{\"GBps\":$gbps_b,\"wallSeconds\":$wall_b,\"checksumSeconds\":$sum_b,\"verified\":$ok_b},\"ratio\":$ratio,\"wallRatio\":$wall_ratio$disk}"
+  echo "{\"round\":$round,\"runtime\":\"$runtime\",\"dir\":\"$dir\",\"source\":\"$source\",\"zeroPercent\":${ZERO_PERCENT:-0},\"a\":{\"GBps\":$gbps_a,\"wallSeconds\":$wall_a,\"checksumSeconds\":$sum_a,\"verified\":$ok_a,\"allocatedBytes\":$alloc_a},\"b\":{\"GBps\":$gbps_b,\"wallSeconds\":$wall_b,\"checksumSeconds\":$sum_b,\"verified\":$ok_b,\"allocatedBytes\":$alloc_b},\"ratio\":$ratio,\"wallRatio\":$wall_ratio$disk}"
 done
 python3 -c "
 import statistics, sys
