@@ -74,12 +74,12 @@ export interface CreateFileOptions {
    * is still checked now (SystemError ENOSPC if the file cannot fit), and every write this
    * module makes into the region populates its pages first (MADV_POPULATE_WRITE), so a file
    * system filled by someone else meanwhile fails the transfer with SystemError, never with
-   * SIGBUS; a write of yours through {@link Region.view} would raise SIGBUS then (and a read
-   * through it allocates the pages it reads). A zero page a transfer receives into a hole is
-   * left there, and the checksum reads holes as zeros without touching them: the file ends
-   * up holding only pages with data. Elsewhere
-   * (a disk, where fallocate is fast; hugetlbfs; a kernel before 5.14) the space is reserved
-   * as without it. Default false.
+   * SIGBUS; write through {@link Region.writable} for the same (a write through
+   * {@link Region.view} would raise SIGBUS then, and a read through it allocates the pages it
+   * reads). A zero page a transfer receives into a hole is left there, and the checksum reads
+   * holes as zeros without touching them: the file ends up holding only pages with data.
+   * Elsewhere (a disk, where fallocate is fast; hugetlbfs; a kernel before 5.14) the space is
+   * reserved as without it. Default false.
    */
   sparse?: boolean;
 }
@@ -163,7 +163,7 @@ export class Region {
       const size = Number(out[0]);
       checkSize(size);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 0, o), path);
-      return Region.#fileRegion(address, size, fd, fileSystemOf(fd, path, false));
+      return Region.#fileRegion(address, size, fd, fileSystemOf(fd));
     } catch (error) {
       native.zc_close(fd);
       throw error;
@@ -180,17 +180,21 @@ export class Region {
     checkSize(size);
     const fd = openFile(path, 1);
     try {
-      const fileSystem = fileSystemOf(fd, path, true);
-      const sparse = options.sparse === true && size > 0 && fileSystem.type === TMPFS_MAGIC;
-      if (sparse) checkRoom(fileSystem, size, path);
+      const fileSystem = fileSystemOf(fd);
+      let sparse = options.sparse === true && size > 0 && fileSystem?.type === TMPFS_MAGIC;
+      if (sparse) checkRoom(fileSystem!, size, path);
       check(sparse ? "ftruncate" : "fallocate", native.zc_allocate_file(fd, size, sparse ? 0 : 1), path);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 1, o), path);
       const region = Region.#fileRegion(address, size, fd, fileSystem);
       // Sparse is safe only where writes can populate first: a kernel without
       // MADV_POPULATE_WRITE (EINVAL, < 5.14) gets the space reserved after all.
       const populated = sparse ? native.zc_prefault(address, Math.min(size, MAPPING_GRANULE), 1) : 0;
-      if (populated === -Errno.EINVAL) check("fallocate", native.zc_allocate_file(fd, size, 1), path);
-      else check("create file", populated, path);
+      if (populated === -Errno.EINVAL) {
+        check("fallocate", native.zc_allocate_file(fd, size, 1), path);
+        sparse = false;
+      } else {
+        check("create file", populated, path);
+      }
       region.#sparse = sparse;
       return region;
     } catch (error) {
@@ -257,9 +261,9 @@ export class Region {
     return viewOf(this.address + offset, length);
   }
 
-  /** Copies `bytes` into the region at `offset`. */
+  /** Copies `bytes` into the region at `offset` (through {@link writable}: SIGBUS-safe on a sparse file). */
   write(offset: number, bytes: Uint8Array): void {
-    this.view(offset, bytes.length).set(bytes);
+    this.writable(offset, bytes.length).set(bytes);
   }
 
   /** Whether `other` holds the same bytes (compared window by window). */
@@ -356,14 +360,10 @@ function checkRange(offset: number, length: number, size: number): void {
   }
 }
 
-/** The file system of `fd`; undefined when statfs fails and `required` is false. */
-function fileSystemOf(fd: number, path: string, required: true): FileSystem;
-function fileSystemOf(fd: number, path: string, required: false): FileSystem | undefined;
-function fileSystemOf(fd: number, path: string, required: boolean): FileSystem | undefined {
+/** The file system of `fd` (undefined when statfs fails: then treated as a disk's). */
+function fileSystemOf(fd: number): FileSystem | undefined {
   const out = new BigUint64Array(4);
-  const rc = native.zc_fs_stat(fd, out);
-  if (rc < 0 && !required) return undefined;
-  check("fstatfs", rc, path);
+  if (native.zc_fs_stat(fd, out) < 0) return undefined;
   return { type: out[0], blockSize: out[1], freeBlocks: out[2], totalBlocks: out[3] };
 }
 

@@ -5,7 +5,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
 import { InvalidArgumentError, MultifdReceiver, MultifdSender, Region, SystemError } from "../mod.ts";
 import { sameBytes } from "../util/bytes.ts";
 import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
@@ -162,6 +162,33 @@ describe("a file output its file system cannot hold", () => {
         }),
     );
   }
+
+  test(
+    "sparse, its file system filled meanwhile: write() and writable() throw SystemError, never SIGBUS",
+    needsRoot,
+    () =>
+      onSmallTmpfs(8, async (dir) => {
+        const region = Region.createFile(`${dir}/out.bin`, 6 << 20, { sparse: true });
+        // Every page left taken by another file.
+        const filler = openSync(`${dir}/filler.bin`, "w");
+        try {
+          for (;;) writeSync(filler, new Uint8Array(4096));
+        } catch (error) {
+          assert.equal((error as { code?: string }).code, "ENOSPC");
+        } finally {
+          closeSync(filler);
+        }
+        try {
+          region.write(0, new Uint8Array(4096).fill(1)); // page 0 is backed since the creation
+          const full = (error: unknown) =>
+            error instanceof SystemError && /could not be allocated: is its file system full/.test(error.message);
+          assert.throws(() => region.write(4 << 20, new Uint8Array(4096).fill(2)), full);
+          assert.throws(() => region.writable(3 << 20, 2 << 20), full);
+        } finally {
+          await region.close();
+        }
+      }),
+  );
 
   test(
     "sparse, its file system filled meanwhile: zero pages stay holes, the receive is verified",
