@@ -80,7 +80,7 @@ export const symbols = {
   // state), its cursor and abort words, head (Uint8Array: the header template, room for the
   // offsets), rule (Uint32Array(7), zig/transfer.zig SendRule), zero pages (0 not scanned,
   // 1 in the packet, 2 to the caller), out: zero offsets (Float64Array), its capacity,
-  // populate, timeout ms, in/out: Float64Array(8) (zc_send_run's io)
+  // populate, the sparse file's fd (-1: none), timeout ms, in/out: Float64Array(8) (zc_send_run's io)
   zc_send_run: {
     parameters: [
       "i32",
@@ -100,6 +100,7 @@ export const symbols = {
       "buffer",
       "u32",
       "u32",
+      "i32",
       "i32",
       "buffer",
     ],
@@ -123,6 +124,7 @@ export const symbols = {
   zc_open_file: { parameters: ["buffer", "u32"], result: "i32" },
   zc_file_size: { parameters: ["i32", "buffer"], result: "i32" },
   zc_fs_stat: { parameters: ["i32", "buffer"], result: "i32" },
+  zc_first_hole: { parameters: ["i32", "buffer"], result: "i32" },
   zc_socket_addresses: { parameters: ["i32", "buffer"], result: "i32" },
   zc_allocate_file: { parameters: ["i32", "address", "u32"], result: "i32" },
   zc_sync_file: { parameters: ["i32"], result: "i32" },
@@ -136,7 +138,7 @@ export const symbols = {
     result: "i32",
   },
   zc_split_zero_pages: {
-    parameters: ["address", "address", "address", "buffer", "u32", "buffer", "buffer"],
+    parameters: ["address", "address", "address", "buffer", "u32", "buffer", "buffer", "i32"],
     result: "i32",
   },
   zc_zero_pages: { parameters: ["address", "address", "address", "buffer", "u32", "u32", "i32"], result: "i32" },

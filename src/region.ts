@@ -29,9 +29,11 @@ export interface RegionDescriptor {
    */
   populate?: boolean;
   /**
-   * The fd of a sparse file (Region.createFile's `sparse`), mapped from its offset 0: a
-   * zero page that falls in one of its holes reads as zeros already and is left unwritten,
-   * so the file stays sparse.
+   * The fd of a sparse file on tmpfs (Region.createFile's `sparse`, or a file with holes
+   * Region.openFile mapped), mapped from its offset 0: a page in one of its holes reads as
+   * zeros already, so it is neither written (a zero page received: the file stays sparse)
+   * nor read (a zero page to send, the checksum): a read through a tmpfs mapping would
+   * allocate the page, or raise SIGBUS on a full file system.
    */
   sparseFd?: number;
 }
@@ -123,7 +125,7 @@ export class Region {
   #abandoned = false;
   /** Whether transfers populate each packet's pages first (see RegionDescriptor.populate). */
   #populate = false;
-  /** Created sparse: its holes read as zeros (see RegionDescriptor.sparseFd). */
+  /** A sparse file on tmpfs: its holes are zeros no one reads or writes (RegionDescriptor.sparseFd). */
   #sparse = false;
 
   private constructor(
@@ -163,7 +165,13 @@ export class Region {
       const size = Number(out[0]);
       checkSize(size);
       const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 0, o), path);
-      return Region.#fileRegion(address, size, fd, fileSystemOf(fd));
+      const fileSystem = fileSystemOf(fd);
+      const region = Region.#fileRegion(address, size, fd, fileSystem);
+      // A tmpfs file with holes (a sparse output of ours, or `truncate`'s): a read of a hole
+      // through the mapping would allocate it, or raise SIGBUS on a full file system, so the
+      // zero-page scan and the checksum take holes as zeros without reading them.
+      region.#sparse = fileSystem?.type === TMPFS_MAGIC && size > 0 && firstHole(fd) < size;
+      return region;
     } catch (error) {
       native.zc_close(fd);
       throw error;
@@ -365,6 +373,12 @@ function fileSystemOf(fd: number): FileSystem | undefined {
   const out = new BigUint64Array(4);
   if (native.zc_fs_stat(fd, out) < 0) return undefined;
   return { type: out[0], blockSize: out[1], freeBlocks: out[2], totalBlocks: out[3] };
+}
+
+/** Where the file's first hole starts (its size when it has none; Infinity when lseek fails). */
+function firstHole(fd: number): number {
+  const out = new BigUint64Array(1);
+  return native.zc_first_hole(fd, out) < 0 ? Infinity : Number(out[0]);
 }
 
 /** A file of `size` bytes fits in the free space (a file system without a limit: always). */

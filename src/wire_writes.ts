@@ -54,7 +54,8 @@ export type RunZeroPages = typeof RunZeroPages[keyof typeof RunZeroPages];
 
 /** @internal A round as {@link sendWireRunSync} sends it: its pages, claimed through the shared cursor. */
 export interface RunRound {
-  memory: { readonly address: number; readonly size: number };
+  /** `sparseFd`: a sparse file's, whose holes are zero pages without being read (RegionDescriptor.sparseFd). */
+  memory: { readonly address: number; readonly size: number; readonly sparseFd?: number };
   pageSize: number;
   /** The round's page indices (null: the memory's pages in order). */
   pages: Uint32Array | null;
@@ -142,6 +143,7 @@ export function sendWireRunSync(
       zeroList,
       zeroList.length,
       populate ? 1 : 0,
+      memory.sparseFd ?? -1,
       ioTimeoutMs,
       io,
     );

@@ -94,8 +94,9 @@ describe("buffers of queued zero-copy sends stay reachable until close(2)", () =
       assert.ok(outcomes.includes(false), "the stalled write must fail");
       assert.equal(isOpen(fd), false);
       // Now the kernel has dropped the pages (SO_LINGER 0): the channel lets go of them.
-      // (Bun's collector scans stacks conservatively: a stale pointer may keep one alive.)
-      const slack = runtime === "bun" ? 1 : 0;
+      // (Bun's collector scans stacks conservatively: a stale pointer may keep one alive, and
+      // two were seen once under a loaded CI; a channel that kept its queue holds them all.)
+      const slack = runtime === "bun" ? 2 : 0;
       let after = 0;
       for (let i = 0; i < 20 && after < refs.length; i++) after = await collectedNow(refs);
       assert.ok(

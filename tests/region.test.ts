@@ -5,7 +5,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
 import { InvalidArgumentError, MultifdReceiver, MultifdSender, Region, SystemError } from "../mod.ts";
 import { sameBytes } from "../util/bytes.ts";
 import { fillPattern, SECRET, transfer } from "./helpers/multifd.ts";
@@ -82,20 +82,34 @@ describe("file regions in memory (tmpfs)", () => {
   });
 });
 
-describe("a file output its file system cannot hold", () => {
-  const onSmallTmpfs = async (megabytes: number, body: (dir: string) => Promise<void>) => {
-    const dir = mkdtempSync("/tmp/zcmf-full-");
-    const mount = (args: string[]) => execFileSync(args[0], args.slice(1), { stdio: "ignore" });
-    mount(["mount", "-t", "tmpfs", "-o", `size=${megabytes}m`, "tmpfs", dir]);
-    try {
-      await body(dir);
-    } finally {
-      mount(["umount", dir]);
-      rmSync(dir, { recursive: true, force: true });
-    }
-  };
-  const needsRoot = { skip: requirement(isRoot, "mounting a small tmpfs needs root") };
+/** Runs `body` with a directory on a fresh tmpfs of `megabytes` (needs root), unmounted after. */
+async function onSmallTmpfs(megabytes: number, body: (dir: string) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync("/tmp/zcmf-full-");
+  const mount = (args: string[]) => execFileSync(args[0], args.slice(1), { stdio: "ignore" });
+  mount(["mount", "-t", "tmpfs", "-o", `size=${megabytes}m`, "tmpfs", dir]);
+  try {
+    await body(dir);
+  } finally {
+    mount(["umount", dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 
+/** Takes every page left on `dir`'s file system, with a file of its own. */
+function fillUp(dir: string): void {
+  const filler = openSync(`${dir}/filler.bin`, "w");
+  try {
+    for (;;) writeSync(filler, new Uint8Array(4096));
+  } catch (error) {
+    assert.equal((error as { code?: string }).code, "ENOSPC");
+  } finally {
+    closeSync(filler);
+  }
+}
+
+const needsRoot = { skip: requirement(isRoot, "mounting a small tmpfs needs root") };
+
+describe("a file output its file system cannot hold", () => {
   test(
     "SystemError ENOSPC when the file is created (reserved up front: never a SIGBUS in the middle of a transfer)",
     needsRoot,
@@ -146,7 +160,7 @@ describe("a file output its file system cannot hold", () => {
         onSmallTmpfs(8, async (dir) => {
           const size = 6 << 20;
           const destination = Region.createFile(`${dir}/out.bin`, size, { sparse: true });
-          await Region.createFile(`${dir}/filler.bin`, 5 << 20).close();
+          fillUp(dir);
           const source = Region.allocate(size);
           fillPattern(source, 31);
           try {
@@ -169,15 +183,7 @@ describe("a file output its file system cannot hold", () => {
     () =>
       onSmallTmpfs(8, async (dir) => {
         const region = Region.createFile(`${dir}/out.bin`, 6 << 20, { sparse: true });
-        // Every page left taken by another file.
-        const filler = openSync(`${dir}/filler.bin`, "w");
-        try {
-          for (;;) writeSync(filler, new Uint8Array(4096));
-        } catch (error) {
-          assert.equal((error as { code?: string }).code, "ENOSPC");
-        } finally {
-          closeSync(filler);
-        }
+        fillUp(dir);
         try {
           region.write(0, new Uint8Array(4096).fill(1)); // page 0 is backed since the creation
           const full = (error: unknown) =>
@@ -197,7 +203,7 @@ describe("a file output its file system cannot hold", () => {
       onSmallTmpfs(8, async (dir) => {
         const size = 6 << 20;
         const destination = Region.createFile(`${dir}/out.bin`, size, { sparse: true });
-        await Region.createFile(`${dir}/filler.bin`, 5 << 20).close();
+        fillUp(dir);
         const source = Region.allocate(size);
         try {
           assert.equal((await sendInto(destination, source, false)).verified, true);
@@ -210,6 +216,41 @@ describe("a file output its file system cannot hold", () => {
         }
       }),
   );
+});
+
+describe("a sparse file as the source (tmpfs)", () => {
+  // A file with holes on a full tmpfs, opened to send: its holes go as zero pages and are
+  // hashed as zeros without a read through the mapping (which would allocate them, and on a
+  // full file system raise SIGBUS).
+  for (const encrypt of [false, true]) {
+    test(
+      `its holes are zero pages never read: exact, verified, the file still sparse (${encrypt ? "sealed" : "plain"})`,
+      needsRoot,
+      () =>
+        onSmallTmpfs(4, async (dir) => {
+          const file = `${dir}/in.bin`;
+          const data = patternBytes(256 << 10, 5);
+          const fd = openSync(file, "w");
+          writeSync(fd, data, 0, data.length, 1 << 20); // data at 1 MiB; holes before and after, to 8 MiB
+          ftruncateSync(fd, 8 << 20);
+          closeSync(fd);
+          fillUp(dir);
+          const allocated = statSync(file).blocks;
+          const source = Region.openFile(file);
+          const destination = Region.allocate(source.size);
+          try {
+            assert.equal((await sendInto(destination, source, encrypt)).verified, true);
+            const expected = new Uint8Array(8 << 20);
+            expected.set(data, 1 << 20);
+            assert.ok(sameBytes(destination.view(), expected));
+            assert.equal(statSync(file).blocks, allocated, "the source's holes were allocated");
+          } finally {
+            await source.close();
+            await destination.close();
+          }
+        }),
+    );
+  }
 });
 
 describe("a sparse file output (tmpfs)", () => {

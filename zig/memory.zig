@@ -3,6 +3,7 @@
 //! Addresses and 64-bit results go through caller buffers so no call returns a BigInt.
 const std = @import("std");
 const sys = @import("sys.zig");
+const pages = @import("pages.zig");
 const linux = sys.linux;
 
 pub const MADV_POPULATE_READ = 22;
@@ -59,6 +60,16 @@ export fn zc_open_file(path: [*:0]const u8, mode: u32) i32 {
 /// Writes the file's size to `out[0]`.
 export fn zc_file_size(fd: i32, out: *u64) i32 {
     const rc = linux.lseek(fd, 0, linux.SEEK.END);
+    const signed: i64 = @bitCast(rc);
+    if (signed < 0) return @intCast(signed);
+    out.* = rc;
+    return 0;
+}
+
+/// Writes where the file's first hole starts (lseek SEEK_HOLE from 0; its size when it has
+/// none) to `out[0]`.
+export fn zc_first_hole(fd: i32, out: *u64) i32 {
+    const rc = linux.lseek(fd, 0, SEEK_HOLE);
     const signed: i64 = @bitCast(rc);
     if (signed < 0) return @intCast(signed);
     out.* = rc;
@@ -131,25 +142,29 @@ pub const SEEK_HOLE = 4;
 const zeros: [64 * 1024]u8 = @splat(0);
 
 /// Feeds [address, address + length) to `hasher`; with `sparse_fd >= 0`, the file's holes
-/// in it as zeros from a constant buffer (an lseek error: the rest is read as it is).
+/// in it (page by page, runs merged) as zeros from a constant buffer.
 fn updateSparse(hasher: anytype, address: u64, length: u64, sparse_fd: i32, file_offset: u64) void {
     const bytes: [*]const u8 = @ptrFromInt(if (length > 0) address else @intFromPtr(&zeros));
     if (sparse_fd < 0) return hasher.update(bytes[0..length]);
+    const page = std.heap.page_size_min;
+    var extents = pages.Extents{ .fd = sparse_fd };
     var at: u64 = 0;
     while (at < length) {
-        const data = sys.result(linux.lseek(sparse_fd, @intCast(file_offset + at), SEEK_DATA));
-        if (data < 0 and data != -@as(isize, @intFromEnum(linux.E.NXIO))) return hasher.update(bytes[at..length]);
-        const data_at = if (data < 0) length else @min(length, @as(u64, @intCast(data)) - file_offset);
-        while (at < data_at) {
-            const n = @min(zeros.len, data_at - at);
-            hasher.update(zeros[0..n]);
-            at += n;
+        const hole = extents.isHole(file_offset + at, @min(page, length - at));
+        var end = at + @min(page, length - at);
+        while (end < length and extents.isHole(file_offset + end, @min(page, length - end)) == hole) {
+            end += @min(page, length - end);
         }
-        if (at >= length) return;
-        const hole = sys.result(linux.lseek(sparse_fd, @intCast(file_offset + at), SEEK_HOLE));
-        const hole_at = if (hole < 0) length else @min(length, @as(u64, @intCast(hole)) - file_offset);
-        hasher.update(bytes[at..hole_at]);
-        at = hole_at;
+        if (hole) {
+            while (at < end) {
+                const n = @min(zeros.len, end - at);
+                hasher.update(zeros[0..n]);
+                at += n;
+            }
+        } else {
+            hasher.update(bytes[at..end]);
+            at = end;
+        }
     }
 }
 

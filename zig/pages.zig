@@ -6,6 +6,8 @@
 const std = @import("std");
 const sys = @import("sys.zig");
 const MADV_POPULATE_WRITE = @import("memory.zig").MADV_POPULATE_WRITE;
+const SEEK_DATA = @import("memory.zig").SEEK_DATA;
+const SEEK_HOLE = @import("memory.zig").SEEK_HOLE;
 
 /// The wire's offsets, big-endian u64 (docs/PROTOCOL.md).
 fn wireOffset(wire: [*]const u8, i: usize) u64 {
@@ -166,17 +168,21 @@ const scan_ahead = 8;
 
 /// Splits the pages at `offsets` into those holding data (their offsets to `normal`) and
 /// the all-zero ones (to `zero`), both in order. Returns the number of zero pages.
-export fn zc_split_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64) i32 {
+/// `sparse_fd >= 0`: the memory maps that file from offset 0 (a sparse file,
+/// RegionDescriptor.sparseFd): a page in one of its holes is a zero page without being read
+/// (a read through a tmpfs mapping would allocate it, or raise SIGBUS on a full file system).
+export fn zc_split_zero_pages(base_number: sys.Number, region_size_number: sys.Number, page_size_number: sys.Number, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64, sparse_fd: i32) i32 {
     const base = sys.whole(base_number) orelse return sys.invalid_number;
     const region_size = sys.whole(region_size_number) orelse return sys.invalid_number;
     const page_size = sys.whole(page_size_number) orelse return sys.invalid_number;
-    return @intCast(splitZero(base, region_size, page_size, offsets, count, normal, zero));
+    return @intCast(splitZero(base, region_size, page_size, offsets, count, normal, zero, sparse_fd));
 }
 
 /// zc_split_zero_pages' loop (also zc_send_run's): the number of zero pages.
-pub fn splitZero(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64) u32 {
+pub fn splitZero(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, normal: [*]f64, zero: [*]f64, sparse_fd: i32) u32 {
     var n: usize = 0;
     var z: usize = 0;
+    var extents = Extents{ .fd = sparse_fd };
     for (0..count) |i| {
         // The first line of a page some pages on: the hardware does not prefetch across
         // pages, so without it every page's first word is a wait on memory.
@@ -184,7 +190,8 @@ pub fn splitZero(base: u64, region_size: u64, page_size: u64, offsets: [*]const 
             const ahead: [*]const u8 = @ptrFromInt(base + @as(u64, @intFromFloat(offsets[i + scan_ahead])));
             @prefetch(ahead, .{});
         }
-        if (isZero(pageBytes(base, offsets[i], page_size, region_size))) {
+        const bytes = pageBytes(base, offsets[i], page_size, region_size);
+        if (extents.isHole(@intFromPtr(bytes.ptr) - base, bytes.len) or isZero(bytes)) {
             zero[z] = offsets[i];
             z += 1;
         } else {
@@ -194,6 +201,44 @@ pub fn splitZero(base: u64, region_size: u64, page_size: u64, offsets: [*]const 
     }
     return @intCast(z);
 }
+
+/// Where a sparse file holds data and where holes, found with lseek(SEEK_DATA/SEEK_HOLE)
+/// and kept for the pages that follow: a run of pages costs an lseek or two, not one each.
+pub const Extents = struct {
+    /// The file; -1: no file, or lseek failed (every page then counts as data).
+    fd: i32,
+    data_start: u64 = 0,
+    data_end: u64 = 0,
+    hole_start: u64 = 0,
+    hole_end: u64 = 0,
+
+    /// Whether [at, at + length) of the file lies in one of its holes.
+    pub fn isHole(self: *Extents, at: u64, length: u64) bool {
+        if (self.fd < 0) return false;
+        if (at >= self.data_start and at < self.data_end) return false;
+        if (at >= self.hole_start and at + length <= self.hole_end) return true;
+        const data = sys.result(sys.linux.lseek(self.fd, @intCast(at), SEEK_DATA));
+        if (data == -@as(isize, @intFromEnum(sys.linux.E.NXIO))) { // holes to the end of the file
+            self.hole_start = at;
+            self.hole_end = std.math.maxInt(u64);
+            return true;
+        }
+        if (data < 0) {
+            self.fd = -1;
+            return false;
+        }
+        const data_at: u64 = @intCast(data);
+        if (data_at >= at + length) {
+            self.hole_start = at;
+            self.hole_end = data_at;
+            return true;
+        }
+        const hole = sys.result(sys.linux.lseek(self.fd, @intCast(data_at), SEEK_HOLE));
+        self.data_start = data_at;
+        self.data_end = if (hole < 0) std.math.maxInt(u64) else @intCast(hole);
+        return false;
+    }
+};
 
 /// Makes the pages at `offsets` read as zeros. Pages that already are zero are left
 /// untouched, so an untouched page of anonymous memory is never faulted in. `sparse_fd >= 0`
@@ -210,58 +255,34 @@ export fn zc_zero_pages(base_number: sys.Number, region_size_number: sys.Number,
     return zeroPages(base, region_size, page_size, offsets, count, populate, sparse_fd);
 }
 
-/// zc_zero_pages' work (also zc_recv_wire_run's), on offsets checked already: run by run of
-/// pages adjacent in memory.
+/// zc_zero_pages' work (also zc_recv_wire_run's), on offsets checked already: a run of
+/// adjacent pages outside the file's holes at a time, populated in one call.
 pub fn zeroPages(base: u64, region_size: u64, page_size: u64, offsets: [*]const f64, count: u32, populate: u32, sparse_fd: i32) i32 {
+    var extents = Extents{ .fd = sparse_fd };
     var i: usize = 0;
     while (i < count) {
         const first = pageBytes(base, offsets[i], page_size, region_size);
+        if (extents.isHole(@intFromPtr(first.ptr) - base, first.len)) {
+            i += 1;
+            continue;
+        }
         const start = @intFromPtr(first.ptr);
         var end = start + first.len;
-        i += 1;
-        while (i < count) : (i += 1) {
-            const next = pageBytes(base, offsets[i], page_size, region_size);
-            if (@intFromPtr(next.ptr) != end) break;
+        var next_run = i + 1;
+        while (next_run < count) : (next_run += 1) {
+            const next = pageBytes(base, offsets[next_run], page_size, region_size);
+            if (@intFromPtr(next.ptr) != end or extents.isHole(end - base, next.len)) break;
             end += next.len;
         }
-        const rc = zeroRun(base, start, end, page_size, populate, sparse_fd);
-        if (rc < 0) return rc;
-    }
-    return 0;
-}
-
-const SEEK_DATA = @import("memory.zig").SEEK_DATA;
-const SEEK_HOLE = @import("memory.zig").SEEK_HOLE;
-
-/// Zeroes [start, end) of the memory at `base`: past the file's holes when `sparse_fd >= 0`,
-/// the rest populated first when `populate != 0`, then page by page where not zero already.
-fn zeroRun(base: u64, start: u64, end: u64, page_size: u64, populate: u32, sparse_fd: i32) i32 {
-    var at = start;
-    while (at < end) {
-        var data_end = end;
-        if (sparse_fd >= 0) {
-            // Where the file holds data from `at` on; before it, a hole (zeros already).
-            // Swapped-out pages of a tmpfs file count as data. Any error: all of it is data.
-            const data = sys.result(sys.linux.lseek(sparse_fd, @intCast(at - base), SEEK_DATA));
-            if (data == -@as(isize, @intFromEnum(sys.linux.E.NXIO))) return 0; // holes to the end of the file
-            if (data >= 0) {
-                const data_at = base + @as(u64, @intCast(data));
-                if (data_at >= end) return 0;
-                at = @max(at, data_at);
-                const hole = sys.result(sys.linux.lseek(sparse_fd, @intCast(at - base), SEEK_HOLE));
-                if (hole >= 0) data_end = @min(end, base + @as(u64, @intCast(hole)));
-            }
-        }
         if (populate != 0) {
-            const rc = populateWrite(at, data_end);
+            const rc = populateWrite(start, end);
             if (rc < 0) return rc;
         }
-        while (at < data_end) {
-            const length = @min(page_size - (at - base) % page_size, data_end - at);
-            const bytes = @as([*]u8, @ptrFromInt(at))[0..length];
+        for (i..next_run) |k| {
+            const bytes = pageBytes(base, offsets[k], page_size, region_size);
             if (!isZero(bytes)) @memset(bytes, 0);
-            at += length;
         }
+        i = next_run;
     }
     return 0;
 }

@@ -428,7 +428,8 @@ const ZeroPages = enum(u32) { not_scanned = 0, in_packet = 1, to_caller = 2 };
 /// with data and zero pages (`zero_pages`), with its fields and offsets written into `head`
 /// by `rule`, and sent as one sendmsg (head, then the pages with data straight from the
 /// memory; pages that follow each other as one iovec; a file's pages faulted in first with
-/// `populate`, best effort) that waits in poll(2) when the socket is full, up to
+/// `populate`, best effort; the pages in a hole of `sparse_fd`, if one, are zero pages
+/// without being read) that waits in poll(2) when the socket is full, up to
 /// `timeout_ms`. A packet whose pages are all zero and go to the caller is not sent. Returns
 /// `done` once the cursor ran out, `stopped` when the abort flag (`control[abort_index]`) is
 /// up or `zero_out` may not have room for another packet's zero pages (nothing claimed
@@ -437,7 +438,7 @@ const ZeroPages = enum(u32) { not_scanned = 0, in_packet = 1, to_caller = 2 };
 /// packets sent, [2] their pages with data, [3] zero pages found, [4] the bytes the pages
 /// with data hold, [5] offsets in `zero_out` (in and out: it has `zero_capacity`), [6] bytes
 /// written, [7] the bytes the failed send left unwritten.
-export fn zc_send_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, round_pages: [*]const u32, use_pages: u32, page_count: u32, per_packet: u32, control: [*]i32, cursor_index: u32, abort_index: u32, head: [*]u8, rule: *const SendRule, zero_pages: u32, zero_out: [*]f64, zero_capacity: u32, populate: u32, timeout_ms: i32, io: [*]f64) i32 {
+export fn zc_send_run(fd: i32, base_number: sys.Number, size_number: sys.Number, page_size_number: sys.Number, round_pages: [*]const u32, use_pages: u32, page_count: u32, per_packet: u32, control: [*]i32, cursor_index: u32, abort_index: u32, head: [*]u8, rule: *const SendRule, zero_pages: u32, zero_out: [*]f64, zero_capacity: u32, populate: u32, sparse_fd: i32, timeout_ms: i32, io: [*]f64) i32 {
     const memory = Memory.of(base_number, size_number, page_size_number) orelse return sys.invalid_number;
     var number = sys.whole(io[0]) orelse return sys.invalid_number;
     const zeros_listed = sys.whole(io[5]) orelse return sys.invalid_number;
@@ -476,7 +477,7 @@ export fn zc_send_run(fd: i32, base_number: sys.Number, size_number: sys.Number,
         const zeros: u32 = if (mode == .not_scanned)
             0
         else
-            pages.splitZero(memory.base, memory.size, memory.page_size, &offsets, count, &normal, &zero);
+            pages.splitZero(memory.base, memory.size, memory.page_size, &offsets, count, &normal, &zero, sparse_fd);
         const data: []const f64 = if (mode == .not_scanned) offsets[0..count] else normal[0 .. count - zeros];
         io[3] += @floatFromInt(zeros);
         if (mode == .to_caller) {

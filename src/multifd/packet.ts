@@ -93,13 +93,14 @@ export class PageScan {
 
   /**
    * Splits `offsets[0..count)` into the pages holding data (to `normal`) and the all-zero
-   * ones (to `zero`), both in order; returns how many are zero.
+   * ones (to `zero`), both in order; returns how many are zero. A sparse file's holes are
+   * zero pages without being read.
    */
   splitZero(offsets: Float64Array, count: number, normal: Float64Array, zero: Float64Array): number {
-    const { address, size } = this.region;
+    const { address, size, sparseFd } = this.region;
     return checkedPages(
       "zero-page scan",
-      native.zc_split_zero_pages(address, size, this.pageSize, offsets, count, normal, zero),
+      native.zc_split_zero_pages(address, size, this.pageSize, offsets, count, normal, zero, sparseFd ?? -1),
     );
   }
 
