@@ -155,7 +155,8 @@ export class Region {
 
   /**
    * Maps an existing file, read-only (e.g. to send it). Its size is the file's size at
-   * open time; it must not shrink while mapped.
+   * open time; it must not shrink while mapped. A tmpfs file with holes is sent without
+   * reading them (see {@link RegionDescriptor.sparseFd}).
    */
   static openFile(path: string): Region {
     const fd = openFile(path, 0);
@@ -187,12 +188,13 @@ export class Region {
   static createFile(path: string, size: number, options: CreateFileOptions = {}): Region {
     checkSize(size);
     const fd = openFile(path, 1);
+    let address = 0;
     try {
       const fileSystem = fileSystemOf(fd);
       let sparse = options.sparse === true && size > 0 && fileSystem?.type === TMPFS_MAGIC;
       if (sparse) checkRoom(fileSystem!, size, path);
       check(sparse ? "ftruncate" : "fallocate", native.zc_allocate_file(fd, size, sparse ? 0 : 1), path);
-      const address = size === 0 ? 0 : map((o) => native.zc_map_file(fd, size, 1, o), path);
+      if (size > 0) address = map((o) => native.zc_map_file(fd, size, 1, o), path);
       const region = Region.#fileRegion(address, size, fd, fileSystem);
       // Sparse is safe only where writes can populate first: a kernel without
       // MADV_POPULATE_WRITE (EINVAL, < 5.14) gets the space reserved after all.
@@ -206,6 +208,7 @@ export class Region {
       region.#sparse = sparse;
       return region;
     } catch (error) {
+      if (address !== 0) native.zc_unmap(address, size);
       native.zc_close(fd);
       throw error;
     }
