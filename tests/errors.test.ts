@@ -3,7 +3,7 @@
 // thrown while the module loads.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { writeFileSync } from "node:fs";
+import { rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,7 +41,8 @@ try {
 }`,
     );
     const argv = runtimeArgv(script);
-    const child = await run(["env", `${api.LIBRARY_ENV}=/nonexistent/libzerocopy_multifd.so`, ...argv], 60_000);
+    const child = await run(["env", `${api.LIBRARY_ENV}=/nonexistent/libzerocopy_multifd.so`, ...argv], 60_000)
+      .finally(() => rmSync(script, { force: true }));
     const result = JSON.parse(child.stdout.trim().split("\n").at(-1)!);
     assert.equal(result.name, "NativeLibraryNotFoundError", child.stdout + child.stderr);
     assert.equal(result.family, true);
