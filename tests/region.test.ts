@@ -1,7 +1,9 @@
 // Region holds: close() waits for every transfer holding the region, a release without a
 // hold is refused (an in-use count below zero would let a later close() unmap memory a
 // transfer still uses), and an abandoned hold — a Worker that never confirmed it let go —
-// keeps the mapping for good.
+// keeps the mapping for good. File regions: populated per packet in memory, not on a disk;
+// a file system that cannot hold the output fails typed, never with SIGBUS, reserved or
+// sparse; sparse files keep their holes as outputs and are sent without reading them.
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
