@@ -5,7 +5,7 @@
  *
  *   deno run -A bench/qemu_interop.ts [--rounds 5] [--size-mib 2048] [--channels 4]
  *       [--runtimes deno,bun] [--versions 7.2,10.0] [--directions recv,send] [--zerocopy off,on]
- *       [--also-library PATH]
+ *       [--also-library PATH] [--zero-percent P]
  *
  * Set-up: bench/qemu.ts's (guest RAM = a random image on a private `huge=always` tmpfs,
  * `-machine none`, paused, the source's RAM locked, multifd with N channels, no bandwidth
@@ -32,6 +32,9 @@
  *   the native library (`ZEROCOPY_MULTIFD_LIB=PATH`, e.g. an older commit's `zig-out/lib/…so`,
  *   with this checkout's TypeScript), or another checkout's directory (e.g. a `git worktree`
  *   of an older commit, built: its `examples/migrate.ts`, its TypeScript and its library).
+ * - `--zero-percent P`: the guest's last P% of RAM all zeros (a mostly idle guest), as zero
+ *   pages for both sources: QEMU ≥ 9.0's destination skips those it never received; ours
+ *   leaves them as holes of its sparse block file.
  * GB/s = RAM bytes / that time. CPU s/GB: every thread of the process on our end against the
  * QEMU process on that end, over the same window. recv: `migrate` to completion for both (ours:
  * its CPU read from /proc at `migrate`, subtracted from the `processCpuSeconds` of its `--json`;
@@ -264,7 +267,9 @@ async function oursSend(
     await dst.quit();
     return {
       ...oursRecord(run, e2eSeconds, ours, Number(ours.cpuSeconds), dstCpu),
-      ownGBps: ours.GBps,
+      // The RAM's bytes over the data phase (the sender's own GBps counts only the bytes it
+      // wrote: zero pages go as offsets).
+      ownGBps: round(size / 1e9 / Number(ours.seconds)),
       callSeconds: round(callSeconds),
       callGBps: round(size / 1e9 / callSeconds),
       destinationStatus: status,
@@ -502,6 +507,7 @@ async function main(): Promise<number> {
     options: {
       rounds: { type: "string", default: "5" },
       "size-mib": { type: "string", default: "2048" },
+      "zero-percent": { type: "string", default: "0" },
       channels: { type: "string", default: "4" },
       runtimes: { type: "string", default: currentRuntime },
       versions: { type: "string", default: QEMU_VERSIONS.join(",") },
@@ -535,7 +541,9 @@ async function main(): Promise<number> {
 
   // Room on the tmpfs: a received directory per run, one kept per version for sending, and
   // the memory warmed before each fresh destination (QemuBench.warmFreeMemory).
-  const qemu = await QemuBench.prepare(settings.size, versions, 2 + versions.length);
+  const zeroPercent = Number(values["zero-percent"]);
+  if (!(zeroPercent >= 0 && zeroPercent <= 100)) throw new Error("--zero-percent: 0 to 100");
+  const qemu = await QemuBench.prepare(settings.size, versions, 2 + versions.length, zeroPercent);
   if (typeof qemu === "string") {
     note(`qemu_interop: QEMU skipped: ${qemu}`);
     return 1;
@@ -552,6 +560,7 @@ async function main(): Promise<number> {
     qemu: qemu.versions.map((v) => qemu.versionLine(v)).join("; "),
     "free-page reporting": qemu.pageReporting,
     ...(alsoLibrary ? { "also-library": alsoLibrary } : {}),
+    ...(zeroPercent > 0 ? { "guest RAM": `its last ${zeroPercent}% all zeros (--zero-percent)` } : {}),
   });
   try {
     const archives = new Map<QemuVersion, string>();

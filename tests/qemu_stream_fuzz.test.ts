@@ -126,6 +126,7 @@ function block(size: number): RamBlockTarget {
     zeroPage(offset) {
       this.view(offset, QEMU_PAGE_SIZE).fill(0);
     },
+    flushZeroPages() {},
   };
 }
 

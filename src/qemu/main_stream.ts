@@ -18,9 +18,12 @@ export interface RamBlockTarget {
   view(offset: number, length: number): Uint8Array;
   /**
    * Makes the page at `offset` read as zeros, writing it only if it is not zero already (as
-   * QEMU's ram_handle_compressed: a page never touched stays untouched).
+   * QEMU's ram_handle_compressed: a page never touched stays untouched). It may be queued
+   * until {@link flushZeroPages}.
    */
   zeroPage(offset: number): void;
+  /** Applies the zero pages queued; the parser calls it before any other write and each barrier. */
+  flushZeroPages(): void;
 }
 
 /** What the stream asks of its destination. */
@@ -136,10 +139,15 @@ export async function readMainStream(
     return (lastBlock = region);
   };
 
+  /** The zero pages queued in every block, applied: before a write or a barrier, so the order holds. */
+  const flushZeroPages = () => {
+    for (const block of blocks.values()) block.flushZeroPages();
+  };
+
   /** One RAM section's records, up to and including its EOS. */
   const ramRecords = async (start: boolean) => {
     for (;;) {
-      const word = await stream.u64("qemu.ram.record");
+      const word = stream.bufferedU64() ?? await stream.u64("qemu.ram.record");
       const flags = Number(word & PAGE_MASK);
       const offset = Number(word & ~PAGE_MASK);
       if (flags & Ram.MEM_SIZE) {
@@ -170,25 +178,31 @@ export async function readMainStream(
         // here, instead of one per section; its EOS is then no barrier.
         if (!started) throw new ProtocolError("qemu.ram.record", "MULTIFD_FLUSH before MEM_SIZE");
         syncPerPass = true;
+        flushZeroPages();
         await handler.barrier();
         continue;
       }
       if (flags === Ram.EOS) {
+        flushZeroPages();
         if (!syncPerPass) await handler.barrier();
         return;
       }
       const kind = flags & ~Ram.CONTINUE;
       if (kind === Ram.ZERO || kind === Ram.PAGE) {
-        const region = await blockOf(flags);
+        const region = flags & Ram.CONTINUE && lastBlock ? lastBlock : await blockOf(flags);
         if (offset + QEMU_PAGE_SIZE > region.size) {
           throw new ProtocolError("qemu.ram.offset", `${offset} is outside a block of ${region.size} bytes`);
         }
         if (kind === Ram.ZERO) {
-          const fill = await stream.u8("qemu.ram.zero");
+          const fill = stream.bufferedU8() ?? await stream.u8("qemu.ram.zero");
           if (fill === 0) region.zeroPage(offset);
-          else region.view(offset, QEMU_PAGE_SIZE).fill(fill);
+          else {
+            flushZeroPages();
+            region.view(offset, QEMU_PAGE_SIZE).fill(fill);
+          }
           zeroPageRecords++;
         } else {
+          flushZeroPages();
           await stream.into(region.view(offset, QEMU_PAGE_SIZE), "qemu.ram.page");
           mainChannelPages++;
         }

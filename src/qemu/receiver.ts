@@ -445,16 +445,26 @@ export class QemuMigrationReceiver {
   }
 }
 
-/** A region as the main-stream parser writes it: zero pages through the native zero-fill (packet.ts). */
+/** Zero-page records applied in one native call (a guest's idle RAM comes as a long run of them). */
+const ZERO_PAGE_BATCH = 1024;
+
+/** A region as the main-stream parser writes it: zero pages queued, then through the native zero-fill (packet.ts). */
 function zeroFillable(region: Region): RamBlockTarget {
   const scan = new PageScan(region.descriptor, QEMU_PAGE_SIZE);
-  const offset = new Float64Array(1);
+  const queued = new Float64Array(ZERO_PAGE_BATCH);
+  let count = 0;
+  const flushZeroPages = () => {
+    if (count === 0) return;
+    scan.zeroFill(queued, 0, count);
+    count = 0;
+  };
   return {
     size: region.size,
     view: (at, length) => region.writable(at, length),
     zeroPage: (at) => {
-      offset[0] = at;
-      scan.zeroFill(offset, 0, 1);
+      queued[count++] = at;
+      if (count === ZERO_PAGE_BATCH) flushZeroPages();
     },
+    flushZeroPages,
   };
 }

@@ -62,6 +62,23 @@ export class StreamReader {
     return at;
   }
 
+  /**
+   * The next u64 if it is in the buffer already, else undefined (nothing consumed): the
+   * parser's way through runs of small records (a guest's zero pages are ~9 bytes each)
+   * without an await per field.
+   */
+  bufferedU64(): bigint | undefined {
+    if (this.#end - this.#start < 8) return undefined;
+    const value = this.#view.getBigUint64(this.#start);
+    this.#start += 8;
+    return value;
+  }
+
+  /** The next byte if it is in the buffer already, else undefined (as {@link bufferedU64}). */
+  bufferedU8(): number | undefined {
+    return this.#end > this.#start ? this.#buffer[this.#start++] : undefined;
+  }
+
   async u8(what: string): Promise<number> {
     return this.#buffer[await this.#need(1, what)];
   }
