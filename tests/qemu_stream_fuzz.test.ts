@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import process from "node:process";
 import { ProtocolError } from "../mod.ts";
-import { type RamBlockTarget, readMainStream } from "../src/qemu/main_stream.ts";
+import { MAX_RAM_BLOCKS, type RamBlockTarget, readMainStream } from "../src/qemu/main_stream.ts";
 import { StreamReader } from "../src/qemu/stream_reader.ts";
 import { QEMU_PAGE_SIZE } from "../src/qemu/wire.ts";
 import { Rng } from "./helpers/rng.ts";
@@ -129,6 +129,29 @@ function block(size: number): RamBlockTarget {
     flushZeroPages() {},
   };
 }
+
+describe("QEMU main channel parser: its bounds", () => {
+  test(`more than ${MAX_RAM_BLOCKS} RAM blocks: ProtocolError before any block is made`, async () => {
+    const b = new Bytes();
+    b.u32(3).u8(0x07).u32(4).raw("none").u8(0x01).u32(2).id("ram").u32(0).u32(4);
+    const count = MAX_RAM_BLOCKS + 1;
+    b.u64(count * QEMU_PAGE_SIZE | 0x04);
+    for (let i = 0; i < count; i++) b.id(`b${i}`).u64(QEMU_PAGE_SIZE);
+    let made = 0;
+    const handler = {
+      blocks: (list: { name: string; bytes: number }[]) => list.map((l) => (made++, block(l.bytes))),
+      barrier: () => Promise.resolve(),
+    };
+    await assert.rejects(
+      readMainStream(new StreamReader(source(Uint8Array.from(b.out), new Rng(1)), 4096), handler, {
+        maxRamBytes: 2 ** 30,
+        maxStateBytes: 4096,
+      }),
+      (error: Error) => error instanceof ProtocolError && /more than 256 RAM blocks/.test(error.message),
+    );
+    assert.equal(made, 0);
+  });
+});
 
 describe(`QEMU main channel parser against mutated streams (seed ${seed})`, () => {
   test("100,000 streams: read whole or a ProtocolError; nothing outside a block; RAM within the limit", async () => {

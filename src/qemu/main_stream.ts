@@ -81,6 +81,11 @@ const MAX_MACHINE_NAME_BYTES = 256;
 const PAGE_MASK = BigInt(QEMU_PAGE_SIZE - 1);
 /** RAM block ids accepted (they become file names: "/" is replaced there). */
 const BLOCK_NAME = /^[\w.:/@-]+$/;
+/**
+ * Most RAM blocks a stream may declare: each becomes a file, a mapping and an fd held for the
+ * receive (a `-machine pc` guest has about ten; QEMU's RAMBlock list is not limited, ours is).
+ */
+export const MAX_RAM_BLOCKS = 256;
 
 /**
  * Reads the main channel after its 4-byte magic (read when the channel was told apart),
@@ -165,6 +170,9 @@ export async function readMainStream(
             throw new ProtocolError("qemu.ram.block", `block "${name}" of ${bytes} bytes (of ${total} left)`);
           }
           if (!BLOCK_NAME.test(name)) throw new ProtocolError("qemu.ram.block", `block id "${name}"`);
+          if (list.length === MAX_RAM_BLOCKS) {
+            throw new ProtocolError("qemu.ram.block", `more than ${MAX_RAM_BLOCKS} RAM blocks`);
+          }
           list.push({ name, bytes });
           total -= bytes;
         }

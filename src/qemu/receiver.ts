@@ -451,7 +451,8 @@ const ZERO_PAGE_BATCH = 1024;
 /** A region as the main-stream parser writes it: zero pages queued, then through the native zero-fill (packet.ts). */
 function zeroFillable(region: Region): RamBlockTarget {
   const scan = new PageScan(region.descriptor, QEMU_PAGE_SIZE);
-  const queued = new Float64Array(ZERO_PAGE_BATCH);
+  // No more room than the block has pages: a stream's tiny blocks do not each cost a full batch.
+  const queued = new Float64Array(Math.min(ZERO_PAGE_BATCH, Math.ceil(region.size / QEMU_PAGE_SIZE)));
   let count = 0;
   const flushZeroPages = () => {
     if (count === 0) return;
@@ -463,7 +464,7 @@ function zeroFillable(region: Region): RamBlockTarget {
     view: (at, length) => region.writable(at, length),
     zeroPage: (at) => {
       queued[count++] = at;
-      if (count === ZERO_PAGE_BATCH) flushZeroPages();
+      if (count === queued.length) flushZeroPages();
     },
     flushZeroPages,
   };
